@@ -1,0 +1,72 @@
+"""hwtune: accuracy/latency/memory Pareto search for a named device, and export for it.
+
+Importing hwtune is fast and silent: every public name below is resolved on first use, so
+torch, ONNX Runtime and Optuna load only when a function that needs them is called.
+
+Example:
+    >>> import hwtune
+    >>> hwtune.list_profiles()[:2]
+    ['host', 'jetson-nano']
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "HwtuneError": "hwtune.errors",
+    "DeviceProfile": "hwtune.device",
+    "load_profile": "hwtune.device",
+    "list_profiles": "hwtune.device",
+    "PrecisionPlan": "hwtune.precision",
+    "Candidate": "hwtune.space",
+    "SearchSpace": "hwtune.space",
+    "create_model": "hwtune.families",
+    "list_families": "hwtune.families",
+    "profile_model": "hwtune.profiler",
+    "ProfileReport": "hwtune.profiler",
+    "predict_latency": "hwtune.predictor",
+    "QuantConfig": "hwtune.quant",
+    "quantize": "hwtune.quant",
+    "load_dataset": "hwtune.data",
+    "TrainBudget": "hwtune.train",
+    "train": "hwtune.train",
+    "evaluate": "hwtune.train",
+    "tune": "hwtune.search",
+    "TuneResult": "hwtune.search",
+    "export": "hwtune.export",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hwtune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from hwtune.data import load_dataset
+    from hwtune.device import DeviceProfile, list_profiles, load_profile
+    from hwtune.errors import HwtuneError
+    from hwtune.export import export
+    from hwtune.families import create_model, list_families
+    from hwtune.precision import PrecisionPlan
+    from hwtune.predictor import predict_latency
+    from hwtune.profiler import ProfileReport, profile_model
+    from hwtune.quant import QuantConfig, quantize
+    from hwtune.search import TuneResult, tune
+    from hwtune.space import Candidate, SearchSpace
+    from hwtune.train import TrainBudget, evaluate, train

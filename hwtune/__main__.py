@@ -1,0 +1,7 @@
+"""``python -m hwtune`` runs the CLI."""
+
+import sys
+
+from hwtune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""``hwtune devices`` and ``hwtune devices show ID`` (and ``hwtune list-families``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hwtune.cli._output import format_bytes, print_json, print_table
+from hwtune.device import DeviceProfile, list_profiles, load_profile
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("devices", help="list bundled device profiles, or show one")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    inner = p.add_subparsers(dest="devices_command", metavar="show")
+    show = inner.add_parser("show", help="show one profile (bundled id or path to a .toml)")
+    show.add_argument("device", metavar="ID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+    fam = subparsers.add_parser("list-families", help="list the registered model families and their knobs")
+    fam.add_argument("--json", action="store_true")
+    fam.set_defaults(func=run_families)
+
+
+def _summary(p: DeviceProfile) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "kind": p.kind,
+        "latency_source": p.latency_source,
+        "runtime": p.runtime,
+        "cores": p.cores,
+        "clock_ghz": p.clock_ghz,
+        "ram_bytes": p.ram_bytes,
+        "storage_bytes": p.storage_bytes,
+        "precisions": list(p.precisions),
+        "calibrated": p.calibration is not None,
+    }
+
+
+def _latency_label(p: DeviceProfile) -> str:
+    if p.latency_source == "measure":
+        return f"measured ({p.runtime})"
+    if p.calibration is None:
+        return "estimated (roofline, uncalibrated)"
+    err = p.calibration.get("error_pct")
+    return f"predicted ({p.calibration.get('method')}, ±{err:.0f}%)" if err is not None else "predicted"
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "devices_command", None) == "show":
+        profile = load_profile(args.device)
+        if args.json:
+            print_json(profile.to_dict())
+            return 0
+        d = profile.to_dict()
+        rows = [
+            ("id", d["id"]), ("name", d["name"]), ("kind", d["kind"]), ("cpu", d["cpu_model"] or "-"),
+            ("cores / threads", f"{d['cores']} / {d['threads']}"), ("clock", f"{d['clock_ghz']} GHz"),
+            ("isa", ", ".join(d["isa"]) or "-"),
+            ("peak", ", ".join(f"{k} {v:g} GFLOP/s" for k, v in d["peak_gflops"].items())),
+            ("bandwidth", f"{d['bandwidth_gbps']} GB/s"), ("ram", format_bytes(d["ram_bytes"])),
+            ("storage", format_bytes(d["storage_bytes"])), ("precisions", ", ".join(d["precisions"])),
+            ("runtime", d["runtime"]), ("latency", _latency_label(profile)),
+        ]
+        if profile.calibration:
+            rows.append(("calibration", str(profile.calibration.get("description", profile.calibration.get("method")))))
+        for key, source in profile.sources.items():
+            rows.append((f"source: {key}", source))
+        print_table(("field", "value"), rows)
+        return 0
+    profiles = [load_profile(name) for name in list_profiles()]
+    if args.json:
+        print_json([_summary(p) for p in profiles])
+        return 0
+    print_table(
+        ("id", "kind", "cores", "clock", "ram", "storage", "precisions", "runtime", "latency"),
+        [
+            (p.id, p.kind, p.cores, f"{p.clock_ghz:g} GHz", format_bytes(p.ram_bytes), format_bytes(p.storage_bytes),
+             ",".join(p.precisions), p.runtime, _latency_label(p))
+            for p in profiles
+        ],
+    )
+    return 0
+
+
+def run_families(args: argparse.Namespace) -> int:
+    from hwtune.families import get_family, list_families
+
+    rows = []
+    for name in list_families():
+        family = get_family(name)
+        knobs = getattr(family, "knobs", {})
+        rows.append({"family": name, "knobs": {k: list(v) if isinstance(v, (tuple, list)) else str(v)
+                                                for k, v in dict(knobs).items()}})
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(("family", "knobs"), [(r["family"], ", ".join(r["knobs"])) for r in rows])
+    return 0

@@ -1,0 +1,987 @@
+"""Datasets and their splits: Fashion-MNIST (IDX files), ImageFolder directories, any torch Dataset.
+
+Every loader returns a :class:`DataSplits`: a ``train`` split to fit on, a ``val`` split carved
+deterministically from the training set for model selection, and the ``test`` split, which is
+only for final reports (selecting models on it would make the reported accuracy optimistic).
+Each split yields ``(image, label)`` with ``image`` a normalized ``float32`` tensor ``(C, H, W)``
+and ``label`` an ``int``.
+
+Fashion-MNIST is read straight from the original gzip IDX files with numpy (the Debian package
+``dataset-fashion-mnist`` installs them under ``/usr/share/datasets/fashion-mnist``), held in
+memory as ``uint8`` and normalized per batch, so a training step never waits on a DataLoader.
+
+Example:
+    >>> from hwtune.data import load_dataset, calibration_batch
+    >>> splits = load_dataset("fashion-mnist")          # doctest: +SKIP
+    >>> len(splits.train), len(splits.val), len(splits.test)  # doctest: +SKIP
+    (50000, 10000, 10000)
+    >>> calibration_batch(splits, 256, seed=0).shape     # doctest: +SKIP
+    (256, 1, 28, 28)
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from hwtune.errors import DataError, UnknownNameError, did_you_mean
+
+if TYPE_CHECKING:  # torch is imported lazily: `import hwtune` must stay fast
+    import torch
+    from torch.utils.data import Dataset
+
+__all__ = [
+    "APT_PACKAGE",
+    "DATA_ENV_VAR",
+    "FASHION_MNIST_CLASSES",
+    "SYSTEM_DATA_DIR",
+    "DataSplits",
+    "TensorData",
+    "calibration_batch",
+    "from_datasets",
+    "list_datasets",
+    "load_dataset",
+    "read_idx",
+]
+
+SCHEMA_VERSION = 1
+APT_PACKAGE = "dataset-fashion-mnist"
+DATA_ENV_VAR = "HWTUNE_DATA"
+SYSTEM_DATA_DIR = Path("/usr/share/datasets")
+DEFAULT_VAL_FRACTION = 1 / 6  # 10,000 of Fashion-MNIST's 60,000 training images, the size of its test set
+
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); data is big-endian.
+_IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class _IdxSpec:
+    """An IDX-format dataset: directory names to look in, file stems, classes, torchvision class."""
+
+    name: str
+    dir_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    torchvision_class: str
+    apt_package: str | None
+
+
+_IDX_DATASETS: dict[str, _IdxSpec] = {
+    "fashion-mnist": _IdxSpec(
+        "fashion-mnist", ("fashion-mnist", "FashionMNIST/raw"), FASHION_MNIST_CLASSES, "FashionMNIST", APT_PACKAGE
+    ),
+    "mnist": _IdxSpec("mnist", ("mnist", "MNIST/raw"), tuple(str(i) for i in range(10)), "MNIST", None),
+}
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}
+_IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def list_datasets() -> list[str]:
+    """Return the dataset names :func:`load_dataset` knows (paths to directories work too)."""
+    return sorted(_IDX_DATASETS)
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory dataset
+# --------------------------------------------------------------------------------------------
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _dataset_base() -> type:
+    from torch.utils.data import Dataset
+
+    return Dataset
+
+
+class _LazyDatasetMeta(type):
+    """Lets ``TensorData`` subclass ``torch.utils.data.Dataset`` without importing torch at import time."""
+
+
+def _make_tensor_data_class() -> type:
+    return _dataset_base()
+
+
+class TensorData:
+    """An in-memory dataset of images and integer labels with fast batched access.
+
+    Images are stored either as ``uint8`` (raw pixels; scaled to [0, 1] and normalized with
+    ``mean``/``std`` on access, which keeps Fashion-MNIST at 47 MB instead of 188 MB) or as
+    float tensors that are returned unchanged. ``batch(indices)`` returns a whole normalized batch
+    in one tensor operation; training and evaluation use it instead of a DataLoader.
+
+    Args:
+        images: ``(N, C, H, W)`` tensor, ``uint8`` or floating point.
+        labels: ``(N,)`` integer tensor.
+        mean: Per-channel mean of the [0, 1]-scaled pixels (``uint8`` images only).
+        std: Per-channel standard deviation, same convention.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        torch = _torch()
+        if images.ndim != 4:
+            raise DataError(f"TensorData images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise DataError(
+                f"TensorData labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
+            )
+        if images.dtype != torch.uint8 and not images.is_floating_point():
+            raise DataError(f"TensorData images must be uint8 or floating point, got {images.dtype}")
+        if images.is_floating_point() and (mean is not None or std is not None):
+            raise DataError("TensorData mean/std apply to uint8 images only; float images are used as given")
+        channels = images.shape[1]
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.mean = None if mean is None else tuple(float(m) for m in mean)
+        self.std = None if std is None else tuple(float(s) for s in std)
+        for key, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and len(value) != channels:
+                raise DataError(f"TensorData {key} needs {channels} values (one per channel), got {len(value)}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise DataError(f"TensorData std must be > 0, got {self.std}")
+        self._mean_t = None if self.mean is None else torch.tensor(self.mean).view(1, -1, 1, 1)
+        self._std_t = None if self.std is None else torch.tensor(self.std).view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self._convert(self.images[index : index + 1] if index >= 0 else self.images[[index]])[0], int(
+            self.labels[index]
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` like ``TensorDataset.tensors``; materializes the normalized float images."""
+        return self._convert(self.images), self.labels
+
+    def batch(self, indices: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the normalized ``float32`` images and ``int64`` labels at ``indices``."""
+        return self._convert(self.images[indices]), self.labels[indices]
+
+    def subset(self, indices: torch.Tensor | np.ndarray | slice) -> TensorData:
+        """Return a new ``TensorData`` holding a copy of the samples at ``indices``."""
+        torch = _torch()
+        if isinstance(indices, np.ndarray):
+            indices = torch.from_numpy(indices.astype(np.int64))
+        images, labels = self.images[indices], self.labels[indices]
+        return TensorData(images.contiguous(), labels.contiguous(), mean=self.mean, std=self.std)
+
+    def _convert(self, images: torch.Tensor) -> torch.Tensor:
+        torch = _torch()
+        if images.is_floating_point():
+            return images.to(torch.float32)
+        x = images.to(torch.float32).mul_(1.0 / 255.0)
+        if self._mean_t is not None and self._std_t is not None:
+            x.sub_(self._mean_t).div_(self._std_t)
+        return x
+
+    def __repr__(self) -> str:
+        return f"TensorData(n={len(self)}, shape={self.input_shape}, dtype={self.images.dtype})"
+
+
+def _register_dataset_subclass() -> None:
+    # torch's Dataset is a plain ABC-free class; registering makes isinstance(x, Dataset) true for
+    # TensorData without importing torch when hwtune.data is imported.
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset cut into train / validation / test splits, plus what a deployed model must know.
+
+    Attributes:
+        name: Dataset name (``"fashion-mnist"``, a directory name, or the user's name).
+        train: Split to fit on.
+        val: Split for model selection, carved from the training set; ``None`` if ``val_fraction=0``.
+        test: Held-out split for final reports only; ``None`` when the source has none.
+        input_shape: ``(C, H, W)`` of one image.
+        num_classes: Number of classes; labels are ``0 .. num_classes-1``.
+        class_names: Name of each class.
+        mean: Per-channel mean subtracted from the [0, 1]-scaled pixels; ``None`` when the user's
+            dataset normalizes on its own.
+        std: Per-channel standard deviation the pixels are divided by; ``None`` likewise.
+        source: Where the data came from (a directory, or ``"user datasets"``).
+        split_seed: Seed of the train/validation permutation.
+    """
+
+    name: str
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    class_names: tuple[str, ...]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    source: str = ""
+    split_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Metadata for manifests and reports (not the data): shapes, sizes, classes, normalization."""
+
+        def size(ds: Any) -> int | None:
+            return None if ds is None else len(ds)
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+            "sizes": {"train": size(self.train), "val": size(self.val), "test": size(self.test)},
+            "source": self.source,
+            "split_seed": self.split_seed,
+        }
+
+
+def _check_fraction(val_fraction: float) -> None:
+    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+
+
+def _check_limit(key: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DataError(f"{key} must be a positive integer or None, got {value!r}")
+
+
+def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded permutation of ``range(n)`` cut into (train, val) index arrays."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and (n_val < 1 or n_val >= n):
+        raise DataError(
+            f"val_fraction={val_fraction} of {n} training samples leaves an empty train or validation split"
+        )
+    return perm[n_val:], perm[:n_val]
+
+
+def _head(ds: Any, limit: int | None) -> Any:
+    """First ``limit`` samples of a split (splits are already shuffled, so this is a random sample)."""
+    if ds is None or limit is None or limit >= len(ds):
+        return ds
+    if isinstance(ds, TensorData):
+        return ds.subset(slice(0, limit))
+    from torch.utils.data import Subset
+
+    return Subset(ds, range(limit))
+
+
+def _pixel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std of uint8 ``(N, C, H, W)`` pixels scaled to [0, 1].
+
+    A 256-bin histogram gives them exactly without a float64 copy of the images (that copy would
+    be 300 MB for Fashion-MNIST).
+    """
+    means, stds = [], []
+    values = np.arange(256, dtype=np.float64) / 255.0
+    for c in range(images.shape[1]):
+        hist = np.bincount(images[:, c].reshape(-1), minlength=256).astype(np.float64)
+        total = hist.sum()
+        mean = float((hist * values).sum() / total)
+        var = float((hist * (values - mean) ** 2).sum() / total)
+        means.append(round(mean, 4))
+        stds.append(round(max(var, 1e-12) ** 0.5, 4))
+    return tuple(means), tuple(stds)
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files
+# --------------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path, *, ndim: int | None = None, dtype: str | None = None) -> np.ndarray:
+    """Read an IDX file (gzip-compressed or plain) into a numpy array.
+
+    Args:
+        path: File to read; ``.gz`` files are decompressed.
+        ndim: Expected number of dimensions (3 for images, 1 for labels), checked if given.
+        dtype: Expected numpy dtype code (e.g. ``"u1"``), checked if given.
+
+    Raises:
+        DataError: The file is missing, truncated, not gzip, has a wrong magic number, or its size
+            does not match its header. The message names the file and what was expected.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DataError(f"{path}: not a readable gzip file (truncated or corrupt?): {exc}") from exc
+    return _parse_idx(raw, str(path), ndim=ndim, dtype=dtype)
+
+
+def _parse_idx(raw: bytes, where: str, *, ndim: int | None, dtype: str | None) -> np.ndarray:
+    if len(raw) < 4:
+        raise DataError(f"{where}: {len(raw)} bytes is too short for an IDX header (expected >= 4)")
+    zero, code, dims = int.from_bytes(raw[0:2], "big"), raw[2], raw[3]
+    if zero != 0 or code not in _IDX_DTYPES:
+        raise DataError(
+            f"{where}: bad IDX magic number 0x{raw[:4].hex()}; expected 0x0000 then a type code "
+            f"(0x08 = uint8) and the number of dimensions, e.g. 0x00000803 for images"
+        )
+    np_dtype = np.dtype(_IDX_DTYPES[code])
+    if dtype is not None and np_dtype != np.dtype(dtype):
+        raise DataError(f"{where}: IDX element type is {np_dtype}, expected {np.dtype(dtype)}")
+    if ndim is not None and dims != ndim:
+        raise DataError(f"{where}: IDX file has {dims} dimensions, expected {ndim}")
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise DataError(f"{where}: truncated IDX header ({len(raw)} bytes, expected {header})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    expected = header + int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(
+            f"{where}: IDX header says shape {shape} ({expected} bytes) but the file has {len(raw)} bytes"
+            + (" (truncated)" if len(raw) < expected else " (trailing data)")
+        )
+    return np.frombuffer(raw, dtype=np_dtype, offset=header).reshape(shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_cached(path: str, mtime_ns: int, size: int, ndim: int) -> Any:
+    # Keyed on mtime and size so an edited file is re-read. A search loads the same dataset in
+    # every trial; the cache turns ~1 s of gzip into nothing. Returns a torch tensor (a private
+    # copy: np.frombuffer views are read-only and torch warns about those).
+    del mtime_ns, size
+    arr = read_idx(path, ndim=ndim, dtype="u1")
+    return _torch().from_numpy(arr.copy())
+
+
+def _read_idx_tensor(path: Path, ndim: int) -> torch.Tensor:
+    st = path.stat()
+    return _read_idx_cached(str(path), st.st_mtime_ns, st.st_size, ndim)
+
+
+def _find_idx_file(directory: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _idx_dir_complete(directory: Path) -> bool:
+    return all(_find_idx_file(directory, stem) is not None for stem in _IDX_FILES.values())
+
+
+def _candidate_dirs(spec: _IdxSpec, root: Path | None) -> list[Path]:
+    """Directories to look in, in order: ``root`` (or ``$HWTUNE_DATA``) then the system directory."""
+    bases: list[Path] = []
+    if root is not None:
+        bases.append(root)
+    else:
+        env = os.environ.get(DATA_ENV_VAR)
+        if env:
+            bases.append(Path(env).expanduser())
+        bases.append(SYSTEM_DATA_DIR)
+    dirs: list[Path] = []
+    for base in bases:
+        if base != SYSTEM_DATA_DIR:
+            dirs.append(base)
+        dirs.extend(base / sub for sub in spec.dir_names)
+    return dirs
+
+
+def _download(spec: _IdxSpec, root: Path) -> Path:
+    """Fetch the IDX files with torchvision's downloader into ``root/<Class>/raw`` and return that dir."""
+    try:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, spec.torchvision_class)
+        for train in (True, False):
+            cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # network errors come as URLError, HTTPError, RuntimeError, ...
+        raise DataError(f"downloading {spec.name} into {root} failed: {exc}{_missing_hint(spec)}") from exc
+    return root / spec.torchvision_class / "raw"
+
+
+def _missing_hint(spec: _IdxSpec) -> str:
+    hints = []
+    if spec.apt_package:
+        hints.append(f"install it with 'apt-get install {spec.apt_package}'")
+    hints.append(f"point {DATA_ENV_VAR} or root= at a directory holding the four IDX .gz files")
+    hints.append("or pass download=True to fetch it with torchvision")
+    return "; " + ", ".join(hints[:-1]) + ", " + hints[-1]
+
+
+def _load_idx_dataset(
+    spec: _IdxSpec,
+    *,
+    root: Path | None,
+    directory: Path | None,
+    val_fraction: float,
+    seed: int,
+    download: bool,
+) -> tuple[DataSplits, dict[str, int | None]]:
+    if directory is None:
+        searched = _candidate_dirs(spec, root)
+        directory = next((d for d in searched if _idx_dir_complete(d)), None)
+        if directory is None:
+            if not download:
+                where = ", ".join(str(d) for d in searched)
+                raise DataError(f"{spec.name} not found (looked in {where}){_missing_hint(spec)}")
+            dl_root = root or Path(os.environ.get(DATA_ENV_VAR) or Path.home() / ".cache" / "hwtune" / "data")
+            directory = _download(spec, dl_root.expanduser())
+    files = {key: _find_idx_file(directory, stem) for key, stem in _IDX_FILES.items()}
+    missing = [f"{_IDX_FILES[k]}.gz" for k, p in files.items() if p is None]
+    if missing:
+        raise DataError(f"{directory}: missing {', '.join(missing)}{_missing_hint(spec)}")
+    tensors = {}
+    for key, path in files.items():
+        assert path is not None  # checked just above
+        tensors[key] = _read_idx_tensor(path, ndim=3 if key.endswith("images") else 1)
+
+    problems = []
+    for part in ("train", "test"):
+        images, labels = tensors[f"{part}_images"], tensors[f"{part}_labels"]
+        if images.shape[0] != labels.shape[0]:
+            problems.append(
+                f"{files[part + '_images']}: {images.shape[0]} images but {files[part + '_labels']} has "
+                f"{labels.shape[0]} labels; expected equal counts"
+            )
+        bad = int((labels >= len(spec.class_names)).sum())
+        if bad:
+            problems.append(
+                f"{files[part + '_labels']}: {bad} labels outside 0..{len(spec.class_names) - 1}"
+            )
+    if tensors["train_images"].shape[1:] != tensors["test_images"].shape[1:]:
+        problems.append(
+            f"{directory}: train images are {tuple(tensors['train_images'].shape[1:])} but test images are "
+            f"{tuple(tensors['test_images'].shape[1:])}; expected the same size"
+        )
+    if problems:
+        raise DataError("\n".join(problems))
+
+    train_all = tensors["train_images"].unsqueeze(1)  # (N, 1, H, W)
+    test_images = tensors["test_images"].unsqueeze(1)
+    train_idx, val_idx = _split_indices(train_all.shape[0], val_fraction, seed)
+    train_images = train_all[_torch().from_numpy(train_idx)]
+    # Normalization statistics come from the training split only (no validation/test leakage).
+    mean, std = _pixel_stats(train_images.numpy())
+    full = TensorData(train_all, tensors["train_labels"], mean=mean, std=std)
+    train = TensorData(train_images, tensors["train_labels"][_torch().from_numpy(train_idx)], mean=mean, std=std)
+    val = full.subset(val_idx) if len(val_idx) else None
+    test = TensorData(test_images, tensors["test_labels"], mean=mean, std=std)
+    splits = DataSplits(
+        name=spec.name,
+        train=train,
+        val=val,
+        test=test,
+        input_shape=train.input_shape,
+        num_classes=len(spec.class_names),
+        class_names=spec.class_names,
+        mean=mean,
+        std=std,
+        source=str(directory),
+        split_seed=seed,
+    )
+    return splits, {}
+
+
+# --------------------------------------------------------------------------------------------
+# ImageFolder directories
+# --------------------------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _is_image_folder(path: Path) -> bool:
+    return (path / "train").is_dir()
+
+
+def _load_image_folder(
+    path: Path,
+    *,
+    image_size: int | tuple[int, int] | None,
+    val_fraction: float,
+    seed: int,
+    max_memory_bytes: int,
+    stats_samples: int = 1000,
+) -> DataSplits:
+    """Load ``path/train`` (and optional ``path/val``, ``path/test``) class-per-subfolder directories."""
+    try:
+        import torchvision.transforms as T
+        from PIL import Image
+        from torchvision.datasets import ImageFolder
+    except ImportError as exc:  # pragma: no cover - torchvision is a dependency
+        raise DataError(f"reading image folders needs torchvision and Pillow: {exc}") from exc
+    torch = _torch()
+
+    def open_folder(sub: str) -> Any:
+        try:
+            return ImageFolder(str(path / sub))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise DataError(f"{path / sub}: not a usable image folder (one subfolder per class with images): {exc}") from exc
+
+    raw = {sub: open_folder(sub) for sub in ("train", "val", "test") if (path / sub).is_dir()}
+    train_raw = raw["train"]
+    problems = []
+    for sub, ds in raw.items():
+        if sub != "train" and ds.classes != train_raw.classes:
+            problems.append(
+                f"{path / sub}: classes {ds.classes} differ from {path / 'train'} classes {train_raw.classes}"
+            )
+    if problems:
+        raise DataError("\n".join(problems))
+
+    first = train_raw.samples[0][0]
+    try:
+        with Image.open(first) as img:
+            mode, first_size = img.mode, img.size
+    except OSError as exc:
+        raise DataError(f"{first}: cannot read image: {exc}") from exc
+    channels = 1 if mode in ("1", "L", "I", "I;16", "F") else 3
+    size: tuple[int, int] | None = None
+    if image_size is not None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)  # type: ignore[assignment]
+    steps: list[Any] = [T.Grayscale(1) if channels == 1 else T.Lambda(lambda im: im.convert("RGB"))]
+    if size is not None:
+        steps.append(T.Resize(size))
+    steps.append(T.PILToTensor())
+    to_uint8 = T.Compose(steps)
+
+    def decode(ds: Any, idx: int) -> Any:
+        file = ds.samples[idx][0]
+        try:
+            return to_uint8(ds.loader(file))
+        except Exception as exc:  # PIL raises many types for broken files
+            raise DataError(f"{file}: cannot read image: {exc}") from exc
+
+    # Sample images for the statistics and to check that sizes agree when no resize is asked for.
+    rng = np.random.default_rng(seed)
+    n_train = len(train_raw)
+    sample_idx = rng.choice(n_train, size=min(stats_samples, n_train), replace=False)
+    sample = [decode(train_raw, int(i)) for i in sample_idx]
+    shapes = {tuple(t.shape) for t in sample}
+    if len(shapes) > 1:
+        listed = ", ".join("x".join(map(str, s[1:])) for s in sorted(shapes)[:4])
+        raise DataError(f"{path / 'train'}: images have different sizes ({listed}); pass image_size= to resize them")
+    c, h, w = next(iter(shapes))
+    mean, std = _pixel_stats(torch.stack(sample).numpy())
+    del first_size
+
+    total = sum(len(ds) for ds in raw.values())
+    in_memory = total * c * h * w <= max_memory_bytes
+
+    def materialize(ds: Any) -> Any:
+        if in_memory:
+            images = torch.empty((len(ds), c, h, w), dtype=torch.uint8)
+            for i in range(len(ds)):
+                img = decode(ds, i)
+                if tuple(img.shape) != (c, h, w):
+                    raise DataError(
+                        f"{ds.samples[i][0]}: image is {tuple(img.shape)}, expected {(c, h, w)}; pass image_size="
+                    )
+                images[i] = img
+            labels = torch.tensor(ds.targets, dtype=torch.int64)
+            return TensorData(images, labels, mean=mean, std=std)
+        ds.transform = T.Compose([to_uint8, T.ConvertImageDtype(torch.float32), T.Normalize(mean, std)])
+        return ds
+
+    train_full = materialize(train_raw)
+    if "val" in raw:
+        train, val = train_full, materialize(raw["val"])
+    else:
+        train_idx, val_idx = _split_indices(len(train_full), val_fraction, seed)
+        train = _subset(train_full, train_idx)
+        val = _subset(train_full, val_idx) if len(val_idx) else None
+    test = materialize(raw["test"]) if "test" in raw else None
+    return DataSplits(
+        name=path.name,
+        train=train,
+        val=val,
+        test=test,
+        input_shape=(c, h, w),
+        num_classes=len(train_raw.classes),
+        class_names=tuple(train_raw.classes),
+        mean=mean,
+        std=std,
+        source=str(path),
+        split_seed=seed,
+    )
+
+
+def _subset(ds: Any, indices: np.ndarray) -> Any:
+    if isinstance(ds, TensorData):
+        return ds.subset(indices)
+    from torch.utils.data import Subset
+
+    return Subset(ds, indices.tolist())
+
+
+# --------------------------------------------------------------------------------------------
+# Public loaders
+# --------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name_or_path: str | Path = "fashion-mnist",
+    *,
+    root: str | Path | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+    test_limit: int | None = None,
+    download: bool = False,
+    image_size: int | tuple[int, int] | None = None,
+    max_memory_bytes: int = 1 << 30,
+) -> DataSplits:
+    """Load a dataset by name or directory and split it into train / validation / test.
+
+    ``name_or_path`` is a known name (``"fashion-mnist"``, ``"mnist"``), a directory holding the
+    four IDX files (``train-images-idx3-ubyte.gz`` ...), or an ImageFolder directory with a
+    ``train/`` subfolder (one subfolder per class) and optional ``val/`` and ``test/``.
+
+    For a name, the IDX files are looked up in ``root`` if given, otherwise in ``$HWTUNE_DATA``
+    and then ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``),
+    each directly or in a ``fashion-mnist/`` or torchvision-style ``FashionMNIST/raw/`` subfolder.
+
+    Args:
+        name_or_path: Dataset name or directory.
+        root: Directory to look in (and to download into) instead of the defaults.
+        val_fraction: Share of the training set held out for validation (default 1/6, i.e.
+            10,000 of Fashion-MNIST's 60,000); 0 gives ``val=None``. Ignored when an ImageFolder
+            has its own ``val/``.
+        seed: Seed of the train/validation permutation; the same seed gives the same split.
+        train_limit: Keep only the first ``n`` (already shuffled) training samples.
+        val_limit: Same for the validation split.
+        test_limit: Same for the test split.
+        download: Allow torchvision to download the files when they are missing. Off by default:
+            nothing touches the network unless asked to.
+        image_size: ImageFolder only: resize every image to this size (int or ``(H, W)``).
+        max_memory_bytes: ImageFolder only: decode all images into memory when they fit.
+
+    Returns:
+        The splits, with the normalization statistics of the training split.
+
+    Raises:
+        DataError: Files missing (the message names the apt package and ``HWTUNE_DATA``),
+            unreadable, or of the wrong shape.
+        UnknownNameError: ``name_or_path`` is neither a known dataset nor an existing directory.
+
+    Example:
+        >>> splits = load_dataset("fashion-mnist", train_limit=1000)  # doctest: +SKIP
+        >>> splits.input_shape, splits.num_classes  # doctest: +SKIP
+        ((1, 28, 28), 10)
+    """
+    _check_fraction(val_fraction)
+    for key, value in (("train_limit", train_limit), ("val_limit", val_limit), ("test_limit", test_limit)):
+        _check_limit(key, value)
+    root_path = None if root is None else Path(root).expanduser()
+    key = str(name_or_path).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in _IDX_DATASETS and not Path(str(name_or_path)).is_dir():
+        splits, _ = _load_idx_dataset(
+            _IDX_DATASETS[key], root=root_path, directory=None, val_fraction=val_fraction, seed=seed,
+            download=download,
+        )
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise UnknownNameError(
+                f"unknown dataset {str(name_or_path)!r}: not a known name ({', '.join(list_datasets())}) "
+                f"nor an existing directory{did_you_mean(key, list(_IDX_DATASETS) + list(_ALIASES))}"
+            )
+        if _idx_dir_complete(path):
+            spec = _IdxSpec(path.name, (), FASHION_MNIST_CLASSES if "fashion" in path.name.lower()
+                            else tuple(str(i) for i in range(10)), "", None)
+            splits, _ = _load_idx_dataset(
+                spec, root=None, directory=path, val_fraction=val_fraction, seed=seed, download=False
+            )
+        elif _is_image_folder(path):
+            splits = _load_image_folder(
+                path, image_size=image_size, val_fraction=val_fraction, seed=seed, max_memory_bytes=max_memory_bytes
+            )
+        else:
+            present = sorted(p.name for p in path.iterdir())[:8]
+            raise DataError(
+                f"{path}: neither IDX files ({', '.join(s + '.gz' for s in _IDX_FILES.values())}) nor an "
+                f"ImageFolder layout (train/<class>/*.png); found {present}"
+            )
+    if train_limit or val_limit or test_limit:
+        splits = _replace_splits(
+            splits,
+            train=_head(splits.train, train_limit),
+            val=_head(splits.val, val_limit),
+            test=_head(splits.test, test_limit),
+        )
+    return splits
+
+
+def _replace_splits(splits: DataSplits, **changes: Any) -> DataSplits:
+    import dataclasses
+
+    return dataclasses.replace(splits, **changes)
+
+
+def from_datasets(
+    train: Dataset,
+    test: Dataset | None = None,
+    *,
+    val: Dataset | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    name: str = "custom",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    check_items: int = 8,
+) -> DataSplits:
+    """Wrap the user's own torch datasets as :class:`DataSplits`.
+
+    Items must be ``(image, label)`` pairs: a floating-point tensor ``(C, H, W)`` (already
+    normalized by the dataset's own transform) and an ``int`` (or 0-d integer tensor) label. A
+    ``TensorDataset`` of ``uint8`` images is scaled to [0, 1] and normalized with ``mean``/``std``
+    (computed from ``train`` if not given) and kept in memory for fast batching.
+
+    Args:
+        train: Training dataset; ``val`` is carved from it when not given.
+        test: Optional held-out dataset for final reports.
+        val: Optional validation dataset; otherwise ``val_fraction`` of ``train`` (seeded).
+        val_fraction: Share of ``train`` held out when ``val`` is ``None``.
+        seed: Seed of the train/validation permutation.
+        num_classes: Number of classes; inferred from ``classes``/``targets``/label tensors if omitted.
+        class_names: Names of the classes; defaults to the dataset's ``classes`` or ``"0".."n-1"``.
+        name: Name recorded in reports.
+        mean: Normalization the dataset applies (recorded for export manifests).
+        std: Same.
+        check_items: How many items of each split are read and checked up front.
+
+    Raises:
+        DataError: An item is not an ``(image tensor (C,H,W), int label)`` pair, shapes differ
+            between items or splits, labels are out of range, or classes cannot be inferred.
+    """
+    torch = _torch()
+    _check_fraction(val_fraction)
+    given = {"train": train, "val": val, "test": test}
+    wrapped: dict[str, Any] = {}
+    for role, ds in given.items():
+        if ds is None:
+            continue
+        if isinstance(ds, torch.utils.data.TensorDataset) and len(ds.tensors) == 2:
+            x, y = ds.tensors
+            if x.ndim == 4 and y.ndim == 1 and not y.is_floating_point():
+                ds = TensorData(x, y) if x.dtype != torch.uint8 else x  # uint8 handled below (needs stats)
+                if not isinstance(ds, TensorData):
+                    wrapped[role] = ("uint8", x, y)
+                    continue
+        wrapped[role] = ds
+    # uint8 tensor datasets: statistics from train (or the given mean/std), then wrap.
+    uint8_parts = {r: v for r, v in wrapped.items() if isinstance(v, tuple)}
+    if uint8_parts:
+        if mean is None or std is None:
+            if "train" not in uint8_parts:
+                raise DataError("uint8 val/test tensors need mean= and std= when train is not a uint8 TensorDataset")
+            mean, std = _pixel_stats(uint8_parts["train"][1].numpy())
+        for role, (_, x, y) in uint8_parts.items():
+            wrapped[role] = TensorData(x, y, mean=mean, std=std)
+
+    problems: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    labels_seen: list[int] = []
+    for role, ds in wrapped.items():
+        shape = _check_items(ds, role, check_items, problems, labels_seen)
+        if shape is not None:
+            shapes[role] = shape
+    if len(set(shapes.values())) > 1:
+        problems.append(
+            "splits have different image shapes: "
+            + ", ".join(f"{r} {s}" for r, s in shapes.items())
+            + "; expected one (C, H, W) for all"
+        )
+    if problems:
+        raise DataError("\n".join(problems))
+
+    if num_classes is None:
+        num_classes = _infer_num_classes(given["train"], wrapped["train"], class_names)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise DataError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    bad = [lab for lab in labels_seen if not 0 <= lab < num_classes]
+    if bad:
+        raise DataError(f"labels {sorted(set(bad))[:5]} are outside 0..{num_classes - 1} (num_classes={num_classes})")
+    if class_names is None:
+        classes = getattr(given["train"], "classes", None)
+        class_names = tuple(map(str, classes)) if classes is not None and len(classes) == num_classes else tuple(
+            str(i) for i in range(num_classes)
+        )
+    if len(class_names) != num_classes:
+        raise DataError(f"class_names has {len(class_names)} names, expected num_classes={num_classes}")
+
+    train_ds = wrapped["train"]
+    val_ds = wrapped.get("val")
+    if val_ds is None and val_fraction > 0:
+        train_idx, val_idx = _split_indices(len(train_ds), val_fraction, seed)
+        train_ds, val_ds = _subset(train_ds, train_idx), _subset(train_ds, val_idx)
+    if isinstance(wrapped["train"], TensorData) and wrapped["train"].mean is not None:
+        mean, std = wrapped["train"].mean, wrapped["train"].std
+    return DataSplits(
+        name=name,
+        train=train_ds,
+        val=val_ds,
+        test=wrapped.get("test"),
+        input_shape=shapes["train"],  # type: ignore[arg-type]
+        num_classes=num_classes,
+        class_names=tuple(class_names),
+        mean=None if mean is None else tuple(float(m) for m in mean),
+        std=None if std is None else tuple(float(s) for s in std),
+        source="user datasets",
+        split_seed=seed,
+    )
+
+
+def _check_items(ds: Any, role: str, k: int, problems: list[str], labels_seen: list[int]) -> tuple[int, ...] | None:
+    """Read a few items of ``ds`` and append one line per problem; return the image shape."""
+    torch = _torch()
+    try:
+        n = len(ds)
+    except TypeError:
+        problems.append(f"{role}: {type(ds).__name__} has no len(); expected a map-style torch Dataset")
+        return None
+    if n == 0:
+        problems.append(f"{role}: dataset is empty")
+        return None
+    picks = sorted({0, n - 1, *np.random.default_rng(0).integers(0, n, size=max(k - 2, 0)).tolist()})
+    shapes: dict[tuple[int, ...], int] = {}
+    for i in picks:
+        where = f"{role}[{i}]"
+        try:
+            item = ds[i]
+        except Exception as exc:  # user code: anything can go wrong
+            problems.append(f"{where}: reading the item failed: {type(exc).__name__}: {exc}")
+            continue
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            got = type(item).__name__ + (f" of length {len(item)}" if isinstance(item, (tuple, list)) else "")
+            problems.append(f"{where}: is a {got}; expected an (image tensor (C, H, W), int label) pair")
+            continue
+        x, y = item
+        if not torch.is_tensor(x):
+            problems.append(
+                f"{where}: image is a {type(x).__name__}; expected a float torch.Tensor (C, H, W) "
+                "(add torchvision.transforms.ToTensor() to the dataset)"
+            )
+        elif x.ndim != 3:
+            problems.append(f"{where}: image has shape {tuple(x.shape)}; expected 3 dimensions (C, H, W)")
+        elif not x.is_floating_point():
+            problems.append(f"{where}: image dtype is {x.dtype}; expected a floating-point tensor")
+        else:
+            shapes[tuple(int(s) for s in x.shape)] = i
+        label = _as_label(y)
+        if label is None:
+            problems.append(f"{where}: label is {type(y).__name__} {y!r:.40}; expected an int class index")
+        else:
+            labels_seen.append(label)
+    if len(shapes) > 1:
+        listed = ", ".join(f"{s} at {role}[{i}]" for s, i in shapes.items())
+        problems.append(f"{role}: images have inconsistent shapes ({listed}); expected one (C, H, W)")
+    return next(iter(shapes)) if len(shapes) == 1 else None
+
+
+def _as_label(y: Any) -> int | None:
+    torch = _torch()
+    if isinstance(y, bool):
+        return None
+    if isinstance(y, (int, np.integer)):
+        return int(y)
+    if torch.is_tensor(y) and y.numel() == 1 and not y.is_floating_point() and y.dtype != torch.bool:
+        return int(y.item())
+    return None
+
+
+def _infer_num_classes(original: Any, wrapped: Any, class_names: Sequence[str] | None) -> int:
+    if class_names is not None:
+        return len(class_names)
+    classes = getattr(original, "classes", None)
+    if classes is not None:
+        return len(classes)
+    if isinstance(wrapped, TensorData):
+        return int(wrapped.labels.max()) + 1
+    targets = getattr(original, "targets", None)
+    if targets is not None and len(targets):
+        return int(max(int(t) for t in targets)) + 1
+    raise DataError(
+        f"cannot infer the number of classes of {type(original).__name__} (no .classes or .targets); "
+        "pass num_classes= or class_names="
+    )
+
+
+def calibration_batch(splits: DataSplits, n: int, seed: int = 0) -> np.ndarray:
+    """Draw ``n`` normalized training images for int8 calibration, as ``float32 (N, C, H, W)``.
+
+    Samples come from the train split (never validation/test, whose accuracy the quantized model
+    is judged on), without replacement, chosen by ``seed``.
+
+    Raises:
+        DataError: ``n`` is not positive or exceeds the training split ("calibration set too small").
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"calibration sample count must be a positive integer, got {n!r}")
+    size = len(splits.train)
+    if n > size:
+        raise DataError(
+            f"calibration set too small: {n} calibration samples requested but the {splits.name} train split "
+            f"has only {size}; lower calibration_samples or raise train_limit"
+        )
+    torch = _torch()
+    idx = np.sort(np.random.default_rng(seed).choice(size, size=n, replace=False))
+    ds = splits.train
+    if isinstance(ds, TensorData):
+        images, _ = ds.batch(torch.from_numpy(idx))
+    else:
+        images = torch.stack([ds[int(i)][0] for i in idx])
+    return np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)

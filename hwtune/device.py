@@ -1,0 +1,471 @@
+"""Device profiles: what the target hardware is and how latency on it is obtained.
+
+A profile is a TOML file (``profiles/<id>.toml``); a new device is a new file, not new code.
+``load_profile`` validates every key at once and raises one ``ConfigError`` listing each
+problem as ``<file>: <key> must be <rule>, got <value>``. No torch or optuna here.
+
+Example:
+    >>> import hwtune
+    >>> pi = hwtune.load_profile("raspberry-pi-4")
+    >>> pi.latency_source, pi.ram_bytes > 0
+    ('predict', True)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hwtune._resources import resource_dir, resource_files
+from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
+from hwtune.precision import PRECISIONS
+
+__all__ = ["DeviceProfile", "KINDS", "LATENCY_SOURCES", "RUNTIMES", "list_profiles", "load_profile"]
+
+SCHEMA_VERSION = 1
+KINDS = ("cpu", "gpu", "npu", "mcu")
+LATENCY_SOURCES = ("measure", "predict")
+RUNTIMES = ("onnxruntime", "tflite", "tflite-micro", "tensorrt", "executorch", "torch")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One target device, validated. Sizes in bytes, clocks in GHz, throughput in GFLOP/s."""
+
+    id: str
+    name: str
+    kind: str
+    cores: int
+    threads: int
+    clock_ghz: float
+    peak_gflops: Mapping[str, float]
+    bandwidth_gbps: float
+    ram_bytes: int
+    storage_bytes: int
+    precisions: tuple[str, ...]
+    runtime: str
+    latency_source: str
+    vendor: str = ""
+    description: str = ""
+    isa: tuple[str, ...] = ()
+    cpu_model: str = ""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    calibration: Mapping[str, Any] | None = None
+    detected: bool = False
+    path: Path | None = field(default=None, compare=False)
+    schema_version: int = SCHEMA_VERSION
+
+    def supports(self, precision: str) -> bool:
+        """Whether the device runs ``precision`` natively (a profile lists only those)."""
+        return precision in self.precisions
+
+    @property
+    def has_vnni(self) -> bool:
+        """x86 VNNI (AVX512-VNNI or AVX-VNNI): makes s8 activations fast in ONNX Runtime."""
+        return any(flag in self.isa for flag in ("avx512_vnni", "avx_vnni", "avx512vnni"))
+
+    @property
+    def is_arm(self) -> bool:
+        return any(flag in self.isa for flag in ("neon", "asimd", "armv8", "armv7e-m"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the flat field names, sizes in bytes)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> DeviceProfile:
+        """Inverse of ``to_dict`` (validated)."""
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ConfigError(
+                "; ".join(f"{source}: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown)
+            )
+        kwargs = dict(data)
+        for key in ("precisions", "isa"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if kwargs.get("path") is not None:
+            kwargs["path"] = Path(kwargs["path"])
+        try:
+            profile = cls(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        problems = _check_profile(profile, source)
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return profile
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The nested TOML layout this profile was (or would be) loaded from."""
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "id": self.id,
+            "name": self.name,
+            "vendor": self.vendor,
+            "description": self.description,
+            "kind": self.kind,
+            "latency": self.latency_source,
+            "runtime": self.runtime,
+            "precisions": list(self.precisions),
+            "compute": {
+                "cores": self.cores,
+                "threads": self.threads,
+                "clock_ghz": self.clock_ghz,
+                "isa": list(self.isa),
+                "peak_gflops": dict(self.peak_gflops),
+            },
+            "memory": {
+                "ram_kb": self.ram_bytes // 1024,
+                "storage_kb": self.storage_bytes // 1024,
+                "bandwidth_gbps": self.bandwidth_gbps,
+            },
+            "sources": dict(self.sources),
+        }
+        if self.cpu_model:
+            out["compute"]["cpu_model"] = self.cpu_model
+        if self.calibration is not None:
+            out["calibration"] = dict(self.calibration)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# TOML schema: every key, its type check and rule text. Validation collects all problems.
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _positive_num(v: Any) -> bool:
+    return _is_num(v) and v > 0
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _nonempty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+_Rule = tuple[Callable[[Any], bool], str]
+
+_TOP: dict[str, _Rule] = {
+    "schema_version": (lambda v: v == SCHEMA_VERSION, f"the integer {SCHEMA_VERSION}"),
+    "id": (_nonempty_str, "a non-empty string"),
+    "name": (_nonempty_str, "a non-empty string"),
+    "vendor": (_str, "a string"),
+    "description": (_str, "a string"),
+    "kind": (_one_of(KINDS), "one of " + ", ".join(KINDS)),
+    "latency": (_one_of(LATENCY_SOURCES), "one of " + ", ".join(LATENCY_SOURCES)),
+    "runtime": (_one_of(RUNTIMES), "one of " + ", ".join(RUNTIMES)),
+    "precisions": (
+        lambda v: _str_list(v) and bool(v) and all(p in PRECISIONS for p in v),
+        "a non-empty list drawn from " + ", ".join(PRECISIONS),
+    ),
+}
+_COMPUTE: dict[str, _Rule] = {
+    "detect": (lambda v: isinstance(v, bool), "true or false"),
+    "cores": (_positive_int, "an integer > 0"),
+    "threads": (_positive_int, "an integer > 0"),
+    "clock_ghz": (_positive_num, "a number > 0"),
+    "isa": (_str_list, "a list of strings"),
+    "cpu_model": (_str, "a string"),
+    "peak_gflops": (
+        lambda v: isinstance(v, dict) and bool(v) and all(k in PRECISIONS and _positive_num(x) for k, x in v.items()),
+        "a table of precision = number > 0 (keys from " + ", ".join(PRECISIONS) + ")",
+    ),
+}
+_MEMORY: dict[str, _Rule] = {
+    "ram_kb": (_positive_int, "an integer > 0"),
+    "storage_kb": (_positive_int, "an integer > 0"),
+    "bandwidth_gbps": (_positive_num, "a number > 0"),
+}
+_SECTIONS: dict[str, dict[str, _Rule]] = {"compute": _COMPUTE, "memory": _MEMORY}
+_FREE_TABLES = ("sources", "calibration")
+_REQUIRED_TOP = ("id", "name", "kind", "latency", "runtime", "precisions")
+_REQUIRED_COMPUTE = ("cores", "clock_ghz", "peak_gflops")
+_REQUIRED_MEMORY = ("ram_kb", "storage_kb", "bandwidth_gbps")
+
+
+def _check_table(table: Mapping[str, Any], rules: Mapping[str, _Rule], prefix: str, src: str) -> list[str]:
+    problems = []
+    for key, value in table.items():
+        if key not in rules:
+            problems.append(f"{src}: unknown key '{prefix}{key}'{did_you_mean(key, rules)}")
+            continue
+        check, rule = rules[key]
+        if not check(value):
+            problems.append(f"{src}: {prefix}{key} must be {rule}, got {value!r}")
+    return problems
+
+
+def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
+    problems: list[str] = []
+    allowed = set(_TOP) | set(_SECTIONS) | set(_FREE_TABLES)
+    top_scalars = {k: v for k, v in raw.items() if k in _TOP or k not in allowed}
+    problems += _check_table(top_scalars, _TOP, "", src)
+    for section, rules in _SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            problems.append(f"{src}: [{section}] must be a table, got {table!r}")
+            continue
+        problems += _check_table(table, rules, f"{section}.", src)
+    for section in _FREE_TABLES:
+        if section in raw and not isinstance(raw[section], dict):
+            problems.append(f"{src}: [{section}] must be a table, got {raw[section]!r}")
+    sources = raw.get("sources", {})
+    if isinstance(sources, dict):
+        for k, v in sources.items():
+            if not isinstance(v, str):
+                problems.append(f"{src}: sources.{k} must be a string naming a public source, got {v!r}")
+    calibration = raw.get("calibration")
+    if isinstance(calibration, dict):
+        if not _nonempty_str(calibration.get("method")):
+            problems.append(f"{src}: calibration.method must be a non-empty string, got {calibration.get('method')!r}")
+        if "error_pct" in calibration and not (_is_num(calibration["error_pct"]) and calibration["error_pct"] >= 0):
+            problems.append(f"{src}: calibration.error_pct must be a number >= 0, got {calibration['error_pct']!r}")
+    detect = isinstance(raw.get("compute"), dict) and raw["compute"].get("detect") is True
+    for key in _REQUIRED_TOP:
+        if key not in raw:
+            problems.append(f"{src}: missing required key '{key}'")
+    compute = raw.get("compute") if isinstance(raw.get("compute"), dict) else {}
+    memory = raw.get("memory") if isinstance(raw.get("memory"), dict) else {}
+    if not detect:
+        problems += [f"{src}: missing required key 'compute.{k}'" for k in _REQUIRED_COMPUTE if k not in compute]
+        problems += [f"{src}: missing required key 'memory.{k}'" for k in _REQUIRED_MEMORY if k not in memory]
+    precisions = raw.get("precisions")
+    peak = compute.get("peak_gflops")
+    if _str_list(precisions) and isinstance(peak, dict) and not detect:
+        for p in precisions:
+            if p not in peak:
+                problems.append(f"{src}: compute.peak_gflops must give a figure for every listed precision, missing {p!r}")
+    threads, cores = compute.get("threads"), compute.get("cores")
+    if _positive_int(threads) and _positive_int(cores) and threads > cores:
+        problems.append(f"{src}: compute.threads must be <= compute.cores ({cores}), got {threads}")
+    if raw.get("latency") == "measure" and not detect:
+        problems.append(
+            f"{src}: latency = 'measure' is only possible for this machine (compute.detect = true); "
+            "a remote device must use latency = 'predict'"
+        )
+    return problems
+
+
+def _check_profile(p: DeviceProfile, src: str) -> list[str]:
+    """Checks on a built profile (used by ``from_dict``)."""
+    problems = []
+    if p.kind not in KINDS:
+        problems.append(f"{src}: kind must be one of {', '.join(KINDS)}, got {p.kind!r}")
+    if p.latency_source not in LATENCY_SOURCES:
+        problems.append(f"{src}: latency_source must be one of {', '.join(LATENCY_SOURCES)}, got {p.latency_source!r}")
+    for name in ("cores", "threads", "ram_bytes", "storage_bytes"):
+        if not _positive_int(getattr(p, name)):
+            problems.append(f"{src}: {name} must be an integer > 0, got {getattr(p, name)!r}")
+    if not all(x in PRECISIONS for x in p.precisions) or not p.precisions:
+        problems.append(f"{src}: precisions must be drawn from {', '.join(PRECISIONS)}, got {list(p.precisions)!r}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Host detection (for profiles with compute.detect = true).
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in info:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def _detect_host() -> dict[str, Any]:
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni",
+              "avx512_fp16", "amx_int8", "neon", "asimd", "asimdhp", "asimddp", "sve")
+    isa = tuple(f for f in wanted if f in flags)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    clock_ghz = 0.0
+    for path in ("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq",):
+        try:
+            clock_ghz = int(Path(path).read_text().strip()) / 1e6
+        except (OSError, ValueError):
+            pass
+    if not clock_ghz and info.get("cpu MHz"):
+        try:
+            clock_ghz = float(info["cpu MHz"]) / 1000.0
+        except ValueError:
+            pass
+    clock_ghz = round(clock_ghz or 2.0, 3)
+    # FLOPs per cycle per core for fp32: two 256-bit FMA pipes = 2 x 8 lanes x 2 (AVX2+FMA, Zen 2+,
+    # Haswell+); 512-bit doubles that; without FMA half. int8 without VNNI goes through
+    # vpmaddubsw/vpmaddwd (about 2x the fp32 rate); VNNI makes it about 4x. x86 without
+    # avx512_fp16 has no fp16 arithmetic: fp16 graphs are cast to fp32 (no faster).
+    if "avx512f" in isa:
+        fp32_per_cycle = 64
+    elif "avx2" in isa and "fma" in isa:
+        fp32_per_cycle = 32
+    elif "avx" in isa:
+        fp32_per_cycle = 16
+    elif "asimd" in isa or "neon" in isa:
+        fp32_per_cycle = 8
+    else:
+        fp32_per_cycle = 8
+    fp32 = cores * clock_ghz * fp32_per_cycle
+    vnni = any(f in isa for f in ("avx512_vnni", "avx512vnni", "avx_vnni", "asimddp"))
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    storage_kb = shutil.disk_usage(Path.cwd()).total // 1024
+    return {
+        "cores": cores,
+        "clock_ghz": clock_ghz,
+        "isa": list(isa),
+        "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+        "peak_gflops": {"fp32": round(fp32, 1), "fp16": round(fp32, 1), "int8": round(fp32 * (4 if vnni else 2), 1)},
+        "ram_kb": mem_kb or 1024 * 1024,
+        "storage_kb": storage_kb,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: profile file not found") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+
+
+def _profile_from_toml(raw: dict[str, Any], path: Path) -> DeviceProfile:
+    src = _display(path)
+    problems = _validate_toml(raw, src)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    compute = dict(raw.get("compute", {}))
+    memory = dict(raw.get("memory", {}))
+    detected = bool(compute.pop("detect", False))
+    if detected:
+        found = _detect_host()
+        for key in ("cores", "clock_ghz", "isa", "cpu_model", "peak_gflops"):
+            compute.setdefault(key, found[key])
+        memory.setdefault("ram_kb", found["ram_kb"])
+        memory.setdefault("storage_kb", found["storage_kb"])
+        memory.setdefault("bandwidth_gbps", 20.0)
+    cores = int(compute["cores"])
+    threads = int(compute.get("threads", cores))
+    profile = DeviceProfile(
+        id=raw["id"],
+        name=raw["name"],
+        vendor=raw.get("vendor", ""),
+        description=raw.get("description", ""),
+        kind=raw["kind"],
+        cores=cores,
+        threads=min(threads, cores),
+        clock_ghz=float(compute["clock_ghz"]),
+        peak_gflops={k: float(v) for k, v in compute["peak_gflops"].items()},
+        bandwidth_gbps=float(memory["bandwidth_gbps"]),
+        ram_bytes=int(memory["ram_kb"]) * 1024,
+        storage_bytes=int(memory["storage_kb"]) * 1024,
+        precisions=tuple(raw["precisions"]),
+        runtime=raw["runtime"],
+        latency_source=raw["latency"],
+        isa=tuple(compute.get("isa", ())),
+        cpu_model=compute.get("cpu_model", ""),
+        sources=dict(raw.get("sources", {})),
+        calibration=raw.get("calibration"),
+        detected=detected,
+        path=path,
+    )
+    return profile
+
+
+def _display(path: Path) -> str:
+    """Show bundled files as ``profiles/x.toml``; user files as given."""
+    try:
+        return str(path.relative_to(resource_dir("profiles").parent))
+    except ValueError:
+        return str(path)
+
+
+def list_profiles() -> list[str]:
+    """Ids of the bundled device profiles, sorted."""
+    return list(resource_files("profiles"))
+
+
+def load_profile(name_or_path: str | Path | DeviceProfile) -> DeviceProfile:
+    """Load a bundled profile by id, or a user profile from a ``.toml`` path.
+
+    Raises:
+        UnknownNameError: the id is not bundled (the message suggests close matches).
+        ConfigError: the file is unreadable or invalid (every problem listed, one per line).
+    """
+    if isinstance(name_or_path, DeviceProfile):
+        return name_or_path
+    text = str(name_or_path)
+    bundled = resource_files("profiles")
+    if text in bundled:
+        path = bundled[text]
+    elif text.endswith(".toml") or os.sep in text or Path(text).exists():
+        path = Path(text)
+    else:
+        raise UnknownNameError(
+            f"unknown device {text!r}{did_you_mean(text, bundled)} (hwtune devices lists {len(bundled)} bundled "
+            "profiles; a path to a .toml profile also works)"
+        )
+    raw = _read_toml(path)
+    return _profile_from_toml(raw, path)
+
+
+def with_calibration(profile: DeviceProfile, calibration: Mapping[str, Any] | None) -> DeviceProfile:
+    """A copy of ``profile`` carrying ``calibration`` (used by the predictor's calibrate step)."""
+    return replace(profile, calibration=dict(calibration) if calibration is not None else None)

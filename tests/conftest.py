@@ -1,0 +1,60 @@
+"""Shared fixtures: one tiny model, fixed seeds, the bundled-profile list."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests must not touch the network and must be reproducible on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+class _TinyNet:  # built lazily so collecting tests does not import torch
+    @staticmethod
+    def build():
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+
+        class TinyNet(nn.Module):
+            """conv(1->4,3x3)+BN+ReLU -> conv(4->8,3x3,s2)+BN+ReLU -> GAP -> linear(8->10)."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+                self.body = nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
+                                          nn.ReLU())
+                self.pool = nn.AdaptiveAvgPool2d(1)
+                self.head = nn.Linear(8, 10)
+
+            def forward(self, x):
+                x = self.pool(self.body(self.stem(x)))
+                return self.head(torch.flatten(x, 1))
+
+        return TinyNet().eval()
+
+
+@pytest.fixture
+def tiny_model():
+    """A 4/8-channel CNN for 1x28x28 inputs, in eval mode, seeded."""
+    return _TinyNet.build()
+
+
+@pytest.fixture
+def tiny_input():
+    import torch
+
+    return torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def fashion_dir() -> Path:
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return FASHION_DIR

@@ -58,3 +58,56 @@ def fashion_dir() -> Path:
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     return FASHION_DIR
+
+
+# ---- F (tuner: hwtune.search / export) fixtures ------------------------------------------------
+# One real (not faked) tiny search shared by test_search_e2e.py and test_export.py: a 16-candidate
+# convnet space (fp32/int8), 2000 Fashion-MNIST training images, 4 trials, two rungs.
+
+TUNER_TINY_RECIPE = """\
+schema_version = 1
+family = "convnet"
+dataset = "fashion-mnist"
+
+[input]
+channels = 1
+size = 28
+classes = 10
+
+[knobs]
+stem_stride = 2
+stem_width = [4, 8]
+width = [[4, 8], [8, 16]]
+depth = 1
+kernel_size = 3
+
+[precision]
+choices = ["fp32", "int8"]
+
+[train]
+epochs = 1.0
+batch_size = 64
+"""
+TUNER_TINY_DATA = {"name": "fashion-mnist", "train_limit": 2000, "val_limit": 500, "test_limit": 500}
+TUNER_TINY_BUDGET = {"epochs": 1.0, "rungs": [0.5, 1.0], "batch_size": 64, "latency_budget_s": 0.2,
+                     "calibration_samples": 64}
+
+
+@pytest.fixture(scope="session")
+def tuner_recipe(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tuner-recipe") / "tiny-convnet.toml"
+    path.write_text(TUNER_TINY_RECIPE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tuned_study(tmp_path_factory, tuner_recipe):
+    """A finished real search (TuneResult) with at least one fp32 and one int8 trained trial."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    from hwtune.search import tune
+
+    out = tmp_path_factory.mktemp("tuned-study")
+    return tune(tuner_recipe, device="host", data=TUNER_TINY_DATA, n_trials=4, out_dir=out, study_name="tiny",
+                sampler="random", seed=3, budget=TUNER_TINY_BUDGET, progress=False)
+# ---- end of F fixtures -------------------------------------------------------------------------

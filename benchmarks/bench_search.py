@@ -1,0 +1,294 @@
+"""Search benchmark: hwtune's schedule vs plain NSGA-II (full budget) vs random search, equal wall clock.
+
+Every method gets the same wall-clock budget ``T`` per run, the same recipe, device, data, full
+training budget per candidate, thread count and hypervolume reference point; only the search
+differs:
+
+* ``hwtune``      NSGA-II + multi-objective successive halving (rungs 0.25, 1 of the full budget);
+* ``nsga2-full``  NSGA-II, every feasible candidate trained to the full budget (plain Optuna usage);
+* ``random``      random sampling, full budget.
+
+Each run records the hypervolume after every finished trial, so the hypervolume at several budgets
+(``T/3``, ``2T/3``, ``T`` by default) comes from one run. Runs execute as separate processes, up to
+``--workers`` at a time, each pinned to ``--threads`` torch/ONNX Runtime threads (default 1 thread,
+2 workers on a 2-core machine: every run shares the machine with exactly one other run, whatever
+its method).
+
+Writes ``benchmarks/results/search.json`` (``reference_point``, ``runs`` with one entry per
+method x seed x budget: ``method, seed, budget_s, hypervolume, trials, best_accuracy_under_budget``,
+plus per-run HV histories and a per-method summary) and ``benchmarks/results/search.png``.
+
+Usage (the full benchmark takes about ``3 methods x 3 seeds x T / workers``; T=300 -> ~25 min)::
+
+    .venv/bin/python benchmarks/bench_search.py                  # T=300 s, seeds 0,1,2
+    .venv/bin/python benchmarks/bench_search.py --budget-s 600 --seeds 0,1,2
+    .venv/bin/python benchmarks/bench_search.py --budget-s 20 --seeds 0 --train-limit 2000   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+METHODS = {
+    "hwtune": {"sampler": "nsga2", "rungs": (0.25, 1.0)},
+    "nsga2-full": {"sampler": "nsga2", "rungs": (1.0,)},
+    "random": {"sampler": "random", "rungs": (1.0,)},
+}
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget T per run (default 300)")
+    p.add_argument("--checkpoints", default="0.333333,0.666667,1",
+                   help="fractions of T at which HV is reported (default T/3, 2T/3, T)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--workers", type=int, default=2, help="runs executing side by side (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads per run (default 1)")
+    p.add_argument("--recipe", default="fashion-convnet")
+    p.add_argument("--device", default="host")
+    p.add_argument("--epochs", type=float, default=1.0, help="full training budget per candidate (epochs)")
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--val-limit", type=int, default=None)
+    p.add_argument("--latency-budget-ms", type=float, default=None,
+                   help="latency limit for best_accuracy_under_budget (default: 1/4 of the reference latency)")
+    p.add_argument("--out", default=str(RESULTS / "search.json"))
+    p.add_argument("--runs-dir", default=str(RESULTS / "search-runs"))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+# ------------------------------------------------------------------------------------------------
+# one run (a subprocess)
+# ------------------------------------------------------------------------------------------------
+
+
+def _worker(spec: dict[str, Any]) -> None:
+    threads = int(spec["threads"])
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    from hwtune.search import Schedule, tune
+
+    m = METHODS[spec["method"]]
+    out = Path(spec["out_dir"])
+    if (out / "study.db").exists():
+        (out / "study.db").unlink()  # a benchmark run always starts from scratch
+    started = time.time()
+    result = tune(
+        spec["recipe"], device=spec["device"], data=spec["data"], n_trials=None, timeout=spec["budget_s"],
+        out_dir=out, study_name=f"{spec['method']}-s{spec['seed']}", sampler=m["sampler"], seed=spec["seed"],
+        budget=Schedule(epochs=spec["epochs"], rungs=m["rungs"]), reference_point=spec["reference_point"],
+        progress=False, reports=False, threads=threads,
+    )
+    (out / "run.json").write_text(json.dumps({"started": started, "storage": result.storage,
+                                              "study": result.study_name}))
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver
+# ------------------------------------------------------------------------------------------------
+
+
+def _reference(args: argparse.Namespace) -> tuple[dict[str, float], float]:
+    """One reference point for every run: hwtune's rule (2x the largest candidate), measured once here."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from hwtune.search import reference_point_for
+
+    ref = reference_point_for(args.recipe, device=args.device, objectives=("accuracy", "latency"))
+    lat_budget = args.latency_budget_ms or ref["latency_ms"] / 4
+    return ref, float(lat_budget)
+
+
+def _analyse(run_dir: Path, ref: dict[str, float], checkpoints: list[float], lat_budget: float) -> dict[str, Any]:
+    from datetime import datetime
+
+    from hwtune.front import hypervolume
+    from hwtune.search import load_result
+
+    info = json.loads((run_dir / "run.json").read_text())
+    res = load_result(info["storage"], info["study"])
+    res = res.with_trials(res.trials, reference_point=ref)
+    trials = [t for t in res.trials if t.finished and t.started]
+    t0 = min(datetime.fromisoformat(t.started) for t in trials) if trials else None
+    hist = res.hypervolume_history()
+    out: dict[str, Any] = {"history": [[round(h[0], 2), h[1], h[2]] for h in hist], "at": {}}
+    for c in checkpoints:
+        done = [t for t in trials if (datetime.fromisoformat(t.finished) - t0).total_seconds() <= c]
+        hv = hypervolume(done, res.objective_specs, ref)
+        ok = [t for t in done if t.feasible and t.trained and t.duplicate_of is None
+              and t.latency_ms is not None and t.latency_ms <= lat_budget]
+        best = max((t.accuracy for t in ok if t.accuracy is not None), default=None)
+        out["at"][c] = {
+            "hypervolume": hv,
+            "trials": sum(1 for t in done if t.complete and t.duplicate_of is None),
+            "trained_full_budget": sum(1 for t in done if t.trained and t.figures.get("rung") == t.figures.get("max_rung")),
+            "best_accuracy_under_budget": best,
+        }
+    return out
+
+
+def _plot(runs: list[dict[str, Any]], histories: dict[tuple[str, int], list], budget_s: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    grid = np.linspace(0, budget_s, 200)
+    colors = {"hwtune": "tab:blue", "nsga2-full": "tab:orange", "random": "tab:green"}
+    for method in dict.fromkeys(m for m, _ in histories):
+        curves = []
+        for (m, _seed), hist in histories.items():
+            if m != method:
+                continue
+            xs = [0.0] + [h[0] for h in hist]
+            ys = [0.0] + [h[1] for h in hist]
+            idx = np.searchsorted(xs, grid, side="right") - 1
+            curves.append(np.asarray(ys)[np.clip(idx, 0, len(ys) - 1)])
+        arr = np.stack(curves)
+        mean = arr.mean(axis=0)
+        ax.plot(grid / 60, mean, label=f"{method} (n={len(curves)})", c=colors.get(method))
+        if len(curves) > 1:
+            ax.fill_between(grid / 60, arr.min(axis=0), arr.max(axis=0), alpha=0.15, color=colors.get(method))
+    ax.set_xlabel("wall time (min)")
+    ax.set_ylabel("hypervolume (accuracy x latency, fraction of reference box)")
+    ax.set_title("search efficiency at equal wall clock (mean, min-max over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> int:
+    args = _parse()
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return 0
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        print(f"unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    checkpoints = sorted({round(float(c) * args.budget_s, 1) for c in args.checkpoints.split(",")})
+    ref, lat_budget = _reference(args)
+    print(f"reference point {ref}; latency budget for best accuracy {lat_budget:.4f} ms", flush=True)
+    data: dict[str, Any] = {"name": "fashion-mnist"}
+    if args.train_limit:
+        data["train_limit"] = args.train_limit
+    if args.val_limit:
+        data["val_limit"] = args.val_limit
+    runs_dir = Path(args.runs_dir)
+    jobs = []
+    for seed in seeds:
+        for method in methods:
+            jobs.append({"method": method, "seed": seed, "budget_s": args.budget_s, "threads": args.threads,
+                         "recipe": args.recipe, "device": args.device, "data": data, "epochs": args.epochs,
+                         "reference_point": ref, "out_dir": str(runs_dir / f"{method}-s{seed}")})
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+    t0 = time.monotonic()
+
+    def launch(job: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        log = Path(job["out_dir"]) / "worker.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as fh:
+            rc = subprocess.call([sys.executable, __file__, "--worker", json.dumps(job)], stdout=fh, stderr=fh,
+                                 env=env)
+        print(f"  {job['method']} seed {job['seed']}: exit {rc} ({time.monotonic() - t0:.0f} s elapsed)", flush=True)
+        return job, rc
+
+    print(f"{len(jobs)} runs of {args.budget_s:g} s, {args.workers} at a time, {args.threads} thread(s) each",
+          flush=True)
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        finished = list(pool.map(launch, jobs))
+
+    runs: list[dict[str, Any]] = []
+    histories: dict[tuple[str, int], list] = {}
+    for job, rc in finished:
+        if rc != 0:
+            print(f"run {job['method']} seed {job['seed']} failed (see {job['out_dir']}/worker.log)", file=sys.stderr)
+            continue
+        a = _analyse(Path(job["out_dir"]), ref, checkpoints, lat_budget)
+        histories[(job["method"], job["seed"])] = a["history"]
+        for c, v in a["at"].items():
+            runs.append({"method": job["method"], "seed": job["seed"], "budget_s": c, **v})
+
+    summary: dict[str, Any] = {}
+    for method in methods:
+        summary[method] = {}
+        for c in checkpoints:
+            hv = [r["hypervolume"] for r in runs if r["method"] == method and r["budget_s"] == c]
+            tr = [r["trials"] for r in runs if r["method"] == method and r["budget_s"] == c]
+            acc = [r["best_accuracy_under_budget"] for r in runs if r["method"] == method and r["budget_s"] == c
+                   and r["best_accuracy_under_budget"] is not None]
+            if hv:
+                summary[method][str(c)] = {
+                    "hv_mean": statistics.fmean(hv), "hv_min": min(hv), "hv_max": max(hv),
+                    "trials_mean": statistics.fmean(tr),
+                    "best_accuracy_under_budget_mean": statistics.fmean(acc) if acc else None,
+                }
+    claims = []
+    if "hwtune" in summary:
+        for c in checkpoints:
+            base = summary["hwtune"].get(str(c))
+            if not base:
+                continue
+            for other in methods:
+                o = summary.get(other, {}).get(str(c))
+                if other == "hwtune" or not o:
+                    continue
+                diff = base["hv_mean"] - o["hv_mean"]
+                rel = 100 * diff / o["hv_mean"] if o["hv_mean"] else float("nan")
+                claims.append(f"at {c:g} s hwtune HV {base['hv_mean']:.4f} vs {other} {o['hv_mean']:.4f} "
+                              f"({diff:+.4f}, {rel:+.1f}%)")
+    out = {
+        "reference_point": ref,
+        "latency_budget_ms": lat_budget,
+        "budget_s": args.budget_s,
+        "checkpoints_s": checkpoints,
+        "settings": {"recipe": args.recipe, "device": args.device, "epochs": args.epochs, "threads": args.threads,
+                     "workers": args.workers, "seeds": seeds, "data": data,
+                     "methods": {m: {"sampler": METHODS[m]["sampler"], "rungs": list(METHODS[m]["rungs"])}
+                                 for m in methods}},
+        "runs": runs,
+        "summary": summary,
+        "claims": claims,
+        "histories": {f"{m}-s{s}": h for (m, s), h in histories.items()},
+    }
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2) + "\n")
+    if histories:
+        _plot(runs, histories, args.budget_s, out_path.with_suffix(".png"))
+    print(f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} {'best acc@lat':>13}")
+    for method, per in summary.items():
+        for c, v in per.items():
+            acc = v["best_accuracy_under_budget_mean"]
+            print(f"{method:<12} {float(c):>9.0f} {v['hv_mean']:>9.4f} {v['hv_min']:>8.4f} {v['hv_max']:>8.4f} "
+                  f"{v['trials_mean']:>7.1f} {'-' if acc is None else f'{100 * acc:.2f}%':>13}")
+    for line in claims:
+        print(line)
+    print(f"wrote {out_path} and {out_path.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

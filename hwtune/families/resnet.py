@@ -1,0 +1,116 @@
+"""Basic-block ResNet (He et al., CVPR 2016) with per-stage width and depth.
+
+Inputs above 64 px get torchvision's ImageNet stem (7x7 stride-2 conv + 3x3 max pool); with
+``width=(64, 128, 256, 512), depth=(2, 2, 2, 2)`` at 224x224 the model has exactly
+torchvision's ResNet-18 parameter count (tested). Smaller inputs get the CIFAR stem (3x3
+stride-1 conv, no pool). Stage 1 keeps the resolution, every later stage halves it; a 1x1
+conv + BN shortcut appears where the shape changes (torchvision's option B).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwtune.families._base import Knob, ModelFamily
+from hwtune.families._layers import ClassifierHead, ConvBNAct
+from hwtune.families._registry import register_family
+
+__all__ = ["BasicBlock", "ResNet", "ResNetFamily"]
+
+SMALL_INPUT_PX = 64
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv-BN-ReLU -> 3x3 conv-BN, plus the (projected) input, then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                    bn=nn.BatchNorm2d(out_channels),
+                )
+            )
+        self.act2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return self.act2(out + identity)
+
+
+class ResNet(nn.Module):
+    """stem -> stages of ``depth[i]`` basic blocks at ``width[i]`` channels -> GAP + linear."""
+
+    def __init__(
+        self,
+        width: tuple[int, ...],
+        depth: tuple[int, ...],
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        imagenet_stem: bool = False,
+    ) -> None:
+        super().__init__()
+        c_in = width[0]
+        if imagenet_stem:
+            self.stem = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_channels, c_in, 7, 2, 3, bias=False),
+                    bn=nn.BatchNorm2d(c_in),
+                    act=nn.ReLU(inplace=True),
+                    pool=nn.MaxPool2d(3, 2, 1),
+                )
+            )
+        else:
+            self.stem = ConvBNAct(in_channels, c_in, 3)
+        stages = []
+        for s, (c, d) in enumerate(zip(width, depth, strict=True)):
+            blocks = []
+            for b in range(d):
+                blocks.append(BasicBlock(c_in, c, 2 if (s > 0 and b == 0) else 1))
+                c_in = c
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = ClassifierHead(c_in, num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+
+@register_family
+class ResNetFamily(ModelFamily):
+    """Basic-block ResNet with per-stage width and depth."""
+
+    name = "resnet"
+    description = "basic-block ResNet: per-stage width and depth (stride 2 between stages), GAP + linear"
+    knobs = {
+        "width": Knob("width", "channels of the stage (the stem uses stage 1's)", per_stage=True, low=1, high=2048),
+        "depth": Knob("depth", "basic blocks in the stage", per_stage=True, low=1, high=16, default=2),
+    }
+    default_knobs = {"width": (64, 128, 256, 512), "depth": (2, 2, 2, 2)}
+    min_stages, max_stages = 1, 8
+
+    def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+        return ResNet(
+            knobs["width"], knobs["depth"], num_classes=num_classes, in_channels=in_channels,
+            imagenet_stem=input_size > SMALL_INPUT_PX,
+        )

@@ -1,0 +1,514 @@
+"""Fitting the latency model to measurements, and reading/validating measurement files.
+
+Two ways in:
+
+* **micro-benchmarks** (``scripts/profile_device.py`` output, hundreds of single-op graphs): every
+  op category at every measured precision gets its own (overhead, compute, memory)
+  coefficients. Non-negative least squares on *relative* error (each row divided by its
+  measured latency, so a 20 us op counts as much as a 20 ms one), with a weak ridge pull of
+  each coefficient toward its prior so categories the suite barely exercises stay sane.
+* **whole networks** (a handful, <= 10 typical): far too few rows for per-op coefficients, so
+  the per-op *ratios* are kept from the prior (the base profile's calibration, or the spec
+  priors) and only three global scales are fitted -- one for all fixed costs, one for all
+  compute terms, one for all memory terms. Three non-negative numbers from ten rows generalise;
+  thirty would not.
+
+Reported error is never measured on the rows that were fitted: micro-benchmark fits report
+5-fold cross-validation, network fits leave-one-out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hwtune.errors import CalibrationError, did_you_mean
+from hwtune.precision import PRECISIONS
+from hwtune.predictor._features import MICROBENCH_OPS, LayerFeatures, features_from_microbench
+from hwtune.predictor._model import TERMS, Coefficients, Hardware, design_vector, param_names
+
+__all__ = [
+    "FitResult",
+    "MIN_MICROBENCH_ROWS",
+    "MIN_NETWORK_ROWS",
+    "NetworkRow",
+    "fit_microbench",
+    "fit_scales",
+    "read_microbench",
+    "read_networks_csv",
+]
+
+MIN_MICROBENCH_ROWS = 20
+MIN_NETWORK_ROWS = 4
+SCALE_RIDGE = 0.0  # measured: any pull toward a common scale lowered held-out rank correlation on HW-NAS-Bench
+_MAX_LISTED = 12  # problems listed before "... and N more"
+
+Sample = tuple[Sequence[LayerFeatures], int]  # (layer features, input elements)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted model and its held-out error.
+
+    Attributes:
+        coefficients: The fitted constants.
+        n_samples: Rows used.
+        error_pct: Median absolute % error of held-out predictions (cross-validation).
+        within_10pct: Share of held-out predictions within +-10% of measured.
+        spearman: Rank correlation of held-out predictions with measured.
+        validation: How the held-out predictions were made.
+        scales: For network fits, the three global scales (overhead, compute, memory).
+        heldout_pred_ms: The held-out prediction of every row, in input order.
+    """
+
+    coefficients: Coefficients
+    n_samples: int
+    error_pct: float
+    within_10pct: float
+    spearman: float
+    validation: str
+    scales: Mapping[str, float] | None = None
+    heldout_pred_ms: tuple[float, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Numerics
+
+
+def _nnls(a: Any, b: Any) -> Any:
+    import numpy as np
+    from scipy.optimize import nnls
+
+    # scale columns to unit norm: NNLS converges badly when columns span 10 orders of magnitude
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    x, _ = nnls(a / norms, b, maxiter=50 * a.shape[1])
+    return x / norms
+
+
+def error_stats(pred: Sequence[float], meas: Sequence[float]) -> tuple[float, float, float]:
+    """(median abs % error, share within 10%, Spearman rho)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    p, m = np.asarray(pred, float), np.asarray(meas, float)
+    rel = np.abs(p / m - 1.0)
+    rho = float(spearmanr(p, m)[0]) if len(p) > 2 and np.ptp(p) > 0 else float("nan")
+    return float(np.median(rel) * 100.0), float(np.mean(rel <= 0.10)), rho
+
+
+def _design(samples: Sequence[Sample], hw: Hardware, names: Sequence[str]) -> Any:
+    import numpy as np
+
+    return np.array([design_vector(f, n_in, hw, names) for f, n_in in samples], float)
+
+
+def _fit_theta(x: Any, y: Any, prior: Any, ridge: float) -> Any:
+    """NNLS on relative error, plus ``ridge`` x relative deviation from ``prior`` per parameter."""
+    import numpy as np
+
+    a = x / y[:, None]
+    b = np.ones(len(y))
+    if ridge > 0:
+        k = x.shape[1]
+        safe = np.where(prior > 0, prior, 1.0)
+        reg = np.sqrt(ridge) * np.diag(1.0 / safe)
+        a = np.vstack([a, reg])
+        b = np.concatenate([b, np.sqrt(ridge) * np.where(prior > 0, 1.0, 0.0) * np.ones(k)])
+    return _nnls(a, b)
+
+
+def fit_microbench(
+    samples: Sequence[Sample],
+    latencies_ms: Sequence[float],
+    hw: Hardware,
+    *,
+    prior: Coefficients | None = None,
+    ridge: float = 1e-3,
+    folds: int = 5,
+    seed: int = 0,
+) -> FitResult:
+    """Per-op, per-precision coefficients from single-op measurements (see module docstring)."""
+    import numpy as np
+
+    prior = prior or Coefficients.spec()
+    y = np.asarray(latencies_ms, float)
+    present_prec = sorted({f.precision for fs, _ in samples for f in fs} | {"fp32"}, key=PRECISIONS.index)
+    present_keys = sorted({f.key for fs, _ in samples for f in fs})
+    names = [n for n in param_names(present_prec, present_keys)]
+    x = _design(samples, hw, names)
+    used = np.abs(x).sum(0) > 0
+    names = [n for n, u in zip(names, used) if u]
+    x = x[:, used]
+    theta0 = np.array(prior.theta(names))
+    ridge_total = ridge * len(y)
+
+    def fit(idx: Any) -> Any:
+        return _fit_theta(x[idx], y[idx], theta0, ridge_total * len(idx) / len(y))
+
+    theta = fit(np.arange(len(y)))
+    pred = np.zeros(len(y))
+    order = list(range(len(y)))
+    random.Random(seed).shuffle(order)
+    for k in range(folds):
+        test = np.array(sorted(order[k::folds]))
+        train = np.setdiff1d(np.arange(len(y)), test)
+        pred[test] = x[test] @ fit(train)
+    err, within, rho = error_stats(pred, y)
+    coeffs = Coefficients.from_theta(names, theta, prior)
+    return FitResult(coeffs, len(y), err, within, rho, f"{folds}-fold cross-validation over the {len(y)} micro-benchmark rows",
+                     heldout_pred_ms=tuple(float(v) for v in pred))
+
+
+def scale_groups(names: Sequence[str]) -> list[str]:
+    """The global scale each parameter belongs to in a network fit."""
+    out = []
+    for n in names:
+        kind = n.split(".")
+        if kind[1] == "run":
+            out.append("overhead")
+        elif kind[1] == "io":
+            out.append("memory")
+        else:
+            out.append(kind[2])
+    return out
+
+
+def scaled_design(samples: Sequence[Sample], hw: Hardware, prior: Coefficients) -> tuple[Any, list[str]]:
+    """Per sample, the prior's predicted ms split into the three scale groups."""
+    import numpy as np
+
+    names = param_names()
+    x = _design(samples, hw, names) * np.array(prior.theta(names))
+    groups = scale_groups(names)
+    cols = []
+    for g in TERMS:
+        mask = np.array([gg == g for gg in groups])
+        cols.append(x[:, mask].sum(1))
+    return np.stack(cols, 1), names
+
+
+def apply_scales(prior: Coefficients, scales: Mapping[str, float]) -> Coefficients:
+    import numpy as np
+
+    names = param_names()
+    theta = np.array(prior.theta(names)) * np.array([scales[g] for g in scale_groups(names)])
+    return Coefficients.from_theta(names, theta, prior)
+
+
+def fit_scales(
+    samples: Sequence[Sample],
+    latencies_ms: Sequence[float],
+    hw: Hardware,
+    *,
+    prior: Coefficients | None = None,
+    ridge: float = SCALE_RIDGE,
+) -> FitResult:
+    """Three global scales over the prior's per-op coefficients, with leave-one-out error.
+
+    ``ridge`` pulls the three scales toward one common scale (the best single-scale fit): with
+    ten networks of one family the overhead and memory terms are nearly collinear with compute,
+    and an unregularised fit happily zeroes them -- harmless on that family, wrong for a small
+    model elsewhere whose latency is mostly fixed costs.
+    """
+    import numpy as np
+
+    prior = prior or Coefficients.spec()
+    y = np.asarray(latencies_ms, float)
+    d, _ = scaled_design(samples, hw, prior)
+
+    def fit(idx: Any) -> Any:
+        a = d[idx] / y[idx, None]
+        tot = a.sum(1)
+        common = float(tot.sum() / max(float((tot**2).sum()), 1e-30))  # least squares of ones ~ common * tot
+        lam = np.sqrt(ridge * len(idx))
+        a = np.vstack([a, np.eye(3) * lam / max(common, 1e-12)])
+        s = _nnls(a, np.concatenate([np.ones(len(idx)), np.full(3, lam)]))
+        if not np.any(s > 0):  # degenerate: fall back to one common scale
+            common = float(np.sum(d[idx].sum(1) / y[idx]) / np.sum((d[idx].sum(1) / y[idx]) ** 2))
+            s = np.full(3, common)
+        return s
+
+    s = fit(np.arange(len(y)))
+    pred = np.array([d[i] @ fit(np.setdiff1d(np.arange(len(y)), [i])) for i in range(len(y))])
+    err, within, rho = error_stats(pred, y)
+    scales = {g: float(v) for g, v in zip(TERMS, s)}
+    return FitResult(apply_scales(prior, scales), len(y), err, within, rho,
+                     f"leave-one-out over the {len(y)} calibration networks", scales=scales,
+                     heldout_pred_ms=tuple(float(v) for v in pred))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and validating measurement files
+
+
+def _fail(path: Path | str, problems: list[str]) -> None:
+    if problems:
+        more = len(problems) - _MAX_LISTED
+        listed = problems[:_MAX_LISTED] + ([f"{path}: ... and {more} more problem(s)"] if more > 0 else [])
+        raise CalibrationError("\n".join(listed))
+
+
+def _positive_number(v: Any) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
+def _shape(text: Any) -> list[int] | None:
+    """A shape from a list or from '1x3x32x32'."""
+    if isinstance(text, (list, tuple)):
+        parts = list(text)
+    elif isinstance(text, str) and text.strip():
+        parts = text.strip().lower().replace(",", "x").split("x")
+    else:
+        return None
+    try:
+        shape = [int(p) for p in parts]
+    except (TypeError, ValueError):
+        return None
+    return shape if shape and all(s > 0 for s in shape) else None
+
+
+_MB_REQUIRED = ("op", "precision", "input_shapes", "output_shape", "median_ms")
+_MB_CONV = ("conv", "pwconv", "dwconv", "conv_relu", "conv_add")
+
+
+def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and device info of a ``profile_device.py`` results file (.json, or .csv).
+
+    Raises:
+        CalibrationError: unreadable file, missing columns, bad values (every problem, one line
+            each, naming the file, the row and the column), or fewer than ``MIN_MICROBENCH_ROWS`` rows.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read micro-benchmark results ({exc.strerror or exc})") from exc
+    device: dict[str, Any] = {}
+    if path.suffix.lower() == ".csv":
+        raw_rows, columns = _read_csv_text(path, text)
+        missing = [c for c in _MB_REQUIRED if c not in columns]
+        if missing:
+            raise CalibrationError(
+                f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'}); "
+                "expected the CSV that scripts/profile_device.py writes")
+        rows = []
+        for r in raw_rows:
+            r = dict(r)
+            r["input_shapes"] = [s for s in str(r.get("input_shapes", "")).split(";") if s]
+            rows.append(r)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CalibrationError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise CalibrationError(f"{path}: expected a JSON object with a 'results' list (scripts/profile_device.py output)")
+        rows = data["results"]
+        device = data.get("device") if isinstance(data.get("device"), dict) else {}
+    problems: list[str] = []
+    clean: list[dict[str, Any]] = []
+    for i, r in enumerate(rows, start=1):
+        where = f"{path}: row {i}" + (f" ({r.get('id')})" if isinstance(r, dict) and r.get("id") else "")
+        if not isinstance(r, dict):
+            problems.append(f"{where}: must be an object, got {r!r}")
+            continue
+        missing = [c for c in _MB_REQUIRED if c not in r or r[c] in (None, "")]
+        if missing:
+            problems.append(f"{where}: missing {', '.join(repr(c) for c in missing)}")
+            continue
+        row = dict(r)
+        if row["op"] not in MICROBENCH_OPS:
+            problems.append(f"{where}: column 'op' must be one of {', '.join(MICROBENCH_OPS)}, got {row['op']!r}"
+                            f"{did_you_mean(str(row['op']), MICROBENCH_OPS)}")
+            continue
+        if row["precision"] not in PRECISIONS:
+            problems.append(f"{where}: column 'precision' must be one of {', '.join(PRECISIONS)}, got {row['precision']!r}")
+            continue
+        ms = _positive_number(row["median_ms"])
+        if ms is None:
+            problems.append(f"{where}: column 'median_ms' must be a number > 0, got {row['median_ms']!r}")
+            continue
+        row["median_ms"] = ms
+        ins = row["input_shapes"]
+        shapes = [_shape(s) for s in ins] if isinstance(ins, list) else [None]
+        out = _shape(row["output_shape"])
+        if not shapes or any(s is None for s in shapes):
+            problems.append(f"{where}: column 'input_shapes' must list shapes like 1x16x28x28, got {ins!r}")
+            continue
+        if out is None:
+            problems.append(f"{where}: column 'output_shape' must be a shape like 1x16x28x28, got {row['output_shape']!r}")
+            continue
+        row["input_shapes"], row["output_shape"] = shapes, out
+        if row["op"] in _MB_CONV + ("linear",):
+            bad = [c for c in (("out_channels", "kernel", "groups") if row["op"] != "linear" else ("out_channels",))
+                   if _positive_number(row.get(c)) is None]
+            if bad:
+                problems.append(f"{where}: {row['op']} needs positive integer column(s) {', '.join(bad)}")
+                continue
+        row.setdefault("id", f"row{i}")
+        clean.append(row)
+    _fail(path, problems)
+    if len(clean) < MIN_MICROBENCH_ROWS:
+        raise CalibrationError(
+            f"{path}: {len(clean)} usable row(s), need at least {MIN_MICROBENCH_ROWS} to fit and cross-validate "
+            "(run scripts/profile_device.py without --quick/--ops filters)")
+    return clean, device
+
+
+def microbench_samples(rows: Sequence[Mapping[str, Any]]) -> list[Sample]:
+    out = []
+    for r in rows:
+        n_in = sum(math.prod(s) for s in r["input_shapes"])
+        out.append((features_from_microbench(r), n_in))
+    return out
+
+
+def _read_csv_text(path: Path, text: str) -> tuple[list[dict[str, str]], list[str]]:
+    try:
+        reader = csv.DictReader(text.splitlines())
+        rows = [dict(r) for r in reader]
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+    except csv.Error as exc:
+        raise CalibrationError(f"{path}: not valid CSV ({exc})") from exc
+    for r in rows:
+        if None in r:  # more cells than header columns
+            raise CalibrationError(f"{path}: row {rows.index(r) + 1} has more cells than the header's {len(columns)} columns")
+    rows = [{(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items()} for r in rows]
+    return rows, columns
+
+
+@dataclass(frozen=True)
+class NetworkRow:
+    """One measured network from a ``--networks`` CSV."""
+
+    name: str
+    family: str
+    knobs: Mapping[str, Any]
+    input_shape: tuple[int, ...]
+    precision: str
+    num_classes: int
+    latency_ms: float
+
+
+NETWORK_COLUMNS = ("name", "family", "knobs", "arch", "input_shape", "precision", "num_classes", "latency_ms")
+
+
+def read_networks_csv(path: str | Path) -> list[NetworkRow]:
+    """Rows of a whole-network measurement CSV.
+
+    Columns: ``latency_ms`` (required, > 0), ``input_shape`` (required, e.g. ``1x3x32x32``),
+    ``family`` + ``knobs`` (a JSON object of the family's knobs) or ``arch`` (a NAS-Bench-201
+    cell string, shorthand for family ``nb201``), optional ``name``, ``precision`` (default
+    fp32) and ``num_classes`` (default 10).
+
+    Raises:
+        CalibrationError: every problem, one line each, naming the file, row and column.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read network measurements ({exc.strerror or exc})") from exc
+    rows, columns = _read_csv_text(path, text)
+    problems = []
+    unknown = [c for c in columns if c not in NETWORK_COLUMNS]
+    for c in unknown:
+        problems.append(f"{path}: unknown column {c!r}{did_you_mean(c, NETWORK_COLUMNS)} (columns: {', '.join(NETWORK_COLUMNS)})")
+    for need in ("latency_ms", "input_shape"):
+        if need not in columns:
+            problems.append(f"{path}: missing column {need!r} (columns: {', '.join(NETWORK_COLUMNS)})")
+    if "arch" not in columns and "family" not in columns:
+        problems.append(f"{path}: missing column 'family' (with 'knobs') or 'arch' (NAS-Bench-201 cell string)")
+    _fail(path, problems)
+    out: list[NetworkRow] = []
+    for i, r in enumerate(rows, start=2):  # row numbers as a spreadsheet shows them (header = 1)
+        where = f"{path}: row {i}"
+        ms = _positive_number(r.get("latency_ms"))
+        if ms is None:
+            problems.append(f"{where}: column 'latency_ms' must be a number > 0, got {r.get('latency_ms')!r}")
+        shape = _shape(r.get("input_shape"))
+        if shape is None or len(shape) != 4 or shape[0] != 1:
+            problems.append(f"{where}: column 'input_shape' must be a batch-1 NCHW shape like 1x3x32x32, got {r.get('input_shape')!r}")
+        family = r.get("family") or ("nb201" if r.get("arch") else "")
+        knobs: Any = {}
+        if r.get("knobs"):
+            try:
+                knobs = json.loads(r["knobs"])
+            except json.JSONDecodeError as exc:
+                problems.append(f"{where}: column 'knobs' must be a JSON object, got {r['knobs']!r} ({exc.msg})")
+            else:
+                if not isinstance(knobs, dict):
+                    problems.append(f"{where}: column 'knobs' must be a JSON object, got {r['knobs']!r}")
+                    knobs = {}
+        if r.get("arch"):
+            knobs = {**knobs, "arch": r["arch"]}
+        if not family:
+            problems.append(f"{where}: column 'family' is empty (and no 'arch' given)")
+        precision = r.get("precision") or "fp32"
+        if precision not in PRECISIONS:
+            problems.append(f"{where}: column 'precision' must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        try:
+            num_classes = int(r.get("num_classes") or 10)
+        except ValueError:
+            problems.append(f"{where}: column 'num_classes' must be an integer, got {r.get('num_classes')!r}")
+            num_classes = 10
+        if ms is not None and shape is not None and family and precision in PRECISIONS:
+            out.append(NetworkRow(r.get("name") or f"row{i}", family, knobs, tuple(shape), precision, num_classes, ms))
+    _fail(path, problems)
+    if len(out) < MIN_NETWORK_ROWS:
+        raise CalibrationError(
+            f"{path}: {len(out)} network row(s), need at least {MIN_NETWORK_ROWS} (3 scales are fitted and "
+            "checked leave-one-out)")
+    return out
+
+
+def check_calibration_table(table: Mapping[str, Any], where: str) -> list[str]:
+    """Problems with a profile's ``[calibration]`` table (as the predictor reads it)."""
+    problems = []
+    coeffs = table.get("coefficients", {})
+    if not isinstance(coeffs, Mapping):
+        return [f"{where}: calibration.coefficients must be a table, got {coeffs!r}"]
+    for prec, ops in coeffs.items():
+        if prec not in PRECISIONS:
+            problems.append(f"{where}: calibration.coefficients.{prec}: unknown precision{did_you_mean(prec, PRECISIONS)}")
+            continue
+        if not isinstance(ops, Mapping):
+            problems.append(f"{where}: calibration.coefficients.{prec} must be a table, got {ops!r}")
+            continue
+        for op, c in ops.items():
+            key = f"calibration.coefficients.{prec}.{op}"
+            if not isinstance(c, Mapping):
+                problems.append(f"{where}: {key} must be a table, got {c!r}")
+                continue
+            for field_name, rule in (("overhead_us", lambda v: v >= 0), ("eff_compute", lambda v: v > 0),
+                                     ("eff_memory", lambda v: v > 0)):
+                v = c.get(field_name)
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not rule(v):
+                    problems.append(f"{where}: {key}.{field_name} must be a number {'>= 0' if field_name == 'overhead_us' else '> 0'}, got {v!r}")
+    for name in ("run_overhead_us", "eff_io"):
+        t = table.get(name, {})
+        if not isinstance(t, Mapping) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in t.values()):
+            problems.append(f"{where}: calibration.{name} must be a table of precision = number >= 0, got {t!r}")
+    return problems
+
+
+def coefficients_from_table(table: Mapping[str, Any], where: str) -> Coefficients:
+    problems = check_calibration_table(table, where)
+    if problems:
+        raise CalibrationError("\n".join(problems))
+    return Coefficients.from_dict({
+        "ops": table.get("coefficients", {}),
+        "run_overhead_us": table.get("run_overhead_us", {}),
+        "eff_io": table.get("eff_io", {}),
+    })

@@ -1,0 +1,313 @@
+"""The latency model: a per-op roofline with calibrated efficiencies and fixed costs.
+
+For one layer of op category ``k`` at precision ``p``::
+
+    latency_ms = overhead_ms[k,p] + work / (peak_macs_per_ms[p] * eff_compute[k,p])
+                                  + bytes_moved / (bandwidth_bytes_per_ms * eff_memory[k,p])
+
+and a network adds a per-run cost (session dispatch, input/output binding) and, for quantized
+layers at the edges of the graph or next to a float layer, the quantize/dequantize (and layout
+transpose) of the tensor that crosses the boundary::
+
+    network_ms = run_overhead_ms[p] + io_bytes / (bandwidth * eff_io[p]) + sum(layer_ms)
+
+The compute and memory terms are *added*, not max-ed: the sum is linear in the three
+coefficients, so calibration is a non-negative least-squares problem with a unique answer,
+and on real kernels the two overlap only partly (a max would need non-convex fitting for a
+few-percent difference in the fit). Peak throughput is the profile's per-precision peak scaled
+to the threads the runtime uses (``peak_gflops * threads / cores``); 1 MAC = 2 FLOPs.
+
+Everything is linear in ``theta`` (``overhead_ms``, ``1/eff_compute``, ``1/eff_memory``,
+``run_overhead_ms``, ``1/eff_io``): :func:`design_vector` turns features into the matching
+vector of "ideal" milliseconds so that ``latency = design . theta``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwtune.precision import ELEMENT_BYTES, PRECISIONS
+from hwtune.predictor._features import OP_KEYS, LayerFeatures
+
+__all__ = [
+    "Coefficients",
+    "OpCoefficients",
+    "SPEC_PRIORS",
+    "TERMS",
+    "Hardware",
+    "design_vector",
+    "layers_vector",
+    "layer_terms",
+    "param_names",
+]
+
+TERMS = ("overhead", "compute", "memory")
+
+
+@dataclass(frozen=True)
+class OpCoefficients:
+    """Calibrated constants of one op category at one precision.
+
+    Attributes:
+        overhead_us: Fixed cost per op (kernel dispatch, threading, im2col setup), microseconds.
+        eff_compute: Fraction of the profile's peak MAC rate the op reaches (can exceed 1 when the
+            stated peak is low or the runtime uses a fast algorithm such as Winograd).
+        eff_memory: Fraction of the profile's memory bandwidth the op's bytes move at (above 1
+            when the working set stays in cache).
+    """
+
+    overhead_us: float
+    eff_compute: float
+    eff_memory: float
+
+    def theta(self) -> tuple[float, float, float]:
+        """The linear-model parameters: (overhead ms, 1/eff_compute, 1/eff_memory)."""
+        return (self.overhead_us / 1000.0, 1.0 / self.eff_compute, 1.0 / self.eff_memory)
+
+    @classmethod
+    def from_theta(cls, overhead_ms: float, inv_compute: float, inv_memory: float) -> OpCoefficients:
+        # a zero inverse efficiency means "this term does not matter": store a large finite value
+        # so the TOML stays plain numbers
+        def eff(x: float) -> float:
+            return round(min(1.0 / x, 1e4), 6) if x > 1e-4 else 1e4
+
+        return cls(round(max(overhead_ms, 0.0) * 1000.0, 4), eff(inv_compute), eff(inv_memory))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"overhead_us": self.overhead_us, "eff_compute": self.eff_compute, "eff_memory": self.eff_memory}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OpCoefficients:
+        return cls(float(data["overhead_us"]), float(data["eff_compute"]), float(data["eff_memory"]))
+
+
+# Generic CPU priors ("spec" coefficients): what a reasonable inference runtime reaches on a
+# modern CPU core. They are the starting point of every fit and the whole model for profiles
+# calibrated from the spec sheet only. Dense 3x3 convs run near half of peak in im2col/direct
+# GEMM kernels; 1x1 convs lose some to small K; depthwise convs are memory/latency bound
+# (no reuse across channels); pools and element-wise ops are short vector loops.
+SPEC_PRIORS: Mapping[str, OpCoefficients] = {
+    "conv": OpCoefficients(10.0, 0.5, 1.0),
+    "dwconv": OpCoefficients(10.0, 0.1, 0.5),
+    "pwconv": OpCoefficients(10.0, 0.35, 1.0),
+    "linear": OpCoefficients(10.0, 0.2, 1.0),
+    "avgpool": OpCoefficients(10.0, 0.1, 0.5),
+    "maxpool": OpCoefficients(10.0, 0.1, 0.5),
+    "gap": OpCoefficients(5.0, 0.25, 0.5),
+    "add": OpCoefficients(5.0, 0.25, 0.5),
+    "mul": OpCoefficients(5.0, 0.25, 0.5),
+    "cat": OpCoefficients(5.0, 1.0, 0.5),
+    "relu": OpCoefficients(5.0, 0.25, 0.5),
+    "act": OpCoefficients(5.0, 0.05, 0.5),
+    "bn": OpCoefficients(5.0, 0.25, 0.5),
+    "fused": OpCoefficients(0.5, 1.0, 4.0),
+    "other": OpCoefficients(10.0, 0.1, 0.5),
+}
+SPEC_RUN_OVERHEAD_US = 20.0
+SPEC_EFF_IO = 1.0
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The profile numbers the model needs, in per-millisecond units."""
+
+    peak_macs_per_ms: Mapping[str, float]
+    bytes_per_ms: float
+
+    @classmethod
+    def from_profile(cls, profile: Any) -> Hardware:
+        cores = max(1, int(profile.cores))
+        threads = max(1, min(int(profile.threads), cores))
+        peaks = dict(profile.peak_gflops)
+        fp32 = float(peaks.get("fp32") or next(iter(peaks.values())))
+        out: dict[str, float] = {}
+        for p in PRECISIONS:
+            # a precision the device has no peak for runs at the fp32 rate (e.g. fp16 emulated)
+            gflops = float(peaks.get(p, fp32))
+            out[p] = gflops * 1e9 / 2.0 * threads / cores / 1e3
+        return cls(out, float(profile.bandwidth_gbps) * 1e9 / 1e3)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """All calibrated constants: per precision, per op category, plus per-run costs.
+
+    ``ops[p][k]`` falls back to ``ops["fp32"][k]`` scaled by nothing, then to ``SPEC_PRIORS[k]``
+    when a precision or op was not calibrated (``covered`` says which were).
+    """
+
+    ops: Mapping[str, Mapping[str, OpCoefficients]] = field(default_factory=dict)
+    run_overhead_us: Mapping[str, float] = field(default_factory=dict)
+    eff_io: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def spec(cls) -> Coefficients:
+        return cls(
+            ops={p: dict(SPEC_PRIORS) for p in PRECISIONS},
+            run_overhead_us={p: SPEC_RUN_OVERHEAD_US for p in PRECISIONS},
+            eff_io={p: SPEC_EFF_IO for p in PRECISIONS},
+        )
+
+    def op(self, key: str, precision: str) -> OpCoefficients:
+        table = self.ops.get(precision) or self.ops.get("fp32") or {}
+        return table.get(key) or SPEC_PRIORS.get(key) or SPEC_PRIORS["other"]
+
+    def run_overhead_ms(self, precision: str) -> float:
+        return float(self.run_overhead_us.get(precision, self.run_overhead_us.get("fp32", SPEC_RUN_OVERHEAD_US))) / 1e3
+
+    def io_inv_eff(self, precision: str) -> float:
+        return 1.0 / float(self.eff_io.get(precision, self.eff_io.get("fp32", SPEC_EFF_IO)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ops": {p: {k: c.to_dict() for k, c in t.items()} for p, t in self.ops.items()},
+            "run_overhead_us": dict(self.run_overhead_us),
+            "eff_io": dict(self.eff_io),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Coefficients:
+        return cls(
+            ops={p: {k: OpCoefficients.from_dict(c) for k, c in t.items()} for p, t in data.get("ops", {}).items()},
+            run_overhead_us={p: float(v) for p, v in data.get("run_overhead_us", {}).items()},
+            eff_io={p: float(v) for p, v in data.get("eff_io", {}).items()},
+        )
+
+    # -- the linear view ------------------------------------------------------------------
+
+    def theta(self, names: Sequence[str]) -> list[float]:
+        """Parameter values in the order of ``names`` (see :func:`param_names`)."""
+        out = []
+        for name in names:
+            parts = name.split(".")
+            if parts[1] == "run":
+                out.append(self.run_overhead_ms(parts[0]))
+            elif parts[1] == "io":
+                out.append(self.io_inv_eff(parts[0]))
+            else:
+                out.append(self.op(parts[1], parts[0]).theta()[TERMS.index(parts[2])])
+        return out
+
+    @classmethod
+    def from_theta(cls, names: Sequence[str], theta: Sequence[float], base: Coefficients | None = None) -> Coefficients:
+        """Coefficients with the named parameters set from ``theta``, the rest from ``base``."""
+        base = base or cls.spec()
+        ops: dict[str, dict[str, list[float]]] = {
+            p: {k: list(base.op(k, p).theta()) for k in OP_KEYS} for p in PRECISIONS
+        }
+        run = {p: base.run_overhead_ms(p) for p in PRECISIONS}
+        io = {p: base.io_inv_eff(p) for p in PRECISIONS}
+        for name, value in zip(names, theta):
+            parts = name.split(".")
+            if parts[1] == "run":
+                run[parts[0]] = float(value)
+            elif parts[1] == "io":
+                io[parts[0]] = float(value)
+            else:
+                ops[parts[0]][parts[1]][TERMS.index(parts[2])] = float(value)
+        return cls(
+            ops={p: {k: OpCoefficients.from_theta(*v) for k, v in t.items()} for p, t in ops.items()},
+            run_overhead_us={p: round(v * 1000.0, 4) for p, v in run.items()},
+            eff_io={p: round(min(1.0 / v, 1e4), 6) if v > 1e-4 else 1e4 for p, v in io.items()},
+        )
+
+
+def param_names(precisions: Iterable[str] = PRECISIONS, keys: Iterable[str] = OP_KEYS) -> list[str]:
+    """Names of the linear parameters: ``fp32.conv.compute``, ``int8.run.overhead``, ``fp32.io.memory`` ..."""
+    names = []
+    keys = list(keys)
+    for p in precisions:
+        names += [f"{p}.{k}.{t}" for k in keys for t in TERMS]
+        names += [f"{p}.run.overhead", f"{p}.io.memory"]
+    return names
+
+
+def layer_terms(f: LayerFeatures, hw: Hardware) -> tuple[float, float, float]:
+    """(count, ideal compute ms, ideal memory ms) of one layer: multiply by theta to get ms."""
+    return (1.0, f.work / hw.peak_macs_per_ms[f.precision], f.bytes_moved / hw.bytes_per_ms)
+
+
+def boundary_bytes(features: Sequence[LayerFeatures], input_elements: int) -> dict[str, float]:
+    """Bytes crossing a precision boundary, per precision of the quantized side.
+
+    The network input and output are float; every int8/fp16 layer that reads from float (or the
+    input) pays a quantize (and, on ONNX Runtime, an NHWC transpose), and one that feeds float
+    (or the output) a dequantize. Both are charged at fp32 bytes of the crossing tensor. Layers
+    run in order, so the tensor crossing into layer i is the previous layer's output.
+    """
+    out: dict[str, float] = {}
+    prev_prec, prev_elems = "fp32", input_elements
+    for f in features:
+        if f.key == "fused":
+            continue
+        if f.precision != prev_prec:
+            side = f.precision if f.precision != "fp32" else prev_prec
+            out[side] = out.get(side, 0.0) + prev_elems * ELEMENT_BYTES["fp32"]
+        prev_prec, prev_elems = f.precision, f.out_elements
+    # the output side: every network ends in float
+    if prev_prec != "fp32":
+        out[prev_prec] = out.get(prev_prec, 0.0) + prev_elems * ELEMENT_BYTES["fp32"]
+    # fp32 networks still bind one input and one output tensor per run
+    fp32_io = (input_elements + (features[-1].out_elements if features else 0)) * ELEMENT_BYTES["fp32"]
+    if not out:
+        out["fp32"] = float(fp32_io)
+    return out
+
+
+def run_precision(features: Sequence[LayerFeatures]) -> str:
+    """The precision whose per-run cost applies: the one doing most of the work."""
+    work: dict[str, float] = {}
+    for f in features:
+        work[f.precision] = work.get(f.precision, 0.0) + f.work
+    return max(work, key=lambda p: work[p]) if work else "fp32"
+
+
+def layers_vector(features: Sequence[LayerFeatures], hw: Hardware, names: Sequence[str]) -> list[float]:
+    """The layers' part of :func:`design_vector` (no per-run or boundary costs)."""
+    index = {n: i for i, n in enumerate(names)}
+    x = [0.0] * len(names)
+    for f in features:
+        for t, v in zip(TERMS, layer_terms(f, hw)):
+            i = index.get(f"{f.precision}.{f.key}.{t}")
+            if i is not None:
+                x[i] += v
+    return x
+
+
+def design_vector(
+    features: Sequence[LayerFeatures], input_elements: int, hw: Hardware, names: Sequence[str]
+) -> list[float]:
+    """The row ``x`` with ``latency_ms = x . theta`` for a whole network (or micro-benchmark graph)."""
+    index = {n: i for i, n in enumerate(names)}
+    x = layers_vector(features, hw, names)
+
+    def bump(name: str, value: float) -> None:
+        i = index.get(name)
+        if i is not None:
+            x[i] += value
+
+    bump(f"{run_precision(features)}.run.overhead", 1.0)
+    for p, nbytes in boundary_bytes(features, input_elements).items():
+        bump(f"{p}.io.memory", nbytes / hw.bytes_per_ms)
+    return x
+
+
+def predict_terms(
+    features: Sequence[LayerFeatures], input_elements: int, hw: Hardware, coeffs: Coefficients
+) -> tuple[list[tuple[float, float, float]], float, float]:
+    """Per-layer (overhead, compute, memory) ms, the run overhead ms and the boundary ms."""
+    per_layer = []
+    for f in features:
+        c = coeffs.op(f.key, f.precision)
+        n, comp, mem = layer_terms(f, hw)
+        per_layer.append((c.overhead_us / 1000.0 * n, comp / c.eff_compute, mem / c.eff_memory))
+    run_ms = coeffs.run_overhead_ms(run_precision(features))
+    io_ms = sum(b / hw.bytes_per_ms * coeffs.io_inv_eff(p) for p, b in boundary_bytes(features, input_elements).items())
+    return per_layer, run_ms, io_ms
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,415 @@
+"""The profiler: what a model costs on a device — MACs, params, bytes, peak activations, latency, fit.
+
+``profile_model`` is the entry point. Pieces usable on their own: ``trace_layers`` (per-layer facts and
+activation liveness), ``count_flops`` (FlopCounterMode), ``measure_latency`` (torch / ONNX Runtime with a
+CI-based stopping rule), ``trace_onnx`` (the same facts for an ``.onnx`` file), ``roofline_estimate``.
+
+How the latency is obtained depends on the device profile, and the report always says which:
+
+- ``latency = "measure"`` (this host): measured on the runtime (``profile.runtime`` unless overridden).
+- ``latency = "predict"``: ``hwtune.predictor.predict`` — ``predicted`` when the profile is calibrated,
+  otherwise ``estimated (roofline, uncalibrated)`` (the same analytical roofline labelled as such).
+
+Example:
+    >>> import torch, hwtune
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    >>> report = hwtune.profile_model(net, (1, 1, 28, 28), device="stm32h743", precision="int8")  # doctest: +SKIP
+    >>> report.latency_source, report.fits.overall  # doctest: +SKIP
+    ('estimated', True)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune.errors import ConfigError, HwtuneError, did_you_mean
+from hwtune.precision import PrecisionPlan
+from hwtune.profiler.flops import FlopCount, count_flops
+from hwtune.profiler.graph import LayerGraph, LayerInfo, trace_layers
+from hwtune.profiler.latency import (
+    RUNTIMES,
+    LatencyMeasurement,
+    attribute_op_times,
+    measure_latency,
+    ort_session,
+    profile_ort_ops,
+)
+from hwtune.profiler.report import Fits, ProfileReport
+from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from hwtune.device import DeviceProfile
+
+__all__ = [
+    "ROOFLINE_LABEL",
+    "Fits",
+    "FlopCount",
+    "LatencyEstimate",
+    "LatencyMeasurement",
+    "LayerGraph",
+    "LayerInfo",
+    "ProfileReport",
+    "count_flops",
+    "measure_latency",
+    "ort_session",
+    "profile_model",
+    "roofline_estimate",
+    "trace_layers",
+]
+
+DEFAULT_TIME_BUDGET_S = 10.0
+Progress = Callable[[str], None]
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    try:
+        dims = tuple(shape)
+        ok = len(dims) >= 1 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+    except TypeError:
+        ok, dims = False, ()
+    if not ok:
+        raise ConfigError(f"input_shape must be positive integers, batch first (e.g. (1, 3, 224, 224)), got {shape!r}")
+    return dims
+
+
+def _is_onnx(model: Any) -> bool:
+    return isinstance(model, (str, Path))
+
+
+def profile_model(
+    model: nn.Module | str | Path,
+    input_shape: Sequence[int] | torch.Tensor | None = None,
+    *,
+    device: str | Path | DeviceProfile = "host",
+    precision: str | PrecisionPlan = "fp32",
+    runtime: str | None = None,
+    measure: bool = True,
+    layers: bool = True,
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    target_ci_pct: float = 2.0,
+    calibration_data: np.ndarray | None = None,
+    quant_config: Any = None,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> ProfileReport:
+    """Profile a model for a device: MACs, FLOPs, params, weight bytes, peak activations, fit and latency.
+
+    Args:
+        model: A torch ``nn.Module`` or a path to an ``.onnx`` file.
+        input_shape: Input shape, batch first (``(1, 3, 224, 224)``), or an example input tensor. Optional
+            for ONNX files with a static input (a symbolic batch becomes 1).
+        device: Bundled profile id, path to a profile TOML, or a ``DeviceProfile``.
+        precision: ``fp32``, ``fp16``, ``int8`` or a ``PrecisionPlan`` (mixed precision).
+        runtime: ``torch`` or ``onnxruntime`` to measure on (measure devices); default ``profile.runtime``.
+        measure: Obtain a latency (measured or predicted as the device dictates). False gives the cheap
+            profile only (latency ``unavailable``).
+        layers: Include the per-layer table (and per-op times from ONNX Runtime's profiler).
+        time_budget_s: Budget for the latency measurement (the stopping rule usually ends it sooner).
+        target_ci_pct: Stop measuring once the median's 95% CI is within ± this %.
+        calibration_data: int8 calibration images (N, C, H, W) float32, normalized like training data;
+            None calibrates on random data (fine for latency; the report notes it).
+        quant_config: ``hwtune.quant.QuantConfig`` for int8; default: the quant defaults, except that
+            random calibration uses only 16 samples (ranges from noise do not improve with more).
+        name: Model name for the report (default: class name or file path).
+        progress: Called with a short description at the start of each step (the CLI prints the slow ones).
+
+    Returns:
+        A ``ProfileReport``.
+
+    Raises:
+        ConfigError: Bad shape, precision or runtime; ``torch`` runtime for an ONNX file.
+        UnknownNameError: Unknown device id (with close matches).
+        ModelError: The model rejects the input (names expected vs given shape) or the file is unreadable.
+
+    Example:
+        >>> import torch, hwtune
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU())
+        >>> r = hwtune.profile_model(net, (1, 1, 28, 28), device="raspberry-pi-4", layers=False)
+        >>> r.macs, r.latency_source in ("predicted", "estimated")
+        (48672, True)
+    """
+    from hwtune.device import load_profile
+
+    start = time.perf_counter()
+    say: Progress = progress or (lambda _msg: None)
+    profile = load_profile(device)
+    plan = PrecisionPlan.coerce(precision)
+    if runtime is not None and runtime not in RUNTIMES:
+        from hwtune.device import RUNTIMES as PROFILE_RUNTIMES
+
+        if runtime not in PROFILE_RUNTIMES:
+            raise ConfigError(
+                f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}{did_you_mean(runtime, RUNTIMES)}"
+            )
+    notes: list[str] = []
+    onnx_file = _is_onnx(model)
+
+    # --- structure: layers, MACs, params, bytes, peak activations -------------------------------
+    example: Any
+    if onnx_file:
+        from hwtune.profiler.onnx_graph import trace_onnx
+
+        path = Path(model)  # type: ignore[arg-type]
+        if input_shape is not None and hasattr(input_shape, "shape"):
+            input_shape = tuple(int(s) for s in input_shape.shape)  # type: ignore[union-attr]
+        shape = _check_shape(input_shape) if input_shape is not None else None
+        say(f"reading {path.name}")
+        graph = trace_onnx(path, shape, plan)
+        shape = graph.input_shape
+        import numpy as np
+
+        example = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        model_name = name or str(model)
+    else:
+        import torch
+
+        if isinstance(input_shape, torch.Tensor):
+            example = input_shape
+            shape = tuple(int(s) for s in example.shape)
+        elif input_shape is None:
+            raise ConfigError("input_shape is required for a torch model (e.g. (1, 3, 224, 224))")
+        else:
+            shape = _check_shape(input_shape)
+            example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+        say("tracing the model")
+        graph = trace_layers(model, example, plan)  # type: ignore[arg-type]
+        model_name = name or type(model).__name__
+    notes.extend(graph.notes)
+
+    unsupported = [p for p in plan.precisions if not profile.supports(p)]
+    fits = Fits.check(
+        graph.total_weight_bytes,
+        graph.peak_activation_bytes,
+        storage_bytes=profile.storage_bytes,
+        ram_bytes=profile.ram_bytes,
+    )
+
+    # --- latency --------------------------------------------------------------------------------
+    run_on = runtime or profile.runtime
+    latency: LatencyMeasurement | LatencyEstimate | None = None
+    source, label = "unavailable", "unavailable"
+    layer_times: dict[str, float] = {}
+    layer_source = "unavailable"
+    if not measure:
+        label = "unavailable (latency not requested)"
+    elif unsupported:
+        label = f"unavailable ({profile.id} does not support {', '.join(unsupported)})"
+        notes.append(f"{profile.id} supports {', '.join(profile.precisions)}; no latency for {plan.label}")
+    elif profile.latency_source == "measure":
+        if run_on not in RUNTIMES:
+            label = f"unavailable (hwtune measures on {' or '.join(RUNTIMES)}, the profile's runtime is {run_on})"
+            notes.append(f"{profile.id}: runtime {run_on!r} cannot be measured here; pass runtime='onnxruntime'")
+        else:
+            latency, layer_times, layer_source = _measure(
+                model,
+                example,
+                graph,
+                plan,
+                profile,
+                run_on,
+                onnx_file=onnx_file,
+                layers=layers,
+                time_budget_s=time_budget_s,
+                target_ci_pct=target_ci_pct,
+                calibration_data=calibration_data,
+                quant_config=quant_config,
+                notes=notes,
+                say=say,
+            )
+            if latency is not None:
+                source, label = "measured", latency.label
+            else:
+                label = "unavailable (see notes)"
+    else:
+        if runtime is not None and runtime != profile.runtime:
+            notes.append(
+                f"latency on {profile.id} is predicted for its runtime ({profile.runtime}); runtime {runtime!r} ignored"
+            )
+        run_on = profile.runtime
+        say(f"predicting latency on {profile.id}")
+        latency = _predict(model, shape, graph, plan, profile, onnx_file=onnx_file, notes=notes)
+        source, label = latency.source, latency.label
+        layer_times, layer_source = dict(latency.per_layer_ms), latency.source
+
+    return ProfileReport(
+        model=model_name,
+        input_shape=tuple(shape),
+        device=profile.id,
+        precision=plan.label,
+        runtime=run_on,
+        macs=graph.total_macs,
+        flops=graph.total_flops,
+        params=graph.total_params,
+        weight_bytes=graph.total_weight_bytes,
+        peak_activation_bytes=graph.peak_activation_bytes,
+        peak_activation_bytes_unfused=graph.peak_activation_bytes_unfused,
+        latency_ms=None if latency is None else float(latency.latency_ms),
+        latency_source=source,
+        latency_label=label,
+        latency=latency,
+        fits=fits,
+        layers=graph.layers if layers else (),
+        layer_times_ms=layer_times if layers else {},
+        layer_times_source=layer_source if layers else "unavailable",
+        notes=tuple(dict.fromkeys(notes)),
+        traced_with=graph.traced_with,
+        profile_seconds=time.perf_counter() - start,
+    )
+
+
+def _measure(
+    model: Any,
+    example: Any,
+    graph: LayerGraph,
+    plan: PrecisionPlan,
+    profile: DeviceProfile,
+    runtime: str,
+    *,
+    onnx_file: bool,
+    layers: bool,
+    time_budget_s: float,
+    target_ci_pct: float,
+    calibration_data: Any,
+    quant_config: Any,
+    notes: list[str],
+    say: Progress,
+) -> tuple[LatencyMeasurement | None, dict[str, float], str]:
+    threads = int(profile.threads)
+    if runtime == "torch":
+        if onnx_file:
+            raise ConfigError(f"runtime 'torch' cannot run an ONNX file ({model}); use runtime 'onnxruntime'")
+        if plan.precisions != ("fp32",):
+            notes.append(f"torch eager is measured in fp32 only; use runtime 'onnxruntime' for {plan.label}")
+            return None, {}, "unavailable"
+        say(f"measuring latency on torch ({threads} thread{'s' if threads > 1 else ''}, up to {time_budget_s:g} s)")
+        return (
+            measure_latency(
+                model,
+                example,
+                runtime="torch",
+                threads=threads,
+                time_budget_s=time_budget_s,
+                target_ci_pct=target_ci_pct,
+            ),
+            {},
+            "unavailable",
+        )
+    import numpy as np
+
+    x = example.detach().cpu().numpy() if hasattr(example, "detach") else np.asarray(example)
+    with tempfile.TemporaryDirectory(prefix="hwtune-profile-") as tmp:
+        if onnx_file:
+            src = Path(model)
+        else:
+            from hwtune.onnx_export import export_onnx
+
+            say("exporting to ONNX")
+            src = export_onnx(model, example, Path(tmp) / "model.onnx")
+        run_path = src
+        if plan.precisions != ("fp32",):
+            say(f"converting the ONNX graph to {plan.label}")
+            try:
+                from hwtune.quant import MIN_CALIBRATION_SAMPLES, QuantConfig, quantize
+            except ImportError:  # hwtune.quant not installed in this build
+                notes.append(f"hwtune.quant is unavailable, so {plan.label} cannot be measured")
+                return None, {}, "unavailable"
+            config = quant_config
+            if config is None and calibration_data is None:
+                # Activation ranges from noise do not get better with more noise; keep int8 profiling fast.
+                config = QuantConfig(calibration_samples=max(MIN_CALIBRATION_SAMPLES, 16))
+            result = quantize(
+                src,
+                Path(tmp) / "model.converted.onnx",
+                plan,
+                calibration=calibration_data,
+                config=config,
+                device=profile,
+            )
+            notes.extend(result.notes)
+            if result.calibration_source == "random" and not any("random" in n for n in result.notes):
+                notes.append(
+                    "int8 calibrated on random data (no calibration_data given): fine for latency, not for accuracy"
+                )
+            run_path = result.path
+        if "fp16" in plan.precisions and not any(f in profile.isa for f in ("avx512_fp16", "fphp", "asimdhp")):
+            notes.append(
+                "this CPU has no fp16 arithmetic: ONNX Runtime runs fp16 graphs through casts, so expect fp32 latency or worse"
+            )
+        say(
+            f"measuring latency on onnxruntime ({threads} thread{'s' if threads > 1 else ''}, up to {time_budget_s:g} s)"
+        )
+        measured = measure_latency(
+            run_path,
+            x,
+            runtime="onnxruntime",
+            threads=threads,
+            time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct,
+        )
+        times: dict[str, float] = {}
+        layer_source = "unavailable"
+        if layers:
+            # Enough profiled runs for a stable per-op median, within ~15% of the budget.
+            runs = int(max(5, min(50, 0.15 * time_budget_s * 1000.0 / max(measured.median_ms, 1e-3))))
+            say(f"profiling ONNX Runtime ops ({runs} runs)")
+            op_times = profile_ort_ops(run_path, x, threads=threads, runs=runs)
+            times, unattributed = attribute_op_times(graph.layers, op_times)
+            layer_source = "measured"
+            if unattributed > 0.05 * max(sum(times.values()), 1e-9):
+                notes.append(
+                    f"{unattributed:.3f} ms of ONNX Runtime op time (layout reorders, casts, quantize/dequantize) "
+                    "belongs to no traced layer"
+                )
+    return measured, times, layer_source
+
+
+def _predict(
+    model: Any,
+    shape: tuple[int, ...],
+    graph: LayerGraph,
+    plan: PrecisionPlan,
+    profile: DeviceProfile,
+    *,
+    onnx_file: bool,
+    notes: list[str],
+) -> LatencyEstimate:
+    if not onnx_file:
+        try:
+            from hwtune.predictor import predict
+        except ImportError:
+            predict = None  # type: ignore[assignment]
+            notes.append("hwtune.predictor is unavailable: latency is an uncalibrated roofline estimate")
+        if predict is not None:
+            try:
+                pred = predict(model, shape, device=profile, precision=plan)
+            except HwtuneError as exc:
+                notes.append(f"the latency predictor failed ({exc}); using the uncalibrated roofline estimate")
+            else:
+                source = pred.latency_source
+                label = pred.source
+                if source == "predicted" and pred.error_pct is not None:
+                    label = f"predicted (±{pred.error_pct:.0f}%, calibrated: {pred.method or 'unknown method'})"
+                elif source != "predicted" and not label.startswith("estimated"):
+                    label = f"estimated ({label})"
+                return LatencyEstimate(
+                    latency_ms=float(pred.latency_ms),
+                    source=source,
+                    label=label,
+                    error_pct=pred.error_pct,
+                    per_layer_ms={lp.name: float(lp.latency_ms) for lp in pred.per_layer},
+                    device=profile.id,
+                    method=str(pred.method or pred.status),
+                )
+    elif profile.calibration:
+        notes.append(
+            "the calibrated predictor needs a torch model; an ONNX file gets the uncalibrated roofline estimate"
+        )
+    return roofline_estimate(graph.layers, profile)

@@ -1,0 +1,909 @@
+"""Search spaces (recipes in ``models/*.toml``) and the candidates drawn from them.
+
+A recipe names a model family, the input it is for, the dataset, the values to search for
+each knob and the precision choices. ``SearchSpace.from_recipe("fashion-convnet")`` loads a
+bundled recipe (or a path), validates every key at once and turns it into a flat list of
+categorical parameters (``stage1.width``, ``kernel_size`` ..., ``precision``) — what a tuner
+suggests — and ``SearchSpace.candidate(params)`` turns a choice of them into a ``Candidate``.
+
+Recipe layout (a complete, commented example is ``models/fashion-convnet.toml``)::
+
+    schema_version = 1
+    family = "convnet"               # hwtune list-families
+    dataset = "fashion-mnist"
+    description = "..."              # optional
+
+    [input]
+    channels = 1
+    size = 28                        # height = width, pixels
+    classes = 10
+
+    [knobs]                          # omitted knobs take the family default
+    stem_stride = 2                  # a single value: fixed
+    stem_width = [8, 16]             # a list: the choices
+    width = [[8, 16], [16, 32], [32, 64]]  # per-stage knob, list of lists: choices per stage
+    depth = [1, 2, 3]                # per-stage knob, flat list: the same choices in every stage
+    # stages = 3                     # number of body stages, when no per-stage list says it
+
+    [precision]
+    choices = ["fp32", "int8", "mixed"]
+    mixed = { default = "int8", stem = "fp32", head = "fp32" }   # a named per-stage policy
+
+    [train]                          # recommended budget for a full-fidelity trial
+    epochs = 1.0
+    batch_size = 128
+
+No torch here: the family registry (which needs torch) is imported only when a recipe is
+loaded or a candidate resolved.
+
+Example:
+    >>> import hwtune, random
+    >>> space = hwtune.SearchSpace.from_recipe("fashion-convnet")
+    >>> cand = space.sample(random.Random(0))
+    >>> hwtune.Candidate.from_dict(cand.to_dict()) == cand
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune._resources import resource_dir, resource_files
+from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
+from hwtune.precision import PRECISIONS, PrecisionPlan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.families import ModelFamily
+
+__all__ = ["Candidate", "InputSpec", "Param", "SearchSpace", "TrainSpec", "list_recipes"]
+
+SCHEMA_VERSION = 1
+PRECISION_PARAM = "precision"
+
+
+# --------------------------------------------------------------------------------------------
+# Candidate
+
+def _freeze(value: Any, where: str) -> Any:
+    """Lists become tuples; anything that is not a JSON scalar (or tuple of them) is rejected."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v, where) for v in value)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        return value
+    raise ConfigError(f"{where} must be a JSON scalar (str, int, float, bool) or a list of them, got {value!r}")
+
+
+def _thaw(value: Any) -> Any:
+    return [_thaw(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _stage_order(stage: str) -> tuple[int, int, str]:
+    if stage == "stem":
+        return (0, 0, stage)
+    if stage == "head":
+        return (2, 0, stage)
+    if stage.startswith("stage") and stage[5:].isdigit():
+        return (1, int(stage[5:]), stage)
+    return (1, 10**6, stage)
+
+
+def _main_precision(stage_precision: tuple[tuple[str, str], ...]) -> str:
+    """The precision most body stages run at (ties: the earlier stage's); stem/head only
+    count when there are no body stages. It becomes the plan default, the rest overrides."""
+    body = [p for s, p in stage_precision if s not in ("stem", "head")] or [p for _, p in stage_precision]
+    return max(dict.fromkeys(body), key=body.count)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of a search space: a family, its knob values and a precision.
+
+    Frozen, hashable and JSON-serializable (``to_dict``/``from_dict``); ``key`` is a stable,
+    file-name-safe id.
+
+    Attributes:
+        family: Registered family name.
+        knobs: ``(name, value)`` pairs sorted by name; per-stage values are tuples. A mapping
+            is accepted and normalised.
+        precision: ``fp32``/``fp16``/``int8`` (uniform) or the name of a mixed policy
+            (``mixed``), in which case ``stage_precision`` says what each stage runs at.
+        stage_precision: ``(stage, precision)`` for every stage under a mixed policy, stage
+            order (``stem``, ``stage1``..., ``head``); empty for a uniform precision.
+
+    Example:
+        >>> c = Candidate("convnet", {"width": [8, 16], "depth": [1, 1]}, precision="int8")
+        >>> c.knob("width")
+        (8, 16)
+    """
+
+    family: str
+    knobs: tuple[tuple[str, Any], ...] = ()
+    precision: str = "fp32"
+    stage_precision: tuple[tuple[str, str], ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.family, str) or not self.family:
+            raise ConfigError(f"candidate family must be a non-empty string, got {self.family!r}")
+        raw = self.knobs.items() if isinstance(self.knobs, Mapping) else self.knobs
+        knobs = []
+        for pair in raw:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise ConfigError(f"candidate knobs must be (name, value) pairs or a mapping, got {pair!r}")
+            knobs.append((pair[0], _freeze(pair[1], f"candidate knob {pair[0]!r}")))
+        names = [k for k, _ in knobs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"candidate knobs name a knob twice: {sorted(names)}")
+        object.__setattr__(self, "knobs", tuple(sorted(knobs)))
+        raw_sp = self.stage_precision.items() if isinstance(self.stage_precision, Mapping) else self.stage_precision
+        sp = tuple(sorted(((str(s), str(p)) for s, p in raw_sp), key=lambda item: _stage_order(item[0])))
+        object.__setattr__(self, "stage_precision", sp)
+        problems = []
+        if not isinstance(self.precision, str) or not self.precision:
+            problems.append(f"candidate precision must be a non-empty string, got {self.precision!r}")
+        for stage, prec in sp:
+            if prec not in PRECISIONS:
+                problems.append(f"candidate stage_precision[{stage!r}] must be one of {', '.join(PRECISIONS)}, got {prec!r}")
+        if self.precision in PRECISIONS:
+            if any(prec != self.precision for _, prec in sp):
+                problems.append(
+                    f"candidate precision {self.precision!r} is uniform but stage_precision differs: {dict(sp)}; "
+                    "use a policy name such as 'mixed'"
+                )
+        elif isinstance(self.precision, str) and not sp:
+            problems.append(
+                f"candidate precision {self.precision!r} is not one of {', '.join(PRECISIONS)}; a mixed policy needs "
+                "stage_precision"
+            )
+        if self.schema_version != SCHEMA_VERSION:
+            problems.append(f"candidate schema_version must be {SCHEMA_VERSION}, got {self.schema_version!r}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    # ---- access ----
+    def knob(self, name: str) -> Any:
+        """Value of knob ``name``.
+
+        Raises:
+            UnknownNameError: the candidate has no such knob.
+        """
+        for key, value in self.knobs:
+            if key == name:
+                return value
+        names = [k for k, _ in self.knobs]
+        raise UnknownNameError(f"candidate has no knob {name!r}{did_you_mean(name, names)} (knobs: {', '.join(names)})")
+
+    @property
+    def knob_dict(self) -> dict[str, Any]:
+        """Knobs as a dict (values as stored: tuples for per-stage knobs)."""
+        return dict(self.knobs)
+
+    @property
+    def is_mixed(self) -> bool:
+        return len({p for _, p in self.stage_precision}) > 1
+
+    def precision_plan(self, prefixes: Mapping[str, str] | None = None) -> PrecisionPlan:
+        """The module-level precision plan, given the family's ``stage -> module prefix`` map.
+
+        The most common stage precision becomes the plan default and every other stage an
+        override on its module prefix. ``prefixes`` defaults to the family's own
+        ``stage_prefixes`` (imports the family registry, hence torch).
+
+        Raises:
+            ConfigError: a stage of ``stage_precision`` has no prefix.
+        """
+        if not self.stage_precision:
+            return PrecisionPlan.uniform(self.precision)
+        if prefixes is None:
+            from hwtune.families import get_family
+
+            prefixes = get_family(self.family).stage_prefixes(self)
+        default = _main_precision(self.stage_precision)
+        missing = [s for s, _ in self.stage_precision if s not in prefixes]
+        if missing:
+            raise ConfigError(
+                f"candidate stage_precision names stages {missing} that have no module prefix "
+                f"(known: {', '.join(prefixes)})"
+            )
+        overrides = tuple((prefixes[s], p) for s, p in self.stage_precision if p != default)
+        return PrecisionPlan(default=default, overrides=overrides)
+
+    # ---- identity ----
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; ``from_dict`` inverts it exactly."""
+        return {
+            "schema_version": self.schema_version,
+            "family": self.family,
+            "knobs": {k: _thaw(v) for k, v in self.knobs},
+            "precision": self.precision,
+            "stage_precision": dict(self.stage_precision),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
+        """Build from ``to_dict`` output (or hand-written JSON).
+
+        Raises:
+            ConfigError: unknown keys, missing family, bad values (all listed).
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"candidate must be a JSON object, got {data!r}")
+        known = ("schema_version", "family", "knobs", "precision", "stage_precision")
+        problems = [f"candidate: unknown key {k!r}{did_you_mean(k, known)}" for k in data if k not in known]
+        if "family" not in data:
+            problems.append("candidate: missing required key 'family'")
+        for key in ("knobs", "stage_precision"):
+            if key in data and not isinstance(data[key], Mapping):
+                problems.append(f"candidate: {key} must be an object, got {data[key]!r}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return cls(
+            family=data["family"],
+            knobs=dict(data.get("knobs", {})),
+            precision=data.get("precision", "fp32"),
+            stage_precision=dict(data.get("stage_precision", {})),
+            schema_version=data.get("schema_version", SCHEMA_VERSION),
+        )
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): equal candidates give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def key(self) -> str:
+        """Stable, file-name-safe id: ``convnet-1f3a9c0b2d4e`` (family + 12 hex of SHA-256)."""
+        return f"{self.family}-{hashlib.sha256(self.to_json().encode()).hexdigest()[:12]}"
+
+    @property
+    def label(self) -> str:
+        """Readable one-liner: ``convnet depth=1,2 width=8,16 @ int8``."""
+        parts = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in self.knobs]
+        prec = self.precision
+        if self.stage_precision:
+            default = _main_precision(self.stage_precision)
+            counts: dict[str, list[str]] = {}
+            for stage, p in self.stage_precision:
+                counts.setdefault(p, []).append(stage)
+            others = "; ".join(f"{p}: {', '.join(s)}" for p, s in counts.items() if p != default)
+            prec = f"{self.precision}({default}; {others})" if others else f"{self.precision}({default})"
+        return f"{self.family} {' '.join(parts)} @ {prec}"
+
+
+# --------------------------------------------------------------------------------------------
+# Search space
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Model input: ``channels`` x ``size`` x ``size`` images."""
+
+    channels: int
+    size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)``."""
+        return (self.channels, self.size, self.size)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Recommended training budget for a full-fidelity trial (``[train]`` of a recipe)."""
+
+    epochs: float = 1.0
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class Param:
+    """One categorical search parameter.
+
+    Attributes:
+        name: Parameter name as a tuner sees it: ``stage2.width``, ``width_mult``,
+            ``arch.edge_2_1`` or ``precision``.
+        choices: The values, in recipe order.
+        knob: The knob it sets (``None`` for ``precision``).
+        part: Stage index (0-based, int) for a per-stage knob, part name (str) for a table-form
+            knob, ``None`` for a whole knob.
+    """
+
+    name: str
+    choices: tuple[Any, ...]
+    knob: str | None = None
+    part: int | str | None = None
+
+
+def list_recipes() -> list[str]:
+    """Names of the bundled recipes (``models/*.toml``), sorted."""
+    return list(resource_files("models"))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A family's search space over knobs and precisions, loaded from a recipe.
+
+    Attributes:
+        name: Recipe name (file stem).
+        family: Family name.
+        input: Input channels and size.
+        num_classes: Classes of the task.
+        dataset: Dataset the recipe is meant for (``fashion-mnist``).
+        params: Every knob parameter (fixed ones have a single choice), in a fixed order.
+        precision_choices: Precision choices (uniform names or policy names).
+        precision_policies: Policy name -> ``{"default": p, stage: p, ...}``.
+        num_stages: Body stages of every candidate.
+        train: Recommended training budget.
+        description: Free text from the recipe.
+        path: File the recipe came from (not part of equality).
+    """
+
+    name: str
+    family: str
+    input: InputSpec
+    num_classes: int
+    dataset: str
+    params: tuple[Param, ...]
+    precision_choices: tuple[str, ...] = ("fp32",)
+    precision_policies: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    num_stages: int = 1
+    train: TrainSpec = field(default_factory=TrainSpec)
+    description: str = ""
+    path: Path | None = field(default=None, compare=False)
+    schema_version: int = SCHEMA_VERSION
+
+    # ---- loading ----
+    @classmethod
+    def from_recipe(cls, path_or_name: str | Path) -> SearchSpace:
+        """Load a bundled recipe by name (``"fashion-convnet"``) or a recipe file.
+
+        Raises:
+            UnknownNameError: not a bundled name nor an existing path (close names suggested).
+            ConfigError: the file is unreadable or invalid (every problem on its own line,
+                naming file, key, rule and value).
+        """
+        text = str(path_or_name)
+        bundled = resource_files("models")
+        if isinstance(path_or_name, str) and text in bundled:
+            path = bundled[text]
+        elif isinstance(path_or_name, Path) or text.endswith(".toml") or os.sep in text or Path(text).exists():
+            path = Path(text)
+        else:
+            raise UnknownNameError(
+                f"unknown recipe {text!r}{did_you_mean(text, bundled)} (bundled: {', '.join(bundled) or 'none'}; "
+                "a path to a .toml recipe also works)"
+            )
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: recipe file not found") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        return cls.from_dict(raw, source=_display(path), name=path.stem, path=path)
+
+    @classmethod
+    def from_dict(
+        cls, raw: Mapping[str, Any], *, source: str = "<recipe>", name: str | None = None, path: Path | None = None
+    ) -> SearchSpace:
+        """Build from the recipe's TOML layout (as ``to_dict`` returns it).
+
+        Raises:
+            ConfigError: every problem, one line each, prefixed with ``source``.
+        """
+        return _parse_recipe(raw, source, name, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe layout (TOML-ready, JSON-ready); ``from_dict`` rebuilds an equal space."""
+        from hwtune.families import get_family
+
+        family = get_family(self.family)
+        knobs: dict[str, Any] = {}
+        for knob in dict.fromkeys(p.knob for p in self.params):
+            ps = [p for p in self.params if p.knob == knob]
+            spec = family.knobs[knob]
+            if spec.per_stage:
+                knobs[knob] = [list(p.choices) for p in ps]
+            elif isinstance(ps[0].part, str):
+                knobs[knob] = {p.part: list(p.choices) for p in ps}
+            else:
+                knobs[knob] = list(ps[0].choices)
+        precision: dict[str, Any] = {"choices": list(self.precision_choices)}
+        precision.update({k: dict(v) for k, v in self.precision_policies.items()})
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "family": self.family,
+            "dataset": self.dataset,
+            "input": {"channels": self.input.channels, "size": self.input.size, "classes": self.num_classes},
+            "knobs": {"stages": self.num_stages, **knobs},
+            "precision": precision,
+            "train": {"epochs": self.train.epochs, "batch_size": self.train.batch_size},
+        }
+        if self.description:
+            out["description"] = self.description
+        return out
+
+    # ---- the parameter view a tuner uses ----
+    @property
+    def family_obj(self) -> ModelFamily:
+        from hwtune.families import get_family
+
+        return get_family(self.family)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the model input."""
+        return self.input.shape
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Stage names of every candidate: ``stem``, ``stage1``..``stageN``, ``head``."""
+        return ("stem", *(f"stage{i + 1}" for i in range(self.num_stages)), "head")
+
+    @property
+    def knob_choices(self) -> dict[str, tuple[Any, ...]]:
+        """Searched knob parameters (two or more choices): name -> choices. Fixed ones are left out."""
+        return {p.name: p.choices for p in self.params if len(p.choices) > 1}
+
+    @property
+    def fixed_params(self) -> dict[str, Any]:
+        """Parameters with a single choice, name -> value (``candidate`` fills them in)."""
+        fixed = {p.name: p.choices[0] for p in self.params if len(p.choices) == 1}
+        if len(self.precision_choices) == 1:
+            fixed[PRECISION_PARAM] = self.precision_choices[0]
+        return fixed
+
+    def param_choices(self) -> dict[str, tuple[Any, ...]]:
+        """Every searched parameter including ``precision``: what a tuner feeds to
+        ``suggest_categorical``. Values are str/int/float only."""
+        out = self.knob_choices
+        if len(self.precision_choices) > 1:
+            out[PRECISION_PARAM] = self.precision_choices
+        return out
+
+    def size(self) -> int:
+        """Number of distinct candidates."""
+        return math.prod(len(p.choices) for p in self.params) * len(self.precision_choices)
+
+    def candidate(self, params: Mapping[str, Any]) -> Candidate:
+        """The candidate for a flat dict of parameter values (``param_choices`` names).
+
+        Fixed parameters may be omitted. Raises ``ConfigError`` listing unknown names, missing
+        parameters and values outside their choices.
+        """
+        all_params = {p.name: p for p in self.params}
+        problems: list[str] = []
+        for key in params:
+            if key not in all_params and key != PRECISION_PARAM:
+                problems.append(
+                    f"{self.name}: unknown parameter {key!r}{did_you_mean(key, [*all_params, PRECISION_PARAM])}"
+                )
+        values: dict[str, Any] = {}
+        for p in (*self.params, Param(PRECISION_PARAM, self.precision_choices)):
+            if p.name in params:
+                v = params[p.name]
+                if v not in p.choices:
+                    problems.append(
+                        f"{self.name}: parameter {p.name!r} must be one of {', '.join(map(repr, p.choices))}, got {v!r}"
+                    )
+                    continue
+                values[p.name] = v
+            elif len(p.choices) == 1:
+                values[p.name] = p.choices[0]
+            else:
+                problems.append(f"{self.name}: parameter {p.name!r} is missing (choices: {', '.join(map(repr, p.choices))})")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return self._make({k: v for k, v in values.items() if k != PRECISION_PARAM}, values[PRECISION_PARAM])
+
+    def _make(self, values: Mapping[str, Any], precision: str) -> Candidate:
+        family = self.family_obj
+        knobs: dict[str, Any] = {}
+        for knob in dict.fromkeys(p.knob for p in self.params):
+            ps = [p for p in self.params if p.knob == knob]
+            if isinstance(ps[0].part, int):
+                knobs[knob] = tuple(values[p.name] for p in ps)
+            elif isinstance(ps[0].part, str):
+                knobs[knob] = family.join_knob(knob, {p.part: values[p.name] for p in ps})
+            else:
+                knobs[knob] = values[ps[0].name]
+        resolved = family.resolve(_with_stage_count(family, knobs, self.num_stages))
+        return Candidate(
+            family=self.family, knobs=resolved, precision=precision,
+            stage_precision=self._stage_precision(precision),
+        )
+
+    def build(self, candidate: Candidate) -> Any:
+        """The ``nn.Module`` for ``candidate`` at this space's input and class count."""
+        from hwtune.families import create_model
+
+        return create_model(
+            self.family, candidate, num_classes=self.num_classes, in_channels=self.input.channels,
+            input_size=self.input.size,
+        )
+
+    def _stage_precision(self, precision: str) -> dict[str, str]:
+        policy = self.precision_policies.get(precision)
+        if policy is None:
+            return {}
+        return {stage: policy.get(stage, policy["default"]) for stage in self.stages}
+
+    def params_of(self, candidate: Candidate) -> dict[str, Any]:
+        """Inverse of ``candidate``: the parameter values (searched ones only) that give it.
+
+        Raises:
+            ConfigError: the candidate is not in this space (each offending knob listed).
+        """
+        if candidate.family != self.family:
+            raise ConfigError(f"{self.name}: candidate is for family {candidate.family!r}, not {self.family!r}")
+        family = self.family_obj
+        knobs = candidate.knob_dict
+        problems, values = [], {}
+        for p in self.params:
+            if p.knob not in knobs:
+                problems.append(f"{self.name}: candidate has no knob {p.knob!r}")
+                continue
+            value = knobs[p.knob]
+            if isinstance(p.part, int):
+                value = value[p.part] if isinstance(value, tuple) and p.part < len(value) else None
+            elif isinstance(p.part, str):
+                value = family.split_knob(p.knob, value).get(p.part)
+            if value not in p.choices:
+                problems.append(f"{self.name}: {p.name} = {value!r} is not among {list(p.choices)}")
+            values[p.name] = value
+        if candidate.precision not in self.precision_choices:
+            problems.append(f"{self.name}: precision {candidate.precision!r} is not among {list(self.precision_choices)}")
+        values[PRECISION_PARAM] = candidate.precision
+        if problems:
+            raise ConfigError("\n".join(problems))
+        searched = self.param_choices()
+        out = {k: v for k, v in values.items() if k in searched}
+        if self.candidate(out) != candidate:
+            raise ConfigError(f"{self.name}: candidate {candidate.key} differs from the space's resolution of its params")
+        return out
+
+    def __contains__(self, candidate: object) -> bool:
+        if not isinstance(candidate, Candidate):
+            return False
+        try:
+            self.params_of(candidate)
+        except ConfigError:
+            return False
+        return True
+
+    def sample(self, rng: Any = None) -> Candidate:
+        """A uniformly random candidate.
+
+        Args:
+            rng: ``numpy.random.Generator``, ``random.Random``, an int seed or ``None``.
+        """
+        rng = _as_rng(rng)
+        values = {p.name: p.choices[rng(len(p.choices))] for p in self.params}
+        precision = self.precision_choices[rng(len(self.precision_choices))]
+        return self._make(values, precision)
+
+    def enumerate(self) -> Iterator[Candidate]:
+        """Every candidate, in a fixed order (last parameter fastest, precision last)."""
+        names = [p.name for p in self.params]
+        for combo in itertools.product(*(p.choices for p in self.params), self.precision_choices):
+            yield self._make(dict(zip(names, combo[:-1], strict=True)), combo[-1])
+
+    def __repr__(self) -> str:
+        return (
+            f"SearchSpace({self.name!r}, family={self.family!r}, input={self.input.shape}, "
+            f"searched={list(self.param_choices())}, size={self.size()})"
+        )
+
+
+def _with_stage_count(family: ModelFamily, knobs: dict[str, Any], n_stages: int) -> dict[str, Any]:
+    """Make the stage count explicit when no per-stage knob was searched: the family's
+    default tuples may have another length than the recipe's ``stages``."""
+    if any(family.knobs[k].per_stage for k in knobs) or family.min_stages == family.max_stages:
+        return knobs
+    out = dict(knobs)
+    for name, spec in family.knobs.items():
+        if spec.per_stage and spec.default is not None:
+            out[name] = (spec.default,) * n_stages
+            break
+    return out
+
+
+def _as_rng(rng: Any) -> Any:
+    """A function ``n -> random index in [0, n)`` from any of the accepted RNG kinds."""
+    if rng is None or isinstance(rng, int) and not isinstance(rng, bool):
+        r = random.Random(rng)
+        return r.randrange
+    if hasattr(rng, "integers"):  # numpy Generator
+        return lambda n: int(rng.integers(n))
+    if hasattr(rng, "randrange"):
+        return rng.randrange
+    raise ConfigError(f"rng must be a numpy Generator, random.Random, int seed or None, got {type(rng).__name__}")
+
+
+def _display(path: Path) -> str:
+    """Bundled recipes show as ``models/x.toml``; user files as given."""
+    try:
+        return str(path.resolve().relative_to(resource_dir("models").resolve().parent))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Recipe parsing: collect every problem, raise once.
+
+_TOP_KEYS = ("schema_version", "name", "family", "dataset", "description", "input", "knobs", "precision", "train")
+_INPUT_KEYS = ("channels", "size", "classes")
+_TRAIN_KEYS = ("epochs", "batch_size")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path | None) -> SearchSpace:
+    from hwtune.families import get_family, list_families
+
+    problems: list[str] = []
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{src}: a recipe must be a table, got {raw!r}")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            problems.append(f"{src}: unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}")
+    for key in ("family", "dataset", "input"):
+        if key not in raw:
+            problems.append(f"{src}: missing required key {key!r}")
+    version = raw.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        problems.append(f"{src}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
+    name = raw.get("name", name) or "recipe"
+    if not isinstance(name, str) or not name:
+        problems.append(f"{src}: name must be a non-empty string, got {name!r}")
+    for key in ("dataset", "description"):
+        if (key in raw and not isinstance(raw[key], str)) or (key == "dataset" and raw.get(key) == ""):
+            problems.append(f"{src}: {key} must be {'a non-empty string' if key == 'dataset' else 'a string'}, got {raw[key]!r}")
+
+    # [input]
+    input_spec, classes = InputSpec(1, 28), 10
+    table = raw.get("input", {})
+    if not isinstance(table, Mapping):
+        problems.append(f"{src}: [input] must be a table, got {table!r}")
+    else:
+        for key in table:
+            if key not in _INPUT_KEYS:
+                problems.append(f"{src}: unknown key 'input.{key}'{did_you_mean(key, _INPUT_KEYS)}")
+        vals = {}
+        for key in _INPUT_KEYS:
+            if key not in table:
+                problems.append(f"{src}: missing required key 'input.{key}'")
+            elif not (_is_int(table[key]) and table[key] >= 1):
+                problems.append(f"{src}: input.{key} must be an integer >= 1, got {table[key]!r}")
+            else:
+                vals[key] = table[key]
+        input_spec = InputSpec(vals.get("channels", 1), vals.get("size", 28))
+        classes = vals.get("classes", 10)
+
+    # [train]
+    train = TrainSpec()
+    table = raw.get("train", {})
+    if not isinstance(table, Mapping):
+        problems.append(f"{src}: [train] must be a table, got {table!r}")
+    else:
+        for key in table:
+            if key not in _TRAIN_KEYS:
+                problems.append(f"{src}: unknown key 'train.{key}'{did_you_mean(key, _TRAIN_KEYS)}")
+        epochs, batch = table.get("epochs", 1.0), table.get("batch_size", 128)
+        if not (_is_num(epochs) and epochs > 0):
+            problems.append(f"{src}: train.epochs must be a number > 0, got {epochs!r}")
+            epochs = 1.0
+        if not (_is_int(batch) and batch >= 1):
+            problems.append(f"{src}: train.batch_size must be an integer >= 1, got {batch!r}")
+            batch = 128
+        train = TrainSpec(float(epochs), batch)
+
+    # family and [knobs]
+    family_name = raw.get("family")
+    family = None
+    if "family" in raw:
+        if not isinstance(family_name, str) or family_name not in list_families():
+            problems.append(
+                f"{src}: family must be one of {', '.join(list_families())}, got {family_name!r}"
+                f"{did_you_mean(str(family_name), list_families())}"
+            )
+        else:
+            family = get_family(family_name)
+    params: list[Param] = []
+    n_stages = 1
+    knobs_raw = raw.get("knobs", {})
+    if not isinstance(knobs_raw, Mapping):
+        problems.append(f"{src}: [knobs] must be a table, got {knobs_raw!r}")
+    elif family is not None:
+        n_stages, params = _parse_knobs(family, knobs_raw, src, problems)
+
+    # [precision]
+    choices, policies = _parse_precision(raw.get("precision", {}), src, problems, n_stages)
+
+    if problems:
+        raise ConfigError("\n".join(problems))
+    if family is None:  # pragma: no cover - a missing family is always reported above
+        raise ConfigError(f"{src}: missing required key 'family'")
+    space = SearchSpace(
+        name=name, family=family.name, input=input_spec, num_classes=classes, dataset=raw["dataset"],
+        params=tuple(params), precision_choices=choices, precision_policies=policies, num_stages=n_stages,
+        train=train, description=raw.get("description", ""), path=path,
+    )
+    # Whole-candidate checks the per-value checks cannot see (cross-knob rules, input size):
+    # resolve the first candidate and ask the family.
+    try:
+        first = space._make({p.name: p.choices[0] for p in space.params}, choices[0])
+        problems += [
+            f"{src}: {p}"
+            for p in family.input_problems(first.knob_dict, in_channels=input_spec.channels, input_size=input_spec.size)
+        ]
+    except ConfigError as exc:
+        problems += [f"{src}: {line}" for line in str(exc).splitlines()]
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return space
+
+
+def _parse_knobs(
+    family: ModelFamily, knobs_raw: Mapping[str, Any], src: str, problems: list[str]
+) -> tuple[int, list[Param]]:
+    """Knob specs -> (number of stages, params in order: family-wide knobs, then stage by stage)."""
+    specs = family.knobs
+    for key in knobs_raw:
+        if key != "stages" and key not in specs:
+            problems.append(
+                f"{src}: unknown key 'knobs.{key}' for family {family.name!r}{did_you_mean(key, [*specs, 'stages'])}"
+                f" (knobs: {', '.join(specs)})"
+            )
+    # Number of stages: explicit, else the per-stage lists, else the family default.
+    lengths = {k: len(v) for k, v in knobs_raw.items()
+               if k in specs and specs[k].per_stage and isinstance(v, list) and any(isinstance(x, list) for x in v)}
+    default_lengths = [len(v) for v in family.default_knobs.values() if isinstance(v, tuple)]
+    n_stages = default_lengths[0] if default_lengths else family.min_stages
+    if "stages" in knobs_raw:
+        n = knobs_raw["stages"]
+        if not (_is_int(n) and family.min_stages <= n <= family.max_stages):
+            problems.append(
+                f"{src}: knobs.stages must be an integer in [{family.min_stages}, {family.max_stages}] for family "
+                f"{family.name!r}, got {n!r}"
+            )
+        else:
+            n_stages = n
+    elif lengths:
+        n_stages = max(lengths.values(), key=list(lengths.values()).count)
+    for k, n in lengths.items():
+        if n != n_stages:
+            problems.append(f"{src}: knobs.{k} must give one entry per stage ({n_stages} stages), got {n}")
+    if not family.min_stages <= n_stages <= family.max_stages:
+        problems.append(
+            f"{src}: family {family.name!r} takes {family.min_stages}..{family.max_stages} stages, got {n_stages}"
+        )
+
+    def choices_of(knob: str, value: Any, where: str) -> tuple[Any, ...] | None:
+        spec = specs[knob]
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            problems.append(f"{src}: {where} must list at least one choice, got []")
+            return None
+        ok = True
+        out = []
+        for v in items:
+            if spec.kind is float and _is_int(v):
+                v = float(v)
+            why = spec.problem(v)
+            if why:
+                problems.append(f"{src}: {where} {why}, got {v!r}")
+                ok = False
+            out.append(v)
+        if len(set(map(repr, out))) != len(out):
+            problems.append(f"{src}: {where} lists a choice twice: {out!r}")
+            ok = False
+        return tuple(out) if ok else None
+
+    global_params: list[Param] = []
+    stage_params: list[list[Param]] = [[] for _ in range(max(n_stages, 0))]
+    for knob, spec in specs.items():
+        if knob not in knobs_raw:
+            continue
+        value = knobs_raw[knob]
+        where = f"knobs.{knob}"
+        if isinstance(value, Mapping):
+            parts, part_problems = family.expand_knob(knob, value)
+            problems.extend(f"{src}: {where}: {p}" for p in part_problems)
+            global_params += [Param(f"{knob}.{part}", ch, knob, part) for part, ch in parts.items()]
+        elif spec.per_stage:
+            if isinstance(value, list) and any(isinstance(x, list) for x in value):
+                if len(value) != n_stages:
+                    continue  # reported above
+                stage_choices = [choices_of(knob, v, f"{where} (stage {i + 1})") for i, v in enumerate(value)]
+            else:  # one spec for every stage: checked (and reported) once
+                stage_choices = [choices_of(knob, value, where)] * n_stages
+            for i, ch in enumerate(stage_choices):
+                if ch is not None:
+                    stage_params[i].append(Param(f"stage{i + 1}.{knob}", ch, knob, i))
+        else:
+            if isinstance(value, list) and any(isinstance(x, list) for x in value):
+                problems.append(f"{src}: {where} is one value for the whole model: give a list of choices, got {value!r}")
+                continue
+            ch = choices_of(knob, value, where)
+            if ch is not None:
+                global_params.append(Param(knob, ch, knob, None))
+    # Keep per-stage params stage-major (stage1.width, stage1.depth, stage2.width ...).
+    return n_stages, global_params + [p for stage in stage_params for p in stage]
+
+
+def _parse_precision(
+    table: Any, src: str, problems: list[str], n_stages: int
+) -> tuple[tuple[str, ...], dict[str, dict[str, str]]]:
+    if not isinstance(table, Mapping):
+        problems.append(f"{src}: [precision] must be a table, got {table!r}")
+        return ("fp32",), {}
+    choices = table.get("choices", ["fp32"])
+    if not (isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices)):
+        problems.append(f"{src}: precision.choices must be a non-empty list of strings, got {choices!r}")
+        return ("fp32",), {}
+    if len(set(choices)) != len(choices):
+        problems.append(f"{src}: precision.choices lists a choice twice: {choices!r}")
+    stages = ("stem", *(f"stage{i + 1}" for i in range(n_stages)), "head")
+    policies: dict[str, dict[str, str]] = {}
+    for key, value in table.items():
+        if key == "choices":
+            continue
+        if key in PRECISIONS:
+            problems.append(f"{src}: precision.{key} names a uniform precision; only mixed policies are tables")
+            continue
+        if key not in choices:
+            problems.append(
+                f"{src}: precision.{key} is a policy not listed in precision.choices{did_you_mean(key, choices)}"
+            )
+            continue
+        if not isinstance(value, Mapping):
+            problems.append(f"{src}: precision.{key} must be a table {{default = ..., <stage> = ...}}, got {value!r}")
+            continue
+        policy: dict[str, str] = {}
+        for stage, prec in value.items():
+            if stage != "default" and stage not in stages:
+                problems.append(
+                    f"{src}: precision.{key}.{stage} is not a stage{did_you_mean(stage, ['default', *stages])} "
+                    f"(stages: {', '.join(stages)})"
+                )
+            elif prec not in PRECISIONS:
+                problems.append(f"{src}: precision.{key}.{stage} must be one of {', '.join(PRECISIONS)}, got {prec!r}")
+            else:
+                policy[stage] = prec
+        if "default" not in value:
+            problems.append(f"{src}: precision.{key} must set 'default' (the precision of stages not named)")
+        elif len({policy.get(s, policy.get("default")) for s in stages}) == 1 and policy.get("default"):
+            problems.append(
+                f"{src}: precision.{key} gives every stage {policy['default']!r}; list {policy['default']!r} as a "
+                "uniform choice instead"
+            )
+        policies[key] = policy
+    for choice in choices:
+        if choice not in PRECISIONS and choice not in policies:
+            problems.append(
+                f"{src}: precision.choices entry {choice!r} must be one of {', '.join(PRECISIONS)} or a policy defined as "
+                f"precision.{choice} = {{default = ..., <stage> = ...}}{did_you_mean(choice, PRECISIONS)}"
+            )
+    return tuple(choices), policies

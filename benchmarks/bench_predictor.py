@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import random
 import statistics
 import sys
@@ -119,7 +118,7 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
             **ours,
             "flops_spearman": base["spearman"], "flops_kendall": base["kendall"],
             "flops_within_10pct": base["within_10pct"], "flops_within_20pct": base["within_20pct"],
-            "n_calibration": int(len(cal)), "n_eval": int(len(rows) - len(cal)),
+            "n_calibration": len(cal), "n_eval": int(len(rows) - len(cal)),
             "calibration_seed": CALIBRATION_SEED,
             "calibration_archs": [int(rows[i]["arch_idx"]) for i in cal],
             "calibration_loo_error_pct": round(fit.error_pct, 2),
@@ -241,7 +240,7 @@ def predict_cost(quick: bool) -> dict:
     from hwtune.predictor._nb201 import NB201Composer
 
     arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-    build = lambda: hwtune.create_model("nb201", {"arch": arch}, num_classes=10, in_channels=3, input_size=32)  # noqa: E731
+    build = lambda: hwtune.create_model("nb201", {"arch": arch}, num_classes=10, in_channels=3, input_size=32)
     model = build()
     t0 = time.perf_counter()
     predict(model, (1, 3, 32, 32), device="raspberry-pi-4")

@@ -50,8 +50,11 @@ METHODS = {
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget-s", type=float, default=300.0, help="wall-clock budget T per run (default 300)")
-    p.add_argument("--checkpoints", default="0.333333,0.666667,1",
-                   help="fractions of T at which HV is reported (default T/3, 2T/3, T)")
+    p.add_argument(
+        "--checkpoints",
+        default="0.333333,0.666667,1",
+        help="fractions of T at which HV is reported (default T/3, 2T/3, T)",
+    )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="runs executing side by side (default 2)")
@@ -61,8 +64,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=1.0, help="full training budget per candidate (epochs)")
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--val-limit", type=int, default=None)
-    p.add_argument("--latency-budget-ms", type=float, default=None,
-                   help="latency limit for best_accuracy_under_budget (default: 1/4 of the reference latency)")
+    p.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=None,
+        help="latency limit for best_accuracy_under_budget (default: 1/4 of the reference latency)",
+    )
     p.add_argument("--out", default=str(RESULTS / "search.json"))
     p.add_argument("--runs-dir", default=str(RESULTS / "search-runs"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -89,13 +96,24 @@ def _worker(spec: dict[str, Any]) -> None:
         (out / "study.db").unlink()  # a benchmark run always starts from scratch
     started = time.time()
     result = tune(
-        spec["recipe"], device=spec["device"], data=spec["data"], n_trials=None, timeout=spec["budget_s"],
-        out_dir=out, study_name=f"{spec['method']}-s{spec['seed']}", sampler=m["sampler"], seed=spec["seed"],
-        budget=Schedule(epochs=spec["epochs"], rungs=m["rungs"]), reference_point=spec["reference_point"],
-        progress=False, reports=False, threads=threads,
+        spec["recipe"],
+        device=spec["device"],
+        data=spec["data"],
+        n_trials=None,
+        timeout=spec["budget_s"],
+        out_dir=out,
+        study_name=f"{spec['method']}-s{spec['seed']}",
+        sampler=m["sampler"],
+        seed=spec["seed"],
+        budget=Schedule(epochs=spec["epochs"], rungs=m["rungs"]),
+        reference_point=spec["reference_point"],
+        progress=False,
+        reports=False,
+        threads=threads,
     )
-    (out / "run.json").write_text(json.dumps({"started": started, "storage": result.storage,
-                                              "study": result.study_name}))
+    (out / "run.json").write_text(
+        json.dumps({"started": started, "storage": result.storage, "study": result.study_name})
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,13 +149,22 @@ def _analyse(run_dir: Path, ref: dict[str, float], checkpoints: list[float], lat
     for c in checkpoints:
         done = [t for t in trials if (datetime.fromisoformat(t.finished) - t0).total_seconds() <= c]
         hv = hypervolume(done, res.objective_specs, ref)
-        ok = [t for t in done if t.feasible and t.trained and t.duplicate_of is None
-              and t.latency_ms is not None and t.latency_ms <= lat_budget]
+        ok = [
+            t
+            for t in done
+            if t.feasible
+            and t.trained
+            and t.duplicate_of is None
+            and t.latency_ms is not None
+            and t.latency_ms <= lat_budget
+        ]
         best = max((t.accuracy for t in ok if t.accuracy is not None), default=None)
         out["at"][c] = {
             "hypervolume": hv,
             "trials": sum(1 for t in done if t.complete and t.duplicate_of is None),
-            "trained_full_budget": sum(1 for t in done if t.trained and t.figures.get("rung") == t.figures.get("max_rung")),
+            "trained_full_budget": sum(
+                1 for t in done if t.trained and t.figures.get("rung") == t.figures.get("max_rung")
+            ),
             "best_accuracy_under_budget": best,
         }
     return out
@@ -200,9 +227,20 @@ def main() -> int:
     jobs = []
     for seed in seeds:
         for method in methods:
-            jobs.append({"method": method, "seed": seed, "budget_s": args.budget_s, "threads": args.threads,
-                         "recipe": args.recipe, "device": args.device, "data": data, "epochs": args.epochs,
-                         "reference_point": ref, "out_dir": str(runs_dir / f"{method}-s{seed}")})
+            jobs.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "budget_s": args.budget_s,
+                    "threads": args.threads,
+                    "recipe": args.recipe,
+                    "device": args.device,
+                    "data": data,
+                    "epochs": args.epochs,
+                    "reference_point": ref,
+                    "out_dir": str(runs_dir / f"{method}-s{seed}"),
+                }
+            )
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
     t0 = time.monotonic()
 
@@ -210,13 +248,13 @@ def main() -> int:
         log = Path(job["out_dir"]) / "worker.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as fh:
-            rc = subprocess.call([sys.executable, __file__, "--worker", json.dumps(job)], stdout=fh, stderr=fh,
-                                 env=env)
+            rc = subprocess.call([sys.executable, __file__, "--worker", json.dumps(job)], stdout=fh, stderr=fh, env=env)
         print(f"  {job['method']} seed {job['seed']}: exit {rc} ({time.monotonic() - t0:.0f} s elapsed)", flush=True)
         return job, rc
 
-    print(f"{len(jobs)} runs of {args.budget_s:g} s, {args.workers} at a time, {args.threads} thread(s) each",
-          flush=True)
+    print(
+        f"{len(jobs)} runs of {args.budget_s:g} s, {args.workers} at a time, {args.threads} thread(s) each", flush=True
+    )
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         finished = list(pool.map(launch, jobs))
 
@@ -237,11 +275,16 @@ def main() -> int:
         for c in checkpoints:
             hv = [r["hypervolume"] for r in runs if r["method"] == method and r["budget_s"] == c]
             tr = [r["trials"] for r in runs if r["method"] == method and r["budget_s"] == c]
-            acc = [r["best_accuracy_under_budget"] for r in runs if r["method"] == method and r["budget_s"] == c
-                   and r["best_accuracy_under_budget"] is not None]
+            acc = [
+                r["best_accuracy_under_budget"]
+                for r in runs
+                if r["method"] == method and r["budget_s"] == c and r["best_accuracy_under_budget"] is not None
+            ]
             if hv:
                 summary[method][str(c)] = {
-                    "hv_mean": statistics.fmean(hv), "hv_min": min(hv), "hv_max": max(hv),
+                    "hv_mean": statistics.fmean(hv),
+                    "hv_min": min(hv),
+                    "hv_max": max(hv),
                     "trials_mean": statistics.fmean(tr),
                     "best_accuracy_under_budget_mean": statistics.fmean(acc) if acc else None,
                 }
@@ -257,17 +300,25 @@ def main() -> int:
                     continue
                 diff = base["hv_mean"] - o["hv_mean"]
                 rel = 100 * diff / o["hv_mean"] if o["hv_mean"] else float("nan")
-                claims.append(f"at {c:g} s hwtune HV {base['hv_mean']:.4f} vs {other} {o['hv_mean']:.4f} "
-                              f"({diff:+.4f}, {rel:+.1f}%)")
+                claims.append(
+                    f"at {c:g} s hwtune HV {base['hv_mean']:.4f} vs {other} {o['hv_mean']:.4f} "
+                    f"({diff:+.4f}, {rel:+.1f}%)"
+                )
     out = {
         "reference_point": ref,
         "latency_budget_ms": lat_budget,
         "budget_s": args.budget_s,
         "checkpoints_s": checkpoints,
-        "settings": {"recipe": args.recipe, "device": args.device, "epochs": args.epochs, "threads": args.threads,
-                     "workers": args.workers, "seeds": seeds, "data": data,
-                     "methods": {m: {"sampler": METHODS[m]["sampler"], "rungs": list(METHODS[m]["rungs"])}
-                                 for m in methods}},
+        "settings": {
+            "recipe": args.recipe,
+            "device": args.device,
+            "epochs": args.epochs,
+            "threads": args.threads,
+            "workers": args.workers,
+            "seeds": seeds,
+            "data": data,
+            "methods": {m: {"sampler": METHODS[m]["sampler"], "rungs": list(METHODS[m]["rungs"])} for m in methods},
+        },
         "runs": runs,
         "summary": summary,
         "claims": claims,
@@ -278,12 +329,16 @@ def main() -> int:
     out_path.write_text(json.dumps(out, indent=2) + "\n")
     if histories:
         _plot(runs, histories, args.budget_s, out_path.with_suffix(".png"))
-    print(f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} {'best acc@lat':>13}")
+    print(
+        f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} {'best acc@lat':>13}"
+    )
     for method, per in summary.items():
         for c, v in per.items():
             acc = v["best_accuracy_under_budget_mean"]
-            print(f"{method:<12} {float(c):>9.0f} {v['hv_mean']:>9.4f} {v['hv_min']:>8.4f} {v['hv_max']:>8.4f} "
-                  f"{v['trials_mean']:>7.1f} {'-' if acc is None else f'{100 * acc:.2f}%':>13}")
+            print(
+                f"{method:<12} {float(c):>9.0f} {v['hv_mean']:>9.4f} {v['hv_min']:>8.4f} {v['hv_max']:>8.4f} "
+                f"{v['trials_mean']:>7.1f} {'-' if acc is None else f'{100 * acc:.2f}%':>13}"
+            )
     for line in claims:
         print(line)
     print(f"wrote {out_path} and {out_path.with_suffix('.png')}")

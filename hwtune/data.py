@@ -942,7 +942,7 @@ def calibration_batch(splits: DataSplits, n: int, seed: int = 0) -> np.ndarray:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DataError(f"calibration sample count must be a positive integer, got {n!r}")
-    size = len(splits.train)
+    size = len(splits.train)  # type: ignore[arg-type]  # map-style datasets have a len
     if n > size:
         raise DataError(
             f"calibration set too small: {n} calibration samples requested but the {splits.name} train split "

@@ -27,7 +27,7 @@ from typing import Any
 from hwtune.errors import ConfigError, ExportError, StudyError
 from hwtune.front import TuneResult
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "MANIFEST_SCHEMA_VERSION", "export"]
+__all__ = ["EXPORT_FORMATS", "MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
 
 EXPORT_FORMATS = ("onnx",)
 MANIFEST_SCHEMA_VERSION = 1
@@ -51,8 +51,7 @@ class ExportResult:
     manifest: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_path": str(self.model_path), "manifest_path": str(self.manifest_path),
-                "manifest": self.manifest}
+        return {"model_path": str(self.model_path), "manifest_path": str(self.manifest_path), "manifest": self.manifest}
 
 
 def _resolve(source: Any, study_name: str | None) -> TuneResult:
@@ -71,7 +70,9 @@ def _resolve(source: Any, study_name: str | None) -> TuneResult:
         if url is None:
             raise StudyError("export needs a study in an RDB storage (sqlite:///..., postgresql://...)")
         return search.load_result(url, source.study_name)
-    raise ConfigError(f"export source must be a TuneResult, a storage URL or an optuna.Study, got {type(source).__name__}")
+    raise ConfigError(
+        f"export source must be a TuneResult, a storage URL or an optuna.Study, got {type(source).__name__}"
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -90,7 +91,7 @@ def export(
     source: Any,
     trial: int,
     out_dir: str | Path,
-    format: str = "onnx",  # noqa: A002 - the CLI flag is --format
+    format: str = "onnx",
     *,
     study_name: str | None = None,
     data: Any = None,
@@ -121,7 +122,6 @@ def export(
 
     from hwtune import search
     from hwtune.device import DeviceProfile
-    from hwtune.onnx_export import export_onnx
     from hwtune.train import evaluate
 
     if format not in EXPORT_FORMATS:
@@ -131,8 +131,7 @@ def export(
         raise ConfigError(f"trial must be an integer trial number, got {trial!r}")
     rec = result.trial(trial)
     if rec.state != "complete" or not rec.trained:
-        why = rec.failure if rec.state == "fail" else (
-            "; ".join(rec.figures.get("infeasible") or []) or "not trained")
+        why = rec.failure if rec.state == "fail" else ("; ".join(rec.figures.get("infeasible") or []) or "not trained")
         raise StudyError(f"trial {trial} of study {result.study_name!r} cannot be exported: {rec.state}, {why}")
     if rec.duplicate_of is not None:
         rec = result.trial(rec.duplicate_of)
@@ -203,8 +202,13 @@ def export(
         "model_file": model_path.name,
         "sha256": search.sha256_file(model_path),
         "file_bytes": model_path.stat().st_size,
-        "device": {"id": device.id, "name": device.name, "kind": device.kind, "runtime": device.runtime,
-                   "latency_source": device.latency_source},
+        "device": {
+            "id": device.id,
+            "name": device.name,
+            "kind": device.kind,
+            "runtime": device.runtime,
+            "latency_source": device.latency_source,
+        },
         "precision": rec.precision,
         "precision_label": plan.label,
         "precision_per_stage": dict(f.get("stage_precision") or {}),
@@ -225,9 +229,13 @@ def export(
         "val_accuracy": float(val.accuracy),
         "recorded_val_accuracy": float(recorded),
         "test_accuracy": None if test is None else float(test.accuracy),
-        "evaluation": {"runtime": "onnxruntime", "val_samples": int(val.n),
-                       "test_samples": None if test is None else int(test.n),
-                       "dataset": info.get("name"), "split_seed": info.get("split_seed")},
+        "evaluation": {
+            "runtime": "onnxruntime",
+            "val_samples": int(val.n),
+            "test_samples": None if test is None else int(test.n),
+            "dataset": info.get("name"),
+            "split_seed": info.get("split_seed"),
+        },
         "latency": {
             "latency_ms": f.get("latency_ms"),
             "source": f.get("latency_source"),
@@ -250,10 +258,13 @@ def export(
         "flops": f.get("flops"),
         "params": f.get("params"),
         "candidate": rec.candidate,
-        "training": {"epochs": f.get("budget_epochs"), "rung": f.get("rung"), "max_rung": f.get("max_rung"),
-                     "seed": f.get("seed")},
-        "study": {"name": result.study_name, "storage": result.storage, "trial": rec.number,
-                  "recipe": result.recipe},
+        "training": {
+            "epochs": f.get("budget_epochs"),
+            "rung": f.get("rung"),
+            "max_rung": f.get("max_rung"),
+            "seed": f.get("seed"),
+        },
+        "study": {"name": result.study_name, "storage": result.storage, "trial": rec.number, "recipe": result.recipe},
         "versions": _versions(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }

@@ -104,7 +104,9 @@ def resolve_objectives(names: str | Sequence[str]) -> tuple[Objective, ...]:
         else:
             out.append(obj)
     if not problems and "accuracy" not in [o.name for o in out]:
-        problems.append("objectives: must include 'accuracy' (a search without it would pick the smallest untrained net)")
+        problems.append(
+            "objectives: must include 'accuracy' (a search without it would pick the smallest untrained net)"
+        )
     if not problems and len(out) < 2:
         problems.append(f"objectives: need at least two (accuracy and one cost), got {', '.join(o.name for o in out)}")
     if problems:
@@ -368,9 +370,7 @@ def knee_point(front: Sequence[TrialRecord], objectives: Sequence[Objective]) ->
     return front[best]
 
 
-def eps_nondominated(
-    point: Sequence[float], others: Sequence[Sequence[float]], eps: Sequence[float]
-) -> bool:
+def eps_nondominated(point: Sequence[float], others: Sequence[Sequence[float]], eps: Sequence[float]) -> bool:
     """Whether ``point`` (costs to minimize) is non-dominated by ``others`` once improved by ``eps``.
 
     The point is shifted by ``eps`` in every objective (``point - eps``) before the usual
@@ -451,29 +451,40 @@ def front_json(front: Sequence[TrialRecord], knee: TrialRecord | None) -> list[d
     return rows
 
 
-def front_table(
-    front: Sequence[TrialRecord], knee: TrialRecord | None = None, *, markdown: bool = False
-) -> str:
+def front_table(front: Sequence[TrialRecord], knee: TrialRecord | None = None, *, markdown: bool = False) -> str:
     """The front as an aligned text table (or a Markdown table), knee marked with ``*``."""
-    headers = ["", "trial", "precision", "val acc", "latency ms", "source", "peak act", "weights", "MMACs",
-               "epochs", "candidate"]
+    headers = [
+        "",
+        "trial",
+        "precision",
+        "val acc",
+        "latency ms",
+        "source",
+        "peak act",
+        "weights",
+        "MMACs",
+        "epochs",
+        "candidate",
+    ]
     rows = []
     for r in front:
         f = r.figures
         src = (r.latency_source or "-").split(" ")[0]
-        rows.append([
-            "*" if knee is not None and r.number == knee.number else "",
-            str(r.number),
-            r.precision or "-",
-            "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
-            "-" if r.latency_ms is None else f"{r.latency_ms:.3f}",
-            src,
-            _fmt_bytes(f.get("peak_activation_bytes")),
-            _fmt_bytes(f.get("weight_bytes")),
-            "-" if f.get("macs") is None else f"{f['macs'] / 1e6:.2f}",
-            "-" if f.get("budget_epochs") is None else f"{float(f['budget_epochs']):.2g}",
-            _short_candidate(r.candidate),
-        ])
+        rows.append(
+            [
+                "*" if knee is not None and r.number == knee.number else "",
+                str(r.number),
+                r.precision or "-",
+                "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
+                "-" if r.latency_ms is None else f"{r.latency_ms:.3f}",
+                src,
+                _fmt_bytes(f.get("peak_activation_bytes")),
+                _fmt_bytes(f.get("weight_bytes")),
+                "-" if f.get("macs") is None else f"{f['macs'] / 1e6:.2f}",
+                "-" if f.get("budget_epochs") is None else f"{float(f['budget_epochs']):.2g}",
+                _short_candidate(r.candidate),
+            ]
+        )
     if not rows:
         return "(empty front: no feasible trained trial yet)"
     if markdown:
@@ -554,8 +565,15 @@ class TuneResult:
 
     def counts(self) -> dict[str, int]:
         """Trials by outcome: complete, trained, infeasible, failed, duplicates, running."""
-        c = {"total": len(self.trials), "complete": 0, "trained": 0, "infeasible": 0, "failed": 0,
-             "duplicates": 0, "running": 0}
+        c = {
+            "total": len(self.trials),
+            "complete": 0,
+            "trained": 0,
+            "infeasible": 0,
+            "failed": 0,
+            "duplicates": 0,
+            "running": 0,
+        }
         for t in self.trials:
             if t.state == "complete":
                 c["complete"] += 1
@@ -582,24 +600,26 @@ class TuneResult:
     def to_dict(self) -> dict[str, Any]:
         front = self.front
         knee = knee_point(front, self.objective_specs)
-        return _jsonable({
-            "schema_version": self.schema_version,
-            "study_name": self.study_name,
-            "storage": self.storage,
-            "out_dir": None if self.out_dir is None else str(self.out_dir),
-            "device": self.device,
-            "recipe": self.recipe,
-            "objectives": list(self.objectives),
-            "reference_point": dict(self.reference_point),
-            "constraints": dict(self.constraints),
-            "interrupted": self.interrupted,
-            "hypervolume": hypervolume(self.trials, self.objective_specs, self.reference_point),
-            "counts": self.counts(),
-            "knee": None if knee is None else knee.number,
-            "front": front_json(front, knee),
-            "trials": [t.to_dict() for t in self.trials],
-            "meta": dict(self.meta),
-        })
+        return _jsonable(
+            {
+                "schema_version": self.schema_version,
+                "study_name": self.study_name,
+                "storage": self.storage,
+                "out_dir": None if self.out_dir is None else str(self.out_dir),
+                "device": self.device,
+                "recipe": self.recipe,
+                "objectives": list(self.objectives),
+                "reference_point": dict(self.reference_point),
+                "constraints": dict(self.constraints),
+                "interrupted": self.interrupted,
+                "hypervolume": hypervolume(self.trials, self.objective_specs, self.reference_point),
+                "counts": self.counts(),
+                "knee": None if knee is None else knee.number,
+                "front": front_json(front, knee),
+                "trials": [t.to_dict() for t in self.trials],
+                "meta": dict(self.meta),
+            }
+        )
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

@@ -45,29 +45,63 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
         partial = [t for t in trained if t.figures.get("rung") != t.figures.get("max_rung")]
         full = [t for t in trained if t not in partial]
         if full:
-            ax.scatter([t.latency_ms for t in full], [100 * t.accuracy for t in full], s=18, c="0.55",
-                       label="trained (full budget)", zorder=2)
+            ax.scatter(
+                [t.latency_ms for t in full],
+                [100 * t.accuracy for t in full],
+                s=18,
+                c="0.55",
+                label="trained (full budget)",
+                zorder=2,
+            )
         if partial:
-            ax.scatter([t.latency_ms for t in partial], [100 * t.accuracy for t in partial], s=18, facecolors="none",
-                       edgecolors="0.55", label="stopped early (not promoted)", zorder=2)
+            ax.scatter(
+                [t.latency_ms for t in partial],
+                [100 * t.accuracy for t in partial],
+                s=18,
+                facecolors="none",
+                edgecolors="0.55",
+                label="stopped early (not promoted)",
+                zorder=2,
+            )
     if infeasible:
         # Infeasible candidates were never trained: they have no accuracy. Show them on a strip
         # under the trained points, at their measured latency.
         ys = [100 * t.accuracy for t in trained] or [50.0]
         floor = min(ys) - 0.08 * (max(ys) - min(ys) + 1.0)
-        ax.scatter([t.latency_ms for t in infeasible], [floor] * len(infeasible), marker="x", c="tab:red", s=22,
-                   label="infeasible (not trained)", zorder=2)
+        ax.scatter(
+            [t.latency_ms for t in infeasible],
+            [floor] * len(infeasible),
+            marker="x",
+            c="tab:red",
+            s=22,
+            label="infeasible (not trained)",
+            zorder=2,
+        )
     if front:
         xs = [t.latency_ms for t in front]
         ys = [100 * t.accuracy for t in front]  # type: ignore[operator]
         ax.step(xs, ys, where="post", c="tab:blue", lw=1.2, zorder=3)
         ax.scatter(xs, ys, c="tab:blue", s=36, label="Pareto front", zorder=4)
         for t in front:
-            ax.annotate(f"#{t.number} {t.precision}", (t.latency_ms, 100 * t.accuracy), fontsize=7,  # type: ignore[arg-type, operator]
-                        xytext=(4, -9), textcoords="offset points")
+            ax.annotate(
+                f"#{t.number} {t.precision}",
+                (t.latency_ms, 100 * t.accuracy),
+                fontsize=7,  # type: ignore[arg-type, operator]
+                xytext=(4, -9),
+                textcoords="offset points",
+            )
     if knee is not None:
-        ax.scatter([knee.latency_ms], [100 * knee.accuracy], marker="*", s=180, c="tab:orange",  # type: ignore[operator]
-                   edgecolors="k", linewidths=0.5, label=f"knee (#{knee.number})", zorder=5)
+        ax.scatter(
+            [knee.latency_ms],
+            [100 * knee.accuracy],
+            marker="*",
+            s=180,
+            c="tab:orange",  # type: ignore[operator]
+            edgecolors="k",
+            linewidths=0.5,
+            label=f"knee (#{knee.number})",
+            zorder=5,
+        )
     lim = result.constraints.get("max_latency_ms")
     if lim:
         ax.axvline(float(lim), c="tab:red", ls="--", lw=1, label=f"max latency {float(lim):g} ms")
@@ -138,11 +172,15 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
         f"- study `{result.study_name}` in `{result.storage}`",
         f"- objectives: {', '.join(result.objectives)}; sampler {meta.get('sampler', '?')}, seed {meta.get('seed')}",
         f"- hard constraints: {cons}",
-        f"- trials: {c['total']} ({c['trained']} trained, {c['infeasible']} infeasible and never trained, "
-        f"{c['duplicates']} repeats of evaluated candidates, {c['failed']} failed)",
-        f"- training budget: {b['epochs_trained']:.2f} epochs in total for {b['trained_candidates']} candidates "
-        f"({b['reached_full_budget']} reached the full {b['full_budget_epochs']:g} epoch(s)); training every one "
-        f"to the full budget would have taken {b['epochs_if_all_full']:.2f}",
+        (
+            f"- trials: {c['total']} ({c['trained']} trained, {c['infeasible']} infeasible and never trained, "
+            f"{c['duplicates']} repeats of evaluated candidates, {c['failed']} failed)"
+        ),
+        (
+            f"- training budget: {b['epochs_trained']:.2f} epochs in total for {b['trained_candidates']} candidates "
+            f"({b['reached_full_budget']} reached the full {b['full_budget_epochs']:g} epoch(s)); training every one "
+            f"to the full budget would have taken {b['epochs_if_all_full']:.2f}"
+        ),
         f"- hypervolume: **{result.hypervolume:.4f}** of the reference box ({ref})",
         "",
         "## Pareto front",
@@ -152,10 +190,12 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
     ]
     if knee is not None:
         lines += [
-            f"Knee (balanced pick): trial **#{knee.number}**, {knee.precision}, "
-            f"{100 * (knee.accuracy or 0):.2f}% validation accuracy, {knee.latency_ms:.3f} ms "
-            f"({knee.latency_source}). Export it with "
-            f"`hwtune export --storage {result.storage} --study {result.study_name} --trial {knee.number} --out DIR`.",
+            (
+                f"Knee (balanced pick): trial **#{knee.number}**, {knee.precision}, "
+                f"{100 * (knee.accuracy or 0):.2f}% validation accuracy, {knee.latency_ms:.3f} ms "
+                f"({knee.latency_source}). Export it with "
+                f"`hwtune export --storage {result.storage} --study {result.study_name} --trial {knee.number} --out DIR`."
+            ),
             "",
         ]
     if "pareto" in paths:
@@ -167,11 +207,13 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
         lines += [f"- #{t.number}: {t.failure}" for t in failed]
         lines.append("")
     lines += [
-        "Accuracy is measured on the validation split (carved from the training set) on what ships: the "
-        "quantized ONNX file for int8/fp16 candidates. Candidates stopped early by the successive-halving "
-        "schedule report the accuracy at the budget they reached (column `epochs`). Latency is "
-        f"{'measured' if meta.get('device', {}).get('latency_source') == 'measure' else 'predicted'} on the device "
-        "(`source` column). The test split is used only when a model is exported.",
+        (
+            "Accuracy is measured on the validation split (carved from the training set) on what ships: the "
+            "quantized ONNX file for int8/fp16 candidates. Candidates stopped early by the successive-halving "
+            "schedule report the accuracy at the budget they reached (column `epochs`). Latency is "
+            f"{'measured' if meta.get('device', {}).get('latency_source') == 'measure' else 'predicted'} on the device "
+            "(`source` column). The test split is used only when a model is exported."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 import socket
@@ -40,30 +41,26 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hwtune.errors import ConfigError, HwtuneError, StudyError, UnknownNameError, did_you_mean
+from hwtune.errors import ConfigError, HwtuneError, StudyError, did_you_mean
 from hwtune.front import (
     Objective,
     TrialRecord,
     TuneResult,
     cost_matrix,
     eps_nondominated,
-    front_table,
     hypervolume,
-    knee_point,
     pareto_front,
     resolve_objectives,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    import optuna
-
     from hwtune.data import DataSplits
     from hwtune.device import DeviceProfile
     from hwtune.space import Candidate, SearchSpace
@@ -137,19 +134,27 @@ class Constraints:
         ]
         if problems:
             raise ConfigError("\n".join(problems))
-        kw: dict[str, Any] = {k: value[k] for k in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes") if
-                              value.get(k) is not None}
+        kw: dict[str, Any] = {
+            k: value[k] for k in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes") if value.get(k) is not None
+        }
         for kb_key, byte_key in (("max_ram_kb", "max_ram_bytes"), ("max_storage_kb", "max_storage_bytes")):
             if value.get(kb_key) is not None:
                 v = value[kb_key]
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                     raise ConfigError(f"constraints: {kb_key} must be a number > 0, got {v!r}")
-                kw[byte_key] = int(round(float(v) * 1024))
+                kw[byte_key] = round(float(v) * 1024)
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("max_latency_ms", self.max_latency_ms), ("max_ram_bytes", self.max_ram_bytes),
-                                  ("max_storage_bytes", self.max_storage_bytes)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("max_latency_ms", self.max_latency_ms),
+                ("max_ram_bytes", self.max_ram_bytes),
+                ("max_storage_bytes", self.max_storage_bytes),
+            )
+            if v is not None
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Constraints:
@@ -193,7 +198,7 @@ class Schedule:
         if not rungs or any(not isinstance(r, (int, float)) for r in rungs):
             problems.append(f"budget: rungs must be a non-empty sequence of fractions, got {self.rungs!r}")
         else:
-            if any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)) or rungs[0] <= 0:
+            if any(b <= a for a, b in itertools.pairwise(rungs)) or rungs[0] <= 0:
                 problems.append(f"budget: rungs must increase strictly from > 0, got {list(rungs)}")
             if abs(rungs[-1] - 1.0) > 1e-9:
                 problems.append(f"budget: the last rung must be 1.0 (the full budget), got {rungs[-1]}")
@@ -233,9 +238,14 @@ class Schedule:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "epochs": self.epochs, "rungs": list(self.rungs), "eps_accuracy": self.eps_accuracy,
-            "eps_relative": self.eps_relative, "batch_size": self.batch_size, "lr": self.lr,
-            "calibration_samples": self.calibration_samples, "latency_budget_s": self.latency_budget_s,
+            "epochs": self.epochs,
+            "rungs": list(self.rungs),
+            "eps_accuracy": self.eps_accuracy,
+            "eps_relative": self.eps_relative,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "calibration_samples": self.calibration_samples,
+            "latency_budget_s": self.latency_budget_s,
             "val_batch_size": self.val_batch_size,
         }
 
@@ -244,9 +254,7 @@ class Schedule:
         known = set(cls.__dataclass_fields__)
         unknown = [k for k in data if k not in known]
         if unknown:
-            raise ConfigError(
-                "\n".join(f"budget: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown)
-            )
+            raise ConfigError("\n".join(f"budget: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown))
         kw = dict(data)
         if "rungs" in kw:
             kw["rungs"] = tuple(kw["rungs"])
@@ -304,7 +312,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     """
     optuna = _optuna()
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
         if str(path) not in ("", ":memory:"):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -345,8 +353,7 @@ def _make_sampler(name: str, seed: int | None, population_size: int) -> Any:
     raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}{did_you_mean(name, SAMPLERS)}")
 
 
-_STATE_NAMES = {"COMPLETE": "complete", "FAIL": "fail", "RUNNING": "running", "WAITING": "waiting",
-                "PRUNED": "pruned"}
+_STATE_NAMES = {"COMPLETE": "complete", "FAIL": "fail", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "pruned"}
 
 
 def _record(t: Any) -> TrialRecord:
@@ -396,8 +403,7 @@ def _load_study(storage: str | Path, study_name: str | None) -> tuple[Any, str]:
                 study_name = names[0]
             else:
                 raise StudyError(
-                    f"storage {url!r} holds {len(names)} studies; name one with --study "
-                    f"({', '.join(names) or 'none'})"
+                    f"storage {url!r} holds {len(names)} studies; name one with --study ({', '.join(names) or 'none'})"
                 )
         if study_name not in names:
             raise StudyError(
@@ -426,8 +432,10 @@ def download_weights(result: TuneResult, number: int, dest: str | Path) -> Path:
     rec = result.trial(number)
     artifact_id = rec.figures.get("artifact_id")
     if not artifact_id:
-        raise StudyError(f"trial {number} of study {result.study_name!r} has no stored weights "
-                         f"(state {rec.state}{', not trained' if not rec.trained else ''})")
+        raise StudyError(
+            f"trial {number} of study {result.study_name!r} has no stored weights "
+            f"(state {rec.state}{', not trained' if not rec.trained else ''})"
+        )
     base = result.meta.get("artifact_dir")
     if not base or not Path(base).is_dir():
         raise StudyError(f"artifact directory {base!r} of study {result.study_name!r} is missing")
@@ -462,8 +470,7 @@ def _resolve_space(space_or_recipe: Any) -> tuple[SearchSpace, dict[str, Any]]:
     text = None
     if src and Path(str(src)).is_file():
         text = Path(str(src)).read_text()
-    info = {"name": str(name), "path": None if not src else str(src), "text": text,
-            "space": _space_dict(space)}
+    info = {"name": str(name), "path": None if not src else str(src), "text": text, "space": _space_dict(space)}
     return space, info
 
 
@@ -472,8 +479,11 @@ def _space_dict(space: SearchSpace) -> dict[str, Any]:
     if callable(to_dict):
         with contextlib.suppress(Exception):
             return _jsonable(to_dict())
-    return {"family": space.family, "knobs": {k: list(v) for k, v in space.knob_choices.items()},
-            "precisions": list(space.precision_choices)}
+    return {
+        "family": space.family,
+        "knobs": {k: list(v) for k, v in space.knob_choices.items()},
+        "precisions": list(space.precision_choices),
+    }
 
 
 def _space_from_info(info: Mapping[str, Any]) -> SearchSpace:
@@ -533,8 +543,9 @@ def _data_spec(data: Any, space: SearchSpace) -> tuple[dict[str, Any] | None, An
         kw.setdefault("name_or_path", getattr(space, "dataset", None) or "fashion-mnist")
         kw["name_or_path"] = str(kw["name_or_path"])
         return kw, None
-    raise ConfigError(f"data must be a dataset name, a mapping of load_dataset arguments or DataSplits, "
-                      f"got {type(data).__name__}")
+    raise ConfigError(
+        f"data must be a dataset name, a mapping of load_dataset arguments or DataSplits, got {type(data).__name__}"
+    )
 
 
 def load_data(spec: Mapping[str, Any]) -> DataSplits:
@@ -608,24 +619,39 @@ def _plan(space: SearchSpace, cand: Candidate) -> Any:
     return cand.precision_plan(fam.stage_prefixes(cand))
 
 
-def _profile(model: Any, input_shape: tuple[int, ...], device: DeviceProfile, plan: Any, *, measure: bool,
-             time_budget_s: float) -> dict[str, Any]:
+def _profile(
+    model: Any, input_shape: tuple[int, ...], device: DeviceProfile, plan: Any, *, measure: bool, time_budget_s: float
+) -> dict[str, Any]:
     from hwtune.profiler import profile_model
 
-    rep = profile_model(model, input_shape, device=device, precision=plan, measure=measure, layers=False,
-                        time_budget_s=time_budget_s)
+    rep = profile_model(
+        model, input_shape, device=device, precision=plan, measure=measure, layers=False, time_budget_s=time_budget_s
+    )
     d = rep.to_dict()
     d.pop("layers", None)
     d.pop("device", None)
     return d
 
 
-def _train(model: Any, data: DataSplits, *, epochs: float, batch_size: int, lr: float | None, seed: int,
-           threads: int | None = None) -> Any:
+def _train(
+    model: Any,
+    data: DataSplits,
+    *,
+    epochs: float,
+    batch_size: int,
+    lr: float | None,
+    seed: int,
+    threads: int | None = None,
+) -> Any:
     from hwtune.train import TrainBudget, train
 
-    kw: dict[str, Any] = {"budget": TrainBudget(epochs=epochs), "batch_size": batch_size, "seed": seed,
-                          "progress": False, "threads": threads}
+    kw: dict[str, Any] = {
+        "budget": TrainBudget(epochs=epochs),
+        "batch_size": batch_size,
+        "seed": seed,
+        "progress": False,
+        "threads": threads,
+    }
     if lr is not None:
         kw["lr"] = lr
     return train(model, data, **kw)
@@ -637,8 +663,16 @@ def _evaluate(model_or_path: Any, dataset: Any, *, batch_size: int) -> float:
     return float(evaluate(model_or_path, dataset, batch_size=batch_size).accuracy)
 
 
-def _ship(model: Any, space: SearchSpace, plan: Any, device: DeviceProfile, calibration: np.ndarray | None,
-          workdir: Path, *, seed: int) -> tuple[Path, dict[str, Any]]:
+def _ship(
+    model: Any,
+    space: SearchSpace,
+    plan: Any,
+    device: DeviceProfile,
+    calibration: np.ndarray | None,
+    workdir: Path,
+    *,
+    seed: int,
+) -> tuple[Path, dict[str, Any]]:
     """Export the trained model to ONNX at the candidate's precision; returns (path, quantization info)."""
     import torch
 
@@ -673,8 +707,9 @@ def _measure_file(path: Path, space: SearchSpace, device: DeviceProfile, time_bu
 # ---------------------------------------------------------------------------------------------
 
 
-def constraint_values(figures: Mapping[str, Any], constraints: Constraints, device: DeviceProfile,
-                      stage_precisions: Sequence[str]) -> dict[str, float]:
+def constraint_values(
+    figures: Mapping[str, Any], constraints: Constraints, device: DeviceProfile, stage_precisions: Sequence[str]
+) -> dict[str, float]:
     """Constraint name -> value (> 0 violated, relative excess over the limit) for a profiled candidate."""
     out: dict[str, float] = {}
     ram = min(x for x in (constraints.max_ram_bytes, device.ram_bytes) if x)
@@ -690,15 +725,24 @@ def constraint_values(figures: Mapping[str, Any], constraints: Constraints, devi
     return out
 
 
-def _violations_text(values: Mapping[str, float], figures: Mapping[str, Any], constraints: Constraints,
-                     device: DeviceProfile, stage_precisions: Sequence[str]) -> list[str]:
+def _violations_text(
+    values: Mapping[str, float],
+    figures: Mapping[str, Any],
+    constraints: Constraints,
+    device: DeviceProfile,
+    stage_precisions: Sequence[str],
+) -> list[str]:
     msgs = []
     if values.get("ram", 0) > 0:
-        msgs.append(f"peak activations {figures['peak_activation_bytes']} B > limit "
-                    f"{min(x for x in (constraints.max_ram_bytes, device.ram_bytes) if x)} B")
+        msgs.append(
+            f"peak activations {figures['peak_activation_bytes']} B > limit "
+            f"{min(x for x in (constraints.max_ram_bytes, device.ram_bytes) if x)} B"
+        )
     if values.get("storage", 0) > 0:
-        msgs.append(f"weights {figures['weight_bytes']} B > limit "
-                    f"{min(x for x in (constraints.max_storage_bytes, device.storage_bytes) if x)} B")
+        msgs.append(
+            f"weights {figures['weight_bytes']} B > limit "
+            f"{min(x for x in (constraints.max_storage_bytes, device.storage_bytes) if x)} B"
+        )
     if values.get("latency", 0) > 0:
         msgs.append(f"latency {figures.get('latency_ms')} ms > limit {constraints.max_latency_ms} ms")
     if values.get("precision", 0) > 0:
@@ -799,6 +843,7 @@ class _Context:
     attempts: int = 0
     stop_reason: str | None = None
     threads: int | None = None
+    deadline: float | None = None
 
 
 def _is_measured(device: DeviceProfile) -> bool:
@@ -853,13 +898,16 @@ def _rung_cost(ctx: _Context, accuracy: float, figures: Mapping[str, Any]) -> li
     return [float(x) for x in cost_matrix([rec], ctx.objectives, ctx.reference)[0]]
 
 
-def _promote(ctx: _Context, study: Any, trial_number: int, rung: int, accuracy: float,
-             figures: Mapping[str, Any]) -> tuple[bool, int]:
+def _promote(
+    ctx: _Context, study: Any, trial_number: int, rung: int, accuracy: float, figures: Mapping[str, Any]
+) -> tuple[bool, int]:
     """Whether a candidate at ``rung`` goes on: eps-non-dominated among that rung's results so far."""
     point = _rung_cost(ctx, accuracy, figures)
     others = _rung_points(study, rung, trial_number, ctx)
-    eps = [ctx.schedule.eps_accuracy if o.maximize else p * ctx.schedule.eps_relative
-           for o, p in zip(ctx.objectives, point, strict=True)]
+    eps = [
+        ctx.schedule.eps_accuracy if o.maximize else p * ctx.schedule.eps_relative
+        for o, p in zip(ctx.objectives, point, strict=True)
+    ]
     return eps_nondominated(point, others, eps), len(others)
 
 
@@ -920,7 +968,7 @@ def _objective(ctx: _Context, study: Any) -> Callable[[Any], list[float]]:
             with contextlib.suppress(Exception):
                 trial.flush()
             raise
-        except Exception as exc:  # noqa: BLE001 - any error inside one trial fails that trial only
+        except Exception as exc:
             reason = f"{stage[0]}: {_reason(exc)}"
             trial.set_user_attr("failure", reason)
             trial.set_user_attr("failure_stage", stage[0])
@@ -939,8 +987,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _evaluate_candidate(trial: Any, ctx: _Context, study: Any, cand: Candidate, t_start: float,
-                        stage_ref: list[str]) -> list[float]:
+def _evaluate_candidate(
+    trial: Any, ctx: _Context, study: Any, cand: Candidate, t_start: float, stage_ref: list[str]
+) -> list[float]:
     import torch
 
     def stage(name: str) -> None:
@@ -958,11 +1007,25 @@ def _evaluate_candidate(trial: Any, ctx: _Context, study: Any, cand: Candidate, 
     # 1. Cheap profile: no training yet.
     stage("profile")
     t0 = time.monotonic()
-    prof = _profile(model, (1, ch, size, size), device, plan, measure=_is_measured(device),
-                    time_budget_s=sched.latency_budget_s)
+    prof = _profile(
+        model, (1, ch, size, size), device, plan, measure=_is_measured(device), time_budget_s=sched.latency_budget_s
+    )
     figures: dict[str, Any] = {
-        k: prof.get(k) for k in ("macs", "flops", "params", "weight_bytes", "peak_activation_bytes", "latency_ms",
-                                 "latency_source", "latency_label", "latency", "runtime", "fits", "notes")
+        k: prof.get(k)
+        for k in (
+            "macs",
+            "flops",
+            "params",
+            "weight_bytes",
+            "peak_activation_bytes",
+            "latency_ms",
+            "latency_source",
+            "latency_label",
+            "latency",
+            "runtime",
+            "fits",
+            "notes",
+        )
     }
     figures["latency_profile_ms"] = figures["latency_ms"]
     figures["profile_seconds"] = time.monotonic() - t0
@@ -997,8 +1060,15 @@ def _evaluate_candidate(trial: Any, ctx: _Context, study: Any, cand: Candidate, 
         stage(f"train (rung {r})")
         t0 = time.monotonic()
         train_kw = {"threads": ctx.threads} if ctx.threads is not None else {}
-        stats = _train(model, ctx.data, epochs=target - trained_epochs, batch_size=sched.batch_size, lr=sched.lr,
-                       seed=seed + r, **train_kw)
+        stats = _train(
+            model,
+            ctx.data,
+            epochs=target - trained_epochs,
+            batch_size=sched.batch_size,
+            lr=sched.lr,
+            seed=seed + r,
+            **train_kw,
+        )
         train_seconds += time.monotonic() - t0
         trained_epochs = target
         samples += int(getattr(stats, "samples_seen", 0) or 0)
@@ -1006,15 +1076,27 @@ def _evaluate_candidate(trial: Any, ctx: _Context, study: Any, cand: Candidate, 
         acc_fp32 = _evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
         if not math.isfinite(acc_fp32):
             raise FloatingPointError(f"validation accuracy is {acc_fp32}")
-        entry = {"rung": r, "epochs": target, "val_accuracy": acc_fp32,
-                 "final_loss": _finite_or_none(getattr(stats, "final_loss", None)),
-                 "seconds": time.monotonic() - t0}
+        entry = {
+            "rung": r,
+            "epochs": target,
+            "val_accuracy": acc_fp32,
+            "final_loss": _finite_or_none(getattr(stats, "final_loss", None)),
+            "seconds": time.monotonic() - t0,
+        }
         rungs.append(entry)
         reached = r
         promoted = False
         competitors = 0
         if r < len(sched.rung_epochs) - 1:
             promoted, competitors = _promote(ctx, study, trial.number, r, acc_fp32, figures)
+            if promoted and ctx.deadline is not None:
+                # Do not start a rung the run's timeout cannot accommodate: the trial would finish
+                # long after the deadline. Projected from this candidate's own training speed.
+                per_epoch = train_seconds / max(trained_epochs, 1e-9)
+                need = per_epoch * (sched.rung_epochs[r + 1] - trained_epochs)
+                if time.monotonic() + need > ctx.deadline:
+                    promoted = False
+                    entry["stopped_by_deadline"] = True
         entry["promoted"] = promoted
         entry["competitors"] = competitors
         trial.set_user_attr("rungs", rungs)
@@ -1065,8 +1147,7 @@ def _evaluate_candidate(trial: Any, ctx: _Context, study: Any, cand: Candidate, 
         optuna = _optuna()
         store = optuna.artifacts.FileSystemArtifactStore(str(ctx.artifact_dir))
         artifact_id = optuna.artifacts.upload_artifact(
-            artifact_store=store, file_path=str(weights), study_or_trial=trial.trial,
-            mimetype="application/x-pytorch"
+            artifact_store=store, file_path=str(weights), study_or_trial=trial.trial, mimetype="application/x-pytorch"
         )
         trial.set_user_attr("artifact_id", artifact_id)
 
@@ -1102,8 +1183,11 @@ def _reference_point(ctx: _Context, given: Mapping[str, float] | None) -> dict[s
     if all(o.attr in ref for o in ctx.objectives):
         return ref
     ref.setdefault("val_accuracy", 0.0)
-    limits = {"latency_ms": ctx.constraints.max_latency_ms, "peak_activation_bytes": ctx.constraints.max_ram_bytes,
-              "weight_bytes": ctx.constraints.max_storage_bytes}
+    limits = {
+        "latency_ms": ctx.constraints.max_latency_ms,
+        "peak_activation_bytes": ctx.constraints.max_ram_bytes,
+        "weight_bytes": ctx.constraints.max_storage_bytes,
+    }
     missing = [o.attr for o in ctx.objectives if o.attr not in ref and limits.get(o.attr) is None]
     for o in ctx.objectives:
         if o.attr not in ref and limits.get(o.attr) is not None:
@@ -1112,17 +1196,23 @@ def _reference_point(ctx: _Context, given: Mapping[str, float] | None) -> dict[s
         # The largest candidate at every precision the device can run: int8 is not always the
         # fastest (QDQ overhead dominates tiny models on x86), so take the worst figure of all.
         space = ctx.space
-        precs = [p for p in space.precision_choices if _choice_supported(space, p, ctx.device)] or \
-            list(space.precision_choices)
+        precs = [p for p in space.precision_choices if _choice_supported(space, p, ctx.device)] or list(
+            space.precision_choices
+        )
         ch, size, _ = _input_spec(space)
         worst: dict[str, float] = {}
         last: dict[str, Any] = {}
         for prec in precs:
             cand = _extreme_candidate(space, largest=True, precision=prec)
             model = _build(space, cand)
-            last = _profile(model, (1, ch, size, size), ctx.device, _plan(space, cand),
-                            measure=_is_measured(ctx.device) and "latency_ms" in missing,
-                            time_budget_s=ctx.schedule.latency_budget_s)
+            last = _profile(
+                model,
+                (1, ch, size, size),
+                ctx.device,
+                _plan(space, cand),
+                measure=_is_measured(ctx.device) and "latency_ms" in missing,
+                time_budget_s=ctx.schedule.latency_budget_s,
+            )
             for attr in missing:
                 if last.get(attr) is not None:
                     worst[attr] = max(worst.get(attr, 0.0), float(last[attr]))
@@ -1153,9 +1243,18 @@ def reference_point_for(
     from hwtune.device import load_profile
 
     space, _ = _resolve_space(space_or_recipe)
-    ctx = _Context(space=space, device=load_profile(device), data=None, objectives=resolve_objectives(objectives),
-                   constraints=Constraints.coerce(constraints), schedule=Schedule(latency_budget_s=latency_budget_s),
-                   reference={}, artifact_dir=Path("."), seed=None, dists={})
+    ctx = _Context(
+        space=space,
+        device=load_profile(device),
+        data=None,
+        objectives=resolve_objectives(objectives),
+        constraints=Constraints.coerce(constraints),
+        schedule=Schedule(latency_budget_s=latency_budget_s),
+        reference={},
+        artifact_dir=Path("."),
+        seed=None,
+        dists={},
+    )
     return _reference_point(ctx, None)
 
 
@@ -1177,23 +1276,35 @@ def _check_feasible_at_all(ctx: _Context) -> None:
         cand = _extreme_candidate(space, largest=False, precision=prec)
         model = _build(space, cand)
         measure = cons.max_latency_ms is not None and _is_measured(device)
-        prof = _profile(model, (1, ch, size, size), device, _plan(space, cand), measure=measure,
-                        time_budget_s=ctx.schedule.latency_budget_s)
+        prof = _profile(
+            model,
+            (1, ch, size, size),
+            device,
+            _plan(space, cand),
+            measure=measure,
+            time_budget_s=ctx.schedule.latency_budget_s,
+        )
         for k in ("peak_activation_bytes", "weight_bytes", "latency_ms"):
             if prof.get(k) is not None:
                 best[k] = min(best.get(k, math.inf), float(prof[k]))
     smallest = _extreme_candidate(space, largest=False, precision=supported[0])
     desc = " ".join(f"{k}={v}" for k, v in smallest.knobs)
     if best.get("peak_activation_bytes", 0) > ram:
-        problems.append(f"max RAM {ram / 1024:g} KiB is below the smallest candidate's peak activations "
-                        f"({best['peak_activation_bytes'] / 1024:g} KiB; {desc})")
+        problems.append(
+            f"max RAM {ram / 1024:g} KiB is below the smallest candidate's peak activations "
+            f"({best['peak_activation_bytes'] / 1024:g} KiB; {desc})"
+        )
     if best.get("weight_bytes", 0) > storage:
-        problems.append(f"max storage {storage / 1024:g} KiB is below the smallest candidate's weights "
-                        f"({best['weight_bytes'] / 1024:g} KiB; {desc})")
+        problems.append(
+            f"max storage {storage / 1024:g} KiB is below the smallest candidate's weights "
+            f"({best['weight_bytes'] / 1024:g} KiB; {desc})"
+        )
     # Latency is noisy: only call a limit impossible when even the smallest candidate is 2x over it.
     if cons.max_latency_ms is not None and best.get("latency_ms", 0) > 2 * cons.max_latency_ms:
-        problems.append(f"max latency {cons.max_latency_ms:g} ms is far below the smallest candidate's "
-                        f"{best['latency_ms']:.3g} ms on {device.id}")
+        problems.append(
+            f"max latency {cons.max_latency_ms:g} ms is far below the smallest candidate's "
+            f"{best['latency_ms']:.3g} ms on {device.id}"
+        )
     if problems:
         raise ConfigError("impossible constraints: " + "; ".join(problems))
 
@@ -1222,19 +1333,24 @@ def _recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
             continue
         with contextlib.suppress(Exception):
             study._storage.set_trial_user_attr(
-                t._trial_id, "failure", "the worker process ended (killed?) while the trial was running; "
-                "marked failed on resume and its candidate re-queued")
+                t._trial_id,
+                "failure",
+                "the worker process ended (killed?) while the trial was running; "
+                "marked failed on resume and its candidate re-queued",
+            )
         try:
             ok = study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        except Exception:  # another process got there first
+        except Exception:  # noqa: BLE001 - another process failed it first (UpdateFinishedTrialError)
             ok = False
         if ok:
             failed.append(t.number)
             if t.params and t.user_attrs.get("retry_of") is None:
                 study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
     if failed:
-        log(f"resume: trial(s) {', '.join(map(str, failed))} were left running by a killed process; "
-            "marked failed, candidates re-queued")
+        log(
+            f"resume: trial(s) {', '.join(map(str, failed))} were left running by a killed process; "
+            "marked failed, candidates re-queued"
+        )
     return failed
 
 
@@ -1253,12 +1369,14 @@ def _check_meta(stored: Mapping[str, Any], new: Mapping[str, Any], study_name: s
     if stored.get("device", {}).get("id") != new.get("device", {}).get("id"):
         problems.append(f"device {stored.get('device', {}).get('id')!r} (stored) != {new['device']['id']!r} (now)")
     if _jsonable(stored.get("recipe", {}).get("space")) != _jsonable(new.get("recipe", {}).get("space")):
-        problems.append(f"search space of recipe {stored.get('recipe', {}).get('name')!r} differs from "
-                        f"{new['recipe']['name']!r}")
+        problems.append(
+            f"search space of recipe {stored.get('recipe', {}).get('name')!r} differs from {new['recipe']['name']!r}"
+        )
     sd, nd = stored.get("data") or {}, new.get("data") or {}
     if sd.get("load") != nd.get("load") or sd.get("sizes") != nd.get("sizes"):
-        problems.append(f"data {sd.get('load') or sd.get('sizes')} (stored) != {nd.get('load') or nd.get('sizes')} "
-                        "(now)")
+        problems.append(
+            f"data {sd.get('load') or sd.get('sizes')} (stored) != {nd.get('load') or nd.get('sizes')} (now)"
+        )
     if problems:
         raise StudyError(
             f"study {study_name!r} exists with different settings ({'; '.join(problems)}); "
@@ -1350,11 +1468,14 @@ def tune(
     budget_given = budget is not None
     if budget is None:
         train_spec = getattr(space, "train", None)
-        budget = Schedule(epochs=float(getattr(train_spec, "epochs", 1.0)),
-                          batch_size=int(getattr(train_spec, "batch_size", 128)))
+        budget = Schedule(
+            epochs=float(getattr(train_spec, "epochs", 1.0)), batch_size=int(getattr(train_spec, "batch_size", 128))
+        )
     sched = Schedule.coerce(budget)
     if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}{did_you_mean(sampler, SAMPLERS)}")
+        raise ConfigError(
+            f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}{did_you_mean(sampler, SAMPLERS)}"
+        )
     problems = []
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         problems.append(f"n_trials must be an integer >= 1, got {n_trials!r}")
@@ -1380,14 +1501,18 @@ def tune(
     data_load, splits = _data_spec(data, space)
     with _quiet_optuna():
         study = optuna.create_study(
-            storage=st, study_name=study_name, load_if_exists=True,
+            storage=st,
+            study_name=study_name,
+            load_if_exists=True,
             directions=[o.direction for o in objs],
         )
     stored_meta = study.user_attrs.get(_META_KEY)
     if stored_meta is not None and [d.name.lower() for d in study.directions] != [o.direction for o in objs]:
-        raise StudyError(f"study {study_name!r} exists with different settings (objectives "
-                         f"{stored_meta.get('objectives')} (stored) != {[o.name for o in objs]} (now)); use another "
-                         "--study name or the same settings to resume")
+        raise StudyError(
+            f"study {study_name!r} exists with different settings (objectives "
+            f"{stored_meta.get('objectives')} (stored) != {[o.name for o in objs]} (now)); use another "
+            "--study name or the same settings to resume"
+        )
 
     if splits is None:
         splits = load_data(data_load)  # type: ignore[arg-type]
@@ -1416,9 +1541,20 @@ def tune(
 
     artifact_dir = Path(stored_meta["artifact_dir"]) if stored_meta else out / "artifacts"
     artifact_dir.mkdir(parents=True, exist_ok=True)
-    ctx = _Context(space=space, device=profile, data=splits, objectives=objs, constraints=cons, schedule=sched,
-                   reference={}, artifact_dir=artifact_dir, seed=seed, dists=_distributions(space), log=log,
-                   threads=threads)
+    ctx = _Context(
+        space=space,
+        device=profile,
+        data=splits,
+        objectives=objs,
+        constraints=cons,
+        schedule=sched,
+        reference={},
+        artifact_dir=artifact_dir,
+        seed=seed,
+        dists=_distributions(space),
+        log=log,
+        threads=threads,
+    )
 
     if stored_meta is None:
         _check_feasible_at_all(ctx)
@@ -1427,8 +1563,10 @@ def tune(
         meta_new["sampler"] = sampler
         meta_new["seed"] = seed
         study.set_user_attr(_META_KEY, _jsonable(meta_new))
-        log(f"study {study_name!r}: {space.family} space of {_space_size(space)} candidates on {profile.id} "
-            f"({'measured' if _is_measured(profile) else 'predicted'} latency); storage {url}")
+        log(
+            f"study {study_name!r}: {space.family} space of {_space_size(space)} candidates on {profile.id} "
+            f"({'measured' if _is_measured(profile) else 'predicted'} latency); storage {url}"
+        )
     else:
         ctx.reference = {k: float(v) for k, v in stored_meta["reference_point"].items()}
         n_done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
@@ -1498,9 +1636,11 @@ def _make_log(progress: bool) -> Callable[[str], None]:
 
 def _print_summary(result: TuneResult, log: Callable[[str], None]) -> None:
     c = result.counts()
-    head = (f"{'interrupted: ' if result.interrupted else ''}{c['complete']} complete trial(s) "
-            f"({c['trained']} trained, {c['infeasible']} infeasible, {c['duplicates']} repeats), "
-            f"{c['failed']} failed; front of {len(result.front)}, hypervolume {result.hypervolume:.4f}")
+    head = (
+        f"{'interrupted: ' if result.interrupted else ''}{c['complete']} complete trial(s) "
+        f"({c['trained']} trained, {c['infeasible']} infeasible, {c['duplicates']} repeats), "
+        f"{c['failed']} failed; front of {len(result.front)}, hypervolume {result.hypervolume:.4f}"
+    )
     log(head)
     print(result.front_table())
 
@@ -1522,8 +1662,15 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=target, initial=n_complete() if target else 0, desc="trials", unit="trial",
-                   file=sys.stderr, dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            total=target,
+            initial=n_complete() if target else 0,
+            desc="trials",
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
     space_size = None
     with contextlib.suppress(Exception):
         space_size = int(ctx.space.size())
@@ -1546,7 +1693,9 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
         else:
             ctx.failures.clear()
             if rec.state == "complete" and not rec.feasible and rec.duplicate_of is None:
-                ctx.log(f"trial {rec.number} infeasible (not trained): {'; '.join(rec.figures.get('infeasible') or [])}")
+                ctx.log(
+                    f"trial {rec.number} infeasible (not trained): {'; '.join(rec.figures.get('infeasible') or [])}"
+                )
         records = [_record(t) for t in study.get_trials(deepcopy=False)]
         if bar is not None:
             front = pareto_front(records, ctx.objectives, ctx.reference)
@@ -1555,14 +1704,17 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
                 bar.update(1)
             bar.set_postfix_str(f"front={len(front)} hv={hv:.4f} last=#{rec.number} {rec.state}")
         if ctx.consecutive_duplicates >= MAX_CONSECUTIVE_DUPLICATES:
-            stop(f"the sampler proposed {MAX_CONSECUTIVE_DUPLICATES} already-evaluated candidates in a row "
-                 "(converged or space nearly exhausted)")
+            stop(
+                f"the sampler proposed {MAX_CONSECUTIVE_DUPLICATES} already-evaluated candidates in a row "
+                "(converged or space nearly exhausted)"
+            )
         if space_size is not None:
             keys = {r.candidate_key for r in records if r.state == "complete"}
             if len(keys) >= space_size:
                 stop(f"all {space_size} candidates of the space are evaluated")
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    ctx.deadline = deadline
     max_attempts = None if target is None else 2 * max(0, target - n_complete()) + 10
     interrupted = False
     try:
@@ -1578,11 +1730,14 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
                 if max_attempts is not None:
                     budget = min(missing, max_attempts - ctx.attempts)  # type: ignore[type-var]
                     if budget <= 0:
-                        ctx.log(f"stopping: {ctx.attempts} attempts made, {missing} trial(s) short of {target} "
-                                "(too many failures)")
+                        ctx.log(
+                            f"stopping: {ctx.attempts} attempts made, {missing} trial(s) short of {target} "
+                            "(too many failures)"
+                        )
                         break
-                study.optimize(_objective(ctx, study), n_trials=budget, timeout=left, catch=(_TrialFailed,),
-                               callbacks=[callback])
+                study.optimize(
+                    _objective(ctx, study), n_trials=budget, timeout=left, catch=(_TrialFailed,), callbacks=[callback]
+                )
                 if target is None:
                     break  # timeout-only run: optimize returned because time is up or a stop
     except KeyboardInterrupt:

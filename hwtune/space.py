@@ -74,6 +74,7 @@ PRECISION_PARAM = "precision"
 # --------------------------------------------------------------------------------------------
 # Candidate
 
+
 def _freeze(value: Any, where: str) -> Any:
     """Lists become tuples; anything that is not a JSON scalar (or tuple of them) is rejected."""
     if isinstance(value, (list, tuple)):
@@ -157,7 +158,9 @@ class Candidate:
             problems.append(f"candidate precision must be a non-empty string, got {self.precision!r}")
         for stage, prec in sp:
             if prec not in PRECISIONS:
-                problems.append(f"candidate stage_precision[{stage!r}] must be one of {', '.join(PRECISIONS)}, got {prec!r}")
+                problems.append(
+                    f"candidate stage_precision[{stage!r}] must be one of {', '.join(PRECISIONS)}, got {prec!r}"
+                )
         if self.precision in PRECISIONS:
             if any(prec != self.precision for _, prec in sp):
                 problems.append(
@@ -253,9 +256,9 @@ class Candidate:
             raise ConfigError("\n".join(problems))
         return cls(
             family=data["family"],
-            knobs=dict(data.get("knobs", {})),
+            knobs=tuple(dict(data.get("knobs", {})).items()),
             precision=data.get("precision", "fp32"),
-            stage_precision=dict(data.get("stage_precision", {})),
+            stage_precision=tuple(dict(data.get("stage_precision", {})).items()),
             schema_version=data.get("schema_version", SCHEMA_VERSION),
         )
 
@@ -286,6 +289,7 @@ class Candidate:
 # --------------------------------------------------------------------------------------------
 # Search space
 
+
 @dataclass(frozen=True)
 class InputSpec:
     """Model input: ``channels`` x ``size`` x ``size`` images."""
@@ -315,14 +319,14 @@ class Param:
         name: Parameter name as a tuner sees it: ``stage2.width``, ``width_mult``,
             ``arch.edge_2_1`` or ``precision``.
         choices: The values, in recipe order.
-        knob: The knob it sets (``None`` for ``precision``).
+        knob: The knob it sets (``precision`` for the precision parameter).
         part: Stage index (0-based, int) for a per-stage knob, part name (str) for a table-form
             knob, ``None`` for a whole knob.
     """
 
     name: str
     choices: tuple[Any, ...]
-    knob: str | None = None
+    knob: str = ""
     part: int | str | None = None
 
 
@@ -419,7 +423,7 @@ class SearchSpace:
             if spec.per_stage:
                 knobs[knob] = [list(p.choices) for p in ps]
             elif isinstance(ps[0].part, str):
-                knobs[knob] = {p.part: list(p.choices) for p in ps}
+                knobs[knob] = {str(p.part): list(p.choices) for p in ps}
             else:
                 knobs[knob] = list(ps[0].choices)
         precision: dict[str, Any] = {"choices": list(self.precision_choices)}
@@ -494,7 +498,7 @@ class SearchSpace:
                     f"{self.name}: unknown parameter {key!r}{did_you_mean(key, [*all_params, PRECISION_PARAM])}"
                 )
         values: dict[str, Any] = {}
-        for p in (*self.params, Param(PRECISION_PARAM, self.precision_choices)):
+        for p in (*self.params, Param(PRECISION_PARAM, self.precision_choices, PRECISION_PARAM)):
             if p.name in params:
                 v = params[p.name]
                 if v not in p.choices:
@@ -506,7 +510,9 @@ class SearchSpace:
             elif len(p.choices) == 1:
                 values[p.name] = p.choices[0]
             else:
-                problems.append(f"{self.name}: parameter {p.name!r} is missing (choices: {', '.join(map(repr, p.choices))})")
+                problems.append(
+                    f"{self.name}: parameter {p.name!r} is missing (choices: {', '.join(map(repr, p.choices))})"
+                )
         if problems:
             raise ConfigError("\n".join(problems))
         return self._make({k: v for k, v in values.items() if k != PRECISION_PARAM}, values[PRECISION_PARAM])
@@ -519,13 +525,15 @@ class SearchSpace:
             if isinstance(ps[0].part, int):
                 knobs[knob] = tuple(values[p.name] for p in ps)
             elif isinstance(ps[0].part, str):
-                knobs[knob] = family.join_knob(knob, {p.part: values[p.name] for p in ps})
+                knobs[knob] = family.join_knob(knob, {str(p.part): values[p.name] for p in ps})
             else:
                 knobs[knob] = values[ps[0].name]
         resolved = family.resolve(_with_stage_count(family, knobs, self.num_stages))
         return Candidate(
-            family=self.family, knobs=resolved, precision=precision,
-            stage_precision=self._stage_precision(precision),
+            family=self.family,
+            knobs=tuple(resolved.items()),
+            precision=precision,
+            stage_precision=tuple(self._stage_precision(precision).items()),
         )
 
     def build(self, candidate: Candidate) -> Any:
@@ -533,7 +541,10 @@ class SearchSpace:
         from hwtune.families import create_model
 
         return create_model(
-            self.family, candidate, num_classes=self.num_classes, in_channels=self.input.channels,
+            self.family,
+            candidate,
+            num_classes=self.num_classes,
+            in_channels=self.input.channels,
             input_size=self.input.size,
         )
 
@@ -567,14 +578,18 @@ class SearchSpace:
                 problems.append(f"{self.name}: {p.name} = {value!r} is not among {list(p.choices)}")
             values[p.name] = value
         if candidate.precision not in self.precision_choices:
-            problems.append(f"{self.name}: precision {candidate.precision!r} is not among {list(self.precision_choices)}")
+            problems.append(
+                f"{self.name}: precision {candidate.precision!r} is not among {list(self.precision_choices)}"
+            )
         values[PRECISION_PARAM] = candidate.precision
         if problems:
             raise ConfigError("\n".join(problems))
         searched = self.param_choices()
         out = {k: v for k, v in values.items() if k in searched}
         if self.candidate(out) != candidate:
-            raise ConfigError(f"{self.name}: candidate {candidate.key} differs from the space's resolution of its params")
+            raise ConfigError(
+                f"{self.name}: candidate {candidate.key} differs from the space's resolution of its params"
+            )
         return out
 
     def __contains__(self, candidate: object) -> bool:
@@ -679,7 +694,9 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
         problems.append(f"{src}: name must be a non-empty string, got {name!r}")
     for key in ("dataset", "description"):
         if (key in raw and not isinstance(raw[key], str)) or (key == "dataset" and raw.get(key) == ""):
-            problems.append(f"{src}: {key} must be {'a non-empty string' if key == 'dataset' else 'a string'}, got {raw[key]!r}")
+            problems.append(
+                f"{src}: {key} must be {'a non-empty string' if key == 'dataset' else 'a string'}, got {raw[key]!r}"
+            )
 
     # [input]
     input_spec, classes = InputSpec(1, 28), 10
@@ -746,9 +763,18 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     if family is None:  # pragma: no cover - a missing family is always reported above
         raise ConfigError(f"{src}: missing required key 'family'")
     space = SearchSpace(
-        name=name, family=family.name, input=input_spec, num_classes=classes, dataset=raw["dataset"],
-        params=tuple(params), precision_choices=choices, precision_policies=policies, num_stages=n_stages,
-        train=train, description=raw.get("description", ""), path=path,
+        name=name,
+        family=family.name,
+        input=input_spec,
+        num_classes=classes,
+        dataset=raw["dataset"],
+        params=tuple(params),
+        precision_choices=choices,
+        precision_policies=policies,
+        num_stages=n_stages,
+        train=train,
+        description=raw.get("description", ""),
+        path=path,
     )
     # Whole-candidate checks the per-value checks cannot see (cross-knob rules, input size):
     # resolve the first candidate and ask the family.
@@ -777,8 +803,11 @@ def _parse_knobs(
                 f" (knobs: {', '.join(specs)})"
             )
     # Number of stages: explicit, else the per-stage lists, else the family default.
-    lengths = {k: len(v) for k, v in knobs_raw.items()
-               if k in specs and specs[k].per_stage and isinstance(v, list) and any(isinstance(x, list) for x in v)}
+    lengths = {
+        k: len(v)
+        for k, v in knobs_raw.items()
+        if k in specs and specs[k].per_stage and isinstance(v, list) and any(isinstance(x, list) for x in v)
+    }
     default_lengths = [len(v) for v in family.default_knobs.values() if isinstance(v, tuple)]
     n_stages = default_lengths[0] if default_lengths else family.min_stages
     if "stages" in knobs_raw:
@@ -844,7 +873,9 @@ def _parse_knobs(
                     stage_params[i].append(Param(f"stage{i + 1}.{knob}", ch, knob, i))
         else:
             if isinstance(value, list) and any(isinstance(x, list) for x in value):
-                problems.append(f"{src}: {where} is one value for the whole model: give a list of choices, got {value!r}")
+                problems.append(
+                    f"{src}: {where} is one value for the whole model: give a list of choices, got {value!r}"
+                )
                 continue
             ch = choices_of(knob, value, where)
             if ch is not None:

@@ -243,7 +243,8 @@ def _check_batch(x: Any, step: int) -> None:
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # No weight decay on BatchNorm scales/shifts and biases: decaying them only fights the
     # normalization (Goyal et al. 2017, "Accurate, large minibatch SGD", sec. 3).
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -186,7 +185,6 @@ def build_model(case: dict, act_type: str = "u8"):
 
     rng = np.random.default_rng(0)
     int8 = case["precision"] == "int8"
-    act_dtype = TensorProto.UINT8 if act_type == "u8" else TensorProto.INT8
     act_zp = 128 if act_type == "u8" else 0
     nodes: list = []
     inits: list = []
@@ -338,7 +336,7 @@ def measure(session, feeds: dict, *, budget_s: float, min_runs: int = 10, max_ru
         session.run(None, feeds)
         times.append((time.perf_counter_ns() - t0) / 1e6)
     times.sort()
-    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))]
     return {"median_ms": statistics.median(times), "p10_ms": q(0.1), "p90_ms": q(0.9), "runs": len(times)}
 
 

@@ -83,8 +83,9 @@ def test_export_bad_inputs(tuned_study, tmp_path, capsys):
         export(tuned_study, tuned_study.knee.number, tmp_path / "x", format="tflite")
     with pytest.raises(StudyError, match="no study 'nope'"):
         export(tuned_study.storage, 0, tmp_path / "x", study_name="nope")
-    rc = main(["export", "--storage", tuned_study.storage, "--study", "tiny", "--trial", "999", "--out",
-               str(tmp_path / "x")])
+    rc = main(
+        ["export", "--storage", tuned_study.storage, "--study", "tiny", "--trial", "999", "--out", str(tmp_path / "x")]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("hwtune: error:") and err.count("\n") == 1
 
@@ -93,8 +94,21 @@ def test_cli_export_writes_model_and_manifest(tuned_study, tmp_path, capsys):
     from hwtune.cli import main
 
     knee = tuned_study.knee.number
-    rc = main(["export", "--storage", tuned_study.storage, "--study", "tiny", "--trial", str(knee), "--format",
-               "onnx", "--out", str(tmp_path / "cli")])
+    rc = main(
+        [
+            "export",
+            "--storage",
+            tuned_study.storage,
+            "--study",
+            "tiny",
+            "--trial",
+            str(knee),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert f"exported trial #{knee}" in out and "test accuracy" in out

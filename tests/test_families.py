@@ -21,10 +21,18 @@ ARCH0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_c
 # One tiny candidate (<= 32 channels) and its input per family. A newly registered family
 # fails test_every_family_has_a_tiny_candidate until it gets one here.
 TINY: dict[str, tuple[dict, dict]] = {
-    "convnet": ({"width": [4, 8], "depth": [1, 2], "kernel_size": [3, 5], "stem_width": 4}, {"in_channels": 1, "input_size": 28}),
+    "convnet": (
+        {"width": [4, 8], "depth": [1, 2], "kernel_size": [3, 5], "stem_width": 4},
+        {"in_channels": 1, "input_size": 28},
+    ),
     "mobilenet_v2": (
-        {"width_mult": 0.25, "depth": [1, 1, 1, 1, 1, 1, 1], "expand_ratio": [1, 2, 2, 2, 2, 2, 2],
-         "kernel_size": [3, 5, 3, 5, 3, 7, 3], "last_channel": 32},
+        {
+            "width_mult": 0.25,
+            "depth": [1, 1, 1, 1, 1, 1, 1],
+            "expand_ratio": [1, 2, 2, 2, 2, 2, 2],
+            "kernel_size": [3, 5, 3, 5, 3, 7, 3],
+            "last_channel": 32,
+        },
         {"in_channels": 1, "input_size": 28},
     ),
     "resnet": ({"width": [8, 16], "depth": [1, 2]}, {"in_channels": 3, "input_size": 32}),
@@ -64,11 +72,14 @@ def tiny(family: str, num_classes: int = 10) -> tuple[nn.Module, torch.Tensor]:
     knobs, inp = TINY[family]
     torch.manual_seed(0)
     model = create_model(family, knobs, num_classes=num_classes, **inp).eval()
-    x = torch.randn(2, inp["in_channels"], inp["input_size"], inp["input_size"], generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        2, inp["in_channels"], inp["input_size"], inp["input_size"], generator=torch.Generator().manual_seed(0)
+    )
     return model, x
 
 
 # ---- registry ----------------------------------------------------------------------------
+
 
 def test_builtin_families_are_registered():
     assert list_families() == ["convnet", "mobilenet_v2", "nb201", "resnet"]
@@ -112,6 +123,7 @@ def test_register_new_family_then_remove():
 
 
 # ---- every family x tiny candidate -------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_tiny_builds_and_forwards(family):
@@ -168,6 +180,7 @@ def test_tiny_exports_to_onnx_and_matches(family, tmp_path):
 
 # ---- knob validation ---------------------------------------------------------------------
 
+
 def test_invalid_candidate_lists_every_problem():
     with pytest.raises(ConfigError) as exc:
         create_model("convnet", {"width": [8, 16, 0], "depth": [1, 7.5, 3], "kernel_size": 4, "widht": 3})
@@ -175,8 +188,13 @@ def test_invalid_candidate_lists_every_problem():
     assert lines[0].startswith("candidate knob 'widht' is not a knob of family 'convnet'; did you mean 'width'")
     assert "candidate knob 'width' for stage 3 must be an integer in [1, 2048], got 0" in lines
     assert "candidate knob 'depth' for stage 2 must be an integer in [1, 16], got 7.5" in lines
-    assert sum("candidate knob 'kernel_size' for stage" in line and "must be one of 1, 3, 5, 7, got 4" in line
-               for line in lines) == 3
+    assert (
+        sum(
+            "candidate knob 'kernel_size' for stage" in line and "must be one of 1, 3, 5, 7, got 4" in line
+            for line in lines
+        )
+        == 3
+    )
     assert len(lines) == 6
 
 
@@ -239,6 +257,7 @@ def test_knobs_change_the_model():
 
 # ---- reference architectures -------------------------------------------------------------
 
+
 def test_mobilenet_v2_matches_torchvision():
     torchvision = pytest.importorskip("torchvision")
     for width_mult in (1.0, 0.5):
@@ -267,6 +286,7 @@ def test_resnet18_matches_torchvision():
 
 
 # ---- NAS-Bench-201 -----------------------------------------------------------------------
+
 
 def test_nb201_arch0_reproduces_benchmark_macs_and_params():
     model = hwtune.create_model("nb201", {"arch": ARCH0}, num_classes=10, in_channels=3, input_size=32)
@@ -303,7 +323,9 @@ def test_nb201_disconnected_cell_runs_and_exports(tmp_path):
     model.eval()
     x = torch.randn(1, 3, 32, 32)
     torch.fx.symbolic_trace(model)
-    session = ort.InferenceSession(str(export_onnx(model, x, tmp_path / "none.onnx")), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(export_onnx(model, x, tmp_path / "none.onnx")), providers=["CPUExecutionProvider"]
+    )
     with torch.no_grad():
         np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], model(x).numpy(), rtol=1e-4, atol=1e-5)
 
@@ -311,8 +333,12 @@ def test_nb201_disconnected_cell_runs_and_exports(tmp_path):
 def test_nb201_arch_string_round_trip_and_errors():
     assert format_arch(parse_arch(ARCH0)[0] + parse_arch(ARCH0)[1] + parse_arch(ARCH0)[2]) == ARCH0
     with pytest.raises(ConfigError) as exc:
-        create_model("nb201", {"arch": "|conv_3x3~0|+|none~0|none~1|+|none~0|none~2|skip_connect~2|"}, in_channels=3,
-                     input_size=32)
+        create_model(
+            "nb201",
+            {"arch": "|conv_3x3~0|+|none~0|none~1|+|none~0|none~2|skip_connect~2|"},
+            in_channels=3,
+            input_size=32,
+        )
     text = str(exc.value)
     assert "unknown op 'conv_3x3' on edge 1<-0; did you mean 'nor_conv_3x3'" in text
     assert "edge 2 of node 3 must be written 'op~1', got 'none~2'" in text

@@ -25,16 +25,31 @@ REF = {"val_accuracy": 0.0, "latency_ms": 10.0, "peak_activation_bytes": 1000.0}
 
 
 def rec(number, acc, lat, *, mem=100, feasible=True, trained=True, state="complete", dup=None, t=None, prec="fp32"):
-    figures = {"val_accuracy": acc, "latency_ms": lat, "peak_activation_bytes": mem, "trained": trained,
-               "precision": prec, "candidate": {"family": "convnet", "knobs": {"width": number}, "precision": prec},
-               "candidate_key": f"c{number}", "latency_source": "measured", "rung": 1, "max_rung": 1}
+    figures = {
+        "val_accuracy": acc,
+        "latency_ms": lat,
+        "peak_activation_bytes": mem,
+        "trained": trained,
+        "precision": prec,
+        "candidate": {"family": "convnet", "knobs": {"width": number}, "precision": prec},
+        "candidate_key": f"c{number}",
+        "latency_source": "measured",
+        "rung": 1,
+        "max_rung": 1,
+    }
     if dup is not None:
         figures["duplicate_of"] = dup
     started = None if t is None else f"2025-01-01T00:00:{t[0]:02d}"
     finished = None if t is None else f"2025-01-01T00:00:{t[1]:02d}"
-    return TrialRecord(number=number, state=state, figures=figures,
-                       constraints={"ram": -0.5 if feasible else 0.3}, values=(acc or 0.0, lat),
-                       started=started, finished=finished)
+    return TrialRecord(
+        number=number,
+        state=state,
+        figures=figures,
+        constraints={"ram": -0.5 if feasible else 0.3},
+        values=(acc or 0.0, lat),
+        started=started,
+        finished=finished,
+    )
 
 
 def test_resolve_objectives_errors_collect_all_and_suggest():
@@ -75,8 +90,9 @@ def test_hypervolume_matches_hand_computation_and_ignores_points_beyond_referenc
     # a point slower than the reference latency adds nothing
     assert hypervolume(records + [rec(2, 0.99, 20.0)], ACC_LAT, REF) == pytest.approx(0.77)
     # a dominated point adds nothing; an infeasible one neither
-    assert hypervolume(records + [rec(3, 0.7, 6.0), rec(4, 0.99, 0.1, feasible=False)], ACC_LAT, REF) == \
-        pytest.approx(0.77)
+    assert hypervolume(records + [rec(3, 0.7, 6.0), rec(4, 0.99, 0.1, feasible=False)], ACC_LAT, REF) == pytest.approx(
+        0.77
+    )
     assert hypervolume([], ACC_LAT, REF) == 0.0
 
 
@@ -88,8 +104,12 @@ def test_hypervolume_three_objectives():
 
 
 def test_hypervolume_history_is_monotone_and_counts_trials():
-    records = [rec(0, 0.8, 1.0, t=(0, 5)), rec(1, 0.7, 2.0, t=(5, 9)), rec(2, 0.9, 5.0, t=(9, 20)),
-               rec(3, 0.0, 0.0, state="fail", t=(20, 21))]
+    records = [
+        rec(0, 0.8, 1.0, t=(0, 5)),
+        rec(1, 0.7, 2.0, t=(5, 9)),
+        rec(2, 0.9, 5.0, t=(9, 20)),
+        rec(3, 0.0, 0.0, state="fail", t=(20, 21)),
+    ]
     hist = hypervolume_history(records, ACC_LAT, REF)
     assert [h[2] for h in hist] == [1, 2, 3, 4]
     assert [h[0] for h in hist] == [5.0, 9.0, 20.0, 21.0]
@@ -116,8 +136,17 @@ def test_eps_nondominated_promotion_rule():
 
 
 def _result(records, **kw):
-    return TuneResult(study_name="s", storage="sqlite:///x.db", out_dir=None, device="host", recipe="r",
-                      objectives=("accuracy", "latency"), reference_point=REF, trials=tuple(records), **kw)
+    return TuneResult(
+        study_name="s",
+        storage="sqlite:///x.db",
+        out_dir=None,
+        device="host",
+        recipe="r",
+        objectives=("accuracy", "latency"),
+        reference_point=REF,
+        trials=tuple(records),
+        **kw,
+    )
 
 
 def test_tune_result_json_round_trip_knee_first_and_table():
@@ -136,8 +165,15 @@ def test_tune_result_json_round_trip_knee_first_and_table():
     assert "88.00%" in table
     md = res.front_table(markdown=True)
     assert md.startswith("| knee |")
-    assert res.counts() == {"total": 4, "complete": 3, "trained": 3, "infeasible": 0, "failed": 1,
-                            "duplicates": 0, "running": 0}
+    assert res.counts() == {
+        "total": 4,
+        "complete": 3,
+        "trained": 3,
+        "infeasible": 0,
+        "failed": 1,
+        "duplicates": 0,
+        "running": 0,
+    }
 
 
 def test_unknown_trial_is_a_one_line_study_error():

@@ -145,7 +145,7 @@ def test_dead_ops_are_not_charged():
     # node 1's conv only feeds 'none' edges: exporters and runtimes drop it
     dead = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
     live = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|skip_connect~1|none~2|"
-    build = lambda a: hwtune.create_model("nb201", {"arch": a}, num_classes=10, in_channels=3, input_size=32)  # noqa: E731
+    build = lambda a: hwtune.create_model("nb201", {"arch": a}, num_classes=10, in_channels=3, input_size=32)
     p_dead = predict(build(dead), (1, 3, 32, 32), device="raspberry-pi-4")
     p_live = predict(build(live), (1, 3, 32, 32), device="raspberry-pi-4")
     assert not any("edge_1_0" in x.name for x in p_dead.per_layer)

@@ -85,11 +85,18 @@ class Fakes:
             macs = 60 * n
             eb = 1 if int8 else 4
             lat = macs / 1e6 * (0.6 if int8 else 1.0)
-            return {"macs": macs, "flops": 2 * macs, "params": n, "weight_bytes": n * eb,
-                    "peak_activation_bytes": stem * 14 * 14 * eb * 2, "latency_ms": lat,
-                    "latency_source": "measured", "runtime": "onnxruntime", "fits": {},
-                    "latency": {"median_ms": lat, "ci_half_width_ms": lat / 100, "runtime": "onnxruntime",
-                                "threads": 1}}
+            return {
+                "macs": macs,
+                "flops": 2 * macs,
+                "params": n,
+                "weight_bytes": n * eb,
+                "peak_activation_bytes": stem * 14 * 14 * eb * 2,
+                "latency_ms": lat,
+                "latency_source": "measured",
+                "runtime": "onnxruntime",
+                "fits": {},
+                "latency": {"median_ms": lat, "ci_half_width_ms": lat / 100, "runtime": "onnxruntime", "threads": 1},
+            }
 
         def train(model, data, *, epochs, batch_size, lr, seed):
             if model._fake_key in self.fail_keys:
@@ -136,8 +143,17 @@ def fakes(monkeypatch: pytest.MonkeyPatch, fashion_dir) -> Fakes:
 def run(recipe, tmp_path, **kw):
     from hwtune.search import tune
 
-    args = dict(device="host", data=DATA, n_trials=6, out_dir=tmp_path / "run", study_name="t", sampler="random",
-                seed=0, progress=False, reports=False)
+    args = {
+        "device": "host",
+        "data": DATA,
+        "n_trials": 6,
+        "out_dir": tmp_path / "run",
+        "study_name": "t",
+        "sampler": "random",
+        "seed": 0,
+        "progress": False,
+        "reports": False,
+    }
     args.update(kw)
     return tune(recipe, **args)
 
@@ -153,9 +169,25 @@ def test_tune_reaches_a_front_and_records_every_figure(recipe, tmp_path, fakes):
         if t.duplicate_of is not None:
             continue
         f = t.figures
-        for key in ("candidate", "candidate_key", "precision", "macs", "params", "weight_bytes",
-                    "peak_activation_bytes", "latency_ms", "latency_source", "latency", "val_accuracy",
-                    "accuracy_by_precision", "budget_epochs", "wall_seconds", "rungs", "artifact_id", "worker"):
+        for key in (
+            "candidate",
+            "candidate_key",
+            "precision",
+            "macs",
+            "params",
+            "weight_bytes",
+            "peak_activation_bytes",
+            "latency_ms",
+            "latency_source",
+            "latency",
+            "val_accuracy",
+            "accuracy_by_precision",
+            "budget_epochs",
+            "wall_seconds",
+            "rungs",
+            "artifact_id",
+            "worker",
+        ):
             assert key in f, key
         assert t.constraints and all(v <= 0 for v in t.constraints.values())
     # int8 candidates are scored on the shipped (quantized) file and say so
@@ -175,8 +207,12 @@ def test_tune_reaches_a_front_and_records_every_figure(recipe, tmp_path, fakes):
 def test_successive_halving_promotes_only_eps_nondominated(recipe, tmp_path, fakes):
     from hwtune.front import eps_nondominated
 
-    res = run(recipe, tmp_path, n_trials=10, budget={"epochs": 1.0, "rungs": [0.25, 1.0], "eps_accuracy": 0.0,
-                                                      "eps_relative": 0.0})
+    res = run(
+        recipe,
+        tmp_path,
+        n_trials=10,
+        budget={"epochs": 1.0, "rungs": [0.25, 1.0], "eps_accuracy": 0.0, "eps_relative": 0.0},
+    )
     trained = sorted((t for t in res.trials if t.trained and t.duplicate_of is None), key=lambda t: t.number)
     assert trained[0].figures["rungs"][0]["promoted"] is True  # first at its rung: nothing dominates it
     objs = res.objective_specs
@@ -256,9 +292,12 @@ def test_resume_reuses_completed_trials(recipe, tmp_path, fakes):
 
 
 def test_search_stops_when_the_space_is_exhausted(recipe, tmp_path, fakes):
-    small = recipe.read_text().replace("stem_width = [4, 8]", "stem_width = 4").replace(
-        "width = [[4, 8], [8, 16]]", "width = [[4, 8], [8]]").replace('choices = ["fp32", "int8"]',
-                                                                     'choices = ["fp32"]')
+    small = (
+        recipe.read_text()
+        .replace("stem_width = [4, 8]", "stem_width = 4")
+        .replace("width = [[4, 8], [8, 16]]", "width = [[4, 8], [8]]")
+        .replace('choices = ["fp32", "int8"]', 'choices = ["fp32"]')
+    )
     recipe.write_text(small)  # 2 candidates
     res = run(recipe, tmp_path, n_trials=15)
     keys = {t.candidate_key for t in res.trials if t.complete}
@@ -280,10 +319,12 @@ def test_stale_running_trial_is_failed_and_retried_on_resume(recipe, tmp_path, f
     storage = open_storage(first.storage, heartbeat=False)
     study = optuna.load_study(study_name="t", storage=storage)
     trial = study.ask()
-    params = {"stem_width": trial.suggest_categorical("stem_width", [4, 8]),
-              "stage1.width": trial.suggest_categorical("stage1.width", [4, 8]),
-              "stage2.width": trial.suggest_categorical("stage2.width", [8, 16]),
-              "precision": trial.suggest_categorical("precision", ["fp32", "int8"])}
+    params = {
+        "stem_width": trial.suggest_categorical("stem_width", [4, 8]),
+        "stage1.width": trial.suggest_categorical("stage1.width", [4, 8]),
+        "stage2.width": trial.suggest_categorical("stage2.width", [8, 16]),
+        "precision": trial.suggest_categorical("precision", ["fp32", "int8"]),
+    }
     trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid, "start": "0"})
     stale = trial.number
     res = run(recipe, tmp_path, n_trials=4)
@@ -292,7 +333,8 @@ def test_stale_running_trial_is_failed_and_retried_on_resume(recipe, tmp_path, f
     retried = [t for t in res.trials if t.figures.get("retry_of") == stale]
     assert retried and retried[0].complete
     assert {k: retried[0].figures["candidate"]["knobs"].get(k) for k in ("stem_width",)} == {
-        "stem_width": params["stem_width"]}
+        "stem_width": params["stem_width"]
+    }
     assert res.counts()["complete"] == 4
 
 
@@ -315,7 +357,7 @@ def test_live_worker_trial_is_left_alone(recipe, tmp_path, fakes):
 def test_every_sampler_runs_and_is_seedable(recipe, tmp_path, fakes, sampler):
     a = run(recipe, tmp_path / "a", n_trials=3, sampler=sampler, seed=3)
     b = run(recipe, tmp_path / "b", n_trials=3, sampler=sampler, seed=3)
-    keys = lambda r: [t.figures.get("candidate_key") for t in r.trials]  # noqa: E731
+    keys = lambda r: [t.figures.get("candidate_key") for t in r.trials]
     assert keys(a) == keys(b)
 
 
@@ -379,8 +421,9 @@ def test_cli_front_json_knee_first_and_errors(recipe, tmp_path, fakes, capsys):
     assert main(["front", "--storage", res.storage, "--study", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hwtune: error: no study 'nope'") and err.count("\n") == 1
-    assert main(["export", "--storage", res.storage, "--study", "t", "--trial", "42", "--out",
-                 str(tmp_path / "x")]) == 2
+    assert (
+        main(["export", "--storage", res.storage, "--study", "t", "--trial", "42", "--out", str(tmp_path / "x")]) == 2
+    )
     err = capsys.readouterr().err
     assert "has no trial 42" in err and err.count("\n") == 1
     assert main(["tune", "no-such-recipe", "--device", "host", "--out", str(tmp_path / "y")]) == 2
@@ -393,8 +436,28 @@ def test_cli_tune_runs_and_prints_the_front(recipe, tmp_path, fakes, capsys, mon
     from hwtune.cli import main
 
     monkeypatch.chdir(tmp_path)
-    rc = main(["tune", str(recipe), "--device", "host", "--trials", "3", "--seed", "1", "--sampler", "random",
-               "--train-limit", "256", "--val-limit", "128", "--out", "cli-run", "--study", "c"])
+    rc = main(
+        [
+            "tune",
+            str(recipe),
+            "--device",
+            "host",
+            "--trials",
+            "3",
+            "--seed",
+            "1",
+            "--sampler",
+            "random",
+            "--train-limit",
+            "256",
+            "--val-limit",
+            "128",
+            "--out",
+            "cli-run",
+            "--study",
+            "c",
+        ]
+    )
     assert rc == 0
     captured = capsys.readouterr()
     assert "trial" in captured.out and "precision" in captured.out

@@ -73,8 +73,12 @@ def test_resume_after_a_killed_process_loses_and_repeats_nothing(tmp_path, tuner
 
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(), str(tuner_recipe), str(out)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(), str(tuner_recipe), str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     db = out / "study.db"
     deadline = time.monotonic() + 240
     try:
@@ -97,11 +101,19 @@ def test_resume_after_a_killed_process_loses_and_repeats_nothing(tmp_path, tuner
     kept = {t.number: (t.values, t.figures["candidate_key"]) for t in before.trials if t.complete}
 
     target = len(kept) + 2
-    res = tune(tuner_recipe, device="host", data={"name": "fashion-mnist", "train_limit": 600, "val_limit": 200},
-               n_trials=target, out_dir=out, study_name="crash", sampler="random", seed=11,
-               budget={"epochs": 0.5, "rungs": [1.0], "batch_size": 64, "latency_budget_s": 0.1,
-                       "calibration_samples": 32},
-               progress=False, reports=False)
+    res = tune(
+        tuner_recipe,
+        device="host",
+        data={"name": "fashion-mnist", "train_limit": 600, "val_limit": 200},
+        n_trials=target,
+        out_dir=out,
+        study_name="crash",
+        sampler="random",
+        seed=11,
+        budget={"epochs": 0.5, "rungs": [1.0], "batch_size": 64, "latency_budget_s": 0.1, "calibration_samples": 32},
+        progress=False,
+        reports=False,
+    )
     # completed trials survive exactly
     for n, (values, key) in kept.items():
         t = res.trial(n)

@@ -12,6 +12,7 @@ import pytest
 import hwtune
 from hwtune._resources import resource_files
 from hwtune.errors import ConfigError, UnknownNameError
+from hwtune.families import get_family
 from hwtune.precision import PrecisionPlan
 from hwtune.space import Candidate, SearchSpace, list_recipes
 
@@ -45,6 +46,7 @@ def write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
 
 # ---- bundled recipes ---------------------------------------------------------------------
 
+
 def test_bundled_recipes_are_listed():
     assert {"fashion-convnet", "fashion-mobilenet"} <= set(list_recipes())
     assert list_recipes() == RECIPES
@@ -75,7 +77,7 @@ def test_recipe_samples_build_and_map_back(name):
         assert space.candidate(params) == cand
         assert Candidate.from_dict(json.loads(json.dumps(cand.to_dict()))) == cand
         seen.add(cand.key)
-        prefixes = hwtune.families.get_family(space.family).stage_prefixes(cand)
+        prefixes = get_family(space.family).stage_prefixes(cand)
         assert tuple(prefixes) == space.stages
         plan = cand.precision_plan(prefixes)
         assert isinstance(plan, PrecisionPlan)
@@ -117,12 +119,16 @@ def test_unknown_recipe_name_suggests(tmp_path):
 
 # ---- recipe validation -------------------------------------------------------------------
 
+
 def test_good_recipe_from_file(tmp_path):
     space = SearchSpace.from_recipe(write(tmp_path, GOOD))
     assert space.name == "r" and space.num_stages == 2
     assert space.size() == 2 * 2 * 2 * 2 * 3
     assert space.param_choices() == {
-        "stage1.width": (4, 8), "stage1.depth": (1, 2), "stage2.width": (8, 16), "stage2.depth": (1, 2),
+        "stage1.width": (4, 8),
+        "stage1.depth": (1, 2),
+        "stage2.width": (8, 16),
+        "stage2.depth": (1, 2),
         "precision": ("fp32", "int8", "mixed"),
     }
 
@@ -174,7 +180,8 @@ def test_bad_family_and_policy_stage(tmp_path):
     with pytest.raises(ConfigError) as exc:
         SearchSpace.from_recipe(write(tmp_path, text))
     assert "family must be one of convnet, mobilenet_v2, nb201, resnet, got 'convnett'; did you mean 'convnet'?" in str(
-        exc.value)
+        exc.value
+    )
     text = GOOD.replace("stem =", "stage3 =")
     with pytest.raises(ConfigError, match=r"precision.mixed.stage3 is not a stage.*stages: stem, stage1, stage2, head"):
         SearchSpace.from_recipe(write(tmp_path, text))
@@ -203,11 +210,15 @@ def test_nb201_recipe_searches_edges():
     assert space.size() == 5**6 * 2
     params = {f"arch.edge_{j}_{i}": "nor_conv_3x3" for j, i in ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))}
     cand = space.candidate({**params, "precision": "fp32"})
-    assert cand.knob("arch") == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    assert (
+        cand.knob("arch")
+        == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
     assert cand.knob("channels") == 16 and cand.knob("cells_per_stage") == 5
 
 
 # ---- candidate() / sampling --------------------------------------------------------------
+
 
 def test_candidate_from_params_and_errors(tmp_path):
     space = SearchSpace.from_recipe(write(tmp_path, GOOD))
@@ -248,6 +259,7 @@ def test_candidate_outside_space_is_rejected(tmp_path):
 
 # ---- Candidate value object --------------------------------------------------------------
 
+
 def test_candidate_is_frozen_hashable_and_normalised():
     a = Candidate("convnet", {"width": [8, 16], "depth": [1, 2]}, precision="int8")
     b = Candidate("convnet", (("depth", (1, 2)), ("width", (8, 16))), precision="int8")
@@ -261,7 +273,9 @@ def test_candidate_is_frozen_hashable_and_normalised():
 
 def test_candidate_json_round_trip_and_stable_key():
     cand = Candidate(
-        "convnet", {"width": [8, 16], "depth": [1, 2], "stem_stride": 2}, precision="mixed",
+        "convnet",
+        {"width": [8, 16], "depth": [1, 2], "stem_stride": 2},
+        precision="mixed",
         stage_precision={"head": "fp32", "stage2": "int8", "stem": "fp32", "stage1": "int8"},
     )
     data = json.loads(json.dumps(cand.to_dict()))
@@ -276,8 +290,12 @@ def test_candidate_json_round_trip_and_stable_key():
 
 
 def test_candidate_precision_plan():
-    cand = Candidate("convnet", {"width": [8, 16]}, precision="mixed",
-                     stage_precision={"stem": "fp32", "stage1": "int8", "stage2": "int8", "head": "fp32"})
+    cand = Candidate(
+        "convnet",
+        {"width": [8, 16]},
+        precision="mixed",
+        stage_precision={"stem": "fp32", "stage1": "int8", "stage2": "int8", "head": "fp32"},
+    )
     plan = cand.precision_plan()  # the family's own prefixes
     assert plan.default == "int8" and plan.is_mixed
     assert plan.for_module("stem.conv") == "fp32"

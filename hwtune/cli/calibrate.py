@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         extra = ""
         if "within_10pct" in t:
             extra = f", {t['within_10pct'] * 100:.0f}% within +-10%, Spearman {t.get('spearman')}"
-        print(f"held-out median error {t['error_pct']}%{extra} ({t.get('validation', '')})")
+        print(f"median error {t['error_pct']}%{extra} ({t.get('validation', '')})")
     if t.get("scales"):
         print("scales over the priors: " + ", ".join(f"{k} x{v}" for k, v in t["scales"].items()))
     return 0

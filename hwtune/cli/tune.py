@@ -41,35 +41,68 @@ def _rungs(text: str) -> tuple[float, ...]:
 def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     """Register ``tune``, ``front``, ``export`` and ``demo``."""
     p = subparsers.add_parser(
-        "tune", help="search a recipe for the accuracy/latency Pareto front on a device",
+        "tune",
+        help="search a recipe for the accuracy/latency Pareto front on a device",
         description="Multi-objective search (Optuna) with a successive-halving schedule; resumable: run the "
-                    "same command again to continue the study.",
+        "same command again to continue the study.",
     )
     p.add_argument("recipe", metavar="RECIPE", help="search-space recipe name (models/*.toml) or path")
     p.add_argument("--device", required=True, metavar="ID", help="device profile id or path (hwtune devices)")
-    p.add_argument("--trials", type=int, default=None, metavar="N",
-                   help="target number of completed trials in the study (a resumed run continues up to N)")
-    p.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
-                   help="stop starting new trials after this many seconds")
-    p.add_argument("--storage", default=None, metavar="URL",
-                   help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        metavar="N",
+        help="target number of completed trials in the study (a resumed run continues up to N)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="stop starting new trials after this many seconds",
+    )
+    p.add_argument(
+        "--storage", default=None, metavar="URL", help="Optuna storage URL (default: sqlite:///OUT/study.db)"
+    )
     p.add_argument("--study", default=None, metavar="NAME", help="study name (default RECIPE-DEVICE)")
     p.add_argument("--out", default=None, metavar="DIR", help="run directory (default hwtune-runs/STUDY)")
     p.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="X")
-    p.add_argument("--max-ram-kb", type=_positive_float, default=None, metavar="X",
-                   help="working-memory limit (peak activations), KiB")
-    p.add_argument("--max-storage-kb", type=_positive_float, default=None, metavar="X",
-                   help="storage limit (weights), KiB")
-    p.add_argument("--objectives", default="accuracy,latency", metavar="LIST",
-                   help="comma-separated: accuracy plus latency, memory, size (default accuracy,latency)")
+    p.add_argument(
+        "--max-ram-kb",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="working-memory limit (peak activations), KiB",
+    )
+    p.add_argument(
+        "--max-storage-kb", type=_positive_float, default=None, metavar="X", help="storage limit (weights), KiB"
+    )
+    p.add_argument(
+        "--objectives",
+        default="accuracy,latency",
+        metavar="LIST",
+        help="comma-separated: accuracy plus latency, memory, size (default accuracy,latency)",
+    )
     p.add_argument("--sampler", default="nsga2", metavar="NAME", help="nsga2 (default), tpe, gp or random")
     p.add_argument("--seed", type=int, default=None, metavar="S")
-    p.add_argument("--epochs", type=_positive_float, default=None, metavar="E",
-                   help="full training budget per candidate in epochs (default 1)")
-    p.add_argument("--rungs", type=_rungs, default=None, metavar="FRACTIONS",
-                   help="successive-halving rungs as fractions of --epochs (default 0.25,1; '1' trains all fully)")
-    p.add_argument("--data", default=None, metavar="NAME_OR_DIR",
-                   help="dataset name or directory (default: the recipe's dataset)")
+    p.add_argument(
+        "--epochs",
+        type=_positive_float,
+        default=None,
+        metavar="E",
+        help="full training budget per candidate in epochs (default 1)",
+    )
+    p.add_argument(
+        "--rungs",
+        type=_rungs,
+        default=None,
+        metavar="FRACTIONS",
+        help="successive-halving rungs as fractions of --epochs (default 0.25,1; '1' trains all fully)",
+    )
+    p.add_argument(
+        "--data", default=None, metavar="NAME_OR_DIR", help="dataset name or directory (default: the recipe's dataset)"
+    )
     p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")
     p.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only N validation samples")
     p.add_argument("--json", action="store_true", help="print the front as JSON at the end")
@@ -80,8 +113,12 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     f.add_argument("--storage", required=True, metavar="URL")
     f.add_argument("--study", default=None, metavar="NAME", help="study name (optional if the storage has one)")
     f.add_argument("--json", action="store_true", help="JSON list of front trials, knee first")
-    f.add_argument("--report", default=None, metavar="DIR",
-                   help="also write front.json, pareto.png, hypervolume.png and report.md into DIR")
+    f.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="also write front.json, pareto.png, hypervolume.png and report.md into DIR",
+    )
     f.set_defaults(func=run_front)
 
     e = subparsers.add_parser("export", help="export a trial's model (at its precision) with manifest.json")
@@ -94,12 +131,18 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     e.set_defaults(func=run_export)
 
     d = subparsers.add_parser(
-        "demo", help="search fashion-convnet on this host with Fashion-MNIST, report, export the knee (< 10 min)",
+        "demo",
+        help="search fashion-convnet on this host with Fashion-MNIST, report, export the knee (< 10 min)",
     )
     d.add_argument("--out", default=DEMO_OUT, metavar="DIR", help=f"run directory (default ./{DEMO_OUT})")
     d.add_argument("--device", default="host", metavar="ID")
-    d.add_argument("--timeout", type=_positive_float, default=DEMO_TIMEOUT_S, metavar="SECONDS",
-                   help=f"search time (default {DEMO_TIMEOUT_S:g} s)")
+    d.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEMO_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"search time (default {DEMO_TIMEOUT_S:g} s)",
+    )
     d.add_argument("--trials", type=int, default=DEMO_TRIALS, metavar="N")
     d.add_argument("--seed", type=int, default=0, metavar="S")
     d.set_defaults(func=run_demo)
@@ -120,16 +163,37 @@ def _budget(args: argparse.Namespace) -> Any:
 def run_tune(args: argparse.Namespace) -> int:
     from hwtune.search import tune
 
-    constraints = {k: v for k, v in (("max_latency_ms", args.max_latency_ms), ("max_ram_kb", args.max_ram_kb),
-                                     ("max_storage_kb", args.max_storage_kb)) if v is not None}
+    constraints = {
+        k: v
+        for k, v in (
+            ("max_latency_ms", args.max_latency_ms),
+            ("max_ram_kb", args.max_ram_kb),
+            ("max_storage_kb", args.max_storage_kb),
+        )
+        if v is not None
+    }
     data: Any = None
     if args.data or args.train_limit or args.val_limit:
-        data = {k: v for k, v in (("name", args.data), ("train_limit", args.train_limit),
-                                  ("val_limit", args.val_limit)) if v is not None}
+        data = {
+            k: v
+            for k, v in (("name", args.data), ("train_limit", args.train_limit), ("val_limit", args.val_limit))
+            if v is not None
+        }
     result = tune(
-        args.recipe, device=args.device, data=data, objectives=args.objectives, constraints=constraints,
-        n_trials=args.trials, timeout=args.timeout, storage=args.storage, study_name=args.study,
-        sampler=args.sampler, seed=args.seed, budget=_budget(args), out_dir=args.out, progress=not args.quiet,
+        args.recipe,
+        device=args.device,
+        data=data,
+        objectives=args.objectives,
+        constraints=constraints,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        study_name=args.study,
+        sampler=args.sampler,
+        seed=args.seed,
+        budget=_budget(args),
+        out_dir=args.out,
+        progress=not args.quiet,
     )
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
@@ -143,8 +207,11 @@ def run_tune(args: argparse.Namespace) -> int:
 def _print_next_steps(result: Any) -> None:
     knee = result.knee
     if knee is not None:
-        print(f"\nknee: trial #{knee.number}. Export: hwtune export --storage {result.storage} "
-              f"--study {result.study_name} --trial {knee.number} --out DIR", file=sys.stderr)
+        print(
+            f"\nknee: trial #{knee.number}. Export: hwtune export --storage {result.storage} "
+            f"--study {result.study_name} --trial {knee.number} --out DIR",
+            file=sys.stderr,
+        )
 
 
 def run_front(args: argparse.Namespace) -> int:
@@ -161,9 +228,11 @@ def run_front(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     c = result.counts()
-    print(f"study {result.study_name}: {result.recipe} on {result.device}; {c['complete']} complete trials "
-          f"({c['trained']} trained, {c['infeasible']} infeasible), {c['failed']} failed; "
-          f"hypervolume {result.hypervolume:.4f}")
+    print(
+        f"study {result.study_name}: {result.recipe} on {result.device}; {c['complete']} complete trials "
+        f"({c['trained']} trained, {c['infeasible']} infeasible), {c['failed']} failed; "
+        f"hypervolume {result.hypervolume:.4f}"
+    )
     print(result.front_table())
     return 0
 
@@ -173,11 +242,15 @@ def _print_export(exp: Any) -> None:
     lat = m["latency"]
     test = "-" if m["test_accuracy"] is None else f"{100 * m['test_accuracy']:.2f}%"
     print(f"exported trial #{m['study']['trial']} ({m['precision_label']}) to {exp.model_path}")
-    print(f"  val accuracy {100 * m['val_accuracy']:.2f}% (recorded {100 * m['recorded_val_accuracy']:.2f}%), "
-          f"test accuracy {test}")
+    print(
+        f"  val accuracy {100 * m['val_accuracy']:.2f}% (recorded {100 * m['recorded_val_accuracy']:.2f}%), "
+        f"test accuracy {test}"
+    )
     lat_txt = "-" if lat["latency_ms"] is None else f"{lat['latency_ms']:.3f} ms"
-    print(f"  latency {lat_txt} ({lat['source']}, {lat['runtime']}) on {m['device']['id']}; "
-          f"weights {m['memory']['weight_bytes']} B, peak activations {m['memory']['peak_activation_bytes']} B")
+    print(
+        f"  latency {lat_txt} ({lat['source']}, {lat['runtime']}) on {m['device']['id']}; "
+        f"weights {m['memory']['weight_bytes']} B, peak activations {m['memory']['peak_activation_bytes']} B"
+    )
     print(f"  manifest {exp.manifest_path} (sha256 {m['sha256'][:16]}...)")
 
 
@@ -201,11 +274,21 @@ def run_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     t0 = time.monotonic()
     out = Path(args.out)
-    print(f"hwtune demo: searching {DEMO_RECIPE} for {args.device} on Fashion-MNIST for up to {args.timeout:g} s "
-          f"(run directory {out}; run again to resume)", file=sys.stderr)
+    print(
+        f"hwtune demo: searching {DEMO_RECIPE} for {args.device} on Fashion-MNIST for up to {args.timeout:g} s "
+        f"(run directory {out}; run again to resume)",
+        file=sys.stderr,
+    )
     result = tune(
-        DEMO_RECIPE, device=args.device, data=None, n_trials=args.trials, timeout=args.timeout,
-        out_dir=out, study_name="demo", seed=args.seed, budget=Schedule(epochs=DEMO_EPOCHS, rungs=DEMO_RUNGS),
+        DEMO_RECIPE,
+        device=args.device,
+        data=None,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        out_dir=out,
+        study_name="demo",
+        seed=args.seed,
+        budget=Schedule(epochs=DEMO_EPOCHS, rungs=DEMO_RUNGS),
         progress=True,
     )
     if result.interrupted:

@@ -232,7 +232,8 @@ class ModelFamily:
 
     def _stage_count(self, given: Mapping[str, Any], problems: list[str]) -> int:
         lengths = {
-            name: len(v) for name, v in given.items()
+            name: len(v)
+            for name, v in given.items()
             if name in self.knobs and self.knobs[name].per_stage and isinstance(v, tuple)
         }
         if not lengths:
@@ -244,7 +245,9 @@ class ModelFamily:
             problems.append(f"candidate per-stage knobs must give the same number of stages, got {parts}")
         n = max(distinct, key=list(lengths.values()).count)
         if not self.min_stages <= n <= self.max_stages:
-            allowed = str(self.min_stages) if self.min_stages == self.max_stages else f"{self.min_stages}..{self.max_stages}"
+            allowed = (
+                str(self.min_stages) if self.min_stages == self.max_stages else f"{self.min_stages}..{self.max_stages}"
+            )
             problems.append(
                 f"candidate per-stage knobs must give {allowed} values (one per stage) for family {self.name!r}, got {n}"
             )

@@ -25,7 +25,12 @@ class ConvBNAct(nn.Sequential):
     ) -> None:
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["conv"] = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, groups=groups,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            groups=groups,
             bias=False,
         )
         layers["bn"] = nn.BatchNorm2d(out_channels)

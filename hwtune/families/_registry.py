@@ -56,7 +56,9 @@ def get_family(name: str | ModelFamily) -> ModelFamily:
     try:
         return _FAMILIES[name]
     except (KeyError, TypeError):
-        raise UnknownNameError(f"unknown family {name!r}{did_you_mean(str(name), _FAMILIES)} (hwtune list-families)") from None
+        raise UnknownNameError(
+            f"unknown family {name!r}{did_you_mean(str(name), _FAMILIES)} (hwtune list-families)"
+        ) from None
 
 
 def create_model(

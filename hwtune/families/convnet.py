@@ -8,7 +8,7 @@ an epoch of Fashion-MNIST on a laptop CPU in seconds, which is what a search nee
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -53,22 +53,36 @@ class ConvNetFamily(ModelFamily):
     """Plain conv-BN-ReLU CNN with per-stage width, depth and kernel size."""
 
     name = "convnet"
-    description = "plain CNN for small images: stem, stages of conv-BN-ReLU blocks (stride 2 between stages), GAP + linear"
-    knobs = {
+    description = (
+        "plain CNN for small images: stem, stages of conv-BN-ReLU blocks (stride 2 between stages), GAP + linear"
+    )
+    knobs: ClassVar[Mapping[str, Knob]] = {
         "width": Knob("width", "output channels of the stage", per_stage=True, low=1, high=2048),
         "depth": Knob("depth", "conv-BN-ReLU blocks in the stage", per_stage=True, low=1, high=16, default=1),
-        "kernel_size": Knob("kernel_size", "conv kernel size in the stage", per_stage=True, choices=(1, 3, 5, 7),
-                            default=3),
+        "kernel_size": Knob(
+            "kernel_size", "conv kernel size in the stage", per_stage=True, choices=(1, 3, 5, 7), default=3
+        ),
         "stem_width": Knob("stem_width", "output channels of the 3x3 stem conv", low=1, high=2048, default=16),
-        "stem_stride": Knob("stem_stride", "stride of the stem conv (2 halves every later cost)", choices=(1, 2),
-                            default=1),
+        "stem_stride": Knob(
+            "stem_stride", "stride of the stem conv (2 halves every later cost)", choices=(1, 2), default=1
+        ),
     }
-    default_knobs = {"width": (16, 32, 64), "depth": (1, 1, 1), "kernel_size": (3, 3, 3), "stem_width": 16,
-                     "stem_stride": 1}
+    default_knobs: ClassVar[Mapping[str, Any]] = {
+        "width": (16, 32, 64),
+        "depth": (1, 1, 1),
+        "kernel_size": (3, 3, 3),
+        "stem_width": 16,
+        "stem_stride": 1,
+    }
     min_stages, max_stages = 1, 8
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return ConvNet(
-            knobs["width"], knobs["depth"], knobs["kernel_size"], stem_width=knobs["stem_width"],
-            stem_stride=knobs["stem_stride"], num_classes=num_classes, in_channels=in_channels,
+            knobs["width"],
+            knobs["depth"],
+            knobs["kernel_size"],
+            stem_width=knobs["stem_width"],
+            stem_stride=knobs["stem_stride"],
+            num_classes=num_classes,
+            in_channels=in_channels,
         )

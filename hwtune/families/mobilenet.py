@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from hwtune.families._base import Knob, ModelFamily, make_divisible
 from hwtune.families._layers import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
-__all__ = ["InvertedResidual", "MobileNetV2Family", "MobileNetV2Net", "STAGE_CHANNELS", "STAGE_STRIDES"]
+__all__ = ["STAGE_CHANNELS", "STAGE_STRIDES", "InvertedResidual", "MobileNetV2Family", "MobileNetV2Net"]
 
 # torchvision's inverted_residual_setting columns c and s (t and n are knobs).
 STAGE_CHANNELS: tuple[int, ...] = (16, 24, 32, 64, 96, 160, 320)
@@ -36,7 +36,7 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, expand_ratio: int, kernel_size: int) -> None:
         super().__init__()
-        hidden = int(round(in_channels * expand_ratio))
+        hidden = round(in_channels * expand_ratio)
         self.use_residual = stride == 1 and in_channels == out_channels
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         if expand_ratio != 1:
@@ -102,17 +102,29 @@ class MobileNetV2Family(ModelFamily):
 
     name = "mobilenet_v2"
     description = "MobileNetV2 inverted residuals: width_mult, per-stage depth / expand_ratio / kernel_size (7 stages)"
-    knobs = {
-        "width_mult": Knob("width_mult", "channel multiplier (channels rounded to multiples of 8)", kind=float,
-                           low=0.05, high=4.0, default=1.0),
+    knobs: ClassVar[Mapping[str, Knob]] = {
+        "width_mult": Knob(
+            "width_mult",
+            "channel multiplier (channels rounded to multiples of 8)",
+            kind=float,
+            low=0.05,
+            high=4.0,
+            default=1.0,
+        ),
         "depth": Knob("depth", "inverted-residual blocks in the stage", per_stage=True, low=1, high=8),
         "expand_ratio": Knob("expand_ratio", "expansion ratio t of the stage's blocks", per_stage=True, low=1, high=8),
-        "kernel_size": Knob("kernel_size", "depthwise kernel size of the stage", per_stage=True, choices=(3, 5, 7),
-                            default=3),
-        "last_channel": Knob("last_channel", "channels of the final 1x1 conv (scaled up when width_mult > 1)",
-                             low=8, high=4096, default=1280),
+        "kernel_size": Knob(
+            "kernel_size", "depthwise kernel size of the stage", per_stage=True, choices=(3, 5, 7), default=3
+        ),
+        "last_channel": Knob(
+            "last_channel",
+            "channels of the final 1x1 conv (scaled up when width_mult > 1)",
+            low=8,
+            high=4096,
+            default=1280,
+        ),
     }
-    default_knobs = {
+    default_knobs: ClassVar[Mapping[str, Any]] = {
         "width_mult": 1.0,
         "depth": (1, 2, 3, 4, 3, 3, 1),
         "expand_ratio": (1, 6, 6, 6, 6, 6, 6),
@@ -123,7 +135,12 @@ class MobileNetV2Family(ModelFamily):
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return MobileNetV2Net(
-            width_mult=knobs["width_mult"], depth=knobs["depth"], expand_ratio=knobs["expand_ratio"],
-            kernel_size=knobs["kernel_size"], last_channel=knobs["last_channel"],
-            stem_stride=1 if input_size <= SMALL_INPUT_PX else 2, num_classes=num_classes, in_channels=in_channels,
+            width_mult=knobs["width_mult"],
+            depth=knobs["depth"],
+            expand_ratio=knobs["expand_ratio"],
+            kernel_size=knobs["kernel_size"],
+            last_channel=knobs["last_channel"],
+            stem_stride=1 if input_size <= SMALL_INPUT_PX else 2,
+            num_classes=num_classes,
+            in_channels=in_channels,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -50,14 +50,18 @@ def arch_problems(arch: Any) -> list[str]:
             continue
         tokens = group[1:-1].split("|")
         if len(tokens) != j:
-            problems.append(f"node {j} must have {j} incoming edge(s) (sources 0..{j - 1}), got {len(tokens)} in {group!r}")
+            problems.append(
+                f"node {j} must have {j} incoming edge(s) (sources 0..{j - 1}), got {len(tokens)} in {group!r}"
+            )
             continue
         for i, token in enumerate(tokens):
             op, sep, src = token.partition("~")
             if not sep or src != str(i):
                 problems.append(f"edge {i + 1} of node {j} must be written 'op~{i}', got {token!r}")
             if op not in NB201_OPS:
-                problems.append(f"unknown op {op!r} on edge {j}<-{i}{did_you_mean(op, NB201_OPS)} (ops: {', '.join(NB201_OPS)})")
+                problems.append(
+                    f"unknown op {op!r} on edge {j}<-{i}{did_you_mean(op, NB201_OPS)} (ops: {', '.join(NB201_OPS)})"
+                )
     return problems
 
 
@@ -157,10 +161,10 @@ class NB201Cell(nn.Module):
             if not inputs:
                 nodes.append(torch.zeros_like(x))
                 continue
-            total = None
-            for i, key in inputs:
-                term = nodes[i] if key is None else self.edges[key](nodes[i])
-                total = term if total is None else total + term
+            terms = [nodes[i] if key is None else self.edges[key](nodes[i]) for i, key in inputs]
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
             nodes.append(total)
         return nodes[-1]
 
@@ -186,8 +190,9 @@ class NB201Reduction(nn.Module):
 class NB201Net(nn.Module):
     """The NAS-Bench-201 macro skeleton around one cell genotype."""
 
-    def __init__(self, arch: str, *, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self, arch: str, *, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3
+    ) -> None:
         super().__init__()
         ops = parse_arch(arch)
         self.arch = arch
@@ -213,12 +218,12 @@ class NB201(ModelFamily):
 
     name = "nb201"
     description = "NAS-Bench-201 cell network (CIFAR skeleton: 3 stages x N cells, C/2C/4C channels)"
-    knobs = {
+    knobs: ClassVar[Mapping[str, Knob]] = {
         "arch": Knob("arch", f"cell string {_FORMAT}; ops: {', '.join(NB201_OPS)}", kind=str, check=_check_arch),
         "channels": Knob("channels", "channels of the first stage (C; doubled per stage)", low=1, high=1024),
         "cells_per_stage": Knob("cells_per_stage", "cells per stage (N)", low=1, high=16),
     }
-    default_knobs = {"arch": DEFAULT_ARCH, "channels": 16, "cells_per_stage": 5}
+    default_knobs: ClassVar[Mapping[str, Any]] = {"arch": DEFAULT_ARCH, "channels": 16, "cells_per_stage": 5}
     min_stages = max_stages = 3
 
     def expand_knob(self, name: str, spec: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, ...]], list[str]]:
@@ -262,14 +267,15 @@ class NB201(ModelFamily):
 
     def input_problems(self, knobs: Mapping[str, Any], *, in_channels: int, input_size: int) -> list[str]:
         if input_size % 4:
-            return [
-                f"input_size must be a multiple of 4 for family 'nb201' (two stride-2 reductions whose conv and "
-                f"pool branches must agree), got {input_size}"
-            ]
+            why = "two stride-2 reductions whose conv and pool branches must agree"
+            return [f"input_size must be a multiple of 4 for family 'nb201' ({why}), got {input_size}"]
         return []
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return NB201Net(
-            knobs["arch"], channels=knobs["channels"], cells_per_stage=knobs["cells_per_stage"],
-            num_classes=num_classes, in_channels=in_channels,
+            knobs["arch"],
+            channels=knobs["channels"],
+            cells_per_stage=knobs["cells_per_stage"],
+            num_classes=num_classes,
+            in_channels=in_channels,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -102,15 +102,18 @@ class ResNetFamily(ModelFamily):
 
     name = "resnet"
     description = "basic-block ResNet: per-stage width and depth (stride 2 between stages), GAP + linear"
-    knobs = {
+    knobs: ClassVar[Mapping[str, Knob]] = {
         "width": Knob("width", "channels of the stage (the stem uses stage 1's)", per_stage=True, low=1, high=2048),
         "depth": Knob("depth", "basic blocks in the stage", per_stage=True, low=1, high=16, default=2),
     }
-    default_knobs = {"width": (64, 128, 256, 512), "depth": (2, 2, 2, 2)}
+    default_knobs: ClassVar[Mapping[str, Any]] = {"width": (64, 128, 256, 512), "depth": (2, 2, 2, 2)}
     min_stages, max_stages = 1, 8
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return ResNet(
-            knobs["width"], knobs["depth"], num_classes=num_classes, in_channels=in_channels,
+            knobs["width"],
+            knobs["depth"],
+            num_classes=num_classes,
+            in_channels=in_channels,
             imagenet_stem=input_size > SMALL_INPUT_PX,
         )

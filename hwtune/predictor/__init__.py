@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtune.errors import CalibrationError, ConfigError, ModelError  # noqa: F401  (CalibrationError: raised by the calibrate_* calls)
+from hwtune.errors import CalibrationError, ConfigError, ModelError
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor._features import LayerFeatures, features_from_layer
-from hwtune.predictor._model import Coefficients, Hardware, boundary_bytes, predict_terms
+from hwtune.predictor._model import Coefficients, Hardware, predict_terms
 
 if TYPE_CHECKING:
     from torch import nn

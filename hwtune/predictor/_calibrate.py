@@ -34,9 +34,9 @@ from hwtune.predictor._features import MICROBENCH_OPS, LayerFeatures, features_f
 from hwtune.predictor._model import TERMS, Coefficients, Hardware, design_vector, param_names
 
 __all__ = [
-    "FitResult",
     "MIN_MICROBENCH_ROWS",
     "MIN_NETWORK_ROWS",
+    "FitResult",
     "NetworkRow",
     "fit_microbench",
     "fit_scales",

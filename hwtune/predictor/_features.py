@@ -15,7 +15,7 @@ from typing import Any
 
 from hwtune.precision import ELEMENT_BYTES
 
-__all__ = ["OP_KEYS", "FREE_OPS", "LayerFeatures", "features_from_layer", "features_from_spec", "op_key"]
+__all__ = ["FREE_OPS", "OP_KEYS", "LayerFeatures", "features_from_layer", "features_from_spec", "op_key"]
 
 # Predictor op categories, each with its own (overhead, compute efficiency, memory efficiency).
 # Depthwise and pointwise convs get their own rows because runtimes run them with different

@@ -27,7 +27,7 @@ def dead_layer_names(model: nn.Module) -> frozenset[str]:
 
     try:
         gm = torch.fx.symbolic_trace(model)
-    except Exception:  # the profiler fell back to hooks for this model too; prune nothing
+    except Exception:  # noqa: BLE001 - fx raises many types on dynamic models; then prune nothing
         return frozenset()
     nodes = list(gm.graph.nodes)
     live: set[torch.fx.Node] = set()

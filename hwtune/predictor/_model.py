@@ -33,14 +33,14 @@ from hwtune.precision import ELEMENT_BYTES, PRECISIONS
 from hwtune.predictor._features import OP_KEYS, LayerFeatures
 
 __all__ = [
-    "Coefficients",
-    "OpCoefficients",
     "SPEC_PRIORS",
     "TERMS",
+    "Coefficients",
     "Hardware",
+    "OpCoefficients",
     "design_vector",
-    "layers_vector",
     "layer_terms",
+    "layers_vector",
     "param_names",
 ]
 

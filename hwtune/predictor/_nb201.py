@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 from hwtune.precision import ELEMENT_BYTES
-
 from hwtune.predictor._features import LayerFeatures, features_from_layer
 from hwtune.predictor._model import Hardware, design_vector, layers_vector
 

@@ -41,13 +41,14 @@ __all__ = [
     "TrialRecord",
     "TuneResult",
     "cost_matrix",
-    "eps_nondominated",
+    "crowding_distance",
     "front_json",
     "front_table",
     "hypervolume",
     "hypervolume_history",
     "knee_point",
     "pareto_front",
+    "promotion_order",
     "resolve_objectives",
 ]
 
@@ -370,19 +371,41 @@ def knee_point(front: Sequence[TrialRecord], objectives: Sequence[Objective]) ->
     return front[best]
 
 
-def eps_nondominated(point: Sequence[float], others: Sequence[Sequence[float]], eps: Sequence[float]) -> bool:
-    """Whether ``point`` (costs to minimize) is non-dominated by ``others`` once improved by ``eps``.
+def crowding_distance(costs: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each point within ``costs`` (boundary points get ``inf``)."""
+    costs = np.asarray(costs, dtype=float)
+    n, k = costs.shape if costs.ndim == 2 else (len(costs), 0)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(k):
+        order = np.argsort(costs[:, j], kind="stable")
+        lo, hi = costs[order[0], j], costs[order[-1], j]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if hi - lo <= 0:
+            continue
+        dist[order[1:-1]] += (costs[order[2:], j] - costs[order[:-2], j]) / (hi - lo)
+    return dist
 
-    The point is shifted by ``eps`` in every objective (``point - eps``) before the usual
-    dominance test, so a point within ``eps`` of the front still counts as non-dominated: this is the
-    promotion test of the successive-halving schedule, where low-budget accuracies are noisy.
+
+def promotion_order(costs: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of ``costs`` (to minimize) best first: non-dominated rank, then crowding distance.
+
+    This is NSGA-II's survival order, used by the successive-halving schedule (as in MO-ASHA,
+    Schmucker et al. 2021) to pick the top ``1/eta`` of a rung: the rung's Pareto front first,
+    spread along it (extremes first) so the promoted candidates cover the whole trade-off.
     """
-    p = np.asarray(point, dtype=float) - np.asarray(eps, dtype=float)
-    for o in others:
-        q = np.asarray(o, dtype=float)
-        if np.all(q <= p) and np.any(q < p):
-            return False
-    return True
+    arr = np.asarray(costs, dtype=float)
+    if len(arr) == 0:
+        return []
+    import moocore
+
+    ranks = np.asarray(moocore.pareto_rank(arr), dtype=int)
+    crowd = np.zeros(len(arr))
+    for r in np.unique(ranks):
+        idx = np.flatnonzero(ranks == r)
+        crowd[idx] = crowding_distance(arr[idx])
+    return sorted(range(len(arr)), key=lambda i: (int(ranks[i]), -float(crowd[i]), i))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,9 @@ class Knob:
             return self.check(value)
         return None
 
+    def __str__(self) -> str:
+        return f"{self.rule}, one per stage" if self.per_stage else self.rule
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -241,6 +241,12 @@ def main() -> int:
                     "out_dir": str(runs_dir / f"{method}-s{seed}"),
                 }
             )
+    # Fairness: every run must share the machine with the same number of other runs. When the job
+    # count is not a multiple of --workers, filler runs (a random-search run whose results are
+    # discarded) keep the last round as loaded as the others.
+    n_fill = (-len(jobs)) % max(args.workers, 1)
+    for i in range(n_fill):
+        jobs.append({**jobs[-1], "method": "random", "filler": True, "out_dir": str(runs_dir / f"filler-{i}")})
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
     t0 = time.monotonic()
 
@@ -249,7 +255,8 @@ def main() -> int:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as fh:
             rc = subprocess.call([sys.executable, __file__, "--worker", json.dumps(job)], stdout=fh, stderr=fh, env=env)
-        print(f"  {job['method']} seed {job['seed']}: exit {rc} ({time.monotonic() - t0:.0f} s elapsed)", flush=True)
+        what = "filler (load only)" if job.get("filler") else f"{job['method']} seed {job['seed']}"
+        print(f"  {what}: exit {rc} ({time.monotonic() - t0:.0f} s elapsed)", flush=True)
         return job, rc
 
     print(
@@ -261,6 +268,8 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     histories: dict[tuple[str, int], list] = {}
     for job, rc in finished:
+        if job.get("filler"):
+            continue
         if rc != 0:
             print(f"run {job['method']} seed {job['seed']} failed (see {job['out_dir']}/worker.log)", file=sys.stderr)
             continue

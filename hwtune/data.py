@@ -451,12 +451,16 @@ def _load_idx_dataset(
     missing = [f"{_IDX_FILES[k]}.gz" for k, p in files.items() if p is None]
     if missing:
         raise DataError(f"{directory}: missing {', '.join(missing)}{_missing_hint(spec)}")
-    tensors = {}
+    tensors: dict[str, torch.Tensor] = {}
+    problems = []
     for key, path in files.items():
         assert path is not None  # checked just above
-        tensors[key] = _read_idx_tensor(path, ndim=3 if key.endswith("images") else 1)
-
-    problems = []
+        try:
+            tensors[key] = _read_idx_tensor(path, ndim=3 if key.endswith("images") else 1)
+        except DataError as exc:  # read all four files first so every broken one is reported
+            problems.append(str(exc))
+    if problems:
+        raise DataError("\n".join(problems))
     for part in ("train", "test"):
         images, labels = tensors[f"{part}_images"], tensors[f"{part}_labels"]
         if images.shape[0] != labels.shape[0]:
@@ -504,8 +508,6 @@ def _load_idx_dataset(
 # --------------------------------------------------------------------------------------------
 # ImageFolder directories
 # --------------------------------------------------------------------------------------------
-
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _is_image_folder(path: Path) -> bool:

@@ -60,7 +60,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
                 s=18,
                 facecolors="none",
                 edgecolors="0.55",
-                label="stopped early (not promoted)",
+                label="lower budget (not or not yet promoted)",
                 zorder=2,
             )
     if infeasible:
@@ -145,16 +145,29 @@ def plot_hypervolume(result: TuneResult, path: str | Path) -> Path:
 
 
 def _budget_summary(result: TuneResult) -> dict[str, Any]:
+    """Training spent (epochs) vs what training every evaluated candidate to the full budget would cost."""
     full = float((result.meta.get("budget") or {}).get("epochs") or 0)
     trained = [t for t in result.trials if t.complete and t.trained and t.duplicate_of is None]
-    used = sum(float(t.figures.get("budget_epochs") or 0) for t in trained)
+    keys = {t.candidate_key for t in trained}
+    full_keys = {t.candidate_key for t in trained if t.figures.get("rung") == t.figures.get("max_rung")}
     return {
         "full_budget_epochs": full,
-        "trained_candidates": len(trained),
-        "epochs_trained": used,
-        "epochs_if_all_full": full * len(trained),
-        "reached_full_budget": sum(1 for t in trained if t.figures.get("rung") == t.figures.get("max_rung")),
-        "train_seconds": sum(float(t.figures.get("train_seconds") or 0) for t in trained),
+        "trained_candidates": len(keys),
+        "epochs_trained": sum(
+            float(t.figures.get("epochs_trained", t.figures.get("budget_epochs")) or 0) for t in trained
+        ),
+        "epochs_if_all_full": full * len(keys),
+        "reached_full_budget": len(full_keys),
+        "promotions": sum(1 for t in trained if t.figures.get("continue_from") is not None),
+        "train_seconds": sum(
+            float(t.figures.get("train_seconds") or 0) for t in trained if t.figures.get("continue_from") is None
+        )
+        + sum(
+            float(r.get("seconds") or 0)
+            for t in trained
+            if t.figures.get("continue_from") is not None
+            for r in (t.figures.get("rungs") or [])[-1:]
+        ),
     }
 
 

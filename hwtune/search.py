@@ -3,7 +3,7 @@
 This is the only module that imports Optuna (lazily, inside functions, so ``import hwtune`` and
 ``from hwtune.search import TuneResult`` stay fast).
 
-One trial = one :class:`~hwtune.space.Candidate`:
+One trial = one :class:`~hwtune.space.Candidate` at one training budget:
 
 1. **Cheap profile first** (no training): build the model, count MACs/params, weight and peak
    activation bytes, and get its latency on the device (measured on ``measure`` devices, predicted
@@ -11,11 +11,11 @@ One trial = one :class:`~hwtune.space.Candidate`:
    ``max_ram_bytes``, ``max_storage_bytes``; the device's RAM and storage; precisions the device
    supports) are set with ``Trial.set_constraint``. A candidate that violates one is **never
    trained**: it is recorded as infeasible (constraint values > 0) with its measured figures.
-2. **Multi-objective successive halving** (see ``docs/tuner.md``): train on the first rung's
-   budget (a fraction of an epoch), evaluate, and continue training *the same weights* to the next
-   rung only if the candidate is non-dominated (within a tolerance) among every candidate's
-   results at that rung so far. Optuna's pruners cannot do this: ``Trial.report`` and ``should_prune``
-   are single-objective only.
+2. **Multi-objective successive halving** (asynchronous, as ASHA / MO-ASHA; see ``docs/tuner.md``):
+   a new candidate trains on the first rung's budget (a fraction of an epoch) and completes; after
+   every trial, the best ``1/eta`` of each rung's candidates (Pareto rank, then crowding distance)
+   get a continuation trial queued that trains *the same weights* on to the next rung. Optuna's
+   pruners cannot do this: ``Trial.report`` and ``should_prune`` are single-objective only.
 3. **What ships is what is scored**: int8/fp16/mixed candidates are exported to ONNX, quantized
    (calibration from the train split) and evaluated with ONNX Runtime; their latency is measured on
    the quantized file.
@@ -54,9 +54,9 @@ from hwtune.front import (
     TrialRecord,
     TuneResult,
     cost_matrix,
-    eps_nondominated,
     hypervolume,
     pareto_front,
+    promotion_order,
     resolve_objectives,
 )
 
@@ -85,6 +85,9 @@ MAX_CONSECUTIVE_DUPLICATES = 30
 # (a bug, a broken runtime): stop and say so instead of recording failures forever.
 MAX_CONSECUTIVE_SAME_FAILURES = 5
 _META_KEY = "hwtune"
+# A RUNNING trial that never recorded its worker is taken as dead after this long (Optuna's
+# heartbeat grace period below uses the same figure).
+STALE_UNKNOWN_WORKER_S = 120
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,10 +172,8 @@ class Schedule:
         epochs: Full budget: epochs of training a candidate gets at the last rung.
         rungs: Cumulative fractions of ``epochs`` at each rung, increasing, ending at 1.0. ``(1.0,)``
             trains every feasible candidate to the full budget (no early stopping).
-        eps_accuracy: Promotion tolerance on accuracy (fraction): a candidate within this of being
-            non-dominated at its rung is still promoted (low-budget accuracies are noisy).
-        eps_relative: Promotion tolerance on latency/memory, relative (0.05 = 5%), for run-to-run
-            latency noise.
+        eta: Promotion rate: the best ``1/eta`` of the candidates at a rung (Pareto rank, then
+            crowding distance) continue to the next rung.
         batch_size: Training batch size.
         lr: Learning rate (``None``: the trainer's default).
         calibration_samples: Samples from the train split to calibrate int8 quantization.
@@ -182,8 +183,7 @@ class Schedule:
 
     epochs: float = 1.0
     rungs: tuple[float, ...] = (0.25, 1.0)
-    eps_accuracy: float = 0.01
-    eps_relative: float = 0.05
+    eta: float = 3.0
     batch_size: int = 128
     lr: float | None = None
     calibration_samples: int = 256
@@ -202,10 +202,8 @@ class Schedule:
                 problems.append(f"budget: rungs must increase strictly from > 0, got {list(rungs)}")
             if abs(rungs[-1] - 1.0) > 1e-9:
                 problems.append(f"budget: the last rung must be 1.0 (the full budget), got {rungs[-1]}")
-        for key in ("eps_accuracy", "eps_relative"):
-            v = getattr(self, key)
-            if not isinstance(v, (int, float)) or v < 0:
-                problems.append(f"budget: {key} must be a number >= 0, got {v!r}")
+        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not self.eta > 1:
+            problems.append(f"budget: eta must be a number > 1, got {self.eta!r}")
         for key in ("batch_size", "calibration_samples", "val_batch_size"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -240,8 +238,7 @@ class Schedule:
         return {
             "epochs": self.epochs,
             "rungs": list(self.rungs),
-            "eps_accuracy": self.eps_accuracy,
-            "eps_relative": self.eps_relative,
+            "eta": self.eta,
             "batch_size": self.batch_size,
             "lr": self.lr,
             "calibration_samples": self.calibration_samples,
@@ -322,7 +319,11 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     if heartbeat:
         # Workers on other machines are known dead only by their silence: a trial without a
         # heartbeat for grace_period seconds is failed and re-queued by the next worker.
-        kw = {"heartbeat_interval": 30, "grace_period": 120, "heartbeat_stale_trial_callback": _requeue_stale}
+        kw = {
+            "heartbeat_interval": 30,
+            "grace_period": STALE_UNKNOWN_WORKER_S,
+            "heartbeat_stale_trial_callback": _requeue_stale,
+        }
     try:
         with _quiet_optuna():
             return optuna.storages.RDBStorage(url, **kw)
@@ -331,12 +332,23 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         raise StudyError(f"cannot open study storage {url!r}: {type(exc).__name__}: {msg}") from exc
 
 
+def _requeue(study: Any, trial: Any) -> bool:
+    """Queue a failed (killed / interrupted) trial's candidate again, once, keeping its promotion."""
+    top = trial.user_attrs
+    if top.get("retry_of") is not None or not trial.params:
+        return False
+    attrs = {"retry_of": trial.number}
+    for k in ("continue_from", "rung_target", "candidate_key"):
+        if top.get(k) is not None:
+            attrs[k] = top[k]
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    return True
+
+
 def _requeue_stale(study: Any, trial: Any) -> None:
     """Heartbeat callback: a stale trial's candidate goes back in the queue (once)."""
-    if trial.user_attrs.get("retry_of") is not None:
-        return
     with contextlib.suppress(Exception):
-        study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+        _requeue(study, trial)
 
 
 def _make_sampler(name: str, seed: int | None, population_size: int) -> Any:
@@ -873,42 +885,80 @@ def _values_for(ctx: _Context, figures: Mapping[str, Any]) -> list[float]:
     return vals
 
 
-def _rung_points(study: Any, rung: int, exclude: int, ctx: _Context) -> list[list[float]]:
-    optuna = _optuna()
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-    pts = []
-    for t in study.get_trials(deepcopy=False, states=states):
-        a = _attrs(t)
-        if t.number == exclude or a.get("duplicate_of") is not None:
-            continue
-        for entry in a.get("rungs") or ():
-            if int(entry.get("rung", -1)) == rung and entry.get("val_accuracy") is not None:
-                pts.append(_rung_cost(ctx, entry["val_accuracy"], a))
-    return pts
-
-
 def _rung_cost(ctx: _Context, accuracy: float, figures: Mapping[str, Any]) -> list[float]:
+    """A candidate's normalized cost point at a rung: its rung accuracy and its (rung-independent) costs."""
     fig = dict(figures)
     fig["val_accuracy"] = accuracy
-    # Promotion compares candidates on the latency of the cheap profile (the one every candidate
-    # has when its rungs run); a later re-measurement of a quantized file must not move old points.
+    # Compare candidates on the cheap-profile latency every candidate has when its rungs run; a
+    # later re-measurement of a quantized file must not move old points.
     if fig.get("latency_profile_ms") is not None:
         fig["latency_ms"] = fig["latency_profile_ms"]
     rec = TrialRecord(number=-1, state="complete", figures=fig)
     return [float(x) for x in cost_matrix([rec], ctx.objectives, ctx.reference)[0]]
 
 
-def _promote(
-    ctx: _Context, study: Any, trial_number: int, rung: int, accuracy: float, figures: Mapping[str, Any]
-) -> tuple[bool, int]:
-    """Whether a candidate at ``rung`` goes on: eps-non-dominated among that rung's results so far."""
-    point = _rung_cost(ctx, accuracy, figures)
-    others = _rung_points(study, rung, trial_number, ctx)
-    eps = [
-        ctx.schedule.eps_accuracy if o.maximize else p * ctx.schedule.eps_relative
-        for o, p in zip(ctx.objectives, point, strict=True)
-    ]
-    return eps_nondominated(point, others, eps), len(others)
+def _promote_pending(study: Any, ctx: _Context) -> list[tuple[int, int]]:
+    """Asynchronous multi-objective successive halving: queue the promotions due now.
+
+    For every rung ``r`` below the last, the candidates with a result at ``r`` are ordered by
+    non-dominated rank then crowding distance (:func:`hwtune.front.promotion_order`); the first
+    ``floor(n_r / eta)`` that have not been promoted yet get a continuation trial queued
+    (``enqueue_trial`` with ``continue_from`` = the trial holding their rung-``r`` weights). As a
+    rung fills up, its quota grows and the next-best candidates follow (ASHA's rule). Returns
+    ``[(origin trial, target rung), ...]`` queued by this call.
+    """
+    sched = ctx.schedule
+    n_rungs = len(sched.rungs)
+    if n_rungs < 2:
+        return []
+    optuna = _optuna()
+    complete = optuna.trial.TrialState.COMPLETE
+    results: list[dict[str, tuple[list[float], Any]]] = [{} for _ in range(n_rungs - 1)]
+    promoted: list[set[str]] = [set() for _ in range(n_rungs - 1)]
+    for t in study.get_trials(deepcopy=False):
+        a = _attrs(t)
+        key = a.get("candidate_key")
+        if not key or a.get("duplicate_of") is not None:
+            continue
+        target = a.get("rung_target")
+        if target is not None and 0 < int(target) < n_rungs:
+            # queued, running, done, or failed (a failed continuation is not promoted again; one
+            # killed mid-run is re-queued by the resume logic instead)
+            promoted[int(target) - 1].add(key)
+        if t.state != complete or not a.get("trained"):
+            continue
+        top = int(a.get("rung", 0))
+        if top < n_rungs - 1:
+            results[top][key] = (_rung_cost(ctx, float(a["val_accuracy_fp32"]), a), t)
+        for r in range(min(top, n_rungs - 1)):
+            promoted[r].add(key)  # this trial itself went past rung r
+    queued: list[tuple[int, int]] = []
+    for r in range(n_rungs - 1):
+        keys = list(results[r])
+        quota = int(len(keys) // sched.eta)
+        if quota == 0:
+            continue
+        order = promotion_order([results[r][k][0] for k in keys])
+        for i in order[:quota]:
+            key = keys[i]
+            if key in promoted[r]:
+                continue
+            origin = results[r][key][1]
+            oa = _attrs(origin)
+            if ctx.deadline is not None:
+                # Do not queue a rung this run's timeout cannot accommodate (projected from the
+                # candidate's own training speed): it would end long after the deadline.
+                per_epoch = float(oa.get("train_seconds") or 0) / max(float(oa.get("budget_epochs") or 0), 1e-9)
+                need = per_epoch * (sched.rung_epochs[r + 1] - float(oa.get("budget_epochs") or 0))
+                if time.monotonic() + need > ctx.deadline:
+                    continue
+            study.enqueue_trial(
+                dict(origin.params),
+                user_attrs={"continue_from": origin.number, "rung_target": r + 1, "candidate_key": key},
+            )
+            promoted[r].add(key)
+            queued.append((origin.number, r + 1))
+    return queued
 
 
 def _suggest(trial: Any, ctx: _Context) -> Candidate:
@@ -919,25 +969,45 @@ def _suggest(trial: Any, ctx: _Context) -> Candidate:
 
 
 def _completed_by_key(study: Any) -> dict[str, Any]:
+    """Candidate key -> its best completed original trial (highest rung reached, then lowest number)."""
     optuna = _optuna()
     out: dict[str, Any] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         a = _attrs(t)
         key = a.get("candidate_key")
-        if key and a.get("duplicate_of") is None and key not in out:
+        if not key or a.get("duplicate_of") is not None:
+            continue
+        best = out.get(key)
+        if best is None or int(a.get("rung", 0) or 0) > int(_attrs(best).get("rung", 0) or 0):
             out[key] = t
     return out
 
 
-_NO_COPY = {"worker", "wall_seconds", "retry_of", "duplicate_of"}
+_NO_COPY = {"worker", "wall_seconds", "retry_of", "duplicate_of", "continue_from", "rung_target", "retried"}
+
+
+def _copy_result(trial: _Buffered, prior: Any, t_start: float, ctx: _Context) -> list[float]:
+    """Record ``trial`` as a repeat of the completed ``prior`` (nothing trained)."""
+    for k, v in _attrs(prior).items():
+        if k not in _NO_COPY and k not in trial.attrs:
+            trial.set_user_attr(k, v)
+    for k, v in prior.constraints.items():
+        trial.set_constraint(k, v)
+    trial.set_user_attr("duplicate_of", prior.number)
+    trial.set_user_attr("epochs_trained", 0.0)
+    trial.set_user_attr("wall_seconds", time.monotonic() - t_start)
+    trial.flush()
+    ctx.consecutive_duplicates += 1
+    return list(prior.values)
 
 
 def _objective(ctx: _Context, study: Any) -> Callable[[Any], list[float]]:
     def objective(optuna_trial: Any) -> list[float]:
         t_start = time.monotonic()
         stage = ["suggest"]  # mutable so the failure message names the step that failed
+        # Written at once (not buffered): a resume tells a killed worker's trial by this.
+        optuna_trial.set_user_attr("worker", _worker_id())
         trial = _Buffered(optuna_trial)
-        trial.set_user_attr("worker", _worker_id())
         try:
             cand = _suggest(trial, ctx)
             key = cand.key
@@ -945,23 +1015,32 @@ def _objective(ctx: _Context, study: Any) -> Callable[[Any], list[float]]:
             trial.set_user_attr("candidate_key", key)
             trial.set_user_attr("precision", cand.precision)
             trial.set_user_attr("label", getattr(cand, "label", key))
-
+            top = optuna_trial.user_attrs
+            target = top.get("rung_target")
             prior = _completed_by_key(study).get(key)
-            if prior is not None and prior.number != trial.number:
+            origin = None
+            if target is not None and top.get("continue_from") is not None:
+                # A promotion: continue the stored weights of the origin trial to rung `target`.
+                origin = study._storage.get_trial(
+                    study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(top["continue_from"]))
+                )
+                if prior is not None and int(_attrs(prior).get("rung", 0) or 0) >= int(target):
+                    return _copy_result(trial, prior, t_start, ctx)  # already done by another worker
+            elif prior is not None and prior.number != trial.number:
                 # Same candidate already evaluated (a sampler repeat, or a resumed run): reuse it.
-                for k, v in _attrs(prior).items():
-                    if k not in _NO_COPY and k not in trial.attrs:
-                        trial.set_user_attr(k, v)
-                for k, v in prior.constraints.items():
-                    trial.set_constraint(k, v)
-                trial.set_user_attr("duplicate_of", prior.number)
-                trial.set_user_attr("wall_seconds", time.monotonic() - t_start)
-                trial.flush()
-                ctx.consecutive_duplicates += 1
-                return list(prior.values)
+                return _copy_result(trial, prior, t_start, ctx)
             ctx.consecutive_duplicates = 0
             trial.flush()
-            return _evaluate_candidate(trial, ctx, study, cand, t_start, stage)
+            return _evaluate_candidate(
+                trial,
+                ctx,
+                study,
+                cand,
+                t_start,
+                stage,
+                origin=origin,
+                target_rung=None if target is None else int(target),
+            )
         except KeyboardInterrupt:
             trial.set_user_attr("failure", "interrupted (Ctrl-C) while running; the candidate may be retried")
             trial.set_user_attr("wall_seconds", time.monotonic() - t_start)
@@ -987,9 +1066,34 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+_PROFILE_KEYS = (
+    "macs",
+    "flops",
+    "params",
+    "weight_bytes",
+    "peak_activation_bytes",
+    "latency_ms",
+    "latency_source",
+    "latency_label",
+    "latency",
+    "runtime",
+    "fits",
+    "notes",
+)
+
+
 def _evaluate_candidate(
-    trial: Any, ctx: _Context, study: Any, cand: Candidate, t_start: float, stage_ref: list[str]
+    trial: Any,
+    ctx: _Context,
+    study: Any,
+    cand: Candidate,
+    t_start: float,
+    stage_ref: list[str],
+    *,
+    origin: Any = None,
+    target_rung: int | None = None,
 ) -> list[float]:
+    """Profile (or inherit the origin's profile), train to the target rung, ship, score, store."""
     import torch
 
     def stage(name: str) -> None:
@@ -1001,127 +1105,123 @@ def _evaluate_candidate(
     model = _build(space, cand)
     plan = _plan(space, cand)
     stage_precisions = tuple(p for _, p in cand.stage_precision) or (cand.precision,)
-    trial.set_user_attr("stage_precision", {s: p for s, p in cand.stage_precision})
+    trial.set_user_attr("stage_precision", dict(cand.stage_precision))
     trial.set_user_attr("precision_plan", plan.to_dict() if hasattr(plan, "to_dict") else str(plan))
-
-    # 1. Cheap profile: no training yet.
-    stage("profile")
-    t0 = time.monotonic()
-    prof = _profile(
-        model, (1, ch, size, size), device, plan, measure=_is_measured(device), time_budget_s=sched.latency_budget_s
-    )
-    figures: dict[str, Any] = {
-        k: prof.get(k)
-        for k in (
-            "macs",
-            "flops",
-            "params",
-            "weight_bytes",
-            "peak_activation_bytes",
-            "latency_ms",
-            "latency_source",
-            "latency_label",
-            "latency",
-            "runtime",
-            "fits",
-            "notes",
-        )
-    }
-    figures["latency_profile_ms"] = figures["latency_ms"]
-    figures["profile_seconds"] = time.monotonic() - t0
-    for k, v in figures.items():
-        trial.set_user_attr(k, v)
-    trial.flush()
-
-    cons = constraint_values(figures, ctx.constraints, device, stage_precisions)
-    for k, v in cons.items():
-        trial.set_constraint(k, v)
-    if any(v > 0 for v in cons.values()):
-        reasons = _violations_text(cons, figures, ctx.constraints, device, stage_precisions)
-        trial.set_user_attr("trained", False)
-        trial.set_user_attr("infeasible", reasons)
-        trial.set_user_attr("budget_epochs", 0.0)
-        trial.set_user_attr("val_accuracy", None)
-        trial.set_user_attr("wall_seconds", time.monotonic() - t_start)
-        trial.flush()
-        return _values_for(ctx, {**figures, "val_accuracy": None})
-
-    # 2. Successive halving on the same weights.
     seed = _candidate_seed(ctx.seed, cand.key)
-    torch.manual_seed(seed)
-    model = _build(space, cand)  # fresh weights from the candidate seed (profiling may have traced it)
-    rungs: list[dict[str, Any]] = []
-    trained_epochs = 0.0
+
+    if origin is None:
+        # 1. Cheap profile: no training yet.
+        stage("profile")
+        t0 = time.monotonic()
+        prof = _profile(model, (1, ch, size, size), device, plan, measure=True, time_budget_s=sched.latency_budget_s)
+        figures: dict[str, Any] = {k: prof.get(k) for k in _PROFILE_KEYS}
+        figures["latency_profile_ms"] = figures["latency_ms"]
+        figures["profile_seconds"] = time.monotonic() - t0
+        for k, v in figures.items():
+            trial.set_user_attr(k, v)
+        trial.flush()
+        cons = constraint_values(figures, ctx.constraints, device, stage_precisions)
+        for k, v in cons.items():
+            trial.set_constraint(k, v)
+        if any(v > 0 for v in cons.values()):
+            reasons = _violations_text(cons, figures, ctx.constraints, device, stage_precisions)
+            trial.set_user_attr("trained", False)
+            trial.set_user_attr("infeasible", reasons)
+            trial.set_user_attr("budget_epochs", 0.0)
+            trial.set_user_attr("epochs_trained", 0.0)
+            trial.set_user_attr("val_accuracy", None)
+            trial.set_user_attr("wall_seconds", time.monotonic() - t_start)
+            trial.flush()
+            return _values_for(ctx, {**figures, "val_accuracy": None})
+        torch.manual_seed(seed)
+        model = _build(space, cand)  # fresh weights from the candidate seed (profiling may have traced it)
+        start_rung, trained_epochs, rungs = 0, 0.0, []
+        target = 0
+    else:
+        # A promotion: the origin's profile stands (latency and memory do not change with training);
+        # its weights continue training from where the origin stopped.
+        oa = _attrs(origin)
+        figures = {k: oa.get(k) for k in (*_PROFILE_KEYS, "latency_profile_ms", "quantization")}
+        figures["profile_seconds"] = 0.0
+        for k, v in figures.items():
+            trial.set_user_attr(k, v)
+        for k, v in origin.constraints.items():
+            trial.set_constraint(k, v)
+        trial.set_user_attr("continue_from", origin.number)
+        trial.set_user_attr("rung_target", target_rung)
+        stage("load weights")
+        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+            store = _optuna().artifacts.FileSystemArtifactStore(str(ctx.artifact_dir))
+            path = Path(tmp) / "weights.pt"
+            _optuna().artifacts.download_artifact(
+                artifact_store=store, file_path=str(path), artifact_id=oa["artifact_id"]
+            )
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state_dict"])
+        start_rung = int(oa.get("rung", 0)) + 1
+        trained_epochs = float(oa.get("budget_epochs") or 0.0)
+        rungs = list(oa.get("rungs") or [])
+        target = int(target_rung if target_rung is not None else start_rung)
+        trial.flush()
+
+    # 2. Train the same weights up to the target rung.
     train_seconds = 0.0
+    epochs_before = trained_epochs
     samples = 0
     acc_fp32 = None
-    reached = 0
-    for r, target in enumerate(sched.rung_epochs):
+    for r in range(start_rung, target + 1):
         stage(f"train (rung {r})")
         t0 = time.monotonic()
         train_kw = {"threads": ctx.threads} if ctx.threads is not None else {}
         stats = _train(
             model,
             ctx.data,
-            epochs=target - trained_epochs,
+            epochs=sched.rung_epochs[r] - trained_epochs,
             batch_size=sched.batch_size,
             lr=sched.lr,
             seed=seed + r,
             **train_kw,
         )
         train_seconds += time.monotonic() - t0
-        trained_epochs = target
+        trained_epochs = sched.rung_epochs[r]
         samples += int(getattr(stats, "samples_seen", 0) or 0)
         stage(f"evaluate (rung {r})")
         acc_fp32 = _evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
         if not math.isfinite(acc_fp32):
             raise FloatingPointError(f"validation accuracy is {acc_fp32}")
-        entry = {
-            "rung": r,
-            "epochs": target,
-            "val_accuracy": acc_fp32,
-            "final_loss": _finite_or_none(getattr(stats, "final_loss", None)),
-            "seconds": time.monotonic() - t0,
-        }
-        rungs.append(entry)
-        reached = r
-        promoted = False
-        competitors = 0
-        if r < len(sched.rung_epochs) - 1:
-            promoted, competitors = _promote(ctx, study, trial.number, r, acc_fp32, figures)
-            if promoted and ctx.deadline is not None:
-                # Do not start a rung the run's timeout cannot accommodate: the trial would finish
-                # long after the deadline. Projected from this candidate's own training speed.
-                per_epoch = train_seconds / max(trained_epochs, 1e-9)
-                need = per_epoch * (sched.rung_epochs[r + 1] - trained_epochs)
-                if time.monotonic() + need > ctx.deadline:
-                    promoted = False
-                    entry["stopped_by_deadline"] = True
-        entry["promoted"] = promoted
-        entry["competitors"] = competitors
+        rungs.append(
+            {
+                "rung": r,
+                "epochs": trained_epochs,
+                "val_accuracy": acc_fp32,
+                "trial": trial.number,
+                "final_loss": _finite_or_none(getattr(stats, "final_loss", None)),
+                "seconds": time.monotonic() - t0,
+            }
+        )
         trial.set_user_attr("rungs", rungs)
-        trial.flush()  # other workers' promotion decisions read this rung's result
-        if not promoted:
-            break
 
-    trial.set_user_attr("rung", reached)
+    total_train_seconds = train_seconds + (float(_attrs(origin).get("train_seconds") or 0) if origin else 0.0)
+    trial.set_user_attr("rung", target)
     trial.set_user_attr("max_rung", len(sched.rung_epochs) - 1)
     trial.set_user_attr("budget_epochs", trained_epochs)
+    trial.set_user_attr("epochs_trained", trained_epochs - epochs_before)
     trial.set_user_attr("samples_seen", samples)
-    trial.set_user_attr("train_seconds", train_seconds)
+    trial.set_user_attr("train_seconds", total_train_seconds)
     trial.set_user_attr("val_accuracy_fp32", acc_fp32)
     trial.set_user_attr("trained", True)
     trial.set_user_attr("seed", seed)
+    trial.flush()
 
     # 3. What ships is what is scored.
+    from hwtune.precision import PrecisionPlan
+
     accuracy_by_precision = {"fp32": acc_fp32}
     val_accuracy = acc_fp32
     accuracy_source = "torch (fp32)"
+    pplan = PrecisionPlan.coerce(plan)
     with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
         work = Path(tmp)
-        from hwtune.precision import PrecisionPlan
-
-        pplan = PrecisionPlan.coerce(plan)
         if pplan.precisions != ("fp32",):
             stage("quantize")
             calib = _need_calibration(ctx) if "int8" in pplan.precisions else None
@@ -1132,7 +1232,8 @@ def _evaluate_candidate(
             accuracy_by_precision[getattr(pplan, "label", cand.precision)] = val_accuracy
             accuracy_source = "onnxruntime (shipped file)"
             trial.set_user_attr("onnx_bytes", path.stat().st_size)
-            if _is_measured(device):
+            if _is_measured(device) and origin is None:
+                # The graph of the shipped file does not change with training: measured once, at rung 0.
                 stage("measure quantized")
                 lat = _measure_file(path, space, device, sched.latency_budget_s)
                 if lat.get("median_ms") is not None:
@@ -1210,7 +1311,7 @@ def _reference_point(ctx: _Context, given: Mapping[str, float] | None) -> dict[s
                 (1, ch, size, size),
                 ctx.device,
                 _plan(space, cand),
-                measure=_is_measured(ctx.device) and "latency_ms" in missing,
+                measure="latency_ms" in missing,
                 time_budget_s=ctx.schedule.latency_budget_s,
             )
             for attr in missing:
@@ -1275,7 +1376,7 @@ def _check_feasible_at_all(ctx: _Context) -> None:
     for prec in supported:
         cand = _extreme_candidate(space, largest=False, precision=prec)
         model = _build(space, cand)
-        measure = cons.max_latency_ms is not None and _is_measured(device)
+        measure = cons.max_latency_ms is not None
         prof = _profile(
             model,
             (1, ch, size, size),
@@ -1288,16 +1389,16 @@ def _check_feasible_at_all(ctx: _Context) -> None:
             if prof.get(k) is not None:
                 best[k] = min(best.get(k, math.inf), float(prof[k]))
     smallest = _extreme_candidate(space, largest=False, precision=supported[0])
-    desc = " ".join(f"{k}={v}" for k, v in smallest.knobs)
+    desc = getattr(smallest, "label", smallest.key)
     if best.get("peak_activation_bytes", 0) > ram:
         problems.append(
             f"max RAM {ram / 1024:g} KiB is below the smallest candidate's peak activations "
-            f"({best['peak_activation_bytes'] / 1024:g} KiB; {desc})"
+            f"({best['peak_activation_bytes'] / 1024:.1f} KiB; {desc})"
         )
     if best.get("weight_bytes", 0) > storage:
         problems.append(
             f"max storage {storage / 1024:g} KiB is below the smallest candidate's weights "
-            f"({best['weight_bytes'] / 1024:g} KiB; {desc})"
+            f"({best['weight_bytes'] / 1024:.1f} KiB; {desc})"
         )
     # Latency is noisy: only call a limit impossible when even the smallest candidate is 2x over it.
     if cons.max_latency_ms is not None and best.get("latency_ms", 0) > 2 * cons.max_latency_ms:
@@ -1329,8 +1430,14 @@ def _recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = _attrs(t).get("worker")
-        if not worker or _worker_alive(worker) is not False:
-            continue
+        if worker:
+            if _worker_alive(worker) is not False:
+                continue
+        else:
+            # Killed between creating the trial and recording its worker: only an old one is surely dead.
+            started = t.datetime_start
+            if started is None or (datetime.now() - started).total_seconds() < STALE_UNKNOWN_WORKER_S:
+                continue
         with contextlib.suppress(Exception):
             study._storage.set_trial_user_attr(
                 t._trial_id,
@@ -1344,8 +1451,7 @@ def _recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
             ok = False
         if ok:
             failed.append(t.number)
-            if t.params and t.user_attrs.get("retry_of") is None:
-                study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+            _requeue(study, t)
     if failed:
         log(
             f"resume: trial(s) {', '.join(map(str, failed))} were left running by a killed process; "
@@ -1696,6 +1802,8 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
                 ctx.log(
                     f"trial {rec.number} infeasible (not trained): {'; '.join(rec.figures.get('infeasible') or [])}"
                 )
+        for origin, rung in _promote_pending(study, ctx):
+            ctx.log(f"trial {origin} promoted to rung {rung} ({ctx.schedule.rung_epochs[rung]:g} epochs): queued")
         records = [_record(t) for t in study.get_trials(deepcopy=False)]
         if bar is not None:
             front = pareto_front(records, ctx.objectives, ctx.reference)
@@ -1708,13 +1816,15 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
                 f"the sampler proposed {MAX_CONSECUTIVE_DUPLICATES} already-evaluated candidates in a row "
                 "(converged or space nearly exhausted)"
             )
-        if space_size is not None:
+        if space_size is not None and not any(r.state == "waiting" for r in records):
             keys = {r.candidate_key for r in records if r.state == "complete"}
             if len(keys) >= space_size:
                 stop(f"all {space_size} candidates of the space are evaluated")
 
     deadline = None if timeout is None else time.monotonic() + timeout
     ctx.deadline = deadline
+    for origin, rung in _promote_pending(study, ctx):  # promotions left pending by an earlier run
+        ctx.log(f"trial {origin} promoted to rung {rung}: queued")
     max_attempts = None if target is None else 2 * max(0, target - n_complete()) + 10
     interrupted = False
     try:
@@ -1746,8 +1856,8 @@ def _run(study: Any, ctx: _Context, target: int | None, timeout: float | None, p
         # The interrupted trial is already FAIL (Optuna marks it); queue its candidate for the next run.
         with contextlib.suppress(Exception):
             last = study.trials[-1]
-            if last.state.name == "FAIL" and last.params:
-                study.enqueue_trial(dict(last.params), user_attrs={"retry_of": last.number})
+            if last.state.name == "FAIL":
+                _requeue(study, last)
     finally:
         if bar is not None:
             bar.close()

@@ -169,6 +169,18 @@ def test_label_count_mismatch_is_reported(isolated_env):
         hd.load_dataset(d)
 
 
+def test_every_broken_file_is_reported(isolated_env):
+    d = make_idx_dir(isolated_env / "fm")
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        raw = (d / name).read_bytes()
+        (d / name).write_bytes(raw[: len(raw) // 2])  # cut mid-stream
+    with pytest.raises(DataError) as info:
+        hd.load_dataset(d)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert "train-images-idx3-ubyte.gz" in lines[0] and "t10k-labels-idx1-ubyte.gz" in lines[1]
+
+
 # -------------------------------------------------------------------------------------- splits
 
 

@@ -12,11 +12,12 @@ from hwtune.front import (
     OBJECTIVES,
     TrialRecord,
     TuneResult,
-    eps_nondominated,
+    crowding_distance,
     hypervolume,
     hypervolume_history,
     knee_point,
     pareto_front,
+    promotion_order,
     resolve_objectives,
 )
 
@@ -126,13 +127,16 @@ def test_knee_is_the_balanced_member():
     assert knee_point([], ACC_LAT) is None
 
 
-def test_eps_nondominated_promotion_rule():
-    others = [[0.10, 0.5], [0.30, 0.2]]
-    assert eps_nondominated([0.05, 0.6], others, [0, 0])  # better accuracy than all: on the front
-    assert not eps_nondominated([0.15, 0.6], others, [0, 0])  # dominated by (0.10, 0.5)
-    # within eps of the front: still promoted
-    assert eps_nondominated([0.105, 0.52], others, [0.01, 0.05 * 0.52])
-    assert eps_nondominated([0.5, 0.5], [], [0, 0])  # first at its rung
+def test_promotion_order_is_rank_then_crowding():
+    # costs to minimize; the front is {0, 1, 2}; 3 is dominated by 1; 4 by everything
+    pts = [[0.1, 0.9], [0.3, 0.3], [0.9, 0.1], [0.35, 0.35], [1.0, 1.0]]
+    order = promotion_order(pts)
+    assert set(order[:3]) == {0, 1, 2} and order[3:] == [3, 4]
+    # within the front the extremes (infinite crowding distance) come before the middle
+    assert order[2] == 1
+    assert promotion_order([]) == []
+    d = crowding_distance(np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]))
+    assert np.isinf(d[0]) and np.isinf(d[2]) and d[1] == pytest.approx(2.0)
 
 
 def _result(records, **kw):

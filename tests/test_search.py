@@ -204,39 +204,47 @@ def test_tune_reaches_a_front_and_records_every_figure(recipe, tmp_path, fakes):
     assert "## Pareto front" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_successive_halving_promotes_only_eps_nondominated(recipe, tmp_path, fakes):
-    from hwtune.front import eps_nondominated
+def test_successive_halving_promotes_the_best_third_and_continues_the_same_weights(recipe, tmp_path, fakes):
+    from hwtune.front import promotion_order
+    from hwtune.search import Schedule
 
-    res = run(
-        recipe,
-        tmp_path,
-        n_trials=10,
-        budget={"epochs": 1.0, "rungs": [0.25, 1.0], "eps_accuracy": 0.0, "eps_relative": 0.0},
-    )
+    res = run(recipe, tmp_path, n_trials=12, budget=Schedule(epochs=1.0, rungs=(0.25, 1.0), eta=3))
     trained = sorted((t for t in res.trials if t.trained and t.duplicate_of is None), key=lambda t: t.number)
-    assert trained[0].figures["rungs"][0]["promoted"] is True  # first at its rung: nothing dominates it
-    objs = res.objective_specs
-    seen: list[list[float]] = []
-    stopped = 0
-    for t in trained:
-        r0 = t.figures["rungs"][0]
-        point = [1 - r0["val_accuracy"], t.figures["latency_profile_ms"] / res.reference_point["latency_ms"]]
-        assert r0["promoted"] == eps_nondominated(point, seen, [0, 0]), t.number
-        seen.append(point)
-        if r0["promoted"]:
-            assert t.figures["budget_epochs"] == pytest.approx(1.0) and t.figures["rung"] == 1
-            assert len(t.figures["rungs"]) == 2
-        else:
-            stopped += 1
-            assert t.figures["budget_epochs"] == pytest.approx(0.25) and t.figures["rung"] == 0
-    assert stopped >= 1  # the schedule saved training
-    # training continued on the same model: each candidate's budgets add up to what it reached
-    per_key: dict[str, float] = {}
+    conts = [t for t in trained if t.figures.get("continue_from") is not None]
+    firsts = [t for t in trained if t.figures.get("continue_from") is None]
+    assert conts, "12 trials should promote some candidates"
+    assert len(firsts) >= 2 * len(conts)  # the schedule trains most candidates for a quarter of the budget
+    for t in firsts:
+        assert t.figures["rung"] == 0 and t.figures["budget_epochs"] == pytest.approx(0.25)
+    keys = [t.candidate_key for t in conts]
+    assert len(keys) == len(set(keys))  # promoted once
+    for t in conts:
+        origin = res.trial(t.figures["continue_from"])
+        assert origin.candidate_key == t.candidate_key and origin.figures["rung"] == 0
+        assert t.figures["rung"] == 1 and t.figures["budget_epochs"] == pytest.approx(1.0)
+        assert t.figures["epochs_trained"] == pytest.approx(0.75)
+        assert [r["rung"] for r in t.figures["rungs"]] == [0, 1]
+        assert t.figures["latency_ms"] == origin.figures["latency_ms"]  # profile inherited, not redone
+        assert t.accuracy > origin.accuracy
+        # a promotion is decided only once the rung holds eta results
+        earlier = [f for f in firsts if f.number < t.number]
+        assert len(earlier) >= 3
+    # the same weights continue: per candidate, the trainer saw 0.25 then 0.75 epochs
+    per_key: dict[str, list[float]] = {}
     for key, ep in fakes.trained:
-        per_key[key] = per_key.get(key, 0) + ep
+        per_key.setdefault(key, []).append(ep)
+    for t in conts:
+        assert per_key[t.candidate_key] == pytest.approx([0.25, 0.75])
+    # after the last scan the best floor(n/3) of rung 0 are all promoted (queued, running or done)
+    rung0 = {}
     for t in trained:
-        assert per_key[t.candidate_key] == pytest.approx(t.figures["budget_epochs"])
-    assert len(objs) == 2
+        for r in t.figures["rungs"]:
+            if r["rung"] == 0:
+                rung0[t.candidate_key] = (1 - r["val_accuracy"], t.figures["latency_profile_ms"])
+    ks = list(rung0)
+    top = {ks[i] for i in promotion_order([rung0[k] for k in ks])[: len(ks) // 3]}
+    promoted = {t.figures.get("candidate_key") for t in res.trials if t.figures.get("rung_target") == 1}
+    assert top <= promoted
 
 
 def test_constraint_violating_candidates_are_never_trained(recipe, tmp_path, fakes):
@@ -277,9 +285,8 @@ def test_resume_reuses_completed_trials(recipe, tmp_path, fakes):
     assert second.counts()["complete"] == 7
     for n, key in numbers.items():  # completed trials are kept as they were
         assert second.trial(n).figures["candidate_key"] == key
-    # a candidate is trained at most once across both runs (repeats reuse the stored result)
-    keys = [k for k, _ in fakes.trained]
-    firsts = [k for i, k in enumerate(keys) if k not in keys[:i]]
+    # a candidate starts training at most once across both runs (repeats reuse the stored result)
+    firsts = [k for k, ep in fakes.trained if ep == pytest.approx(0.125)]  # rung 0 of the recipe's 0.5 epochs
     assert len(fakes.trained) >= n_trained
     dup = [t for t in second.trials if t.duplicate_of is not None]
     for t in dup:

@@ -32,6 +32,8 @@ def test_real_tune_reaches_a_front_with_real_figures(tuned_study):
         assert f["budget_epochs"] in (0.5, 1.0)
         assert f["rungs"][0]["epochs"] == 0.5
         assert f["artifact_id"]
+    promoted = [t for t in trained if t.figures.get("continue_from") is not None]
+    assert promoted and all(t.figures["budget_epochs"] == 1.0 for t in promoted)  # 3 rung-0 results -> 1 promotion
     int8 = next(t for t in trained if t.precision == "int8")
     q = int8.figures["quantization"]
     assert q["calibration_source"] == "data" and q["activation_type"] in ("u8", "s8")
@@ -57,12 +59,19 @@ tune(sys.argv[1], device="host", data={{"name": "fashion-mnist", "train_limit": 
 """
 
 
-def _states(db: Path) -> list[tuple[int, str]]:
+def _states(db: Path) -> list[tuple[int, str, int, int]]:
+    """(number, state, has a recorded worker, parameters chosen) of every trial, read without Optuna."""
     if not db.exists():
         return []
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return list(con.execute("SELECT number, state FROM trials ORDER BY number"))
+            return list(
+                con.execute(
+                    "SELECT t.number, t.state, (SELECT COUNT(*) FROM trial_user_attributes a "
+                    "WHERE a.trial_id = t.trial_id AND a.key = 'worker'), (SELECT COUNT(*) FROM trial_params p "
+                    "WHERE p.trial_id = t.trial_id) FROM trials t ORDER BY t.number"
+                )
+            )
     except sqlite3.Error:
         return []
 
@@ -84,8 +93,9 @@ def test_resume_after_a_killed_process_loses_and_repeats_nothing(tmp_path, tuner
     try:
         while True:
             states = _states(db)
-            done = [n for n, s in states if s == "COMPLETE"]
-            if len(done) >= 2 and states and states[-1][1] == "RUNNING":
+            done = [n for n, s, _, _ in states if s == "COMPLETE"]
+            # kill inside a trial that has chosen its candidate (before that there is nothing to retry)
+            if len(done) >= 2 and states and states[-1][1] == "RUNNING" and states[-1][2] and states[-1][3] >= 4:
                 break
             assert child.poll() is None, child.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, f"child too slow: {states}"

@@ -36,6 +36,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--base", required=True, help="profile to start from: bundled id or path to a .toml")
     p.add_argument("--out", required=True, help="profile TOML to write (may be the --base file itself)")
     p.add_argument("--description", default=None, help="one line describing the measurements")
+    p.add_argument("--statistic", choices=("median", "min"), default="median",
+                   help="micro-benchmarks: fit the per-case median (quiet device, default) or the fastest run "
+                        "(steadier when other jobs share the machine)")
     p.add_argument("--json", action="store_true", help="print the written [calibration] table as JSON")
     p.set_defaults(func=run)
     return p
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             "hwtune calibrate needs exactly one of RESULTS (micro-benchmarks), --networks CSV or --spec, got "
             f"{modes}")
     if args.results:
-        report = calibrate_microbench(args.results, args.base, args.out, description=args.description)
+        report = calibrate_microbench(args.results, args.base, args.out, description=args.description,
+                                      statistic=args.statistic)
     elif args.networks:
         report = calibrate_networks(args.networks, args.base, args.out, description=args.description)
     else:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import CalibrationError, ConfigError, ModelError
 from hwtune.precision import PrecisionPlan
-from hwtune.predictor._features import LayerFeatures, features_from_layer
+from hwtune.predictor._features import LayerFeatures, Lowering, lower, raws_from_graph
 from hwtune.predictor._model import Coefficients, Hardware, predict_terms
 
 if TYPE_CHECKING:
@@ -168,18 +168,26 @@ class _Calibrated:
     method: str | None
     error_pct: float | None
     precisions: tuple[str, ...]
+    lowering: Lowering = Lowering()
 
 
 _COEFF_CACHE: dict[tuple[str, str], _Calibrated] = {}
+# profile object id -> (profile, its _Calibrated): skips repr() of the table on repeated calls;
+# the profile is held so its id cannot be reused while the entry exists
+_CAL_BY_OBJECT: dict[int, tuple[Any, _Calibrated]] = {}
 
 
 def _profile_calibration(profile: DeviceProfile) -> _Calibrated:
     from hwtune.predictor._calibrate import coefficients_from_table
 
+    quick = _CAL_BY_OBJECT.get(id(profile))
+    if quick is not None and quick[0] is profile:
+        return quick[1]
     table = profile.calibration
     key = (profile.id + str(profile.path), repr(table))
     hit = _COEFF_CACHE.get(key)
     if hit is not None:
+        _remember_calibration(profile, hit)
         return hit
     if not table:
         out = _Calibrated(Coefficients.spec(), "uncalibrated", None, None, ())
@@ -190,9 +198,17 @@ def _profile_calibration(profile: DeviceProfile) -> _Calibrated:
         err = table.get("error_pct")
         status = "spec" if method == "spec" else "calibrated"
         precs = tuple(table.get("precisions") or ())
-        out = _Calibrated(coeffs, status, method, float(err) if err is not None else None, precs)
+        out = _Calibrated(coeffs, status, method, float(err) if err is not None else None, precs,
+                          Lowering.from_table(table))
     _COEFF_CACHE[key] = out
+    _remember_calibration(profile, out)
     return out
+
+
+def _remember_calibration(profile: Any, cal: _Calibrated) -> None:
+    if len(_CAL_BY_OBJECT) > 64:
+        _CAL_BY_OBJECT.clear()
+    _CAL_BY_OBJECT[id(profile)] = (profile, cal)
 
 
 def profile_coefficients(device: str | Path | DeviceProfile) -> Coefficients:
@@ -229,7 +245,11 @@ _TORCH_STATE = frozenset({
 })
 _SIMPLE = (str, int, float, bool, type(None))
 _NOT_SIMPLE = object()
-_KEYS_BY_MODEL: weakref.WeakKeyDictionary[Any, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+_KEYS_BY_MODEL: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
+# Per class: the attribute names that describe a built-in torch module (its ``__constants__``:
+# channels, kernel, stride, padding, groups ...), or None for classes defined elsewhere, whose
+# plain attributes are all read (a NAS cell keeps its wiring in plain lists).
+_CLASS_ATTRS: dict[type, tuple[str, ...] | None] = {}
 
 
 def _freeze(v: Any, depth: int = 0) -> Any:
@@ -242,30 +262,67 @@ def _freeze(v: Any, depth: int = 0) -> Any:
     return _NOT_SIMPLE
 
 
-def structure_key(model: nn.Module) -> tuple[Any, ...]:
+def _class_attrs(cls: type) -> tuple[str, ...] | None:
+    try:
+        return _CLASS_ATTRS[cls]
+    except KeyError:
+        pass
+    attrs = None
+    if cls.__module__.startswith("torch.nn.") and isinstance(getattr(cls, "__constants__", None), (list, tuple)):
+        attrs = tuple(sorted(str(a) for a in cls.__constants__))
+    _CLASS_ATTRS[cls] = attrs
+    return attrs
+
+
+def structure_key(model: nn.Module) -> tuple[int, int]:
     """What determines a model's traced layers: its module tree and plain-Python attributes.
 
-    Every module contributes its name, class and the plain attributes in its ``__dict__``
-    (channel counts, kernel sizes, strides ... and wiring kept in plain attributes, such as a
-    NAS cell's edge list, which ``repr`` would not show). Weights are not part of the key: they
-    do not change latency. Computed once per model object (kept in a weak map), so a model
-    mutated in place after its first prediction keeps its old key.
+    Every module contributes its name, class, whether it has a bias, and its hyperparameters:
+    for built-in torch modules the attributes their class declares in ``__constants__``
+    (channels, kernel sizes, strides ...), for other classes every plain attribute in their
+    ``__dict__`` (wiring kept in plain attributes, such as a NAS cell's edge list, which
+    ``repr`` would not show). Weights are not part of the key: they do not change latency.
+    The key is the hash of all that plus the module count (cheap to store and compare; the
+    chance that two structures of one process collide in 64 bits is negligible). It is
+    computed once per model object (kept in a weak map), so a model mutated in place after its
+    first prediction keeps its old key. Walking the tree without tracing costs ~1 ms for a
+    250-module network.
     """
     try:
         return _KEYS_BY_MODEL[model]
     except (KeyError, TypeError):
         pass
-    parts = []
-    for name, mod in model.named_modules():
-        attrs = []
-        for k, v in vars(mod).items():
-            if k in _TORCH_STATE:
-                continue
-            f = _freeze(v)
-            if f is not _NOT_SIMPLE:
-                attrs.append((k, f))
-        parts.append((name, type(mod).__module__, type(mod).__qualname__, tuple(attrs)))
-    key = tuple(parts)
+    parts: list[Any] = []
+    stack: list[tuple[str, Any]] = [("", model)]
+    simple, state, not_simple = _SIMPLE, _TORCH_STATE, _NOT_SIMPLE
+    while stack:
+        name, mod = stack.pop()
+        d = mod.__dict__
+        cls = type(mod)
+        names = _class_attrs(cls)
+        if names is not None:
+            attrs: Any = tuple(map(d.get, names))
+        else:
+            attrs = []
+            for k, v in d.items():
+                if type(v) in simple:
+                    attrs.append((k, v))
+                elif k not in state:
+                    f = _freeze(v)
+                    if f is not not_simple:
+                        attrs.append((k, f))
+            attrs = tuple(attrs)
+        params = d.get("_parameters") or {}
+        parts.append((name, cls, params.get("bias") is not None, attrs))
+        children = d.get("_modules")
+        if children:
+            prefix = name + "." if name else ""
+            stack.extend((prefix + k, c) for k, c in reversed(children.items()) if c is not None)
+    flat = tuple(parts)
+    try:
+        key = (hash(flat), len(flat))
+    except TypeError:  # an unhashable hyperparameter (a list in a torch module): freeze everything
+        key = (hash(tuple((n, c, b, _freeze(a)) for n, c, b, a in parts)), len(flat))
     try:
         _KEYS_BY_MODEL[model] = key
     except TypeError:  # not weak-referenceable: just do not remember it
@@ -274,9 +331,16 @@ def structure_key(model: nn.Module) -> tuple[Any, ...]:
 
 
 def model_features(
-    model: nn.Module, input_shape: Sequence[int], precision: str | PrecisionPlan = "fp32"
+    model: nn.Module,
+    input_shape: Sequence[int],
+    precision: str | PrecisionPlan = "fp32",
+    *,
+    lowering: Lowering = Lowering(),
 ) -> tuple[tuple[LayerFeatures, ...], int]:
     """Latency features of the layers a runtime runs, and the input element count (cached).
+
+    Dead ops (results that never reach the output) are pruned first, then fusion is decided
+    on what is left (``hwtune.predictor._features.lower``).
 
     Raises:
         ModelError: the model is not an ``nn.Module`` or rejects the input shape.
@@ -291,7 +355,7 @@ def model_features(
     if not shape or any(s <= 0 for s in shape):
         raise ModelError(f"input_shape must be positive integers like (1, 3, 32, 32), got {tuple(input_shape)!r}")
     plan = PrecisionPlan.coerce(precision)
-    key = (structure_key(model), shape, plan)
+    key = (structure_key(model), shape, plan, lowering)
     with _LOCK:
         hit = _FEATURE_CACHE.get(key)
         if hit is not None:
@@ -304,7 +368,7 @@ def model_features(
 
     graph = trace_layers(model, torch.zeros(shape), plan)
     dead = dead_layer_names(model) if graph.traced_with == "fx" else frozenset()
-    feats = tuple(f for layer in graph.layers if layer.name not in dead for f in [features_from_layer(layer)] if f is not None)
+    feats = lower(raws_from_graph(graph.layers, dead), lowering)
     value = (feats, math.prod(shape))
     with _LOCK:
         _FEATURE_CACHE[key] = value
@@ -318,7 +382,7 @@ def model_features(
 
 
 _PROFILE_CACHE: dict[Any, Any] = {}
-_PREDICTION_CACHE: OrderedDict[Any, Prediction] = OrderedDict()
+_PREDICTION_CACHE: OrderedDict[Any, tuple[Any, Any, Any, Prediction]] = OrderedDict()
 
 
 def _load_profile_cached(device: str | Path | DeviceProfile) -> DeviceProfile:
@@ -355,7 +419,7 @@ def predict_features(
     plan = PrecisionPlan.coerce(precision)
     cal = _profile_calibration(profile)
     if coefficients is not None:
-        cal = _Calibrated(coefficients, "calibrated", "given", None, ())
+        cal = _Calibrated(coefficients, "calibrated", "given", None, (), cal.lowering)
     hw = Hardware.from_profile(profile)
     terms, run_ms, io_ms = predict_terms(features, input_elements, hw, cal.coefficients)
     per_layer = tuple(
@@ -400,16 +464,19 @@ def predict(
         >>> p.latency_ms > 0, p.source.startswith(("predicted", "estimated"))
         (True, True)
     """
-    features, n_in = model_features(model, input_shape, precision)
     profile = _load_profile_cached(device)
-    key = (id(features), profile.id, str(profile.path), repr(profile.calibration), PrecisionPlan.coerce(precision))
+    cal = _profile_calibration(profile)
+    features, n_in = model_features(model, input_shape, precision, lowering=cal.lowering)
+    # keyed on object identity (hashing the feature tuple would cost more than predicting); the
+    # entry holds the features and calibration, so their ids cannot be reused while it exists
+    key = (id(features), id(cal), id(profile), PrecisionPlan.coerce(precision))
     with _LOCK:
         hit = _PREDICTION_CACHE.get(key)
-    if hit is not None:
-        return hit
+    if hit is not None and hit[0] is features and hit[1] is cal and hit[2] is profile:
+        return hit[3]
     out = predict_features(features, n_in, profile, precision=precision)
     with _LOCK:
-        _PREDICTION_CACHE[key] = out
+        _PREDICTION_CACHE[key] = (features, cal, profile, out)
         while len(_PREDICTION_CACHE) > _CACHE_SIZE:
             _PREDICTION_CACHE.popitem(last=False)
     return out
@@ -472,6 +539,7 @@ def _coeff_tables(coeffs: Coefficients, precisions: Sequence[str]) -> dict[str, 
     }
     return {
         "run_overhead_us": {p: _round(coeffs.run_overhead_ms(p) * 1000.0) for p in precisions},
+        "io_overhead_us": {p: _round(coeffs.io_overhead_ms(p) * 1000.0) for p in precisions},
         "eff_io": {p: _round(1.0 / coeffs.io_inv_eff(p)) for p in precisions},
         "coefficients": ops,
     }
@@ -500,6 +568,7 @@ def _write_profile(base: DeviceProfile, out_path: str | Path, table: Mapping[str
         raise
     tmp.replace(out)
     _COEFF_CACHE.clear()
+    _CAL_BY_OBJECT.clear()
     return out
 
 
@@ -513,6 +582,7 @@ def calibrate_microbench(
     out_path: str | Path,
     *,
     description: str | None = None,
+    statistic: str = "median",
 ) -> CalibrationReport:
     """Fit per-op coefficients from ``scripts/profile_device.py`` results; write them into a profile.
 
@@ -522,18 +592,22 @@ def calibrate_microbench(
             whose TOML is copied to ``out_path``.
         out_path: Profile TOML to write (may be the base profile's own file).
         description: One line for the table (default: device and date from the results).
+        statistic: Which measured statistic to fit: ``median`` (quiet device) or ``min``
+            (fastest run: steadier when other jobs share the machine; predictions then estimate
+            the undisturbed latency). Written to the table so validation compares like with like.
 
     Raises:
         CalibrationError: the results file is malformed or too small.
     """
     from hwtune.device import load_profile
-    from hwtune.predictor._calibrate import fit_microbench, microbench_samples, read_microbench
+    from hwtune.predictor._calibrate import detect_lowering, fit_microbench, microbench_samples, read_microbench
 
     base = load_profile(base_profile)
-    rows, device = read_microbench(results_path)
+    rows, device = read_microbench(results_path, statistic)
     hw = Hardware.from_profile(base)
-    samples = microbench_samples(rows)
-    y = [r["median_ms"] for r in rows]
+    lowering = detect_lowering(rows)
+    samples = microbench_samples(rows, lowering)
+    y = [r["latency_ms"] for r in rows]
     prior = _profile_calibration(base).coefficients if base.calibration and base.calibration.get("method") == "spec" else None
     fit = fit_microbench(samples, y, hw, prior=prior)
     precs = sorted({r["precision"] for r in rows})
@@ -542,10 +616,16 @@ def calibrate_microbench(
         note = f" Measured on {threads} thread(s) but the profile runs {base.threads}: re-run with --threads {base.threads}."
     else:
         note = ""
+    kinds = {"chain": 0, "block": 0}
+    for r in rows:
+        if r["op"] in kinds:
+            kinds[r["op"]] += 1
+    n_single = len(rows) - sum(kinds.values())
     table: dict[str, Any] = {
         "method": "microbench",
         "description": description or (
-            f"Fitted to {len(rows)} single-op ONNX Runtime micro-benchmarks (scripts/profile_device.py) measured on "
+            f"Fitted to {len(rows)} ONNX Runtime micro-benchmarks ({n_single} single ops, {kinds['chain']} chains of "
+            f"one op repeated, {kinds['block']} network blocks; scripts/profile_device.py) measured on "
             f"{device.get('cpu_model') or device.get('hostname') or 'the device'}, {threads or '?'} thread(s), "
             f"onnxruntime {device.get('runtime_version', '?')}.{note}"),
         "created": _today(),
@@ -554,8 +634,11 @@ def calibrate_microbench(
         "error_pct": _round(fit.error_pct, 3),
         "within_10pct": _round(fit.within_10pct, 3),
         "spearman": _round(fit.spearman, 4),
-        "validation": fit.validation + " (single-op graphs; whole-network error is measured by benchmarks/bench_predictor.py)",
+        "validation": fit.validation + " (micro-benchmark graphs; whole-network error is measured by "
+                                       "benchmarks/bench_predictor.py)",
         "precisions": precs,
+        "statistic": statistic,
+        "fuse_conv_add": lowering.fuse_conv_add,
     }
     if threads is not None:
         table["threads"] = int(threads)
@@ -564,7 +647,9 @@ def calibrate_microbench(
     return CalibrationReport(path, table, fit.heldout_pred_ms, tuple(y), tuple(str(r["id"]) for r in rows))
 
 
-def network_samples(rows: Sequence[Any]) -> list[tuple[tuple[LayerFeatures, ...], int]]:
+def network_samples(
+    rows: Sequence[Any], lowering: Lowering = Lowering()
+) -> list[tuple[tuple[LayerFeatures, ...], int]]:
     """Trace each measured network (built from its family and knobs) into features."""
     from hwtune.families import create_model
 
@@ -575,7 +660,7 @@ def network_samples(rows: Sequence[Any]) -> list[tuple[tuple[LayerFeatures, ...]
                                  input_size=r.input_shape[2])
         except ConfigError as exc:
             raise CalibrationError(f"network {r.name!r}: {exc}") from exc
-        out.append(model_features(model, r.input_shape, r.precision))
+        out.append(model_features(model, r.input_shape, r.precision, lowering=lowering))
     return out
 
 
@@ -607,9 +692,9 @@ def calibrate_networks(
 
     base = load_profile(base_profile)
     rows = read_networks_csv(csv_path)
-    samples = network_samples(rows)
-    hw = Hardware.from_profile(base)
     prior_cal = _profile_calibration(base)
+    samples = network_samples(rows, prior_cal.lowering)
+    hw = Hardware.from_profile(base)
     # networks calibration refines a micro-benchmark fit when there is one; never compounds scales
     prior = prior_cal.coefficients if prior_cal.method == "microbench" else Coefficients.spec()
     fit = fit_scales(samples, [r.latency_ms for r in rows], hw, prior=prior)
@@ -630,6 +715,8 @@ def calibrate_networks(
         "precisions": precs,
         "scales": {k: _round(v) for k, v in (fit.scales or {}).items()},
     }
+    if prior_cal.lowering.fuse_conv_add:
+        table["fuse_conv_add"] = True
     table.update(dict(extra or {}))
     table.update(_coeff_tables(fit.coefficients, list(base.precisions)))
     path = _write_profile(base, out_path, table)

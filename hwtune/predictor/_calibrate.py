@@ -30,7 +30,14 @@ from typing import Any
 
 from hwtune.errors import CalibrationError, did_you_mean
 from hwtune.precision import PRECISIONS
-from hwtune.predictor._features import MICROBENCH_OPS, LayerFeatures, features_from_microbench
+from hwtune.predictor._features import (
+    GRAPH_OPS,
+    MICROBENCH_LAYER_OPS,
+    MICROBENCH_OPS,
+    LayerFeatures,
+    Lowering,
+    features_from_microbench,
+)
 from hwtune.predictor._model import TERMS, Coefficients, Hardware, design_vector, param_names
 
 __all__ = [
@@ -38,8 +45,10 @@ __all__ = [
     "MIN_NETWORK_ROWS",
     "FitResult",
     "NetworkRow",
+    "detect_lowering",
     "fit_microbench",
     "fit_scales",
+    "microbench_samples",
     "read_microbench",
     "read_networks_csv",
 ]
@@ -49,7 +58,7 @@ MIN_NETWORK_ROWS = 4
 SCALE_RIDGE = 0.0  # measured: any pull toward a common scale lowered held-out rank correlation on HW-NAS-Bench
 _MAX_LISTED = 12  # problems listed before "... and N more"
 
-Sample = tuple[Sequence[LayerFeatures], int]  # (layer features, input elements)
+Sample = tuple[Sequence[LayerFeatures], Any]  # (layer features, input elements: int or one per graph input)
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,7 @@ def scale_groups(names: Sequence[str]) -> list[str]:
         if kind[1] == "run":
             out.append("overhead")
         elif kind[1] == "io":
-            out.append("memory")
+            out.append("overhead" if kind[2] == "overhead" else "memory")
         else:
             out.append(kind[2])
     return out
@@ -278,18 +287,27 @@ def _shape(text: Any) -> list[int] | None:
     return shape if shape and all(s > 0 for s in shape) else None
 
 
-_MB_REQUIRED = ("op", "precision", "input_shapes", "output_shape", "median_ms")
+_MB_REQUIRED = ("op", "precision", "input_shapes", "output_shape")
 _MB_CONV = ("conv", "pwconv", "dwconv", "conv_relu", "conv_add")
+STATISTICS = ("median", "min")
 
 
-def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def read_microbench(path: str | Path, statistic: str = "median") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and device info of a ``profile_device.py`` results file (.json, or .csv).
+
+    Each row's ``latency_ms`` is its ``{statistic}_ms`` column: ``median`` (the default, for a
+    quiet device) or ``min`` (fastest run; steadier on a machine shared with other jobs).
 
     Raises:
         CalibrationError: unreadable file, missing columns, bad values (every problem, one line
             each, naming the file, the row and the column), or fewer than ``MIN_MICROBENCH_ROWS`` rows.
     """
     path = Path(path)
+    if statistic not in STATISTICS:
+        raise CalibrationError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}"
+                               f"{did_you_mean(str(statistic), STATISTICS)}")
+    column = f"{statistic}_ms"
+    required = _MB_REQUIRED + (column,)
     try:
         text = path.read_text()
     except OSError as exc:
@@ -297,7 +315,7 @@ def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
     device: dict[str, Any] = {}
     if path.suffix.lower() == ".csv":
         raw_rows, columns = _read_csv_text(path, text)
-        missing = [c for c in _MB_REQUIRED if c not in columns]
+        missing = [c for c in required if c not in columns]
         if missing:
             raise CalibrationError(
                 f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'}); "
@@ -323,7 +341,7 @@ def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
         if not isinstance(r, dict):
             problems.append(f"{where}: must be an object, got {r!r}")
             continue
-        missing = [c for c in _MB_REQUIRED if c not in r or r[c] in (None, "")]
+        missing = [c for c in required if c not in r or r[c] in (None, "")]
         if missing:
             problems.append(f"{where}: missing {', '.join(repr(c) for c in missing)}")
             continue
@@ -335,11 +353,11 @@ def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
         if row["precision"] not in PRECISIONS:
             problems.append(f"{where}: column 'precision' must be one of {', '.join(PRECISIONS)}, got {row['precision']!r}")
             continue
-        ms = _positive_number(row["median_ms"])
+        ms = _positive_number(row[column])
         if ms is None:
-            problems.append(f"{where}: column 'median_ms' must be a number > 0, got {row['median_ms']!r}")
+            problems.append(f"{where}: column {column!r} must be a number > 0, got {row[column]!r}")
             continue
-        row["median_ms"] = ms
+        row[column] = row["latency_ms"] = ms
         ins = row["input_shapes"]
         shapes = [_shape(s) for s in ins] if isinstance(ins, list) else [None]
         out = _shape(row["output_shape"])
@@ -350,7 +368,12 @@ def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
             problems.append(f"{where}: column 'output_shape' must be a shape like 1x16x28x28, got {row['output_shape']!r}")
             continue
         row["input_shapes"], row["output_shape"] = shapes, out
-        if row["op"] in _MB_CONV + ("linear",):
+        if row["op"] in GRAPH_OPS:
+            bad_layers = _layer_problems(row.get("layers"))
+            if bad_layers:
+                problems.append(f"{where}: {bad_layers}")
+                continue
+        elif row["op"] in _MB_CONV + ("linear",):
             bad = [c for c in (("out_channels", "kernel", "groups") if row["op"] != "linear" else ("out_channels",))
                    if _positive_number(row.get(c)) is None]
             if bad:
@@ -366,11 +389,51 @@ def read_microbench(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
     return clean, device
 
 
-def microbench_samples(rows: Sequence[Mapping[str, Any]]) -> list[Sample]:
+def _layer_problems(layers: Any) -> str:
+    """Why a chain/block case's ``layers`` list is unusable ('' when it is fine)."""
+    if not isinstance(layers, list) or not layers:
+        return "column 'layers' must be a non-empty list of layer objects (chain and block cases)"
+    for j, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            return f"layers[{j}] must be an object, got {layer!r}"
+        op = layer.get("op")
+        if op not in MICROBENCH_LAYER_OPS:
+            return (f"layers[{j}].op must be one of {', '.join(MICROBENCH_LAYER_OPS)}, got {op!r}"
+                    f"{did_you_mean(str(op), MICROBENCH_LAYER_OPS)}")
+        ins = layer.get("inputs")
+        if not isinstance(ins, list) or not ins or not all(isinstance(i, int) and i < j for i in ins):
+            return f"layers[{j}].inputs must list earlier layer indices or -1 - k for graph input k, got {ins!r}"
+        shapes = layer.get("input_shapes")
+        if not isinstance(shapes, list) or len(shapes) != len(ins) or any(_shape(x) is None for x in shapes):
+            return f"layers[{j}].input_shapes must list one shape per input, got {shapes!r}"
+        if _shape(layer.get("output_shape")) is None:
+            return f"layers[{j}].output_shape must be a shape like [1, 16, 28, 28], got {layer.get('output_shape')!r}"
+        if op in ("conv", "pwconv", "dwconv", "linear") and _positive_number(layer.get("out_channels")) is None:
+            return f"layers[{j}] ({op}) needs a positive integer out_channels, got {layer.get('out_channels')!r}"
+    return ""
+
+
+def detect_lowering(rows: Sequence[Mapping[str, Any]]) -> Lowering:
+    """What the runtime fused, from the optimized-graph op lists the script records (``graph_ops``).
+
+    ``fuse_conv_add``: the fp32 residual blocks (an Add of two conv outputs, as in networks)
+    ran without an ``Add``/``Sum`` node. Results without ``graph_ops`` (older script versions)
+    keep the default.
+    """
+    seen = [r["graph_ops"] for r in rows if r.get("op") == "block" and r.get("precision") == "fp32"
+            and isinstance(r.get("graph_ops"), list) and r.get("block") in ("resnet", "mbv2")
+            and any(layer.get("op") == "add" for layer in r.get("layers") or ())]
+    if not seen:
+        return Lowering()
+    fused = sum(1 for ops in seen if not any(o in ("Add", "Sum") for o in ops))
+    return Lowering(fuse_conv_add=fused * 2 > len(seen))
+
+
+def microbench_samples(rows: Sequence[Mapping[str, Any]], lowering: Lowering = Lowering()) -> list[Sample]:
     out = []
     for r in rows:
-        n_in = sum(math.prod(s) for s in r["input_shapes"])
-        out.append((features_from_microbench(r), n_in))
+        n_in = tuple(math.prod(s) for s in r["input_shapes"])
+        out.append((features_from_microbench(r, lowering), n_in))
     return out
 
 
@@ -496,7 +559,7 @@ def check_calibration_table(table: Mapping[str, Any], where: str) -> list[str]:
                 v = c.get(field_name)
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or not rule(v):
                     problems.append(f"{where}: {key}.{field_name} must be a number {'>= 0' if field_name == 'overhead_us' else '> 0'}, got {v!r}")
-    for name in ("run_overhead_us", "eff_io"):
+    for name in ("run_overhead_us", "eff_io", "io_overhead_us"):
         t = table.get(name, {})
         if not isinstance(t, Mapping) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in t.values()):
             problems.append(f"{where}: calibration.{name} must be a table of precision = number >= 0, got {t!r}")
@@ -511,4 +574,5 @@ def coefficients_from_table(table: Mapping[str, Any], where: str) -> Coefficient
         "ops": table.get("coefficients", {}),
         "run_overhead_us": table.get("run_overhead_us", {}),
         "eff_io": table.get("eff_io", {}),
+        "io_overhead_us": table.get("io_overhead_us", {}),
     })

@@ -1,9 +1,24 @@
-"""Per-layer latency features: what the predictor needs to know about one operation.
+"""Per-layer latency features, and the lowering that decides what a runtime actually runs.
 
-A ``LayerFeatures`` is derived from the profiler's ``LayerInfo`` (``hwtune.profiler.graph``) or,
-for micro-benchmark rows, from the op spec that ``scripts/profile_device.py`` recorded. Both go
-through :func:`features_from_spec` so a conv in a network and the same conv measured alone get
+A network (traced by ``hwtune.profiler.graph.trace_layers``) and a micro-benchmark graph
+(``scripts/profile_device.py``) both become a list of :class:`RawLayer` -- op type, shapes, MACs,
+weight bytes, precision and which layers each one reads -- and go through the same
+:func:`lower`: free ops (reshapes) are dropped, and ops a runtime folds into their producer are
+marked ``fused`` *after* dead ops were pruned (so a ReLU whose only other reader was pruned is
+fused, as the runtime does). So a conv in a network and the same conv in a micro-benchmark get
 identical features. No torch here.
+
+Fusion rules (what ONNX Runtime and TFLite do on CPU):
+
+* BatchNorm after a conv/linear whose output nothing else reads: folded into the weights
+  (the torch exporter already does this in eval mode).
+* ReLU / ReLU6 after such a conv (or conv+BN, or conv+Add below): the kernel's epilogue.
+* int8: ReLU / ReLU6 after any int8 op: the quantized range clips it (ONNX Runtime removes
+  the Relu between QDQ pairs; TFLite fuses the activation).
+* fp32 Add of two computed tensors, one from a conv (+BN) that only the Add reads, when the
+  calibration says the runtime does it (``fuse_conv_add``: ONNX Runtime's NCHWc ``FusedConv``
+  with a sum input on x86; ``hwtune calibrate`` reads it from the graphs the micro-benchmark
+  script saw optimized).
 """
 
 from __future__ import annotations
@@ -15,7 +30,18 @@ from typing import Any
 
 from hwtune.precision import ELEMENT_BYTES
 
-__all__ = ["FREE_OPS", "OP_KEYS", "LayerFeatures", "features_from_layer", "features_from_spec", "op_key"]
+__all__ = [
+    "FREE_OPS",
+    "OP_KEYS",
+    "LayerFeatures",
+    "Lowering",
+    "RawLayer",
+    "features_from_layer",
+    "features_from_spec",
+    "lower",
+    "op_key",
+    "raws_from_graph",
+]
 
 # Predictor op categories, each with its own (overhead, compute efficiency, memory efficiency).
 # Depthwise and pointwise convs get their own rows because runtimes run them with different
@@ -26,6 +52,8 @@ OP_KEYS: tuple[str, ...] = (
 )
 # Reshapes and views: runtimes run them as metadata changes (no kernel worth timing).
 FREE_OPS: tuple[str, ...] = ("flatten",)
+COMPUTE_OPS: tuple[str, ...] = ("conv", "dwconv", "pwconv", "linear")
+FUSABLE_ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
 
 _KEY_OF: Mapping[str, str] = {
     "conv": "conv", "dwconv": "dwconv", "pwconv": "pwconv", "linear": "linear", "matmul": "linear",
@@ -56,7 +84,10 @@ class LayerFeatures:
         work: Operations of the compute term: MACs for conv/linear, window taps (output elements x
             kernel area) for pools, input elements for global pooling, output elements otherwise.
         bytes_moved: Input activations + output activations + weights, at this precision.
-        out_elements: Output elements (used for precision-boundary costs).
+        out_elements: Output elements (used for precision / layout boundary costs).
+        producers: Indices (into the same feature tuple) of the layers this one reads; ``-1 - k``
+            is graph input ``k``. Empty when unknown (then layers are taken to run as a chain).
+        in_channels: Input channels of a conv (a runtime may read a thin input without a layout change).
     """
 
     name: str
@@ -66,13 +97,19 @@ class LayerFeatures:
     work: int
     bytes_moved: int
     out_elements: int
+    producers: tuple[int, ...] = ()
+    in_channels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["producers"] = list(self.producers)
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerFeatures:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        d = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        d["producers"] = tuple(int(p) for p in d.get("producers", ()))
+        return cls(**d)
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -90,6 +127,7 @@ def features_from_spec(
     weight_bytes: int = 0,
     kernel_size: Sequence[int] | None = None,
     fused: bool = False,
+    producers: Sequence[int] = (),
 ) -> LayerFeatures | None:
     """Features of one op from its geometry; ``None`` for free ops (reshapes)."""
     key = op_key(op_type, fused)
@@ -109,11 +147,14 @@ def features_from_spec(
         work = out_elems
     if key == "fused":
         # Folded into the producer's epilogue: the output is written once by the producer, so
-        # only a read-modify pass in cache is left (the small term the calibration fits).
-        bytes_moved = out_elems * elem
+        # an activation leaves only a pass over data in cache; a fused Add also reads its other
+        # operand (the residual) from memory.
+        bytes_moved = out_elems * elem * (2 if op_type == "add" else 1)
     else:
         bytes_moved = (in_elems + out_elems) * elem + int(weight_bytes)
-    return LayerFeatures(name, op_type, key, precision, int(work), int(bytes_moved), int(out_elems))
+    cin = int(input_shapes[0][1]) if input_shapes and len(input_shapes[0]) > 1 else 0
+    return LayerFeatures(name, op_type, key, precision, int(work), int(bytes_moved), int(out_elems),
+                         tuple(int(p) for p in producers), cin)
 
 
 # Tensors created from shapes alone: exporters emit them as constants, runtimes run nothing.
@@ -121,7 +162,11 @@ _CONSTANT_TARGETS = frozenset({"zeros_like", "ones_like", "full_like", "zeros", 
 
 
 def features_from_layer(layer: Any) -> LayerFeatures | None:
-    """Features of a profiler ``LayerInfo`` (duck-typed so this module needs no torch)."""
+    """Features of one profiler ``LayerInfo`` on its own (its ``fused_into`` taken as given).
+
+    Whole networks go through :func:`raws_from_graph` and :func:`lower` instead, which decide
+    fusion after pruning and keep the producer links.
+    """
     if getattr(layer, "target", "") in _CONSTANT_TARGETS:
         return None
     return features_from_spec(
@@ -137,48 +182,248 @@ def features_from_layer(layer: Any) -> LayerFeatures | None:
     )
 
 
-# Micro-benchmark op name (scripts/profile_device.py) -> canonical op types of the graph it times.
+# --------------------------------------------------------------------------------------------
+# Lowering: which layers run, and which are fused
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """Runtime behaviour that changes which ops run as kernels of their own.
+
+    Attributes:
+        fuse_conv_add: fp32 Add folded into the conv that produces one of its inputs (ONNX
+            Runtime on x86, NCHWc ``FusedConv`` with a sum input). Off by default: TFLite and
+            ONNX Runtime on ARM run the Add as its own kernel.
+    """
+
+    fuse_conv_add: bool = False
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any] | None) -> Lowering:
+        """The lowering a profile's ``[calibration]`` table states (``fuse_conv_add = true``)."""
+        if not table:
+            return cls()
+        return cls(fuse_conv_add=bool(table.get("fuse_conv_add", False)))
+
+
+@dataclass(frozen=True)
+class RawLayer:
+    """One traced or specified op before lowering.
+
+    ``producers`` are indices into the same list; ``-1 - k`` is graph input ``k``.
+    """
+
+    name: str
+    op_type: str
+    precision: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shape: tuple[int, ...]
+    macs: int = 0
+    weight_bytes: int = 0
+    kernel_size: tuple[int, ...] | None = None
+    producers: tuple[int, ...] = ()
+    constant: bool = False
+
+
+def raws_from_graph(layers: Sequence[Any], dead: frozenset[str] | set[str] = frozenset()) -> list[RawLayer]:
+    """``RawLayer`` list of a profiler ``LayerGraph``'s layers, dead ones dropped.
+
+    A layer that reads fewer layer outputs than it has tensor inputs also reads the graph input.
+    Without ``producers`` (graphs from ONNX or old pickles) layers are taken to run as a chain.
+    """
+    live = [layer for layer in layers if layer.name not in dead]
+    index = {layer.name: i for i, layer in enumerate(live)}
+    have_links = any(getattr(layer, "producers", ()) for layer in live)
+    out = []
+    for i, layer in enumerate(live):
+        if have_links:
+            prods = [index[p] for p in getattr(layer, "producers", ()) if p in index]
+            if len(prods) < len(layer.input_shapes) and not any(
+                    p not in index for p in getattr(layer, "producers", ())):
+                prods.append(-1)
+            elif not prods:
+                prods.append(-1)
+        else:
+            prods = [i - 1] if i else [-1]
+        out.append(RawLayer(
+            name=layer.name, op_type=layer.op_type, precision=layer.precision,
+            input_shapes=tuple(tuple(s) for s in layer.input_shapes), output_shape=tuple(layer.output_shape),
+            macs=int(layer.macs), weight_bytes=int(layer.weight_bytes),
+            kernel_size=tuple(layer.kernel_size) if layer.kernel_size else None,
+            producers=tuple(sorted(set(prods))), constant=getattr(layer, "target", "") in _CONSTANT_TARGETS,
+        ))
+    return out
+
+
+def lower(raws: Sequence[RawLayer], rules: Lowering = Lowering()) -> tuple[LayerFeatures, ...]:
+    """The layers a runtime runs, with fused ops marked and producer links re-indexed.
+
+    Free ops (reshapes) and constants disappear (their readers read what they read); then each
+    op is fused into its producer per the module docstring's rules, counting readers among the
+    remaining layers (the graph output counts as a reader of the last layer).
+    """
+    alias: dict[int, tuple[int, ...]] = {}
+    kept: list[tuple[RawLayer, tuple[int, ...]]] = []
+    new_index: dict[int, int] = {}
+
+    def resolve(prods: Sequence[int]) -> tuple[int, ...]:
+        out: set[int] = set()
+        for p in prods:
+            if p < 0:
+                out.add(p)
+            elif p in alias:
+                out.update(alias[p])
+            elif p in new_index:
+                out.add(new_index[p])
+        return tuple(sorted(out))
+
+    for i, r in enumerate(raws):
+        prods = resolve(r.producers)
+        if r.constant:
+            alias[i] = ()
+            continue
+        if op_key(r.op_type) is None:
+            alias[i] = prods
+            continue
+        new_index[i] = len(kept)
+        kept.append((r, prods))
+    n = len(kept)
+    readers = [0] * n
+    for _, prods in kept:
+        for p in prods:
+            if p >= 0:
+                readers[p] += 1
+    if n:
+        readers[n - 1] += 1
+
+    anchor: list[int | None] = [None] * n  # the conv/linear a fused op was folded into
+    has_act: set[int] = set()
+    has_add: set[int] = set()
+
+    def chain_root(j: int) -> int | None:
+        """The conv/linear whose kernel ``j``'s output comes out of (j itself or what it was fused into)."""
+        return j if kept[j][0].op_type in COMPUTE_OPS else anchor[j]
+
+    for k, (r, prods) in enumerate(kept):
+        layer_prods = [p for p in prods if p >= 0]
+        single = len(prods) == 1 and len(layer_prods) == 1
+        p = layer_prods[0] if single else None
+        same_prec = p is not None and kept[p][0].precision == r.precision
+        if r.op_type == "bn" and p is not None and same_prec and readers[p] == 1 \
+                and kept[p][0].op_type in COMPUTE_OPS:
+            anchor[k] = p
+        elif r.op_type in FUSABLE_ACTIVATIONS and p is not None and same_prec:
+            root = chain_root(p)
+            if root is not None and readers[p] == 1 and root not in has_act:
+                anchor[k] = root
+                has_act.add(root)
+            elif r.precision == "int8":
+                anchor[k] = root if root is not None else p  # clipped by the quantized range
+        elif r.op_type == "add" and rules.fuse_conv_add and r.precision == "fp32" and len(layer_prods) == 2 \
+                and len(prods) == 2:  # both operands computed in the graph (a graph input is in plain layout)
+            for q in layer_prods:
+                root = chain_root(q)
+                if (root is not None and readers[q] == 1 and kept[q][0].precision == "fp32"
+                        and root not in has_act and root not in has_add and kept[root][0].op_type != "linear"):
+                    anchor[k] = root
+                    has_add.add(root)
+                    break
+    feats = []
+    for k, (r, prods) in enumerate(kept):
+        f = features_from_spec(
+            name=r.name, op_type=r.op_type, precision=r.precision, input_shapes=r.input_shapes,
+            output_shape=r.output_shape, macs=r.macs, weight_bytes=r.weight_bytes, kernel_size=r.kernel_size,
+            fused=anchor[k] is not None, producers=prods,
+        )
+        assert f is not None  # free ops were dropped above
+        feats.append(f)
+    return tuple(feats)
+
+
+# --------------------------------------------------------------------------------------------
+# Micro-benchmark graphs (scripts/profile_device.py)
+
+# Micro-benchmark layer op (scripts/profile_device.py) -> canonical op type.
+MICROBENCH_LAYER_OPS: Mapping[str, str] = {
+    "conv": "conv", "pwconv": "pwconv", "dwconv": "dwconv", "linear": "linear", "maxpool": "maxpool",
+    "avgpool": "avgpool", "gap": "gap", "add": "add", "mul": "mul", "concat": "cat", "relu": "relu",
+    "clip": "relu6", "sigmoid": "sigmoid", "hardswish": "hardswish", "bn": "bn", "flatten": "flatten",
+}
+# Case ``op`` values of single-op cases (each is the graph of MICROBENCH_OPS[op]) and of graphs
+# that list their ``layers`` (chains of one op repeated, and small blocks of a network).
 MICROBENCH_OPS: Mapping[str, tuple[str, ...]] = {
     "conv": ("conv",), "pwconv": ("pwconv",), "dwconv": ("dwconv",), "linear": ("linear",),
     "maxpool": ("maxpool",), "avgpool": ("avgpool",), "gap": ("gap",), "add": ("add",), "mul": ("mul",),
-    "concat": ("cat",), "relu": ("relu",), "clip": ("relu6",), "sigmoid": ("sigmoid",),
+    "concat": ("concat",), "relu": ("relu",), "clip": ("clip",), "sigmoid": ("sigmoid",),
     "hardswish": ("hardswish",), "bn": ("bn",), "conv_relu": ("conv", "relu"), "conv_add": ("conv", "add"),
-    "qdq": (),
+    "qdq": (), "chain": (), "block": (),
 }
+GRAPH_OPS = ("chain", "block")
 
 
-def features_from_microbench(row: Mapping[str, Any]) -> list[LayerFeatures]:
-    """The layers one micro-benchmark case runs (a conv+relu case is a conv and a fused relu)."""
+def _weight_bytes(precision: str, w_numel: int, cout: int) -> int:
+    # matches graph.weight_storage_bytes: int8 weights + per-channel scale/zero point + int32 bias
+    if precision == "int8":
+        return w_numel + cout * 5 + cout * 4
+    return (w_numel + cout) * ELEMENT_BYTES[precision]
+
+
+def microbench_layers(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``layers`` list of a case; single-op cases (which do not list them) get theirs built."""
+    if row.get("layers"):
+        return [dict(layer) for layer in row["layers"]]
     op = row["op"]
+    ins = [list(s) for s in row["input_shapes"]]
+    out = list(row["output_shape"])
+    layers: list[dict[str, Any]] = []
+    for i, lop in enumerate(MICROBENCH_OPS[op]):
+        spec: dict[str, Any] = {"op": lop, "output_shape": out}
+        if lop in ("conv", "pwconv", "dwconv", "linear"):
+            spec.update(inputs=[-1], input_shapes=[ins[0]], out_channels=row.get("out_channels"),
+                        kernel=row.get("kernel") or 1, stride=row.get("stride", 1), groups=row.get("groups") or 1)
+        elif i == 0:
+            spec.update(inputs=[-1 - j for j in range(len(ins))], input_shapes=ins, kernel=row.get("kernel"),
+                        stride=row.get("stride"))
+        else:  # the second op of conv_relu / conv_add reads the conv (and the second graph input)
+            spec.update(inputs=[0] + [-1 - j for j in range(1, len(ins))], input_shapes=[out] + ins[1:])
+        layers.append(spec)
+    return layers
+
+
+def raws_from_microbench(row: Mapping[str, Any]) -> list[RawLayer]:
+    """``RawLayer`` list of one micro-benchmark case (single op, chain or block)."""
     prec = row["precision"]
-    ins = [tuple(s) for s in row["input_shapes"]]
-    out = tuple(row["output_shape"])
-    layers: list[LayerFeatures] = []
-    for i, op_type in enumerate(MICROBENCH_OPS[op]):
-        if op_type in ("conv", "pwconv", "dwconv", "linear"):
+    raws = []
+    for i, spec in enumerate(microbench_layers(row)):
+        op_type = MICROBENCH_LAYER_OPS[spec["op"]]
+        ins = tuple(tuple(int(x) for x in s) for s in spec["input_shapes"])
+        out = tuple(int(x) for x in spec["output_shape"])
+        macs = wbytes = 0
+        kernel = None
+        if op_type in COMPUTE_OPS:
             cin = ins[0][1]
-            cout = int(row["out_channels"])
-            k = int(row.get("kernel") or 1)
-            groups = int(row.get("groups") or 1)
+            cout = int(spec["out_channels"])
+            k = int(spec.get("kernel") or 1)
+            groups = int(spec.get("groups") or 1)
             if op_type == "linear":
                 w_numel, macs = cin * cout, cin * cout
             else:
                 w_numel = cout * (cin // groups) * k * k
                 macs = w_numel * _numel(out[2:])
-            elem = ELEMENT_BYTES[prec]
-            # matches graph.weight_storage_bytes: int8 weights + per-channel scale/zero point + int32 bias
-            wbytes = w_numel + cout * 5 + cout * 4 if prec == "int8" else (w_numel + cout) * elem
-            if op_type == "conv" and op in ("conv", "conv_relu", "conv_add"):
+                # the canonical kind follows the geometry, as the profiler's does
                 op_type = "pwconv" if k == 1 and groups == 1 else ("dwconv" if groups == cin and cin > 1 else "conv")
-            f = features_from_spec(name=f"{row['id']}/{op_type}", op_type=op_type, precision=prec,
-                                   input_shapes=[ins[0]], output_shape=out, macs=macs, weight_bytes=wbytes)
-        else:
-            fused = op == "conv_relu" and i > 0
-            k = row.get("kernel")
-            kernel = (int(k), int(k)) if k else None
-            f = features_from_spec(name=f"{row['id']}/{op_type}", op_type=op_type, precision=prec,
-                                   input_shapes=ins if i == 0 else [out] + ins[1:], output_shape=out,
-                                   kernel_size=kernel, fused=fused)
-        if f is not None:
-            layers.append(f)
-    return layers
+            wbytes = _weight_bytes(prec, w_numel, cout)
+            kernel = (k, k)
+        elif spec.get("kernel"):
+            kernel = (int(spec["kernel"]), int(spec["kernel"]))
+        elif op_type == "bn":
+            wbytes = 4 * ins[0][1] * ELEMENT_BYTES[prec]
+        raws.append(RawLayer(name=f"{row.get('id', 'case')}/{i}:{spec['op']}", op_type=op_type, precision=prec,
+                             input_shapes=ins, output_shape=out, macs=int(macs), weight_bytes=int(wbytes),
+                             kernel_size=kernel, producers=tuple(int(p) for p in spec["inputs"])))
+    return raws
+
+
+def features_from_microbench(row: Mapping[str, Any], rules: Lowering = Lowering()) -> tuple[LayerFeatures, ...]:
+    """The layers one micro-benchmark case runs, lowered like a network's."""
+    return lower(raws_from_microbench(row), rules)

@@ -5,11 +5,19 @@ For one layer of op category ``k`` at precision ``p``::
     latency_ms = overhead_ms[k,p] + work / (peak_macs_per_ms[p] * eff_compute[k,p])
                                   + bytes_moved / (bandwidth_bytes_per_ms * eff_memory[k,p])
 
-and a network adds a per-run cost (session dispatch, input/output binding) and, for quantized
-layers at the edges of the graph or next to a float layer, the quantize/dequantize (and layout
-transpose) of the tensor that crosses the boundary::
+and a network adds a per-run cost (session dispatch, input/output binding) and, for every
+tensor that crosses a precision or layout boundary, the quantize/dequantize or layout change
+(NCHW <-> NCHWc reorder, NHWC transpose) the runtime inserts there::
 
-    network_ms = run_overhead_ms[p] + io_bytes / (bandwidth * eff_io[p]) + sum(layer_ms)
+    network_ms = run_overhead_ms[p] + sum over crossings (io_overhead_ms[q] + bytes / (bandwidth * eff_io[q]))
+                 + sum(layer_ms)
+
+A crossing is where a tensor goes from float to int8 (or back; the network input and output
+are float), or between a "blocked" op -- one a runtime runs in its own data layout: convs and,
+in fp32, pools (ONNX Runtime's NCHWc on x86, int8 NHWC) -- and a plain one (linear, the graph
+input and output); element-wise ops run in whatever layout their input has. Micro-benchmark
+cases pay these crossings around every single op, networks only at the stem and the head, so
+fitting them separately is what lets single-op measurements predict whole networks.
 
 The compute and memory terms are *added*, not max-ed: the sum is linear in the three
 coefficients, so calibration is a non-negative least-squares problem with a unique answer,
@@ -18,7 +26,7 @@ few-percent difference in the fit). Peak throughput is the profile's per-precisi
 to the threads the runtime uses (``peak_gflops * threads / cores``); 1 MAC = 2 FLOPs.
 
 Everything is linear in ``theta`` (``overhead_ms``, ``1/eff_compute``, ``1/eff_memory``,
-``run_overhead_ms``, ``1/eff_io``): :func:`design_vector` turns features into the matching
+``run_overhead_ms``, ``io_overhead_ms``, ``1/eff_io``): :func:`design_vector` turns features into the matching
 vector of "ideal" milliseconds so that ``latency = design . theta``.
 """
 
@@ -38,6 +46,7 @@ __all__ = [
     "Coefficients",
     "Hardware",
     "OpCoefficients",
+    "crossings",
     "design_vector",
     "layer_terms",
     "layers_vector",
@@ -107,6 +116,7 @@ SPEC_PRIORS: Mapping[str, OpCoefficients] = {
     "other": OpCoefficients(10.0, 0.1, 0.5),
 }
 SPEC_RUN_OVERHEAD_US = 20.0
+SPEC_IO_OVERHEAD_US = 2.0
 SPEC_EFF_IO = 1.0
 
 
@@ -142,6 +152,7 @@ class Coefficients:
     ops: Mapping[str, Mapping[str, OpCoefficients]] = field(default_factory=dict)
     run_overhead_us: Mapping[str, float] = field(default_factory=dict)
     eff_io: Mapping[str, float] = field(default_factory=dict)
+    io_overhead_us: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def spec(cls) -> Coefficients:
@@ -149,6 +160,7 @@ class Coefficients:
             ops={p: dict(SPEC_PRIORS) for p in PRECISIONS},
             run_overhead_us={p: SPEC_RUN_OVERHEAD_US for p in PRECISIONS},
             eff_io={p: SPEC_EFF_IO for p in PRECISIONS},
+            io_overhead_us={p: SPEC_IO_OVERHEAD_US for p in PRECISIONS},
         )
 
     def op(self, key: str, precision: str) -> OpCoefficients:
@@ -161,11 +173,18 @@ class Coefficients:
     def io_inv_eff(self, precision: str) -> float:
         return 1.0 / float(self.eff_io.get(precision, self.eff_io.get("fp32", SPEC_EFF_IO)))
 
+    def io_overhead_ms(self, precision: str) -> float:
+        # tables written before crossings had a fixed cost have no io_overhead_us: zero, as fitted then
+        if not self.io_overhead_us:
+            return 0.0
+        return float(self.io_overhead_us.get(precision, self.io_overhead_us.get("fp32", SPEC_IO_OVERHEAD_US))) / 1e3
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ops": {p: {k: c.to_dict() for k, c in t.items()} for p, t in self.ops.items()},
             "run_overhead_us": dict(self.run_overhead_us),
             "eff_io": dict(self.eff_io),
+            "io_overhead_us": dict(self.io_overhead_us),
         }
 
     @classmethod
@@ -174,6 +193,7 @@ class Coefficients:
             ops={p: {k: OpCoefficients.from_dict(c) for k, c in t.items()} for p, t in data.get("ops", {}).items()},
             run_overhead_us={p: float(v) for p, v in data.get("run_overhead_us", {}).items()},
             eff_io={p: float(v) for p, v in data.get("eff_io", {}).items()},
+            io_overhead_us={p: float(v) for p, v in data.get("io_overhead_us", {}).items()},
         )
 
     # -- the linear view ------------------------------------------------------------------
@@ -186,7 +206,7 @@ class Coefficients:
             if parts[1] == "run":
                 out.append(self.run_overhead_ms(parts[0]))
             elif parts[1] == "io":
-                out.append(self.io_inv_eff(parts[0]))
+                out.append(self.io_overhead_ms(parts[0]) if parts[2] == "overhead" else self.io_inv_eff(parts[0]))
             else:
                 out.append(self.op(parts[1], parts[0]).theta()[TERMS.index(parts[2])])
         return out
@@ -200,10 +220,13 @@ class Coefficients:
         }
         run = {p: base.run_overhead_ms(p) for p in PRECISIONS}
         io = {p: base.io_inv_eff(p) for p in PRECISIONS}
+        io_fixed = {p: base.io_overhead_ms(p) for p in PRECISIONS}
         for name, value in zip(names, theta):
             parts = name.split(".")
             if parts[1] == "run":
                 run[parts[0]] = float(value)
+            elif parts[1] == "io" and parts[2] == "overhead":
+                io_fixed[parts[0]] = float(value)
             elif parts[1] == "io":
                 io[parts[0]] = float(value)
             else:
@@ -212,6 +235,7 @@ class Coefficients:
             ops={p: {k: OpCoefficients.from_theta(*v) for k, v in t.items()} for p, t in ops.items()},
             run_overhead_us={p: round(v * 1000.0, 4) for p, v in run.items()},
             eff_io={p: round(min(1.0 / v, 1e4), 6) if v > 1e-4 else 1e4 for p, v in io.items()},
+            io_overhead_us={p: round(max(v, 0.0) * 1000.0, 4) for p, v in io_fixed.items()},
         )
 
 
@@ -221,7 +245,7 @@ def param_names(precisions: Iterable[str] = PRECISIONS, keys: Iterable[str] = OP
     keys = list(keys)
     for p in precisions:
         names += [f"{p}.{k}.{t}" for k in keys for t in TERMS]
-        names += [f"{p}.run.overhead", f"{p}.io.memory"]
+        names += [f"{p}.run.overhead", f"{p}.io.overhead", f"{p}.io.memory"]
     return names
 
 
@@ -230,30 +254,71 @@ def layer_terms(f: LayerFeatures, hw: Hardware) -> tuple[float, float, float]:
     return (1.0, f.work / hw.peak_macs_per_ms[f.precision], f.bytes_moved / hw.bytes_per_ms)
 
 
-def boundary_bytes(features: Sequence[LayerFeatures], input_elements: int) -> dict[str, float]:
-    """Bytes crossing a precision boundary, per precision of the quantized side.
+# Ops a runtime runs in its own blocked data layout, per precision (see the module docstring);
+# everything not listed here or in _PLAIN runs in the layout of its input.
+_BLOCKED: Mapping[str, frozenset[str]] = {
+    "fp32": frozenset({"conv", "dwconv", "pwconv", "maxpool", "avgpool", "gap"}),
+    "fp16": frozenset({"conv", "dwconv", "pwconv", "maxpool", "avgpool", "gap"}),
+    "int8": frozenset({"conv", "dwconv", "pwconv"}),
+}
+_PLAIN = frozenset({"linear", "other"})
+# A conv reading fewer input channels than one layout block takes the plain input as it is
+# (ONNX Runtime's NCHWc conv reads an NCHW stem input; block = 8 fp32 lanes on AVX2).
+THIN_INPUT_CHANNELS = 8
 
-    The network input and output are float; every int8/fp16 layer that reads from float (or the
-    input) pays a quantize (and, on ONNX Runtime, an NHWC transpose), and one that feeds float
-    (or the output) a dequantize. Both are charged at fp32 bytes of the crossing tensor. Layers
-    run in order, so the tensor crossing into layer i is the previous layer's output.
+
+def crossings(features: Sequence[LayerFeatures], input_elements: int | Sequence[int]) -> list[tuple[str, float]]:
+    """(precision, bytes) of every tensor crossing a precision or layout boundary.
+
+    One crossing per (tensor, target precision and layout), however many layers read it. A
+    precision crossing is charged to the non-fp32 side at fp32 bytes (the float tensor is read
+    or written); a layout crossing to the tensor's precision at its own bytes. Features without
+    producer links are taken to run as a chain (the first reads the input).
     """
-    out: dict[str, float] = {}
-    prev_prec, prev_elems = "fp32", input_elements
-    for f in features:
-        if f.key == "fused":
-            continue
-        if f.precision != prev_prec:
-            side = f.precision if f.precision != "fp32" else prev_prec
-            out[side] = out.get(side, 0.0) + prev_elems * ELEMENT_BYTES["fp32"]
-        prev_prec, prev_elems = f.precision, f.out_elements
-    # the output side: every network ends in float
-    if prev_prec != "fp32":
-        out[prev_prec] = out.get(prev_prec, 0.0) + prev_elems * ELEMENT_BYTES["fp32"]
-    # fp32 networks still bind one input and one output tensor per run
-    fp32_io = (input_elements + (features[-1].out_elements if features else 0)) * ELEMENT_BYTES["fp32"]
-    if not out:
-        out["fp32"] = float(fp32_io)
+    inputs = (int(input_elements),) if isinstance(input_elements, (int, float)) else tuple(int(x) for x in input_elements)
+    n = len(features)
+    linked = any(f.producers for f in features)
+    layout: list[str] = []
+    seen: set[tuple[int, str, str]] = set()
+    out: list[tuple[str, float]] = []
+
+    def add(src: int, src_prec: str, src_layout: str, src_elems: int, dst_prec: str, dst_layout: str) -> None:
+        if src_prec == dst_prec and src_layout == dst_layout:
+            return
+        key = (src, dst_prec, dst_layout)
+        if key in seen:
+            return
+        seen.add(key)
+        if src_prec != dst_prec:
+            side = dst_prec if dst_prec != "fp32" else src_prec
+            out.append((side, float(src_elems * ELEMENT_BYTES["fp32"])))
+        else:
+            out.append((dst_prec, float(src_elems * ELEMENT_BYTES[dst_prec])))
+
+    for i, f in enumerate(features):
+        prods = f.producers if linked else ((i - 1,) if i else (-1,))
+        if f.key in _BLOCKED.get(f.precision, ()):
+            mine = "blocked"
+        elif f.key in _PLAIN:
+            mine = "plain"
+        else:  # element-wise: the layout of its (first) input
+            p0 = prods[0] if prods else -1
+            mine = layout[p0] if 0 <= p0 < i else "plain"
+        layout.append(mine)
+        for p in prods:
+            if p >= 0:
+                if p < i:
+                    add(p, features[p].precision, layout[p], features[p].out_elements, f.precision, mine)
+                continue
+            k = -1 - p
+            elems = inputs[k] if k < len(inputs) else inputs[-1]
+            thin = (f.key in ("conv", "dwconv", "pwconv") and 0 < f.in_channels < THIN_INPUT_CHANNELS)
+            if f.precision == "fp32" and thin:
+                continue
+            add(p, "fp32", "plain", elems, f.precision, mine)
+    if n:
+        last = features[-1]
+        add(n - 1, last.precision, layout[-1], last.out_elements, "fp32", "plain")
     return out
 
 
@@ -278,7 +343,7 @@ def layers_vector(features: Sequence[LayerFeatures], hw: Hardware, names: Sequen
 
 
 def design_vector(
-    features: Sequence[LayerFeatures], input_elements: int, hw: Hardware, names: Sequence[str]
+    features: Sequence[LayerFeatures], input_elements: int | Sequence[int], hw: Hardware, names: Sequence[str]
 ) -> list[float]:
     """The row ``x`` with ``latency_ms = x . theta`` for a whole network (or micro-benchmark graph)."""
     index = {n: i for i, n in enumerate(names)}
@@ -290,13 +355,14 @@ def design_vector(
             x[i] += value
 
     bump(f"{run_precision(features)}.run.overhead", 1.0)
-    for p, nbytes in boundary_bytes(features, input_elements).items():
+    for p, nbytes in crossings(features, input_elements):
+        bump(f"{p}.io.overhead", 1.0)
         bump(f"{p}.io.memory", nbytes / hw.bytes_per_ms)
     return x
 
 
 def predict_terms(
-    features: Sequence[LayerFeatures], input_elements: int, hw: Hardware, coeffs: Coefficients
+    features: Sequence[LayerFeatures], input_elements: int | Sequence[int], hw: Hardware, coeffs: Coefficients
 ) -> tuple[list[tuple[float, float, float]], float, float]:
     """Per-layer (overhead, compute, memory) ms, the run overhead ms and the boundary ms."""
     per_layer = []
@@ -305,7 +371,8 @@ def predict_terms(
         n, comp, mem = layer_terms(f, hw)
         per_layer.append((c.overhead_us / 1000.0 * n, comp / c.eff_compute, mem / c.eff_memory))
     run_ms = coeffs.run_overhead_ms(run_precision(features))
-    io_ms = sum(b / hw.bytes_per_ms * coeffs.io_inv_eff(p) for p, b in boundary_bytes(features, input_elements).items())
+    io_ms = sum(coeffs.io_overhead_ms(p) + b / hw.bytes_per_ms * coeffs.io_inv_eff(p)
+                for p, b in crossings(features, input_elements))
     return per_layer, run_ms, io_ms
 
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from hwtune.precision import ELEMENT_BYTES
-from hwtune.predictor._features import LayerFeatures, features_from_layer
+from hwtune.predictor._features import LayerFeatures, lower, raws_from_graph
 from hwtune.predictor._model import Hardware, design_vector, layers_vector
 
 __all__ = ["NB201Composer", "executed_edges"]
@@ -60,7 +60,8 @@ class NB201Composer:
         skeleton = NB201Net(identity, channels=channels, cells_per_stage=cells_per_stage, num_classes=num_classes,
                             in_channels=in_channels)
         g = trace_layers(skeleton, torch.zeros(1, in_channels, input_size, input_size), precision)
-        self.skeleton = tuple(f for layer in g.layers for f in [features_from_layer(layer)] if f is not None)
+        # lowered like predict() lowers a whole network (the identity cell prunes nothing)
+        self.skeleton = lower(raws_from_graph(g.layers))
 
         self.pieces: dict[tuple[int, str], tuple[LayerFeatures, ...]] = {}
         for s in range(3):
@@ -70,7 +71,7 @@ class NB201Composer:
                 # wrapped, so the op is a call_module with its geometry (a root module traces as functions)
                 mod = torch.nn.Sequential(_make_op(op, c))
                 gl = trace_layers(mod, x, precision)
-                feats = [f for layer in gl.layers for f in [features_from_layer(layer)] if f is not None]
+                feats = [replace(f, producers=()) for f in lower(raws_from_graph(gl.layers))]
                 # the edge's leading ReLU is counted separately: a runtime fuses it into the
                 # conv that produced its input when nothing else reads that tensor
                 relu = [f for f in feats if f.op_type == "relu"]
@@ -144,12 +145,15 @@ class NB201Composer:
         return out
 
     def features(self, arch: str) -> tuple[LayerFeatures, ...]:
-        """All executed layers of the network (order within the body is not execution order;
-        it only matters for precision boundaries, and this network is uniform in precision)."""
+        """All executed layers of the network (order within the body is not execution order,
+        and producer links are dropped: the layers read as a chain, which gives the same
+        precision/layout crossings as the real graph -- stem in, head out -- because the cells
+        are uniform in precision and hold no plain-layout ops)."""
         cells: list[LayerFeatures] = []
         for (s, op), n in sorted(self.counts(arch).items()):
             cells.extend(list(self.pieces[(s, op)]) * n)
-        return (*self.skeleton[:2], *cells, *self.skeleton[2:])
+        skeleton = [replace(f, producers=()) for f in self.skeleton]
+        return (*skeleton[:2], *cells, *skeleton[2:])
 
     def design_matrix(self, archs: Sequence[str], hw: Hardware, names: Sequence[str]) -> Any:
         """Rows ``x`` with ``latency = x . theta`` for many archs, from per-piece vectors (fast)."""

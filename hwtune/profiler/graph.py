@@ -89,6 +89,9 @@ class LayerInfo:
         fused_into: Name of the conv/linear a runtime fuses this bn/relu/relu6 into, else None.
         module: Module path that owns the op (``""`` for the root module).
         target: The torch class or function name (``Conv2d``, ``add``), for humans.
+        producers: Names of the layers whose outputs this layer reads (the graph input is not
+            listed), so consumers can be counted after ops are pruned. Filled by both tracers;
+            empty for graphs read from ONNX.
     """
 
     name: str
@@ -108,9 +111,11 @@ class LayerInfo:
     fused_into: str | None = None
     module: str = ""
     target: str = ""
+    producers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["producers"] = list(self.producers)
         d["input_shapes"] = [list(s) for s in self.input_shapes]
         d["output_shape"] = list(self.output_shape)
         d["kernel_size"] = list(self.kernel_size) if self.kernel_size else None
@@ -125,6 +130,7 @@ class LayerInfo:
         for key in ("kernel_size", "stride"):
             if d.get(key) is not None:
                 d[key] = tuple(int(x) for x in d[key])
+        d["producers"] = tuple(str(x) for x in d.get("producers", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -1030,6 +1036,7 @@ def _assemble(model: nn.Module, example: torch.Tensor, plan: PrecisionPlan, tr: 
                 fused_into=fused[i],
                 module=r.module,
                 target=r.target,
+                producers=tuple(raws[p].name for p in r.producers),
             )
         )
     peak_layer = ""

@@ -195,7 +195,7 @@ def _plot(runs: list[dict[str, Any]], histories: dict[tuple[str, int], list], bu
         if len(curves) > 1:
             ax.fill_between(grid / 60, arr.min(axis=0), arr.max(axis=0), alpha=0.15, color=colors.get(method))
     ax.set_xlabel("wall time (min)")
-    ax.set_ylabel("hypervolume (accuracy x latency, fraction of reference box)")
+    ax.set_ylabel("hypervolume (fraction of reference box)")
     ax.set_title("search efficiency at equal wall clock (mean, min-max over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

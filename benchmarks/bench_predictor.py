@@ -5,24 +5,33 @@ Writes ``benchmarks/results/predictor.json``::
     {"devices": {"raspberry-pi-4": {spearman, kendall, within_10pct, within_20pct, flops_spearman,
                                     flops_kendall, flops_within_10pct, flops_within_20pct,
                                     n_calibration, n_eval, calibration_seed, calibration_archs,
-                                    seeds: {...robustness over other seeds...}},
+                                    seeds: {spearman_mean, spearman_min, ... over seeds 0-19}},
                  "pixel-3": {...}},
-     "host": {"within_10pct", "within_20pct", "spearman", "median_error_pct", "n", ...},
+     "host": {"within_10pct", "within_20pct", "spearman", "median_error_pct", "n", "statistic",
+              "noise_floor": {...}, "by_precision", "by_family", "records", ...},
      "predict_ms": {...}, "anchors": {...}}
 
 Real devices -- protocol of ../shared/data/hw-nas-bench/README.md: 10 connected architectures
-drawn with ``numpy.random.default_rng(CALIBRATION_SEED)`` are the only rows the predictor sees
-(three global scales over the spec per-op priors, ``hwtune.predictor._calibrate.fit_scales``);
-every other connected architecture is predicted and compared. The FLOPs-only baseline is a
-straight line latency = a * FLOPs + b fitted on the same 10 rows (its ranks are those of FLOPs).
+drawn with ``numpy.random.default_rng(seed)`` are the only rows the predictor sees (three global
+scales over the spec per-op priors, ``hwtune.predictor._calibrate.fit_scales``); every other
+connected architecture is predicted and compared. Seed 0 is the headline; seeds 0-19 show how
+much the choice of the ten calibration networks matters. The FLOPs-only baseline is a straight
+line latency = a * FLOPs + b fitted on the same 10 rows (its ranks are those of FLOPs).
 
-Host: random candidates of the convnet / mobilenet_v2 / resnet families (Fashion-MNIST 1x28x28
-and 3x32x32 inputs, fp32 and int8 QDQ via ``hwtune.quant.quantize``), measured with ONNX Runtime on
-the threads of the host profile, predicted from the host profile's micro-benchmark calibration
-(``scripts/profile_device.py`` + ``hwtune calibrate``). Run on a quiet machine: the measured side
-is only as good as the machine's noise.
+Host: random candidates of the convnet / mobilenet_v2 / resnet families (widths, depths, kernel
+sizes, expansion ratios; Fashion-MNIST 1x28x28 and CIFAR 3x32x32 inputs; fp32 and int8 QDQ via
+``hwtune.quant.quantize`` with random calibration data), each measured with
+``hwtune.profiler.latency.measure_latency`` on the host profile's threads, in ``--host-passes``
+passes over all candidates (so the repeats of one model are minutes apart), and predicted from
+the host profile's micro-benchmark calibration (``scripts/profile_device.py`` +
+``hwtune calibrate``). A candidate's measured latency is the best of its passes, in the
+statistic the calibration was fitted to (``median`` of runs, or ``min`` -- the fastest run --
+when the calibration was made on a shared machine); both are recorded. The noise floor is how
+often two passes of the same model agree within +-10%: when the machine's own noise puts more
+than 5% of repeats outside +-10%, a 95%-within-10% target cannot be verified there, and the
+result says so next to the figure.
 
-Usage:  python benchmarks/bench_predictor.py [--quick] [--host-n 120] [--skip-host]
+Usage:  python benchmarks/bench_predictor.py [--part all|hwnas|host] [--quick] [--host-n 120]
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ DATA = REPO.parent / "shared" / "data" / "hw-nas-bench" / "nb201_cifar10_latency
 OUT = REPO / "benchmarks" / "results" / "predictor.json"
 CALIBRATION_SEED = 0
 N_CALIBRATION = 10
+ROBUSTNESS_SEEDS = range(20)
 DEVICES = {"raspberry-pi-4": "raspi4_latency_ms", "pixel-3": "pixel3_latency_ms"}
 ANCHORS = {
     "hw-nas-bench raspberry-pi-4 spearman": {"FLOPs": "0.85-0.87", "BRP-NAS (900 samples)": 0.847, "HELP (10 samples)": 0.890},
@@ -87,7 +97,7 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
     t_compose = time.perf_counter() - t0
     names = param_names()
     out: dict = {}
-    seeds = range(1, 4) if quick else range(1, 21)
+    seeds = list(range(3)) if quick else list(ROBUSTNESS_SEEDS)
     for device, column in DEVICES.items():
         y = np.array([float(r[column]) for r in rows])
         profile = load_profile(device)
@@ -98,7 +108,8 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
         spec = Coefficients.spec()
         theta_spec = np.array(spec.theta(names))
 
-        def run(seed: int) -> tuple[dict, dict, np.ndarray, object]:
+        def run(seed: int, y: np.ndarray = y, hw: Hardware = hw, spec: Coefficients = spec,
+                x: np.ndarray = x) -> tuple[dict, dict, np.ndarray, object]:
             cal = calibration_indices(len(rows), seed)
             mask = np.ones(len(rows), bool)
             mask[cal] = False
@@ -113,7 +124,9 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
 
         ours, base, cal, fit = run(CALIBRATION_SEED)
         spec_err = float(np.median(np.abs((x @ theta_spec) / y - 1.0)) * 100)
-        robust = [run(s)[0] for s in seeds]
+        robust = [(s, *run(s)[:2]) for s in seeds]
+        rhos = [r["spearman"] for _, r, _ in robust]
+        worst = min(robust, key=lambda t: t[1]["spearman"])
         out[device] = {
             **ours,
             "flops_spearman": base["spearman"], "flops_kendall": base["kendall"],
@@ -125,10 +138,16 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
             "scales": {k: round(v, 4) for k, v in (fit.scales or {}).items()},
             "spec_prior_median_error_pct": round(spec_err, 1),
             "seeds": {
-                "seeds": list(seeds),
-                "spearman_mean": round(statistics.mean(r["spearman"] for r in robust), 4),
-                "spearman_min": round(min(r["spearman"] for r in robust), 4),
-                "within_10pct_mean": round(statistics.mean(r["within_10pct"] for r in robust), 4),
+                "seeds": seeds,
+                "spearman_mean": round(statistics.mean(rhos), 4),
+                "spearman_min": round(min(rhos), 4),
+                "spearman_max": round(max(rhos), 4),
+                "spearman_below_0.95": sum(r < 0.95 for r in rhos),
+                "worst_seed": worst[0],
+                "kendall_mean": round(statistics.mean(r["kendall"] for _, r, _ in robust), 4),
+                "within_10pct_mean": round(statistics.mean(r["within_10pct"] for _, r, _ in robust), 4),
+                "flops_spearman_mean": round(statistics.mean(b["spearman"] for _, _, b in robust), 4),
+                "per_seed_spearman": {str(s): r["spearman"] for s, r, _ in robust},
             },
             "design_matrix_s": round(t_design, 3),
         }
@@ -142,8 +161,8 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
                     w.writerow([f"nb201-{rows[i]['arch_idx']}", archs[i], "1x3x32x32", "fp32", rows[i][column]])
         print(f"{device}: rho {ours['spearman']} (FLOPs {base['spearman']}), tau {ours['kendall']}, "
               f"within10 {ours['within_10pct']}, within20 {ours['within_20pct']}, n_eval {len(rows) - len(cal)}; "
-              f"seeds {list(seeds)[0]}..{list(seeds)[-1]}: rho mean {out[device]['seeds']['spearman_mean']} "
-              f"min {out[device]['seeds']['spearman_min']}", file=sys.stderr)
+              f"seeds {seeds[0]}..{seeds[-1]}: rho mean {out[device]['seeds']['spearman_mean']} "
+              f"min {out[device]['seeds']['spearman_min']} (seed {worst[0]})", file=sys.stderr)
     out["_compose_s"] = round(t_compose, 2)
     return out
 
@@ -151,9 +170,13 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
 # --------------------------------------------------------------------------------------------
 # Host
 
+FAMILIES = ("convnet", "mobilenet_v2", "resnet")
+INPUTS = ((1, 1, 28, 28), (1, 3, 32, 32))
 
-def _sample_candidate(rng: random.Random) -> tuple[str, dict]:
-    family = rng.choice(("convnet", "mobilenet_v2", "resnet"))
+
+def sample_candidate(rng: random.Random) -> tuple[str, dict]:
+    """A random legal candidate of one of the three families, over wide knob ranges."""
+    family = rng.choice(FAMILIES)
     if family == "convnet":
         n = rng.choice((2, 3, 4))
         return family, {
@@ -175,62 +198,119 @@ def _sample_candidate(rng: random.Random) -> tuple[str, dict]:
                     "depth": tuple(rng.choice((1, 2)) for _ in range(n))}
 
 
-def _ort_median_ms(path: Path, shape: tuple[int, ...], threads: int, budget_s: float) -> float:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import profile_device
+def host_candidates(n: int, seed: int = 0) -> list[dict]:
+    """``n`` candidates: family/knobs/input/precision, precisions alternating so both get n/2."""
+    from hwtune.families import create_model
 
-    sess = profile_device._session(str(path), threads)
-    feeds = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    # three interleaved windows, median of medians: a shared machine's bursts hit one window
-    return statistics.median(profile_device.measure(sess, feeds, budget_s=budget_s / 3)["median_ms"] for _ in range(3))
+    rng = random.Random(seed)
+    out: list[dict] = []
+    while len(out) < n:
+        family, knobs = sample_candidate(rng)
+        shape = rng.choice(INPUTS)
+        try:  # an illegal random combination: draw again
+            create_model(family, knobs, num_classes=10, in_channels=shape[1], input_size=shape[2])
+        except Exception as exc:  # noqa: BLE001
+            print(f"skip {family} {knobs}: {exc}", file=sys.stderr)
+            continue
+        out.append({"family": family, "knobs": knobs, "input_shape": shape, "precision": ("fp32", "int8")[len(out) % 2]})
+    return out
 
 
-def host(n: int, budget_s: float, seed: int = 0) -> dict:
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return round(float(np.mean(np.abs(b / a - 1.0) <= 0.10)), 4)
+
+
+def host(n: int, budget_s: float, passes: int, seed: int = 0) -> dict:
+    """Predicted vs measured on random candidates, plus the machine's own noise floor."""
     import torch
 
     from hwtune.device import load_profile
     from hwtune.families import create_model
     from hwtune.onnx_export import export_onnx
     from hwtune.predictor import predict
-    from hwtune.quant import quantize
+    from hwtune.profiler.latency import measure_latency
+    from hwtune.quant import QuantConfig, quantize
 
     profile = load_profile("host")
     if not profile.calibration:
         return {"skipped": "profiles/host.toml has no [calibration]: run scripts/profile_device.py and hwtune calibrate"}
-    rng = random.Random(seed)
-    records = []
+    statistic = str(profile.calibration.get("statistic", "median"))
+    cands = host_candidates(n, seed)
+    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwtune-bench-pred-") as tmp:
-        i = 0
-        while len(records) < n:
-            i += 1
-            family, knobs = _sample_candidate(rng)
-            shape = rng.choice(((1, 1, 28, 28), (1, 3, 32, 32)))
-            precision = rng.choice(("fp32", "int8"))
-            try:
-                model = create_model(family, knobs, num_classes=10, in_channels=shape[1], input_size=shape[2]).eval()
-            except Exception as exc:  # an illegal random combination: draw again
-                print(f"skip {family} {knobs}: {exc}", file=sys.stderr)
-                continue
-            fp32 = export_onnx(model, torch.zeros(shape), Path(tmp) / f"m{i}.onnx", dynamic_batch=False)
-            path = fp32
-            if precision == "int8":
-                calib = np.random.default_rng(0).standard_normal((16, *shape[1:])).astype(np.float32)
-                path = quantize(fp32, Path(tmp) / f"m{i}_int8.onnx", "int8", calibration=calib, device=profile).path
-            measured = _ort_median_ms(path, shape, profile.threads, budget_s)
-            p = predict(model, shape, device=profile, precision=precision)
-            records.append({"family": family, "knobs": {k: list(v) if isinstance(v, tuple) else v for k, v in knobs.items()},
-                            "input_shape": list(shape), "precision": precision, "measured_ms": round(measured, 5),
-                            "predicted_ms": round(p.latency_ms, 5)})
-            print(f"[{len(records)}/{n}] {family} {precision} {shape}: measured {measured:.4f} ms predicted "
-                  f"{p.latency_ms:.4f} ms", file=sys.stderr)
+        for i, c in enumerate(cands):
+            shape = c["input_shape"]
+            model = create_model(c["family"], c["knobs"], num_classes=10, in_channels=shape[1], input_size=shape[2]).eval()
+            path = export_onnx(model, torch.zeros(shape), Path(tmp) / f"m{i}.onnx", dynamic_batch=False)
+            if c["precision"] == "int8":
+                calib = np.random.default_rng(i).standard_normal((16, *shape[1:])).astype(np.float32)
+                path = quantize(path, Path(tmp) / f"m{i}_int8.onnx", "int8", calibration=calib,
+                                config=QuantConfig(calibration_samples=16), device=profile).path
+            t0 = time.perf_counter()
+            c["predicted_ms"] = predict(model, shape, device=profile, precision=c["precision"]).latency_ms
+            c["predict_cold_ms"] = (time.perf_counter() - t0) * 1e3
+            c["path"], c["passes"] = path, []
+        t_built = time.perf_counter() - t_start
+        # passes over all candidates: the repeats of one model are minutes apart, so the pass-to-pass
+        # agreement is the machine's noise floor at the time scale that matters
+        pass_start = []
+        for p in range(passes):
+            pass_start.append(time.perf_counter())
+            for i, c in enumerate(cands):
+                x = np.random.default_rng(0).standard_normal(c["input_shape"]).astype(np.float32)
+                m = measure_latency(c["path"], x, runtime="onnxruntime", threads=profile.threads,
+                                    time_budget_s=budget_s, min_time_s=budget_s / 2)
+                c["passes"].append({"median_ms": m.median_ms, "min_ms": m.min_ms, "runs": m.runs})
+            print(f"host pass {p + 1}/{passes} done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
+    records = []
+    for c in cands:
+        rec = {"family": c["family"], "knobs": {k: list(v) if isinstance(v, tuple) else v for k, v in c["knobs"].items()},
+               "input_shape": list(c["input_shape"]), "precision": c["precision"],
+               "predicted_ms": round(c["predicted_ms"], 5),
+               "measured_median_ms": round(min(q["median_ms"] for q in c["passes"]), 5),
+               "measured_min_ms": round(min(q["min_ms"] for q in c["passes"]), 5),
+               "pass_median_ms": [round(q["median_ms"], 5) for q in c["passes"]],
+               "pass_min_ms": [round(q["min_ms"], 5) for q in c["passes"]]}
+        rec["measured_ms"] = rec[f"measured_{statistic}_ms"]
+        records.append(rec)
+        print(f"{c['family']:12s} {c['precision']} {tuple(c['input_shape'])}: measured {rec['measured_ms']:.4f} ms "
+              f"({statistic}) predicted {rec['predicted_ms']:.4f} ms", file=sys.stderr)
     pred = np.array([r["predicted_ms"] for r in records])
     meas = np.array([r["measured_ms"] for r in records])
-    m = _metrics(pred, meas)
-    by_prec = {p: _metrics(pred[[r["precision"] == p for r in records]], meas[[r["precision"] == p for r in records]])
-               for p in ("fp32", "int8") if sum(r["precision"] == p for r in records) > 2}
-    return {**m, "n": len(records), "by_precision": by_prec, "threads": profile.threads,
-            "calibration": {k: profile.calibration.get(k) for k in ("method", "created", "n_samples", "error_pct")},
-            "records": records}
+    out: dict = {**_metrics(pred, meas), "n": len(records), "statistic": statistic, "passes": passes,
+                 "budget_s_per_pass": budget_s, "threads": profile.threads}
+    other = "median" if statistic == "min" else "min"
+    out[f"vs_{other}"] = _metrics(pred, np.array([r[f"measured_{other}_ms"] for r in records]))
+    for key, values in (("by_precision", ("fp32", "int8")), ("by_family", FAMILIES)):
+        field = "precision" if key == "by_precision" else "family"
+        out[key] = {v: {**_metrics(pred[m], meas[m]), "n": int(m.sum())}
+                    for v in values for m in [np.array([r[field] == v for r in records])] if m.sum() > 2}
+    if passes >= 2:
+        floor = {}
+        for stat in ("median", "min"):
+            a = np.array([r[f"pass_{stat}_ms"][0] for r in records])
+            b = np.array([r[f"pass_{stat}_ms"][1] for r in records])
+            floor[f"{stat}_repeats_within_10pct"] = _agreement(a, b)
+        share_out = 1.0 - floor[f"{statistic}_repeats_within_10pct"]
+        spacing = (pass_start[1] - pass_start[0]) if len(pass_start) > 1 else 0.0
+        floor["outside_10pct"] = round(share_out, 4)
+        floor["repeat_spacing_s"] = round(spacing, 1)
+        floor["target_verifiable"] = bool(share_out <= 0.05 and len(records) >= 100)
+        floor["note"] = (
+            f"two measurements of the same model, {spacing:.0f} s apart, agree within +-10% for "
+            f"{100 * (1 - share_out):.0f}% of the {len(records)} candidates ({statistic} statistic): "
+            + ("measurement noise alone exceeds the 5% the target allows, so within_10pct here is bounded by the "
+               "machine, not only by the predictor; re-run on an idle machine." if share_out > 0.05 else
+               "the machine is quiet enough to check a 95%-within-10% target" + (
+                   "." if len(records) >= 100 else ", but the target needs >= 100 candidates.")))
+        out["noise_floor"] = floor
+    cold = [c["predict_cold_ms"] for c in cands]
+    out["predict_cold_ms"] = {"median": round(statistics.median(cold), 1), "max": round(max(cold), 1)}
+    out["calibration"] = {k: profile.calibration.get(k) for k in
+                          ("method", "created", "n_samples", "error_pct", "statistic", "fuse_conv_add", "pad_channels")}
+    out["seconds"] = {"build_and_predict": round(t_built, 1), "total": round(time.perf_counter() - t_start, 1)}
+    out["records"] = records
+    return out
 
 
 def predict_cost(quick: bool) -> dict:
@@ -250,54 +330,74 @@ def predict_cost(quick: bool) -> dict:
     for _ in range(reps):
         predict(model, (1, 3, 32, 32), device="raspberry-pi-4")
     warm = (time.perf_counter() - t0) * 1e3 / reps
-    others = [build() for _ in range(5)]
-    t0 = time.perf_counter()
+    others = [build() for _ in range(10 if quick else 50)]
+    times = []
     for m in others:
+        t0 = time.perf_counter()
         predict(m, (1, 3, 32, 32), device="raspberry-pi-4")
-    new_obj = (time.perf_counter() - t0) * 1e3 / len(others)
+        times.append((time.perf_counter() - t0) * 1e3)
     comp = NB201Composer()
-    feats = comp.features(arch)
     t0 = time.perf_counter()
     for _ in range(reps):
         predict_features(comp.features(arch), comp.input_elements, "raspberry-pi-4")
     composed = (time.perf_counter() - t0) * 1e3 / reps
-    del feats
     return {
-        "warm_ms": round(warm, 4), "same_structure_new_object_ms": round(new_obj, 3),
+        "warm_ms": round(warm, 4),
+        "same_structure_new_object_ms": round(statistics.median(times), 3),
+        "same_structure_new_object_p90_ms": round(float(np.percentile(times, 90)), 3),
         "nb201_composed_ms": round(composed, 4), "cold_trace_ms": round(cold, 1),
-        "note": "warm: same model object; new object: structure key + cache hit; composed: per-op cached features "
-                "of a NAS-Bench-201 cell; cold: first trace of a new structure (torch.fx + FlopCounterMode)",
+        "note": "warm: same model object; new object: structure key (module tree walk, no tracing) + cache hit; "
+                "composed: per-op cached features of a NAS-Bench-201 cell; cold: first trace of a new structure "
+                "(torch.fx + FlopCounterMode); host.predict_cold_ms has it for the host candidates",
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("all", "hwnas", "host"), default="all",
+                    help="run only the HW-NAS-Bench part (+ prediction cost) or only the host part")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 robustness seeds, 6 host candidates")
     ap.add_argument("--host-n", type=int, default=120)
-    ap.add_argument("--host-budget-s", type=float, default=0.6, help="timing budget per host candidate")
-    ap.add_argument("--skip-host", action="store_true")
+    ap.add_argument("--host-budget-s", type=float, default=0.5, help="measure_latency budget per candidate and pass")
+    ap.add_argument("--host-passes", type=int, default=2, help="measurements of every candidate (>= 2 for the noise floor)")
+    ap.add_argument("--host-seed", type=int, default=0)
+    ap.add_argument("--skip-host", action="store_true", help="same as --part hwnas")
     ap.add_argument("--calibration-csv-dir", type=Path, default=None,
                     help="also write the 10 calibration rows per device as --networks CSVs here")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    part = "hwnas" if args.skip_host else args.part
     t0 = time.perf_counter()
-    result: dict = {"schema_version": 1, "quick": args.quick, "anchors": ANCHORS}
-    dev = hwnasbench(args.quick, args.calibration_csv_dir)
-    result["compose_s"] = dev.pop("_compose_s")
-    result["devices"] = dev
-    result["predict_ms"] = predict_cost(args.quick)
-    if args.skip_host:
-        result["host"] = {"skipped": "--skip-host"}
-    else:
-        result["host"] = host(6 if args.quick else args.host_n, args.host_budget_s * (0.5 if args.quick else 1.0))
+    result: dict = {"schema_version": 2, "quick": args.quick, "part": part, "anchors": ANCHORS}
+    if args.out.exists() and part != "all":  # keep the other part's figures from an earlier run
+        try:
+            old = json.loads(args.out.read_text())
+            kept = [k for k in (("host",) if part == "hwnas" else ("devices", "compose_s", "predict_ms")) if k in old]
+            result.update({k: old[k] for k in kept})
+            result["kept_from_earlier_run"] = kept
+        except (OSError, json.JSONDecodeError):
+            pass
+    if part in ("all", "hwnas"):
+        dev = hwnasbench(args.quick, args.calibration_csv_dir)
+        result["compose_s"] = dev.pop("_compose_s")
+        result["devices"] = dev
+        result["predict_ms"] = predict_cost(args.quick)
+    if part in ("all", "host"):
+        result["host"] = host(6 if args.quick else args.host_n, args.host_budget_s * (0.5 if args.quick else 1.0),
+                              args.host_passes, args.host_seed)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    h = result["host"]
-    print(json.dumps({"devices": {d: {k: v[k] for k in ("spearman", "kendall", "within_10pct", "within_20pct",
-                                                          "flops_spearman")} for d, v in dev.items()},
-                      "host": {k: h.get(k) for k in ("within_10pct", "spearman", "n", "skipped") if k in h},
-                      "predict_ms": result["predict_ms"]}, indent=1))
+    h = result.get("host", {})
+    dev = result.get("devices", {})
+    print(json.dumps({
+        "devices": {d: {**{k: v[k] for k in ("spearman", "kendall", "within_10pct", "within_20pct", "flops_spearman")},
+                        "seeds_spearman_mean": v["seeds"]["spearman_mean"], "seeds_spearman_min": v["seeds"]["spearman_min"]}
+                    for d, v in dev.items()},
+        "host": {k: h.get(k) for k in ("within_10pct", "within_20pct", "spearman", "median_error_pct", "n",
+                                       "statistic", "noise_floor", "skipped") if k in h},
+        "predict_ms": {k: v for k, v in result.get("predict_ms", {}).items() if k != "note"},
+        "seconds": result["seconds"]}, indent=1))
     return 0
 
 

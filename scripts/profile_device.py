@@ -254,7 +254,7 @@ def build_suite(precisions: tuple[str, ...] = ("fp32", "int8"), size: str = "ful
         if precision not in ("fp32", "int8"):
             continue
 
-        def count(op: str) -> int:
+        def count(op: str, col: int = col) -> int:
             return n[op][col]
 
         def shape(max_c: int = 128) -> tuple[int, int]:
@@ -634,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             opt = str(Path(tmp) / "opt.onnx")
             try:
                 sess = _session(source, args.threads, opt)
-            except Exception as exc:  # a runtime too old for an op: skip the case, say so
+            except Exception as exc:  # noqa: BLE001 - a runtime too old for an op: skip the case, say so
                 print(f"skip {case['id']}: {exc}".splitlines()[0], file=sys.stderr)
                 continue
             feeds = {inp.name: rng.standard_normal(shp).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import math
 import tomllib
@@ -51,7 +52,8 @@ def _truth() -> Coefficients:
     ops["fp32"]["dwconv"] = OpCoefficients(2.0, 0.08, 0.9)
     ops["int8"]["conv"] = OpCoefficients(4.0, 0.5, 1.2)
     return Coefficients(ops=ops, run_overhead_us={"fp32": 8.0, "int8": 12.0, "fp16": 8.0},
-                        eff_io={"fp32": 3.0, "int8": 0.5, "fp16": 1.0})
+                        eff_io={"fp32": 3.0, "int8": 0.5, "fp16": 1.0},
+                        io_overhead_us={"fp32": 1.5, "int8": 4.0, "fp16": 2.0})
 
 
 def test_microbench_fit_recovers_known_coefficients(host_hw):
@@ -66,9 +68,46 @@ def test_microbench_fit_recovers_known_coefficients(host_hw):
         got, want = fit.coefficients.op(key, prec), truth.op(key, prec)
         assert got.eff_compute == pytest.approx(want.eff_compute, rel=0.05), (prec, key)
         assert got.overhead_us == pytest.approx(want.overhead_us, rel=0.10), (prec, key)
+    # the chains separate the per-run cost, the per-crossing cost and the per-op overhead
     assert fit.coefficients.run_overhead_ms("fp32") * 1000 == pytest.approx(8.0, rel=0.10)
+    assert fit.coefficients.run_overhead_ms("int8") * 1000 == pytest.approx(12.0, rel=0.10)
+    assert fit.coefficients.io_overhead_ms("int8") * 1000 == pytest.approx(4.0, rel=0.10)
     assert fit.error_pct < 1.0  # noise-free data: held-out error is ~0 when the fit is right
     assert fit.spearman > 0.999
+
+
+def test_calibrate_microbench_writes_lowering_and_statistic(tmp_path):
+    from hwtune.device import load_profile
+    from hwtune.predictor import calibrate_microbench, predict
+    from hwtune.predictor._features import Lowering
+
+    rows = _script().build_suite(("fp32", "int8"), "quick")
+    hw = Hardware.from_profile(load_profile("host"))
+    names = param_names()
+    theta = np.array(_truth().theta(names))
+    truth_lowering = Lowering(pad_channels=(("int8", 16, 16),))
+    for r, (f, n) in zip(rows, microbench_samples(rows, truth_lowering)):
+        r["min_ms"] = float(np.dot(design_vector(f, n, hw, names), theta))
+        r["median_ms"] = 1.1 * r["min_ms"]
+    results = tmp_path / "mb.json"
+    results.write_text(json.dumps({"device": {"threads": 1, "cpu_model": "test"}, "results": rows}))
+    out = tmp_path / "host.toml"
+    report = calibrate_microbench(results, "host", out, statistic="min")
+    table = tomllib.loads(out.read_text())["calibration"]
+    assert table["statistic"] == "min" and table["method"] == "microbench"
+    assert table["pad_channels"]["int8"] == [16, 16]  # the cross-validated choice finds the true blocks
+    # fp32 has no padding in the truth; every fp32 output width in the suite is a multiple of 8,
+    # so 8 fits exactly as well and the tie goes to the larger block
+    assert table["pad_channels"].get("fp32", [1, 1]) in ([1, 1], [8, 1])
+    assert table["error_pct"] < 1.0 and report.table["n_samples"] == len(rows)
+    p = predict(torch_tiny(), (1, 1, 28, 28), device=out, precision="int8")
+    assert p.source.startswith("predicted (calibrated: microbench")
+
+
+def torch_tiny():
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3)).eval()
 
 
 def test_network_fit_recovers_three_scales(host_hw):
@@ -101,7 +140,7 @@ def test_predictions_monotone_in_macs_within_op_type():
         for kernel in (1, 3):
             lat = [predict_latency(torch.nn.Sequential(torch.nn.Conv2d(8, c, kernel, padding=kernel // 2)), (1, 8, 16, 16),
                                    device=device) for c in (4, 8, 16, 32)]
-            assert all(a < b for a, b in zip(lat, lat[1:])), (device, kernel, lat)
+            assert all(a < b for a, b in itertools.pairwise(lat)), (device, kernel, lat)
 
 
 def test_profile_without_calibration_says_so(tiny_model):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import CalibrationError, ConfigError, ModelError
 from hwtune.precision import PrecisionPlan
-from hwtune.predictor._features import LayerFeatures, Lowering, lower, raws_from_graph
+from hwtune.predictor._features import NO_LOWERING, LayerFeatures, Lowering, lower, raws_from_graph
 from hwtune.predictor._model import Coefficients, Hardware, predict_terms
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class _Calibrated:
     method: str | None
     error_pct: float | None
     precisions: tuple[str, ...]
-    lowering: Lowering = Lowering()
+    lowering: Lowering = NO_LOWERING
 
 
 _COEFF_CACHE: dict[tuple[str, str], _Calibrated] = {}
@@ -268,8 +268,9 @@ def _class_attrs(cls: type) -> tuple[str, ...] | None:
     except KeyError:
         pass
     attrs = None
-    if cls.__module__.startswith("torch.nn.") and isinstance(getattr(cls, "__constants__", None), (list, tuple)):
-        attrs = tuple(sorted(str(a) for a in cls.__constants__))
+    constants = getattr(cls, "__constants__", None)
+    if cls.__module__.startswith("torch.nn.") and isinstance(constants, (list, tuple)):
+        attrs = tuple(sorted(str(a) for a in constants))
     _CLASS_ATTRS[cls] = attrs
     return attrs
 
@@ -335,7 +336,7 @@ def model_features(
     input_shape: Sequence[int],
     precision: str | PrecisionPlan = "fp32",
     *,
-    lowering: Lowering = Lowering(),
+    lowering: Lowering = NO_LOWERING,
 ) -> tuple[tuple[LayerFeatures, ...], int]:
     """Latency features of the layers a runtime runs, and the input element count (cached).
 
@@ -363,11 +364,13 @@ def model_features(
             return hit
     import torch
 
-    from hwtune.predictor._liveness import dead_layer_names
+    from hwtune.predictor._liveness import dead_by_producers, dead_layer_names
     from hwtune.profiler.graph import trace_layers
 
     graph = trace_layers(model, torch.zeros(shape), plan)
-    dead = dead_layer_names(model) if graph.traced_with == "fx" else frozenset()
+    dead = dead_by_producers(graph.layers)
+    if dead is None:
+        dead = dead_layer_names(model) if graph.traced_with == "fx" else frozenset()
     feats = lower(raws_from_graph(graph.layers, dead), lowering)
     value = (feats, math.prod(shape))
     with _LOCK:
@@ -600,15 +603,21 @@ def calibrate_microbench(
         CalibrationError: the results file is malformed or too small.
     """
     from hwtune.device import load_profile
-    from hwtune.predictor._calibrate import detect_lowering, fit_microbench, microbench_samples, read_microbench
+    from hwtune.predictor._calibrate import (
+        choose_lowering,
+        detect_lowering,
+        fit_microbench,
+        microbench_samples,
+        read_microbench,
+    )
 
     base = load_profile(base_profile)
     rows, device = read_microbench(results_path, statistic)
     hw = Hardware.from_profile(base)
-    lowering = detect_lowering(rows)
+    prior = _profile_calibration(base).coefficients if base.calibration and base.calibration.get("method") == "spec" else None
+    lowering, pad_errors = choose_lowering(rows, hw, detect_lowering(rows), prior=prior)
     samples = microbench_samples(rows, lowering)
     y = [r["latency_ms"] for r in rows]
-    prior = _profile_calibration(base).coefficients if base.calibration and base.calibration.get("method") == "spec" else None
     fit = fit_microbench(samples, y, hw, prior=prior)
     precs = sorted({r["precision"] for r in rows})
     threads = device.get("threads")
@@ -638,7 +647,8 @@ def calibrate_microbench(
                                        "benchmarks/bench_predictor.py)",
         "precisions": precs,
         "statistic": statistic,
-        "fuse_conv_add": lowering.fuse_conv_add,
+        **lowering.table(),
+        "pad_channels_cv_error_pct": pad_errors,
     }
     if threads is not None:
         table["threads"] = int(threads)
@@ -648,7 +658,7 @@ def calibrate_microbench(
 
 
 def network_samples(
-    rows: Sequence[Any], lowering: Lowering = Lowering()
+    rows: Sequence[Any], lowering: Lowering = NO_LOWERING
 ) -> list[tuple[tuple[LayerFeatures, ...], int]]:
     """Trace each measured network (built from its family and knobs) into features."""
     from hwtune.families import create_model
@@ -672,7 +682,7 @@ def calibrate_networks(
     description: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> CalibrationReport:
-    """Fit three global scales (overhead, compute, memory) from a few whole-network latencies.
+    """Fit global scales (compute; overhead and memory when they earn it) from a few whole-network latencies.
 
     The per-op ratios stay those of the base profile's calibration (or the spec priors), so ten
     measurements are enough; the error written is leave-one-out over those measurements.
@@ -702,7 +712,7 @@ def calibrate_networks(
     table: dict[str, Any] = {
         "method": "networks",
         "description": description or (
-            f"Three global scales fitted to {len(rows)} whole-network measurements ({Path(csv_path).name}) over "
+            f"Global scales ({', '.join(fit.selected)}) fitted to {len(rows)} whole-network measurements ({Path(csv_path).name}) over "
             f"{'micro-benchmark' if prior is not Coefficients.spec() and prior_cal.method == 'microbench' else 'spec'} "
             "per-op priors."),
         "created": _today(),
@@ -714,9 +724,10 @@ def calibrate_networks(
         "validation": fit.validation,
         "precisions": precs,
         "scales": {k: _round(v) for k, v in (fit.scales or {}).items()},
+        "scales_fitted": list(fit.selected),
     }
-    if prior_cal.lowering.fuse_conv_add:
-        table["fuse_conv_add"] = True
+    if prior_cal.lowering != NO_LOWERING:  # the runtime's fusions and channel blocks stay those measured
+        table.update(prior_cal.lowering.table())
     table.update(dict(extra or {}))
     table.update(_coeff_tables(fit.coefficients, list(base.precisions)))
     path = _write_profile(base, out_path, table)

@@ -8,7 +8,9 @@ marked ``fused`` *after* dead ops were pruned (so a ReLU whose only other reader
 fused, as the runtime does). So a conv in a network and the same conv in a micro-benchmark get
 identical features. No torch here.
 
-Fusion rules (what ONNX Runtime and TFLite do on CPU):
+Fusion rules (what ONNX Runtime and TFLite do on CPU); a folded BN or activation disappears
+from the features (no kernel, no cost), a fused Add stays as a ``fused`` layer (its kernel
+reads the residual operand):
 
 * BatchNorm after a conv/linear whose output nothing else reads: folded into the weights
   (the torch exporter already does this in eval mode).
@@ -32,6 +34,7 @@ from hwtune.precision import ELEMENT_BYTES
 
 __all__ = [
     "FREE_OPS",
+    "NO_LOWERING",
     "OP_KEYS",
     "LayerFeatures",
     "Lowering",
@@ -48,10 +51,12 @@ __all__ = [
 # kernels (depthwise is memory-bound, 1x1 is a plain GEMM without im2col).
 OP_KEYS: tuple[str, ...] = (
     "conv", "dwconv", "pwconv", "linear", "avgpool", "maxpool", "gap", "add", "mul", "cat", "relu", "act", "bn",
-    "fused", "other",
+    "fused", "reshape", "other",
 )
-# Reshapes and views: runtimes run them as metadata changes (no kernel worth timing).
-FREE_OPS: tuple[str, ...] = ("flatten",)
+# Ops that cost nothing at all (none today: a reshape moves no data, but it is still a node the
+# runtime dispatches -- ONNX Runtime's Flatten before the classifier, TFLite's RESHAPE -- so it
+# gets the ``reshape`` category, a fixed cost only).
+FREE_OPS: tuple[str, ...] = ()
 COMPUTE_OPS: tuple[str, ...] = ("conv", "dwconv", "pwconv", "linear")
 FUSABLE_ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
 
@@ -59,7 +64,7 @@ _KEY_OF: Mapping[str, str] = {
     "conv": "conv", "dwconv": "dwconv", "pwconv": "pwconv", "linear": "linear", "matmul": "linear",
     "avgpool": "avgpool", "maxpool": "maxpool", "gap": "gap", "add": "add", "mul": "mul", "cat": "cat",
     "relu": "relu", "relu6": "relu", "hardswish": "act", "sigmoid": "act", "softmax": "act", "bn": "bn",
-    "attention": "other", "other": "other",
+    "flatten": "reshape", "attention": "other", "other": "other",
 }
 
 
@@ -88,6 +93,9 @@ class LayerFeatures:
         producers: Indices (into the same feature tuple) of the layers this one reads; ``-1 - k``
             is graph input ``k``. Empty when unknown (then layers are taken to run as a chain).
         in_channels: Input channels of a conv (a runtime may read a thin input without a layout change).
+        rows: Conv/linear: output pixels, the M of the conv's GEMM (0 for other ops).
+        im2col: Conv/linear: elements of the M x K input matrix (output pixels x input channels
+            per group x kernel area, channels padded like ``work``).
     """
 
     name: str
@@ -99,6 +107,8 @@ class LayerFeatures:
     out_elements: int
     producers: tuple[int, ...] = ()
     in_channels: int = 0
+    rows: int = 0
+    im2col: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -116,6 +126,10 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(int(s) for s in shape) if shape else 0
 
 
+def _round_up(n: int, block: int) -> int:
+    return -(-n // block) * block if block > 1 else n
+
+
 def features_from_spec(
     *,
     name: str,
@@ -128,37 +142,61 @@ def features_from_spec(
     kernel_size: Sequence[int] | None = None,
     fused: bool = False,
     producers: Sequence[int] = (),
+    pad: tuple[int, int] = (1, 1),
 ) -> LayerFeatures | None:
-    """Features of one op from its geometry; ``None`` for free ops (reshapes)."""
+    """Features of one op from its geometry; ``None`` for free ops (reshapes).
+
+    ``pad`` = (output, input) channel blocks: conv work is counted with the channel counts
+    rounded up to them (see ``Lowering.pad_channels``).
+    """
     key = op_key(op_type, fused)
     if key is None:
         return None
     elem = ELEMENT_BYTES[precision]
     in_elems = sum(_numel(s) for s in input_shapes)
     out_elems = _numel(output_shape)
+    rows = im2col = 0
     if key in ("conv", "dwconv", "pwconv", "linear"):
         work = int(macs)
+        cout = int(output_shape[-1] if key == "linear" else output_shape[1]) if len(output_shape) > 1 else 1
+        cout = max(cout, 1)
+        if key != "linear" and pad != (1, 1) and len(output_shape) > 1 and input_shapes and len(input_shapes[0]) > 1:
+            cin = int(input_shapes[0][1])
+            work = work * _round_up(cout, pad[0]) // cout
+            if key != "dwconv":  # depthwise: one input channel per output channel
+                work = work * _round_up(cin, pad[1]) // max(cin, 1)
+            cout = _round_up(cout, pad[0])
+        rows = max(out_elems // max(int(output_shape[-1] if key == "linear" else output_shape[1]), 1), 1)
+        im2col = work // cout
     elif key in ("avgpool", "maxpool"):
         area = math.prod(kernel_size) if kernel_size else max(1, in_elems // max(1, out_elems))
         work = out_elems * int(area)
     elif key == "gap":
         work = in_elems
+    elif key == "reshape":
+        work = 0
     else:
         work = out_elems
     if key == "fused":
-        # Folded into the producer's epilogue: the output is written once by the producer, so
-        # an activation leaves only a pass over data in cache; a fused Add also reads its other
-        # operand (the residual) from memory.
+        # Folded into the producer's kernel (lower() keeps only fused Adds): the output is
+        # written once by the producer; the Add reads its other operand (the residual).
         bytes_moved = out_elems * elem * (2 if op_type == "add" else 1)
+    elif key == "reshape":
+        bytes_moved = 0  # a view of its input
     else:
         bytes_moved = (in_elems + out_elems) * elem + int(weight_bytes)
     cin = int(input_shapes[0][1]) if input_shapes and len(input_shapes[0]) > 1 else 0
     return LayerFeatures(name, op_type, key, precision, int(work), int(bytes_moved), int(out_elems),
-                         tuple(int(p) for p in producers), cin)
+                         tuple(int(p) for p in producers), cin, int(rows), int(im2col))
 
 
 # Tensors created from shapes alone: exporters emit them as constants, runtimes run nothing.
 _CONSTANT_TARGETS = frozenset({"zeros_like", "ones_like", "full_like", "zeros", "ones", "full", "empty_like"})
+# Ops that are the identity at inference: the exporter drops them (an eval-mode Dropout costs
+# nothing on a device, but the profiler lists it as "other").
+_IDENTITY_TARGETS = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
+                               "Identity", "dropout", "alpha_dropout", "feature_alpha_dropout", "contiguous",
+                               "clone", "detach"})
 
 
 def features_from_layer(layer: Any) -> LayerFeatures | None:
@@ -167,7 +205,7 @@ def features_from_layer(layer: Any) -> LayerFeatures | None:
     Whole networks go through :func:`raws_from_graph` and :func:`lower` instead, which decide
     fusion after pruning and keep the producer links.
     """
-    if getattr(layer, "target", "") in _CONSTANT_TARGETS:
+    if getattr(layer, "target", "") in _CONSTANT_TARGETS | _IDENTITY_TARGETS:
         return None
     return features_from_spec(
         name=layer.name,
@@ -188,29 +226,55 @@ def features_from_layer(layer: Any) -> LayerFeatures | None:
 
 @dataclass(frozen=True)
 class Lowering:
-    """Runtime behaviour that changes which ops run as kernels of their own.
+    """Runtime behaviour that changes which ops run as kernels of their own, and how much work they do.
 
     Attributes:
         fuse_conv_add: fp32 Add folded into the conv that produces one of its inputs (ONNX
             Runtime on x86, NCHWc ``FusedConv`` with a sum input). Off by default: TFLite and
             ONNX Runtime on ARM run the Add as its own kernel.
+        pad_channels: ``(precision, out_block, in_block)``: conv kernels compute output (and
+            input) channels in vector blocks, so a conv costs the MACs of its channel counts
+            rounded up to the blocks (e.g. ONNX Runtime's int8 conv on AVX2 runs a 4-channel
+            conv as fast as a 16-channel one). Fitted per device by ``hwtune calibrate``
+            (cross-validated choice among a few block sizes); absent = no padding.
     """
 
     fuse_conv_add: bool = False
+    pad_channels: tuple[tuple[str, int, int], ...] = ()
+
+    def pads(self, precision: str) -> tuple[int, int]:
+        for p, out_block, in_block in self.pad_channels:
+            if p == precision:
+                return out_block, in_block
+        return 1, 1
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None) -> Lowering:
-        """The lowering a profile's ``[calibration]`` table states (``fuse_conv_add = true``)."""
+        """The lowering a profile's ``[calibration]`` table states (``fuse_conv_add``, ``pad_channels``)."""
         if not table:
             return cls()
-        return cls(fuse_conv_add=bool(table.get("fuse_conv_add", False)))
+        pads = table.get("pad_channels") or {}
+        pad = tuple(sorted((str(p), int(v[0]), int(v[1])) for p, v in pads.items()
+                           if isinstance(v, (list, tuple)) and len(v) == 2)) if isinstance(pads, Mapping) else ()
+        return cls(fuse_conv_add=bool(table.get("fuse_conv_add", False)), pad_channels=pad)
+
+    def table(self) -> dict[str, Any]:
+        """The ``[calibration]`` keys that state this lowering."""
+        out: dict[str, Any] = {"fuse_conv_add": self.fuse_conv_add}
+        if self.pad_channels:
+            out["pad_channels"] = {p: [o, i] for p, o, i in self.pad_channels}
+        return out
+
+
+NO_LOWERING = Lowering()  # plain TFLite-like behaviour: nothing beyond BN/activation folding
 
 
 @dataclass(frozen=True)
 class RawLayer:
     """One traced or specified op before lowering.
 
-    ``producers`` are indices into the same list; ``-1 - k`` is graph input ``k``.
+    ``producers`` are indices into the same list; ``-1 - k`` is graph input ``k``. ``identity``
+    marks ops that pass their input through at inference (dropped like reshapes).
     """
 
     name: str
@@ -223,6 +287,7 @@ class RawLayer:
     kernel_size: tuple[int, ...] | None = None
     producers: tuple[int, ...] = ()
     constant: bool = False
+    identity: bool = False
 
 
 def raws_from_graph(layers: Sequence[Any], dead: frozenset[str] | set[str] = frozenset()) -> list[RawLayer]:
@@ -238,10 +303,9 @@ def raws_from_graph(layers: Sequence[Any], dead: frozenset[str] | set[str] = fro
     for i, layer in enumerate(live):
         if have_links:
             prods = [index[p] for p in getattr(layer, "producers", ()) if p in index]
-            if len(prods) < len(layer.input_shapes) and not any(
-                    p not in index for p in getattr(layer, "producers", ())):
-                prods.append(-1)
-            elif not prods:
+            reads_more = len(prods) < len(layer.input_shapes) and all(
+                p in index for p in getattr(layer, "producers", ()))
+            if reads_more or not prods:  # the rest of its inputs is the graph input
                 prods.append(-1)
         else:
             prods = [i - 1] if i else [-1]
@@ -251,14 +315,16 @@ def raws_from_graph(layers: Sequence[Any], dead: frozenset[str] | set[str] = fro
             macs=int(layer.macs), weight_bytes=int(layer.weight_bytes),
             kernel_size=tuple(layer.kernel_size) if layer.kernel_size else None,
             producers=tuple(sorted(set(prods))), constant=getattr(layer, "target", "") in _CONSTANT_TARGETS,
+            identity=getattr(layer, "target", "") in _IDENTITY_TARGETS,
         ))
     return out
 
 
-def lower(raws: Sequence[RawLayer], rules: Lowering = Lowering()) -> tuple[LayerFeatures, ...]:
+def lower(raws: Sequence[RawLayer], rules: Lowering = NO_LOWERING) -> tuple[LayerFeatures, ...]:
     """The layers a runtime runs, with fused ops marked and producer links re-indexed.
 
-    Free ops (reshapes) and constants disappear (their readers read what they read); then each
+    Free ops (reshapes, inference-time identities) and constants disappear (their readers read
+    what they read); then each
     op is fused into its producer per the module docstring's rules, counting readers among the
     remaining layers (the graph output counts as a reader of the last layer).
     """
@@ -282,7 +348,7 @@ def lower(raws: Sequence[RawLayer], rules: Lowering = Lowering()) -> tuple[Layer
         if r.constant:
             alias[i] = ()
             continue
-        if op_key(r.op_type) is None:
+        if r.identity or op_key(r.op_type) is None:
             alias[i] = prods
             continue
         new_index[i] = len(kept)
@@ -328,14 +394,28 @@ def lower(raws: Sequence[RawLayer], rules: Lowering = Lowering()) -> tuple[Layer
                     anchor[k] = root
                     has_add.add(root)
                     break
-    feats = []
+    # A folded BN (weights) or activation (kernel epilogue) runs no kernel and costs nothing;
+    # it disappears and its readers read the kernel's output. A fused Add stays, as a ``fused``
+    # layer: the kernel reads the residual operand, which costs memory traffic.
+    feats: list[LayerFeatures] = []
+    final: dict[int, int] = {}
+
+    def remap(prods: Sequence[int]) -> tuple[int, ...]:
+        return tuple(sorted({final[p] if p >= 0 else p for p in prods if p < 0 or p in final}))
+
     for k, (r, prods) in enumerate(kept):
+        if anchor[k] is not None and r.op_type != "add":
+            src = [p for p in prods if p >= 0]
+            if src and src[0] in final:
+                final[k] = final[src[0]]
+                continue
         f = features_from_spec(
             name=r.name, op_type=r.op_type, precision=r.precision, input_shapes=r.input_shapes,
             output_shape=r.output_shape, macs=r.macs, weight_bytes=r.weight_bytes, kernel_size=r.kernel_size,
-            fused=anchor[k] is not None, producers=prods,
+            fused=anchor[k] is not None, producers=remap(prods), pad=rules.pads(r.precision),
         )
         assert f is not None  # free ops were dropped above
+        final[k] = len(feats)
         feats.append(f)
     return tuple(feats)
 
@@ -424,6 +504,6 @@ def raws_from_microbench(row: Mapping[str, Any]) -> list[RawLayer]:
     return raws
 
 
-def features_from_microbench(row: Mapping[str, Any], rules: Lowering = Lowering()) -> tuple[LayerFeatures, ...]:
+def features_from_microbench(row: Mapping[str, Any], rules: Lowering = NO_LOWERING) -> tuple[LayerFeatures, ...]:
     """The layers one micro-benchmark case runs, lowered like a network's."""
     return lower(raws_from_microbench(row), rules)

@@ -10,12 +10,35 @@ for them. It is not a second tracer: it only walks the symbolic graph backwards 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["dead_layer_names"]
+__all__ = ["dead_by_producers", "dead_layer_names"]
+
+
+def dead_by_producers(layers: Sequence[Any]) -> frozenset[str] | None:
+    """Names of layers that do not feed the last layer, from the profiler's ``producers`` links.
+
+    hwtune exports single-output models (``logits``), and the last layer in execution order
+    computes that output; everything it does not (transitively) read is pruned by exporters.
+    Returns None when the layers carry no links (graphs from older profilers): use
+    :func:`dead_layer_names` then. Costs nothing next to a second ``torch.fx`` trace.
+    """
+    if not layers or not any(getattr(layer, "producers", ()) for layer in layers):
+        return None
+    by_name = {layer.name: layer for layer in layers}
+    live: set[str] = set()
+    stack = [layers[-1].name]
+    while stack:
+        name = stack.pop()
+        if name in live or name not in by_name:
+            continue
+        live.add(name)
+        stack.extend(by_name[name].producers)
+    return frozenset(layer.name for layer in layers if layer.name not in live)
 
 
 def dead_layer_names(model: nn.Module) -> frozenset[str]:

@@ -4,8 +4,11 @@ For one layer of op category ``k`` at precision ``p``::
 
     latency_ms = overhead_ms[k,p] + work / (peak_macs_per_ms[p] * eff_compute[k,p])
                                   + bytes_moved / (bandwidth_bytes_per_ms * eff_memory[k,p])
+                                  + rows * row_ms[k,p] + im2col * im2col_ms[k,p]      (conv / linear)
 
-and a network adds a per-run cost (session dispatch, input/output binding) and, for every
+where ``work`` counts MACs with the channels rounded up to the runtime's vector blocks
+(``Lowering.pad_channels``), and ``rows`` / ``im2col`` are the M and M x K of the conv's GEMM
+(thin convs pay per output pixel, not per MAC); and a network adds a per-run cost (session dispatch, input/output binding) and, for every
 tensor that crosses a precision or layout boundary, the quantize/dequantize or layout change
 (NCHW <-> NCHWc reorder, NHWC transpose) the runtime inserts there::
 
@@ -41,6 +44,7 @@ from hwtune.precision import ELEMENT_BYTES, PRECISIONS
 from hwtune.predictor._features import OP_KEYS, LayerFeatures
 
 __all__ = [
+    "SCALE_GROUPS",
     "SPEC_PRIORS",
     "TERMS",
     "Coefficients",
@@ -53,44 +57,64 @@ __all__ = [
     "param_names",
 ]
 
-TERMS = ("overhead", "compute", "memory")
+TERMS = ("overhead", "compute", "memory", "rows", "im2col")
+# The three global scales of a whole-network calibration, and the one each term belongs to.
+SCALE_GROUPS = ("overhead", "compute", "memory")
+_TERM_GROUP = {"overhead": "overhead", "compute": "compute", "memory": "memory", "rows": "compute", "im2col": "compute"}
 
 
 @dataclass(frozen=True)
 class OpCoefficients:
     """Calibrated constants of one op category at one precision.
 
+    A conv is a GEMM with M = output pixels (rows), K = input channels x kernel area and
+    N = output channels; besides the M x N x K multiply-accumulates (``eff_compute``) and the
+    bytes (``eff_memory``) it pays per row (loop and epilogue setup) and per element of the
+    M x K input matrix (im2col / input broadcast), which is what makes thin convs slow.
+
     Attributes:
-        overhead_us: Fixed cost per op (kernel dispatch, threading, im2col setup), microseconds.
+        overhead_us: Fixed cost per op (kernel dispatch, threading, setup), microseconds.
         eff_compute: Fraction of the profile's peak MAC rate the op reaches (can exceed 1 when the
             stated peak is low or the runtime uses a fast algorithm such as Winograd).
         eff_memory: Fraction of the profile's memory bandwidth the op's bytes move at (above 1
             when the working set stays in cache).
+        row_ns: Conv/linear only: nanoseconds per output pixel (GEMM row). 0 = not modelled.
+        im2col_ps: Conv/linear only: picoseconds per element of the M x K input matrix.
     """
 
     overhead_us: float
     eff_compute: float
     eff_memory: float
+    row_ns: float = 0.0
+    im2col_ps: float = 0.0
 
-    def theta(self) -> tuple[float, float, float]:
-        """The linear-model parameters: (overhead ms, 1/eff_compute, 1/eff_memory)."""
-        return (self.overhead_us / 1000.0, 1.0 / self.eff_compute, 1.0 / self.eff_memory)
+    def theta(self) -> tuple[float, float, float, float, float]:
+        """The linear-model parameters: (overhead ms, 1/eff_compute, 1/eff_memory, ms per row, ms per im2col element)."""
+        return (self.overhead_us / 1000.0, 1.0 / self.eff_compute, 1.0 / self.eff_memory, self.row_ns * 1e-6,
+                self.im2col_ps * 1e-9)
 
     @classmethod
-    def from_theta(cls, overhead_ms: float, inv_compute: float, inv_memory: float) -> OpCoefficients:
+    def from_theta(
+        cls, overhead_ms: float, inv_compute: float, inv_memory: float, row_ms: float = 0.0, im2col_ms: float = 0.0
+    ) -> OpCoefficients:
         # a zero inverse efficiency means "this term does not matter": store a large finite value
         # so the TOML stays plain numbers
         def eff(x: float) -> float:
             return round(min(1.0 / x, 1e4), 6) if x > 1e-4 else 1e4
 
-        return cls(round(max(overhead_ms, 0.0) * 1000.0, 4), eff(inv_compute), eff(inv_memory))
+        return cls(round(max(overhead_ms, 0.0) * 1000.0, 4), eff(inv_compute), eff(inv_memory),
+                   float(f"{max(row_ms, 0.0) * 1e6:.4g}"), float(f"{max(im2col_ms, 0.0) * 1e9:.4g}"))
 
     def to_dict(self) -> dict[str, float]:
-        return {"overhead_us": self.overhead_us, "eff_compute": self.eff_compute, "eff_memory": self.eff_memory}
+        d = {"overhead_us": self.overhead_us, "eff_compute": self.eff_compute, "eff_memory": self.eff_memory}
+        if self.row_ns or self.im2col_ps:
+            d.update(row_ns=self.row_ns, im2col_ps=self.im2col_ps)
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OpCoefficients:
-        return cls(float(data["overhead_us"]), float(data["eff_compute"]), float(data["eff_memory"]))
+        return cls(float(data["overhead_us"]), float(data["eff_compute"]), float(data["eff_memory"]),
+                   float(data.get("row_ns", 0.0)), float(data.get("im2col_ps", 0.0)))
 
 
 # Generic CPU priors ("spec" coefficients): what a reasonable inference runtime reaches on a
@@ -113,6 +137,7 @@ SPEC_PRIORS: Mapping[str, OpCoefficients] = {
     "act": OpCoefficients(5.0, 0.05, 0.5),
     "bn": OpCoefficients(5.0, 0.25, 0.5),
     "fused": OpCoefficients(0.5, 1.0, 4.0),
+    "reshape": OpCoefficients(1.0, 1e4, 1e4),
     "other": OpCoefficients(10.0, 0.1, 0.5),
 }
 SPEC_RUN_OVERHEAD_US = 20.0
@@ -249,9 +274,10 @@ def param_names(precisions: Iterable[str] = PRECISIONS, keys: Iterable[str] = OP
     return names
 
 
-def layer_terms(f: LayerFeatures, hw: Hardware) -> tuple[float, float, float]:
-    """(count, ideal compute ms, ideal memory ms) of one layer: multiply by theta to get ms."""
-    return (1.0, f.work / hw.peak_macs_per_ms[f.precision], f.bytes_moved / hw.bytes_per_ms)
+def layer_terms(f: LayerFeatures, hw: Hardware) -> tuple[float, float, float, float, float]:
+    """(count, ideal compute ms, ideal memory ms, rows, im2col elements) of one layer: times theta = ms."""
+    return (1.0, f.work / hw.peak_macs_per_ms[f.precision], f.bytes_moved / hw.bytes_per_ms, float(f.rows),
+            float(f.im2col))
 
 
 # Ops a runtime runs in its own blocked data layout, per precision (see the module docstring);
@@ -261,7 +287,7 @@ _BLOCKED: Mapping[str, frozenset[str]] = {
     "fp16": frozenset({"conv", "dwconv", "pwconv", "maxpool", "avgpool", "gap"}),
     "int8": frozenset({"conv", "dwconv", "pwconv"}),
 }
-_PLAIN = frozenset({"linear", "other"})
+_PLAIN = frozenset({"linear", "reshape", "other"})
 # A conv reading fewer input channels than one layout block takes the plain input as it is
 # (ONNX Runtime's NCHWc conv reads an NCHW stem input; block = 8 fp32 lanes on AVX2).
 THIN_INPUT_CHANNELS = 8
@@ -368,8 +394,9 @@ def predict_terms(
     per_layer = []
     for f in features:
         c = coeffs.op(f.key, f.precision)
-        n, comp, mem = layer_terms(f, hw)
-        per_layer.append((c.overhead_us / 1000.0 * n, comp / c.eff_compute, mem / c.eff_memory))
+        n, comp, mem, rows, im2col = layer_terms(f, hw)
+        gemm = rows * c.row_ns * 1e-6 + im2col * c.im2col_ps * 1e-9  # reported with compute
+        per_layer.append((c.overhead_us / 1000.0 * n, comp / c.eff_compute + gemm, mem / c.eff_memory))
     run_ms = coeffs.run_overhead_ms(run_precision(features))
     io_ms = sum(coeffs.io_overhead_ms(p) + b / hw.bytes_per_ms * coeffs.io_inv_eff(p)
                 for p, b in crossings(features, input_elements))

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from hwtune.precision import ELEMENT_BYTES
 from hwtune.predictor._features import LayerFeatures, lower, raws_from_graph
 from hwtune.predictor._model import Hardware, design_vector, layers_vector
 
@@ -73,12 +72,12 @@ class NB201Composer:
                 gl = trace_layers(mod, x, precision)
                 feats = [replace(f, producers=()) for f in lower(raws_from_graph(gl.layers))]
                 # the edge's leading ReLU is counted separately: a runtime fuses it into the
-                # conv that produced its input when nothing else reads that tensor
+                # conv that produced its input when nothing else reads that tensor (then it
+                # costs nothing, like every folded activation in lower())
                 relu = [f for f in feats if f.op_type == "relu"]
                 if relu:
                     self.pieces[(s, "relu")] = (relu[0],)
-                    self.pieces[(s, "relu_fused")] = (replace(relu[0], key="fused", bytes_moved=relu[0].out_elements
-                                                              * ELEMENT_BYTES[precision]),)
+                    self.pieces[(s, "relu_fused")] = ()
                 self.pieces[(s, op)] = tuple(f for f in feats if f.op_type != "relu")
             self.pieces[(s, "add")] = (self._add_features(c, h, precision),)
 

@@ -45,7 +45,7 @@ def _value(v: Any) -> str:
 
 def _inline(v: Any) -> bool:
     """Small tables of scalars go inline (``conv = { overhead_us = 3.1, ... }``); others get a header."""
-    return not isinstance(v, Mapping) or (len(v) <= 4 and all(not isinstance(x, Mapping) for x in v.values()))
+    return not isinstance(v, Mapping) or (len(v) <= 5 and all(not isinstance(x, Mapping) for x in v.values()))
 
 
 def dump_table(name: str, table: Mapping[str, Any]) -> str:

@@ -245,22 +245,12 @@ def choose_activation_type(device: str | Path | DeviceProfile | None = None) -> 
 def onnx_module_path(node_name: str) -> str:
     """Module path of an ONNX node exported by torch: ``/stages/stages.0/conv/Conv`` -> ``stages.0.conv``.
 
-    The legacy exporter names each scope by the module's *unqualified* name: the last non-numeric
-    atom of its dotted path plus the numeric ones after it (``stages.0.0`` for a Sequential inside a
-    Sequential, ``conv`` for an attribute). A scope that repeats the previous one plus numeric atoms
-    is a container child; anything else is an attribute appended to the path. The last segment is
-    the op itself. Nodes outside any module (or added by tools) map to ``""``.
+    One decoder serves quantization and the profiler's per-op attribution
+    (``hwtune.profiler.latency.onnx_node_module``); nodes outside any module map to ``""``.
     """
-    parts = node_name.strip("/").split("/")[:-1] if node_name.startswith("/") else []
-    path, prev = "", ""
-    for seg in parts:
-        rest = seg[len(prev) + 1 :] if prev and seg.startswith(prev + ".") else None
-        if rest and all(atom.isdigit() for atom in rest.split(".")):
-            path = f"{path}.{rest}"
-        else:
-            path = f"{path}.{seg}" if path else seg
-        prev = seg
-    return path
+    from hwtune.profiler.latency import onnx_node_module
+
+    return onnx_node_module(node_name)
 
 
 def _load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:

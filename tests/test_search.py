@@ -18,32 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TUNER_TINY_RECIPE
+
 from hwtune.errors import ConfigError, StudyError, TrainingDivergedError, UnknownNameError
 
-TINY_RECIPE = """\
-schema_version = 1
-family = "convnet"
-dataset = "fashion-mnist"
-
-[input]
-channels = 1
-size = 28
-classes = 10
-
-[knobs]
-stem_stride = 2
-stem_width = [4, 8]
-width = [[4, 8], [8, 16]]
-depth = 1
-kernel_size = 3
-
-[precision]
-choices = ["fp32", "int8"]
-
-[train]
-epochs = 0.5
-batch_size = 64
-"""
+# The shared tiny space of conftest.py, trained for half an epoch here.
+TINY_RECIPE = TUNER_TINY_RECIPE.replace("epochs = 1.0", "epochs = 0.5")
+assert "epochs = 0.5" in TINY_RECIPE
 
 DATA = {"name": "fashion-mnist", "train_limit": 256, "val_limit": 128, "test_limit": 128}
 

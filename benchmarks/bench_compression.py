@@ -86,7 +86,7 @@ def bench_family(family: str, knobs: dict[str, Any], splits, args: argparse.Name
     from hwtune.onnx_export import export_onnx
     from hwtune.profiler import profile_model
     from hwtune.quant import QuantConfig, compare_op_times, node_precisions, onnx_weight_bytes, quantize
-    from hwtune.train import TrainBudget, evaluate, train
+    from hwtune.training import TrainBudget, evaluate, train
 
     c, h, _ = splits.input_shape
     torch.manual_seed(args.seed)

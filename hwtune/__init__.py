@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from hwtune._version import __version__
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -33,12 +33,12 @@ _EXPORTS: dict[str, str] = {
     "QuantConfig": "hwtune.quant",
     "quantize": "hwtune.quant",
     "load_dataset": "hwtune.data",
-    "TrainBudget": "hwtune.train",
-    "train": "hwtune.train",
-    "evaluate": "hwtune.train",
+    "TrainBudget": "hwtune.training",
+    "train": "hwtune.training",
+    "evaluate": "hwtune.training",
     "tune": "hwtune.search",
     "TuneResult": "hwtune.search",
-    "export": "hwtune.export",
+    "export": "hwtune.exporting",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hwtune.data import load_dataset
     from hwtune.device import DeviceProfile, list_profiles, load_profile
     from hwtune.errors import HwtuneError
-    from hwtune.export import export
+    from hwtune.exporting import export
     from hwtune.families import create_model, list_families
     from hwtune.precision import PrecisionPlan
     from hwtune.predictor import predict_latency
@@ -69,4 +69,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hwtune.quant import QuantConfig, quantize
     from hwtune.search import TuneResult, tune
     from hwtune.space import Candidate, SearchSpace
-    from hwtune.train import TrainBudget, evaluate, train
+    from hwtune.training import TrainBudget, evaluate, train

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtune._resources import resource_dir, resource_files
+from hwtune._util import is_int, is_num
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS
 
@@ -148,20 +149,14 @@ class DeviceProfile:
 # --------------------------------------------------------------------------------------------
 # TOML schema: every key, its type check and rule text. Validation collects all problems.
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _positive_int(v: Any) -> bool:
-    return _is_int(v) and v > 0
+    return is_int(v) and v > 0
 
 
 def _positive_num(v: Any) -> bool:
-    return _is_num(v) and v > 0
+    return is_num(v) and v > 0
 
 
 def _str(v: Any) -> bool:
@@ -255,7 +250,7 @@ def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
     if isinstance(calibration, dict):
         if not _nonempty_str(calibration.get("method")):
             problems.append(f"{src}: calibration.method must be a non-empty string, got {calibration.get('method')!r}")
-        if "error_pct" in calibration and not (_is_num(calibration["error_pct"]) and calibration["error_pct"] >= 0):
+        if "error_pct" in calibration and not (is_num(calibration["error_pct"]) and calibration["error_pct"] >= 0):
             problems.append(f"{src}: calibration.error_pct must be a number >= 0, got {calibration['error_pct']!r}")
     detect = isinstance(raw.get("compute"), dict) and raw["compute"].get("detect") is True
     for key in _REQUIRED_TOP:

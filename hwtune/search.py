@@ -655,7 +655,7 @@ def _train(
     seed: int,
     threads: int | None = None,
 ) -> Any:
-    from hwtune.train import TrainBudget, train
+    from hwtune.training import TrainBudget, train
 
     kw: dict[str, Any] = {
         "budget": TrainBudget(epochs=epochs),
@@ -670,7 +670,7 @@ def _train(
 
 
 def _evaluate(model_or_path: Any, dataset: Any, *, batch_size: int) -> float:
-    from hwtune.train import evaluate
+    from hwtune.training import evaluate
 
     return float(evaluate(model_or_path, dataset, batch_size=batch_size).accuracy)
 
@@ -1720,7 +1720,7 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(Exception):
             out[pkg] = metadata.version(pkg)
     if "hwtune" not in out:
-        from hwtune import __version__
+        from hwtune._version import __version__
 
         out["hwtune"] = __version__
     return out

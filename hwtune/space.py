@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._resources import resource_dir, resource_files
+from hwtune._util import is_int, is_num
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS, PrecisionPlan
 
@@ -666,12 +667,6 @@ _INPUT_KEYS = ("channels", "size", "classes")
 _TRAIN_KEYS = ("epochs", "batch_size")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path | None) -> SearchSpace:
@@ -711,7 +706,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
         for key in _INPUT_KEYS:
             if key not in table:
                 problems.append(f"{src}: missing required key 'input.{key}'")
-            elif not (_is_int(table[key]) and table[key] >= 1):
+            elif not (is_int(table[key]) and table[key] >= 1):
                 problems.append(f"{src}: input.{key} must be an integer >= 1, got {table[key]!r}")
             else:
                 vals[key] = table[key]
@@ -728,10 +723,10 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
             if key not in _TRAIN_KEYS:
                 problems.append(f"{src}: unknown key 'train.{key}'{did_you_mean(key, _TRAIN_KEYS)}")
         epochs, batch = table.get("epochs", 1.0), table.get("batch_size", 128)
-        if not (_is_num(epochs) and epochs > 0):
+        if not (is_num(epochs) and epochs > 0):
             problems.append(f"{src}: train.epochs must be a number > 0, got {epochs!r}")
             epochs = 1.0
-        if not (_is_int(batch) and batch >= 1):
+        if not (is_int(batch) and batch >= 1):
             problems.append(f"{src}: train.batch_size must be an integer >= 1, got {batch!r}")
             batch = 128
         train = TrainSpec(float(epochs), batch)
@@ -812,7 +807,7 @@ def _parse_knobs(
     n_stages = default_lengths[0] if default_lengths else family.min_stages
     if "stages" in knobs_raw:
         n = knobs_raw["stages"]
-        if not (_is_int(n) and family.min_stages <= n <= family.max_stages):
+        if not (is_int(n) and family.min_stages <= n <= family.max_stages):
             problems.append(
                 f"{src}: knobs.stages must be an integer in [{family.min_stages}, {family.max_stages}] for family "
                 f"{family.name!r}, got {n!r}"
@@ -838,7 +833,7 @@ def _parse_knobs(
         ok = True
         out = []
         for v in items:
-            if spec.kind is float and _is_int(v):
+            if spec.kind is float and is_int(v):
                 v = float(v)
             why = spec.problem(v)
             if why:

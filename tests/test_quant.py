@@ -403,7 +403,7 @@ def test_int8_accuracy_on_fashion_mnist_slice(fashion_dir, tmp_path):
     """
     from hwtune.data import calibration_batch, load_dataset
     from hwtune.families import create_model
-    from hwtune.train import TrainBudget, evaluate, train
+    from hwtune.training import TrainBudget, evaluate, train
 
     splits = load_dataset(fashion_dir, train_limit=6000, val_limit=1000, seed=0)
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from hwtune import __version__
+from hwtune._version import __version__
 from hwtune.errors import HwtuneError
 
 __all__ = ["build_parser", "main"]

@@ -255,7 +255,7 @@ def _print_export(exp: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from hwtune.export import export
+    from hwtune.exporting import export
 
     exp = export(args.storage, args.trial, args.out, args.format, study_name=args.study)
     if args.json:
@@ -267,7 +267,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from hwtune.export import export
+    from hwtune.exporting import export
     from hwtune.search import Schedule, tune
 
     if args.trials < 1:

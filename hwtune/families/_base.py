@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hwtune._util import is_int, is_num
 from hwtune.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,16 +36,10 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _as_float(v: Any) -> Any:
-    return float(v) if _is_int(v) else v
+    return float(v) if is_int(v) else v
 
 
 def _fmt(v: Any) -> str:
@@ -94,9 +89,9 @@ class Knob:
     def problem(self, value: Any) -> str | None:
         """Why ``value`` (a single value, not a per-stage tuple) is illegal, or ``None``."""
         if self.kind is int:
-            ok_type = _is_int(value)
+            ok_type = is_int(value)
         elif self.kind is float:
-            ok_type = _is_num(value)
+            ok_type = is_num(value)
         else:
             ok_type = isinstance(value, str)
         if not ok_type:
@@ -310,7 +305,7 @@ class ModelFamily:
         knobs = self.resolve(candidate)
         problems = []
         for label, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 problems.append(f"{label} must be an integer >= 1, got {value!r}")
         if not problems:
             problems += self.input_problems(knobs, in_channels=in_channels, input_size=input_size)

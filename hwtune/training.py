@@ -19,7 +19,7 @@ Batches come straight from in-memory tensors when the dataset has them
 
 Example:
     >>> from hwtune.data import load_dataset
-    >>> from hwtune.train import TrainBudget, evaluate, train
+    >>> from hwtune.training import TrainBudget, evaluate, train
     >>> splits = load_dataset("fashion-mnist")                       # doctest: +SKIP
     >>> stats = train(model, splits, budget=TrainBudget(epochs=1))   # doctest: +SKIP
     >>> evaluate(model, splits.val).accuracy                         # doctest: +SKIP

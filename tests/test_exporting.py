@@ -11,14 +11,14 @@ from hwtune.errors import ConfigError, ExportError, StudyError
 
 
 def _fresh_eval(path, split):
-    from hwtune.train import evaluate
+    from hwtune.training import evaluate
 
     return evaluate(str(path), split).accuracy
 
 
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 def test_export_round_trip_manifest_matches_a_fresh_ort_evaluation(tuned_study, tmp_path, precision):
-    from hwtune.export import export
+    from hwtune.exporting import export
     from hwtune.search import load_data
 
     trial = next(t for t in tuned_study.trials if t.trained and t.precision == precision and t.duplicate_of is None)
@@ -53,7 +53,7 @@ def test_export_round_trip_manifest_matches_a_fresh_ort_evaluation(tuned_study, 
 
 def test_export_refuses_a_model_that_lost_accuracy(tuned_study, tmp_path, monkeypatch):
     from hwtune import search
-    from hwtune.export import export
+    from hwtune.exporting import export
 
     real_ship = search._ship
 
@@ -75,7 +75,7 @@ def test_export_refuses_a_model_that_lost_accuracy(tuned_study, tmp_path, monkey
 
 def test_export_bad_inputs(tuned_study, tmp_path, capsys):
     from hwtune.cli import main
-    from hwtune.export import export
+    from hwtune.exporting import export
 
     with pytest.raises(StudyError, match="has no trial 999"):
         export(tuned_study, 999, tmp_path / "x")

@@ -1,4 +1,4 @@
-"""hwtune.train: budgets, the training loop, divergence detection, torch/ONNX evaluation."""
+"""hwtune.training: budgets, the training loop, divergence detection, torch/ONNX evaluation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from hwtune.data import DataSplits, TensorData, from_datasets, load_dataset
 from hwtune.errors import ConfigError, ModelError, TrainingDivergedError
-from hwtune.train import EvalResult, TrainBudget, TrainStats, evaluate, train
+from hwtune.training import EvalResult, TrainBudget, TrainStats, evaluate, train
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,7 @@ def _resolve(source: Any, study_name: str | None) -> TuneResult:
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    from hwtune import __version__
+    from hwtune._version import __version__
 
     out = {"hwtune": __version__}
     for pkg in ("torch", "onnxruntime", "onnx", "optuna", "numpy"):
@@ -122,7 +122,7 @@ def export(
 
     from hwtune import search
     from hwtune.device import DeviceProfile
-    from hwtune.train import evaluate
+    from hwtune.training import evaluate
 
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")

@@ -1,0 +1,58 @@
+"""Small helpers every unit uses: value checks, JSON conversion, package versions.
+
+Kept here once (they used to exist in two or three copies that had already drifted apart).
+No torch, no numpy at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["is_int", "is_num", "jsonable", "versions"]
+
+
+def is_int(v: Any) -> bool:
+    """An ``int`` that is not a ``bool``."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v: Any) -> bool:
+    """A finite ``int`` or ``float`` that is not a ``bool`` (NaN and inf are not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with mappings/sequences/paths/NumPy scalars turned into JSON types; NaN and inf become None."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    item = getattr(obj, "item", None)
+    if callable(item) and type(obj).__module__ == "numpy":
+        obj = item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+_VERSION_PACKAGES = ("torch", "onnxruntime", "onnx", "optuna", "numpy")
+
+
+def versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """Versions of Python, hwtune and the packages whose behaviour a result depends on."""
+    from importlib import metadata
+
+    from hwtune._version import __version__
+
+    out = {"python": sys.version.split()[0], "hwtune": __version__}
+    for pkg in (*_VERSION_PACKAGES, *extra):
+        with contextlib.suppress(Exception):
+            out[pkg] = metadata.version(pkg)
+    return out

@@ -88,7 +88,7 @@ def _worker(spec: dict[str, Any]) -> None:
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    from hwtune.search import Schedule, tune
+    from hwtune.tuner import Schedule, tune
 
     m = METHODS[spec["method"]]
     out = Path(spec["out_dir"])
@@ -126,7 +126,7 @@ def _reference(args: argparse.Namespace) -> tuple[dict[str, float], float]:
     import torch
 
     torch.set_num_threads(args.threads)
-    from hwtune.search import reference_point_for
+    from hwtune.tuner import reference_point_for
 
     ref = reference_point_for(args.recipe, device=args.device, objectives=("accuracy", "latency"))
     lat_budget = args.latency_budget_ms or ref["latency_ms"] / 4
@@ -137,7 +137,7 @@ def _analyse(run_dir: Path, ref: dict[str, float], checkpoints: list[float], lat
     from datetime import datetime
 
     from hwtune.front import hypervolume
-    from hwtune.search import load_result
+    from hwtune.tuner import load_result
 
     info = json.loads((run_dir / "run.json").read_text())
     res = load_result(info["storage"], info["study"])

@@ -36,9 +36,12 @@ _EXPORTS: dict[str, str] = {
     "TrainBudget": "hwtune.training",
     "train": "hwtune.training",
     "evaluate": "hwtune.training",
-    "tune": "hwtune.search",
-    "TuneResult": "hwtune.search",
+    "tune": "hwtune.tuner",
+    "TuneResult": "hwtune.front",
     "export": "hwtune.exporting",
+    "finalize": "hwtune.tuner.finalize",
+    "list_runtimes": "hwtune.runtimes",
+    "get_runtime": "hwtune.runtimes",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -51,6 +54,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
 
 
 def __dir__() -> list[str]:
@@ -67,6 +71,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hwtune.predictor import predict_latency
     from hwtune.profiler import ProfileReport, profile_model
     from hwtune.quant import QuantConfig, quantize
-    from hwtune.search import TuneResult, tune
+    from hwtune.runtimes import get_runtime, list_runtimes
+    from hwtune.front import TuneResult
+    from hwtune.tuner import tune
+    from hwtune.tuner.finalize import finalize
     from hwtune.space import Candidate, SearchSpace
     from hwtune.training import TrainBudget, evaluate, train

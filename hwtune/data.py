@@ -25,14 +25,14 @@ import functools
 import gzip
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from hwtune.errors import DataError, UnknownNameError, did_you_mean
 
@@ -45,6 +45,7 @@ __all__ = [
     "TensorData",
     "calibration_batch",
     "from_datasets",
+    "iter_batches",
     "list_datasets",
     "load_dataset",
     "read_idx",
@@ -191,6 +192,35 @@ class TensorData(Dataset):
 
     def __repr__(self) -> str:
         return f"TensorData(n={len(self)}, shape={self.input_shape}, dtype={self.images.dtype})"
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+def iter_batches(
+    dataset: Any, batches: Sequence[torch.Tensor], *, num_workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(images, labels)`` for each index tensor in ``batches``, in that order.
+
+    In-memory datasets (:class:`TensorData`, a float/int ``TensorDataset``) are sliced a whole batch at
+    a time; any other map-style dataset goes through a ``DataLoader`` with exactly these batches.
+
+    Example:
+        >>> ds = TensorData(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), torch.arange(5))
+        >>> [tuple(y.tolist()) for _, y in iter_batches(ds, list(torch.arange(5).split(2)))]
+        [(0, 1), (2, 3), (4,)]
+    """
+    if isinstance(dataset, TensorData):
+        yield from (dataset.batch(idx) for idx in batches)
+        return
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
+        x_all, y_all = dataset.tensors
+        if x_all.is_floating_point() and not y_all.is_floating_point():
+            yield from ((x_all[idx], y_all[idx].long()) for idx in batches)
+            return
+    yield from DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import os
 import platform
 import shutil
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,46 @@ from hwtune._util import is_int, is_num
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS
 
-__all__ = ["DeviceProfile", "KINDS", "LATENCY_SOURCES", "RUNTIMES", "list_profiles", "load_profile"]
+__all__ = [
+    "KINDS",
+    "LATENCY_SOURCES",
+    "DeviceProfile",
+    "list_profiles",
+    "load_profile",
+    "registered_runtimes",
+    "use_runtime_names",
+]
 
 SCHEMA_VERSION = 1
 KINDS = ("cpu", "gpu", "npu", "mcu")
 LATENCY_SOURCES = ("measure", "predict")
-RUNTIMES = ("onnxruntime", "tflite", "tflite-micro", "tensorrt", "executorch", "torch")
+
+# A profile's ``runtime`` must be registered in hwtune.runtimes. That registry sits above this module
+# (its runtimes import quant, which reads profiles), so instead of importing it, this module is handed
+# the registry's name lister when hwtune.runtimes is imported (see use_runtime_names).
+_runtime_names: Callable[[], Sequence[str]] | None = None
+
+
+def use_runtime_names(lister: Callable[[], Sequence[str]] | None) -> None:
+    """Check every profile's ``runtime`` against ``lister()`` from now on (None: stop checking).
+
+    :mod:`hwtune.runtimes` installs its ``list_runtimes`` here on import.
+    """
+    global _runtime_names
+    _runtime_names = lister
+
+
+def registered_runtimes() -> tuple[str, ...] | None:
+    """Runtime names a profile may use, or None when the runtime registry is not loaded."""
+    return None if _runtime_names is None else tuple(_runtime_names())
+
+
+def _runtime_problem(value: Any, src: str) -> list[str]:
+    """One line when ``value`` is a string that names no registered runtime."""
+    names = registered_runtimes()
+    if names is None or not isinstance(value, str) or value in names:
+        return []
+    return [f"{src}: runtime must be a registered runtime ({', '.join(names)}), got {value!r}{did_you_mean(value, names)}"]
 
 
 @dataclass(frozen=True)
@@ -185,7 +219,7 @@ _TOP: dict[str, _Rule] = {
     "description": (_str, "a string"),
     "kind": (_one_of(KINDS), "one of " + ", ".join(KINDS)),
     "latency": (_one_of(LATENCY_SOURCES), "one of " + ", ".join(LATENCY_SOURCES)),
-    "runtime": (_one_of(RUNTIMES), "one of " + ", ".join(RUNTIMES)),
+    "runtime": (_nonempty_str, "a non-empty string naming a registered runtime"),
     "precisions": (
         lambda v: _str_list(v) and bool(v) and all(p in PRECISIONS for p in v),
         "a non-empty list drawn from " + ", ".join(PRECISIONS),
@@ -232,6 +266,7 @@ def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
     allowed = set(_TOP) | set(_SECTIONS) | set(_FREE_TABLES)
     top_scalars = {k: v for k, v in raw.items() if k in _TOP or k not in allowed}
     problems += _check_table(top_scalars, _TOP, "", src)
+    problems += _runtime_problem(raw.get("runtime"), src)
     for section, rules in _SECTIONS.items():
         table = raw.get(section, {})
         if not isinstance(table, dict):
@@ -290,6 +325,9 @@ def _check_profile(p: DeviceProfile, src: str) -> list[str]:
             problems.append(f"{src}: {name} must be an integer > 0, got {getattr(p, name)!r}")
     if not all(x in PRECISIONS for x in p.precisions) or not p.precisions:
         problems.append(f"{src}: precisions must be drawn from {', '.join(PRECISIONS)}, got {list(p.precisions)!r}")
+    if not _nonempty_str(p.runtime):
+        problems.append(f"{src}: runtime must be a non-empty string naming a registered runtime, got {p.runtime!r}")
+    problems += _runtime_problem(p.runtime, src)
     return problems
 
 

@@ -16,20 +16,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hwtune.errors import ConfigError, ExportError, StudyError
-from hwtune.front import TuneResult
+from hwtune._util import versions
+from hwtune.errors import ConfigError, ExportError, StudyError, did_you_mean
+from hwtune.front import TrialRecord, TuneResult
+from hwtune.tuner import CandidatePipeline, Schedule, download_weights, load_data, load_result, sha256_file
+from hwtune.tuner.inputs import input_spec, space_from_info
 
-__all__ = ["EXPORT_FORMATS", "MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
+__all__ = ["MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
 
-EXPORT_FORMATS = ("onnx",)
 MANIFEST_SCHEMA_VERSION = 1
 # The exported file must reproduce the recorded validation accuracy within this (fraction): ORT vs
 # torch float differences move a few samples at most; more means the export changed the model.
@@ -55,47 +57,81 @@ class ExportResult:
 
 
 def _resolve(source: Any, study_name: str | None) -> TuneResult:
-    from hwtune import search
-
     if isinstance(source, TuneResult):
         # Re-read the study: the result may be older than the storage (another worker, a resume).
         try:
-            return search.load_result(source.storage, source.study_name)
+            return load_result(source.storage, source.study_name)
         except StudyError:
             return source
     if isinstance(source, (str, Path)):
-        return search.load_result(source, study_name)
+        return load_result(source, study_name)
     if hasattr(source, "study_name") and hasattr(source, "_storage"):  # an optuna.Study
         url = getattr(getattr(source, "_storage", None), "url", None)
         if url is None:
             raise StudyError("export needs a study in an RDB storage (sqlite:///..., postgresql://...)")
-        return search.load_result(url, source.study_name)
+        return load_result(url, source.study_name)
     raise ConfigError(
         f"export source must be a TuneResult, a storage URL or an optuna.Study, got {type(source).__name__}"
     )
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
+def _pick_format(format: str | None, pipeline: CandidatePipeline) -> str:
+    """The runtime that writes ``format`` (default: the runtime the study ships to for its device)."""
+    from hwtune.runtimes import get_runtime, list_runtimes
 
-    from hwtune._version import __version__
+    if format is None:
+        return pipeline.runtime_name
+    by_format = {get_runtime(n).format: n for n in list_runtimes() if get_runtime(n).format != "torch"}
+    if format not in by_format:
+        raise ConfigError(
+            f"format must be one of {', '.join(sorted(by_format))}, got {format!r}{did_you_mean(str(format), by_format)}"
+        )
+    get_runtime(by_format[format]).require()
+    return by_format[format]
 
-    out = {"hwtune": __version__}
-    for pkg in ("torch", "onnxruntime", "onnx", "optuna", "numpy"):
-        with contextlib.suppress(Exception):
-            out[pkg] = metadata.version(pkg)
-    return out
+
+def _load_trained(
+    result: TuneResult, rec: TrialRecord, pipeline: CandidatePipeline, work: Path, *, finalized: bool
+) -> tuple[Any, Any]:
+    """(model with the trial's trained -- or finalized -- weights, its candidate)."""
+    import torch
+
+    from hwtune.space import Candidate
+
+    cand = Candidate.from_dict(rec.candidate or {})
+    if cand.key != rec.candidate_key:
+        raise StudyError(f"trial {rec.number}: stored candidate does not match its key {rec.candidate_key}")
+    weights = download_weights(result, rec.number, work / "weights.pt", finalized=finalized)
+    blob = torch.load(weights, map_location="cpu", weights_only=True)
+    model = pipeline.build(cand)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise StudyError(f"trial {rec.number}: stored weights do not fit its candidate: {exc}") from exc
+    return model.eval(), cand
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def export(
     source: Any,
     trial: int,
     out_dir: str | Path,
-    format: str = "onnx",
+    format: str | None = None,
     *,
     study_name: str | None = None,
     data: Any = None,
     tolerance: float = ACCURACY_TOLERANCE,
+    pipeline: Any = None,
+    finalized: bool | None = None,
 ) -> ExportResult:
     """Write trial ``trial``'s model at its precision and a ``manifest.json`` into ``out_dir``.
 
@@ -104,103 +140,131 @@ def export(
             ``optuna.Study``.
         trial: trial number.
         out_dir: output directory (created).
-        format: ``"onnx"``.
+        format: ``"onnx"`` (or another registered runtime's format); default: the format of the
+            runtime the study shipped to.
         study_name: the study, when ``source`` is a storage URL holding several.
         data: the :class:`~hwtune.data.DataSplits` the search used, needed only when the study was
             run on user datasets hwtune cannot reload by name.
         tolerance: largest allowed |exported - recorded| validation accuracy (fraction).
+        pipeline: the :class:`~hwtune.tuner.CandidatePipeline` class the search used (default: the
+            standard one).
+        finalized: export the finalized weights (``hwtune finalize``); default: when the trial has them.
 
     Returns:
         An :class:`ExportResult` (paths and the manifest).
 
     Raises:
         StudyError: unknown study or trial, or a trial without trained weights (infeasible, failed).
-        ExportError: the exported file disagrees with the recorded validation accuracy.
+        ExportError: the exported file disagrees with the recorded validation accuracy, or cannot be written.
         ConfigError: unknown format.
     """
-    import torch
-
-    from hwtune import search
     from hwtune.device import DeviceProfile
-    from hwtune.training import evaluate
 
-    if format not in EXPORT_FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     result = _resolve(source, study_name)
     if isinstance(trial, bool) or not isinstance(trial, int):
         raise ConfigError(f"trial must be an integer trial number, got {trial!r}")
     rec = result.trial(trial)
     if rec.state != "complete" or not rec.trained:
-        why = rec.failure if rec.state == "fail" else ("; ".join(rec.figures.get("infeasible") or []) or "not trained")
+        why = rec.failure if rec.state == "fail" else ("; ".join(rec.figures.infeasible or []) or "not trained")
         raise StudyError(f"trial {trial} of study {result.study_name!r} cannot be exported: {rec.state}, {why}")
     if rec.duplicate_of is not None:
         rec = result.trial(rec.duplicate_of)
     meta = result.meta
-    space = search._space_from_info(meta["recipe"])
-    device = DeviceProfile.from_dict(meta["device"], source=f"study {result.study_name}")
-    data_meta = meta.get("data") or {}
+    space = space_from_info(meta.recipe or {})
+    device = DeviceProfile.from_dict(meta.device or {}, source=f"study {result.study_name}")
+    pipe = (pipeline or CandidatePipeline)(space, device)
+    runtime = _pick_format(format, pipe)
+    pipe.runtime_name = runtime
+    data_meta = meta.data or {}
     if data is None:
         if not data_meta.get("load"):
             raise StudyError(
                 f"study {result.study_name!r} was run on a user dataset hwtune cannot reload; pass data= to export()"
             )
-        data = search.load_data(data_meta["load"])
-    from hwtune.space import Candidate
-
-    cand = Candidate.from_dict(rec.candidate or {})
-    if cand.key != rec.candidate_key:
-        raise StudyError(f"trial {trial}: stored candidate does not match its key {rec.candidate_key}")
-    sched = search.Schedule.from_dict(meta.get("budget") or {})
+        data = load_data(data_meta["load"])
+    sched = Schedule.from_dict(meta.budget or {})
+    seed = int(meta.seed or 0)
+    final = rec.figures.finalized if finalized is not False else None
+    if finalized and not final:
+        raise StudyError(f"trial {rec.number} of study {result.study_name!r} was not finalized (hwtune finalize)")
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
     with tempfile.TemporaryDirectory(prefix="hwtune-export-") as tmp:
         work = Path(tmp)
-        weights = search.download_weights(result, rec.number, work / "weights.pt")
-        blob = torch.load(weights, map_location="cpu", weights_only=True)
-        model = search._build(space, cand)
-        model.load_state_dict(blob["state_dict"])
-        model.eval()
-        from hwtune.precision import PrecisionPlan
-
-        plan = PrecisionPlan.coerce(search._plan(space, cand))
+        model, cand = _load_trained(result, rec, pipe, work, finalized=bool(final))
+        plan = pipe.plan(cand)
         calib = None
         if "int8" in plan.precisions:
             from hwtune.data import calibration_batch
 
-            n = min(sched.calibration_samples, len(data.train))
-            calib = calibration_batch(data, n, seed=int(meta.get("seed") or 0))
-        path, qinfo = search._ship(model, space, plan, device, calib, work, seed=int(meta.get("seed") or 0))
-        model_path = out / "model.onnx"
-        model_path.write_bytes(Path(path).read_bytes())
+            calib = calibration_batch(data, min(sched.calibration_samples, len(data.train)), seed=seed)
+        shipped = pipe.ship(model, plan, work, calibration=calib, seed=seed)
+        model_path = out / f"model{Path(shipped.path).suffix}"
+        staged = work / f"staged{Path(shipped.path).suffix}"
+        staged.write_bytes(Path(shipped.path).read_bytes())
+        recorded = (final or {}).get("val_accuracy", rec.accuracy)
+        val, test = _check_accuracy(staged, data, rec.number, recorded, sched, tolerance)
+        _write_atomic(model_path, staged.read_bytes())
+    manifest = _manifest(result, rec, device, shipped, plan, model_path, space, data, data_meta, val, test)
+    manifest["recorded_val_accuracy"] = float(recorded)
+    manifest["finalized"] = final or None
+    if final and final.get("latency_ms") is not None:
+        manifest["latency"].update(latency_ms=final["latency_ms"], label=(final.get("latency") or {}).get("label"))
+    manifest_path = out / "manifest.json"
+    _write_atomic(manifest_path, (json.dumps(manifest, indent=2, default=_json_default) + "\n").encode())
+    return ExportResult(model_path=model_path, manifest_path=manifest_path, manifest=manifest)
 
-    val = evaluate(str(model_path), data.val, batch_size=sched.val_batch_size)
-    recorded = rec.accuracy
+
+def _check_accuracy(
+    path: Path, data: Any, number: int, recorded: float | None, sched: Schedule, tolerance: float
+) -> tuple[Any, Any]:
+    """Evaluate the file to be written; refuse it when it disagrees with the recorded accuracy."""
+    from hwtune.training import evaluate
+
+    val = evaluate(str(path), data.val, batch_size=sched.val_batch_size)
     if recorded is None:
-        raise StudyError(f"trial {trial} has no recorded validation accuracy")
+        raise StudyError(f"trial {number} has no recorded validation accuracy")
     if abs(val.accuracy - recorded) > tolerance:
-        model_path.unlink(missing_ok=True)
         raise ExportError(
-            f"exported model of trial {trial} scores {100 * val.accuracy:.2f}% on the validation split but the study "
-            f"recorded {100 * recorded:.2f}% (tolerance {100 * tolerance:g} points); the export changed the model, "
-            "refusing to write it"
+            f"exported model of trial {number} scores {100 * val.accuracy:.2f}% on the validation split but the "
+            f"study recorded {100 * recorded:.2f}% (tolerance {100 * tolerance:g} points); the export changed the "
+            "model, refusing to write it"
         )
     test = None
     if getattr(data, "test", None) is not None and len(data.test) > 0:
-        test = evaluate(str(model_path), data.test, batch_size=sched.val_batch_size)
+        test = evaluate(str(path), data.test, batch_size=sched.val_batch_size)
+    return val, test
 
-    ch, size, ncls = search._input_spec(space)
+
+def _manifest(
+    result: TuneResult,
+    rec: TrialRecord,
+    device: Any,
+    shipped: Any,
+    plan: Any,
+    model_path: Path,
+    space: Any,
+    data: Any,
+    data_meta: dict[str, Any],
+    val: Any,
+    test: Any,
+) -> dict[str, Any]:
+    ch, size, ncls = input_spec(space)
     info = dict(data_meta.get("info") or {})
     mean = getattr(data, "mean", None) or info.get("mean")
     std = getattr(data, "std", None) or info.get("std")
     class_names = list(getattr(data, "class_names", ()) or info.get("class_names") or []) or None
     f = rec.figures
-    lat = dict(f.get("latency") or {})
-    manifest: dict[str, Any] = {
+    lat = dict(f.latency or {})
+    return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
-        "format": format,
+        "format": shipped.format,
         "model_file": model_path.name,
-        "sha256": search.sha256_file(model_path),
+        "sha256": sha256_file(model_path),
         "file_bytes": model_path.stat().st_size,
         "device": {
             "id": device.id,
@@ -209,10 +273,11 @@ def export(
             "runtime": device.runtime,
             "latency_source": device.latency_source,
         },
+        "runtime": shipped.runtime,
         "precision": rec.precision,
         "precision_label": plan.label,
-        "precision_per_stage": dict(f.get("stage_precision") or {}),
-        "quantization": qinfo if plan.precisions != ("fp32",) else None,
+        "precision_per_stage": dict(f.stage_precision or {}),
+        "quantization": shipped.info if plan.precisions != ("fp32",) else None,
         "input": {
             "name": "input",
             "shape": [1, ch, size, size],
@@ -227,19 +292,20 @@ def export(
         "num_classes": ncls,
         "class_names": class_names,
         "val_accuracy": float(val.accuracy),
-        "recorded_val_accuracy": float(recorded),
+        "recorded_val_accuracy": float(rec.accuracy or 0.0),
         "test_accuracy": None if test is None else float(test.accuracy),
         "evaluation": {
-            "runtime": "onnxruntime",
+            "runtime": shipped.runtime,
             "val_samples": int(val.n),
             "test_samples": None if test is None else int(test.n),
             "dataset": info.get("name"),
             "split_seed": info.get("split_seed"),
         },
         "latency": {
-            "latency_ms": f.get("latency_ms"),
-            "source": f.get("latency_source"),
-            "runtime": lat.get("runtime") or f.get("runtime") or device.runtime,
+            "latency_ms": f.latency_ms,
+            "source": f.latency_source,
+            "label": f.latency_label,
+            "runtime": lat.get("runtime") or f.runtime or device.runtime,
             "threads": lat.get("threads", device.threads),
             "p10_ms": lat.get("p10_ms"),
             "p90_ms": lat.get("p90_ms"),
@@ -248,29 +314,21 @@ def export(
             "batch": 1,
         },
         "memory": {
-            "weight_bytes": f.get("weight_bytes"),
-            "peak_activation_bytes": f.get("peak_activation_bytes"),
+            "weight_bytes": f.weight_bytes,
+            "peak_activation_bytes": f.peak_activation_bytes,
             "file_bytes": model_path.stat().st_size,
             "device_ram_bytes": device.ram_bytes,
             "device_storage_bytes": device.storage_bytes,
         },
-        "macs": f.get("macs"),
-        "flops": f.get("flops"),
-        "params": f.get("params"),
+        "macs": f.macs,
+        "flops": f.flops,
+        "params": f.params,
         "candidate": rec.candidate,
-        "training": {
-            "epochs": f.get("budget_epochs"),
-            "rung": f.get("rung"),
-            "max_rung": f.get("max_rung"),
-            "seed": f.get("seed"),
-        },
+        "training": {"epochs": f.budget_epochs, "rung": f.rung, "max_rung": f.max_rung, "seed": f.seed},
         "study": {"name": result.study_name, "storage": result.storage, "trial": rec.number, "recipe": result.recipe},
-        "versions": _versions(),
+        "versions": versions(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
-    manifest_path = out / "manifest.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2, default=_json_default) + "\n")
-    return ExportResult(model_path=model_path, manifest_path=manifest_path, manifest=manifest)
 
 
 def _json_default(o: Any) -> Any:

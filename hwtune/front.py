@@ -32,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from hwtune._util import jsonable as _jsonable
 from hwtune.errors import ConfigError, did_you_mean
+from hwtune.records import StudyMeta, TrialFigures
 
 __all__ = [
     "OBJECTIVES",
@@ -43,6 +45,7 @@ __all__ = [
     "cost_matrix",
     "crowding_distance",
     "front_json",
+    "finalized_table",
     "front_table",
     "hypervolume",
     "hypervolume_history",
@@ -133,11 +136,17 @@ class TrialRecord:
 
     number: int
     state: str
-    figures: Mapping[str, Any] = field(default_factory=dict)
+    figures: TrialFigures = field(default_factory=TrialFigures)
     constraints: Mapping[str, float] = field(default_factory=dict)
     values: tuple[float, ...] | None = None
     started: str | None = None
     finished: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.figures, TrialFigures):
+            object.__setattr__(
+                self, "figures", TrialFigures.from_dict(self.figures, where=f"trial {self.number}")
+            )
 
     @property
     def complete(self) -> bool:
@@ -149,47 +158,53 @@ class TrialRecord:
 
     @property
     def trained(self) -> bool:
-        return bool(self.figures.get("trained"))
+        return bool(self.figures.trained)
 
     @property
     def duplicate_of(self) -> int | None:
-        d = self.figures.get("duplicate_of")
-        return None if d is None else int(d)
+        return self.figures.duplicate_of
 
     @property
     def candidate(self) -> dict[str, Any] | None:
-        c = self.figures.get("candidate")
-        return dict(c) if isinstance(c, Mapping) else None
+        c = self.figures.candidate
+        return None if c is None else dict(c)
 
     @property
     def candidate_key(self) -> str | None:
-        return self.figures.get("candidate_key")
+        return self.figures.candidate_key
 
     @property
     def precision(self) -> str | None:
-        return self.figures.get("precision")
+        return self.figures.precision
 
     @property
     def accuracy(self) -> float | None:
-        v = self.figures.get("val_accuracy")
+        v = self.figures.val_accuracy
         return None if v is None else float(v)
 
     @property
     def latency_ms(self) -> float | None:
-        v = self.figures.get("latency_ms")
+        v = self.figures.latency_ms
         return None if v is None else float(v)
 
     @property
     def latency_source(self) -> str | None:
-        return self.figures.get("latency_source")
+        return self.figures.latency_source
 
     @property
     def failure(self) -> str | None:
-        return self.figures.get("failure")
+        return self.figures.failure
 
     def value(self, objective: Objective) -> float | None:
-        v = self.figures.get(objective.attr)
+        v = getattr(self.figures, objective.attr)
         return None if v is None else float(v)
+
+    def for_device(self, device_id: str) -> TrialRecord:
+        """This trial with ``device_id``'s latency, memory and constraints (multi-device studies)."""
+        per = (self.figures.per_device or {}).get(device_id)
+        if per is None:
+            return self
+        return replace(self, figures=self.figures.for_device(device_id), constraints=dict(per.constraints or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -200,7 +215,7 @@ class TrialRecord:
             "values": None if self.values is None else list(self.values),
             "started": self.started,
             "finished": self.finished,
-            "figures": _jsonable(dict(self.figures)),
+            "figures": self.figures.to_dict(),
         }
 
     @classmethod
@@ -209,7 +224,7 @@ class TrialRecord:
         return cls(
             number=int(data["number"]),
             state=str(data["state"]),
-            figures=dict(data.get("figures") or {}),
+            figures=TrialFigures.from_dict(data.get("figures"), where=f"trial {data.get('number')}"),
             constraints={str(k): float(v) for k, v in (data.get("constraints") or {}).items()},
             values=None if values is None else tuple(float(v) for v in values),
             started=data.get("started"),
@@ -217,18 +232,6 @@ class TrialRecord:
         )
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,14 +455,15 @@ def _front_row(r: TrialRecord) -> dict[str, Any]:
         "accuracy": r.accuracy,
         "latency_ms": r.latency_ms,
         "latency_source": r.latency_source,
-        "latency": f.get("latency"),
-        "peak_activation_bytes": f.get("peak_activation_bytes"),
-        "weight_bytes": f.get("weight_bytes"),
-        "macs": f.get("macs"),
-        "params": f.get("params"),
-        "budget_epochs": f.get("budget_epochs"),
-        "rung": f.get("rung"),
-        "accuracy_by_precision": f.get("accuracy_by_precision"),
+        "latency": f.latency,
+        "peak_activation_bytes": f.peak_activation_bytes,
+        "weight_bytes": f.weight_bytes,
+        "macs": f.macs,
+        "params": f.params,
+        "budget_epochs": f.budget_epochs,
+        "rung": f.rung,
+        "accuracy_by_precision": f.accuracy_by_precision,
+        "finalized": f.finalized,
     }
 
 
@@ -501,21 +505,51 @@ def front_table(front: Sequence[TrialRecord], knee: TrialRecord | None = None, *
                 "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}%",
                 "-" if r.latency_ms is None else f"{r.latency_ms:.3f}",
                 src,
-                _fmt_bytes(f.get("peak_activation_bytes")),
-                _fmt_bytes(f.get("weight_bytes")),
-                "-" if f.get("macs") is None else f"{f['macs'] / 1e6:.2f}",
-                "-" if f.get("budget_epochs") is None else f"{float(f['budget_epochs']):.2g}",
+                _fmt_bytes(f.peak_activation_bytes),
+                _fmt_bytes(f.weight_bytes),
+                "-" if f.macs is None else f"{f.macs / 1e6:.2f}",
+                "-" if f.budget_epochs is None else f"{float(f.budget_epochs):.2g}",
                 _short_candidate(r.candidate),
             ]
         )
     if not rows:
         return "(empty front: no feasible trained trial yet)"
+    return _table(headers, rows, markdown=markdown)
+
+
+def finalized_table(front: Sequence[TrialRecord], search: Sequence[TrialRecord], *, markdown: bool = False) -> str:
+    """Finalized trials: search vs final validation accuracy, final test accuracy, latency, size."""
+    by_number = {t.number: t for t in search}
+    headers = ["trial", "precision", "search val", "final val", "final test", "latency ms", "params", "epochs"]
+    rows = []
+    for r in front:
+        f = r.figures.finalized or {}
+        before = by_number.get(r.number, r).accuracy
+        test = f.get("test_accuracy")
+        rows.append(
+            [
+                str(r.number),
+                r.precision or "-",
+                "-" if before is None else f"{100 * before:.2f}%",
+                f"{100 * float(f['val_accuracy']):.2f}%",
+                "-" if test is None else f"{100 * float(test):.2f}%",
+                "-" if r.latency_ms is None else f"{r.latency_ms:.3f}",
+                "-" if r.figures.params is None else f"{r.figures.params:,}",
+                f"{float(f.get('epochs') or 0):g}",
+            ]
+        )
+    if not rows:
+        return "(no finalized trial: hwtune finalize)"
+    return _table(headers, rows, markdown=markdown)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
     if markdown:
         head = "| " + " | ".join(h or "knee" for h in headers) + " |"
         sep = "|" + "|".join("---" for _ in headers) + "|"
         body = ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
         return "\n".join([head, sep, *body])
-    cells = [headers, *rows]
+    cells = [list(headers), *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
@@ -553,17 +587,49 @@ class TuneResult:
     constraints: Mapping[str, float] = field(default_factory=dict)
     trials: tuple[TrialRecord, ...] = ()
     interrupted: bool = False
-    meta: Mapping[str, Any] = field(default_factory=dict)
+    meta: StudyMeta = field(default_factory=StudyMeta)
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.meta, StudyMeta):
+            object.__setattr__(self, "meta", StudyMeta.from_dict(self.meta, where=f"study {self.study_name}"))
+
+    @property
+    def devices(self) -> list[str]:
+        """Device ids of the study, primary first (one unless it was a multi-device search)."""
+        ids = self.meta.device_ids
+        return ids if ids and ids[0] != "?" else [self.device]
+
+    def for_device(self, device_id: str) -> TuneResult:
+        """The study seen from one of its devices: that device's latency, memory, constraints and front."""
+        if device_id not in self.devices:
+            from hwtune.errors import UnknownNameError
+
+            raise UnknownNameError(
+                f"study {self.study_name!r} has no device {device_id!r}{did_you_mean(device_id, self.devices)} "
+                f"(devices: {', '.join(self.devices)})"
+            )
+        if device_id == self.device:
+            return self
+        ref = dict(self.reference_point)
+        per_ref = (self.meta.reference_points or {}).get(device_id)
+        if per_ref:
+            ref = {str(k): float(v) for k, v in per_ref.items()}
+        return replace(self, device=device_id, reference_point=ref)
 
     @property
     def objective_specs(self) -> tuple[Objective, ...]:
         return resolve_objectives(self.objectives)
 
     @property
+    def device_trials(self) -> tuple[TrialRecord, ...]:
+        """The trials with this result's device's figures and constraints (multi-device studies)."""
+        return tuple(t.for_device(self.device) for t in self.trials)
+
+    @property
     def front(self) -> list[TrialRecord]:
         """Feasible, trained, non-dominated trials, fastest first."""
-        return pareto_front(self.trials, self.objective_specs, self.reference_point)
+        return pareto_front(self.device_trials, self.objective_specs, self.reference_point)
 
     @property
     def knee(self) -> TrialRecord | None:
@@ -571,10 +637,10 @@ class TuneResult:
 
     @property
     def hypervolume(self) -> float:
-        return hypervolume(self.trials, self.objective_specs, self.reference_point)
+        return hypervolume(self.device_trials, self.objective_specs, self.reference_point)
 
     def hypervolume_history(self) -> list[tuple[float, float, int]]:
-        return hypervolume_history(self.trials, self.objective_specs, self.reference_point)
+        return hypervolume_history(self.device_trials, self.objective_specs, self.reference_point)
 
     def trial(self, number: int) -> TrialRecord:
         for t in self.trials:
@@ -597,7 +663,7 @@ class TuneResult:
             "duplicates": 0,
             "running": 0,
         }
-        for t in self.trials:
+        for t in self.device_trials:
             if t.state == "complete":
                 c["complete"] += 1
                 if t.duplicate_of is not None:
@@ -612,8 +678,24 @@ class TuneResult:
                 c["running"] += 1
         return c
 
-    def front_table(self, *, markdown: bool = False) -> str:
-        """The front as a text table, fastest first, knee marked ``*``."""
+    @property
+    def finalized_front(self) -> list[TrialRecord]:
+        """Finalized trials (``hwtune finalize``) with their final figures, non-dominated among them."""
+        final = []
+        for t in self.device_trials:
+            f = t.figures.finalized
+            if not f or f.get("val_accuracy") is None:
+                continue
+            changes: dict[str, Any] = {"val_accuracy": float(f["val_accuracy"])}
+            if f.get("latency_ms") is not None:
+                changes["latency_ms"] = float(f["latency_ms"])
+            final.append(replace(t, figures=t.figures.updated(**changes)))
+        return pareto_front(final, self.objective_specs, self.reference_point)
+
+    def front_table(self, *, markdown: bool = False, finalized: bool = False) -> str:
+        """The front as a text table, fastest first, knee marked ``*`` (``finalized``: the finalized front)."""
+        if finalized:
+            return finalized_table(self.finalized_front, self.trials, markdown=markdown)
         return front_table(self.front, self.knee, markdown=markdown)
 
     def front_json(self) -> list[dict[str, Any]]:
@@ -635,12 +717,12 @@ class TuneResult:
                 "reference_point": dict(self.reference_point),
                 "constraints": dict(self.constraints),
                 "interrupted": self.interrupted,
-                "hypervolume": hypervolume(self.trials, self.objective_specs, self.reference_point),
+                "hypervolume": self.hypervolume,
                 "counts": self.counts(),
                 "knee": None if knee is None else knee.number,
                 "front": front_json(front, knee),
                 "trials": [t.to_dict() for t in self.trials],
-                "meta": dict(self.meta),
+                "meta": self.meta.to_dict(),
             }
         )
 
@@ -661,7 +743,7 @@ class TuneResult:
             constraints={str(k): float(v) for k, v in (data.get("constraints") or {}).items()},
             trials=tuple(TrialRecord.from_dict(t) for t in data.get("trials", ())),
             interrupted=bool(data.get("interrupted", False)),
-            meta=dict(data.get("meta") or {}),
+            meta=StudyMeta.from_dict(data.get("meta"), where=f"study {data.get('study_name')}"),
         )
 
     def with_trials(self, trials: Iterable[TrialRecord], **changes: Any) -> TuneResult:

@@ -32,12 +32,13 @@ import math
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError, did_you_mean
+from hwtune.onnx_export import onnx_node_module
 from hwtune.precision import PrecisionPlan
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,8 +56,8 @@ __all__ = [
     "QuantConfig",
     "QuantResult",
     "choose_activation_type",
-    "compare_op_times",
     "initializer_bytes_by_dtype",
+    "line_up_op_times",
     "node_precisions",
     "onnx_module_path",
     "onnx_weight_bytes",
@@ -245,11 +246,9 @@ def choose_activation_type(device: str | Path | DeviceProfile | None = None) -> 
 def onnx_module_path(node_name: str) -> str:
     """Module path of an ONNX node exported by torch: ``/stages/stages.0/conv/Conv`` -> ``stages.0.conv``.
 
-    One decoder serves quantization and the profiler's per-op attribution
-    (``hwtune.profiler.latency.onnx_node_module``); nodes outside any module map to ``""``.
+    One decoder (:func:`hwtune.onnx_export.onnx_node_module`) serves quantization and the
+    runtimes' per-op attribution; nodes outside any module map to ``""``.
     """
-    from hwtune.profiler.latency import onnx_node_module
-
     return onnx_node_module(node_name)
 
 
@@ -803,64 +802,64 @@ def _resolve_compute(event_name: str, op_name: str, nodes: Mapping[str, Any], pr
     return node.name if node is not None and node.name in compute else None
 
 
-def compare_op_times(
-    base_path: str | Path,
-    other_path: str | Path,
-    example: np.ndarray,
+class _OpTimeRow(Protocol):
+    """One per-op time as a runtime's profiler reports it (:class:`hwtune.runtimes.OpTime`)."""
+
+    node: str
+    op_type: str
+    median_ms: float
+
+
+def line_up_op_times(
+    reference: str | Path | onnx.ModelProto,
+    base_ops: Sequence[_OpTimeRow],
+    other_ops: Sequence[_OpTimeRow],
     *,
-    threads: int = 1,
-    runs: int = 20,
-    warmup: int = 3,
-    reference_path: str | Path | None = None,
+    runs: int,
+    threads: int,
     labels: tuple[str, str] = ("fp32", "int8"),
 ) -> OpTimeComparison:
-    """Profile two ONNX models with ONNX Runtime and line their kernel times up per exported node.
+    """Line up ONNX Runtime kernel times of two models per node of the exported fp32 graph.
 
     Used to answer "where is int8 not faster, and which ops lose": conv kernels that got slower,
     and the int8-only overheads (Quantize/DequantizeLinear, layout Transposes, QLinearAdd).
+    The times come from a runtime's profiler (``get_runtime("onnxruntime").op_times``);
+    :func:`hwtune.profiler.compare_op_times` measures both models and calls this.
 
     Args:
-        base_path, other_path: e.g. the fp32 export and its int8 QDQ version.
-        example: one input batch (float32 ``(N, C, H, W)``).
-        threads: intra-op threads (1 matches hwtune's host latency measurements).
-        runs: profiled inferences per model (times are per-node medians, from
-            :func:`hwtune.profiler.latency.profile_ort_ops`).
-        warmup: runs dropped before the counted ones.
-        reference_path: the exported fp32 graph whose node names rows use; default ``base_path``.
+        reference: the exported fp32 graph whose node names the rows use.
+        base_ops, other_ops: per-op median times of the two models (e.g. fp32 and its int8 QDQ version).
+        runs: profiled inferences per model; threads: intra-op threads (both recorded in the result).
         labels: names for the two models in the result.
     """
-    import numpy as np
-
-    from hwtune.profiler.latency import profile_ort_ops
-
-    example = np.ascontiguousarray(example, dtype=np.float32)
-    ref = _load_model(reference_path or base_path)
+    ref = _load_model(reference)
     nodes, producer, compute = _graph_index(ref)
     totals: list[dict[str, float]] = []
-    grand: list[float] = []
-    for path in (base_path, other_path):
+    for ops in (base_ops, other_ops):
         acc: dict[str, float] = {}
-        for op in profile_ort_ops(path, example, threads=threads, runs=runs, warmup_runs=warmup):
-            key = _resolve_compute(op.node, op.op_type, nodes, producer, compute)
-            if key is None:
-                if op.op_type in _QDQ_KERNELS:
-                    key = "quantize/dequantize"
-                elif op.op_type in _LAYOUT_KERNELS:
-                    key = "layout"
-                elif op.op_type in ("Add", "QLinearAdd", "Sum"):
-                    key = "add"
-                elif op.op_type in _COMPUTE_KERNELS:
-                    key = "unmatched compute"
-                else:
-                    key = "other"
+        for op in ops:
+            key = _resolve_compute(op.node, op.op_type, nodes, producer, compute) or _overhead_category(op.op_type)
             acc[key] = acc.get(key, 0.0) + op.median_ms
         totals.append(acc)
-        grand.append(sum(acc.values()))
     order = [n for n in compute if n in totals[0] or n in totals[1]]
     categories = ["quantize/dequantize", "layout", "add", "unmatched compute", "other"]
     rows = [OpTimeDiff(name=n, module=onnx_module_path(n), kind=compute[n][0], macs=compute[n][1],
                    base_ms=totals[0].get(n, 0.0), other_ms=totals[1].get(n, 0.0)) for n in order]
     rows += [OpTimeDiff(name=c, module="", kind=c, macs=0, base_ms=totals[0].get(c, 0.0), other_ms=totals[1].get(c, 0.0))
              for c in categories if c in totals[0] or c in totals[1]]
-    return OpTimeComparison(base_label=labels[0], other_label=labels[1], rows=tuple(rows), base_total_ms=grand[0],
-                            other_total_ms=grand[1], runs=runs, threads=threads)
+    return OpTimeComparison(base_label=labels[0], other_label=labels[1], rows=tuple(rows),
+                            base_total_ms=sum(totals[0].values()), other_total_ms=sum(totals[1].values()),
+                            runs=runs, threads=threads)
+
+
+def _overhead_category(op_type: str) -> str:
+    """Where a kernel that belongs to no exported compute node goes."""
+    if op_type in _QDQ_KERNELS:
+        return "quantize/dequantize"
+    if op_type in _LAYOUT_KERNELS:
+        return "layout"
+    if op_type in ("Add", "QLinearAdd", "Sum"):
+        return "add"
+    if op_type in _COMPUTE_KERNELS:
+        return "unmatched compute"
+    return "other"

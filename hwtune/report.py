@@ -33,7 +33,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
     """Accuracy vs latency: every trial, infeasible ones marked, the front highlighted and labelled."""
     plt = _pyplot()
     path = Path(path)
-    trials = [t for t in result.trials if t.complete and t.duplicate_of is None]
+    trials = [t for t in result.device_trials if t.complete and t.duplicate_of is None]
     trained = [t for t in trials if t.feasible and t.trained and t.accuracy is not None and t.latency_ms is not None]
     infeasible = [t for t in trials if not t.feasible and t.latency_ms is not None]
     front = result.front
@@ -42,7 +42,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
     sources = sorted({_short_source(t) for t in trials}) or ["measured"]
     xlabel = f"latency on {result.device} (ms, {'/'.join(sources)})"
     if trained:
-        partial = [t for t in trained if t.figures.get("rung") != t.figures.get("max_rung")]
+        partial = [t for t in trained if t.figures.rung != t.figures.max_rung]
         full = [t for t in trained if t not in partial]
         if full:
             ax.scatter(
@@ -144,29 +144,33 @@ def plot_hypervolume(result: TuneResult, path: str | Path) -> Path:
     return path
 
 
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
 def _budget_summary(result: TuneResult) -> dict[str, Any]:
     """Training spent (epochs) vs what training every evaluated candidate to the full budget would cost."""
-    full = float((result.meta.get("budget") or {}).get("epochs") or 0)
+    full = float((result.meta.budget or {}).get("epochs") or 0)
     trained = [t for t in result.trials if t.complete and t.trained and t.duplicate_of is None]
     keys = {t.candidate_key for t in trained}
-    full_keys = {t.candidate_key for t in trained if t.figures.get("rung") == t.figures.get("max_rung")}
+    full_keys = {t.candidate_key for t in trained if t.figures.rung == t.figures.max_rung}
     return {
         "full_budget_epochs": full,
         "trained_candidates": len(keys),
         "epochs_trained": sum(
-            float(t.figures.get("epochs_trained", t.figures.get("budget_epochs")) or 0) for t in trained
+            float(_first(t.figures.epochs_trained, t.figures.budget_epochs) or 0) for t in trained
         ),
         "epochs_if_all_full": full * len(keys),
         "reached_full_budget": len(full_keys),
-        "promotions": sum(1 for t in trained if t.figures.get("continue_from") is not None),
+        "promotions": sum(1 for t in trained if t.figures.continue_from is not None),
         "train_seconds": sum(
-            float(t.figures.get("train_seconds") or 0) for t in trained if t.figures.get("continue_from") is None
+            float(t.figures.train_seconds or 0) for t in trained if t.figures.continue_from is None
         )
         + sum(
             float(r.get("seconds") or 0)
             for t in trained
-            if t.figures.get("continue_from") is not None
-            for r in (t.figures.get("rungs") or [])[-1:]
+            if t.figures.continue_from is not None
+            for r in (t.figures.rungs or [])[-1:]
         ),
     }
 
@@ -183,7 +187,7 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
         f"# hwtune search: {result.recipe} on {result.device}",
         "",
         f"- study `{result.study_name}` in `{result.storage}`",
-        f"- objectives: {', '.join(result.objectives)}; sampler {meta.get('sampler', '?')}, seed {meta.get('seed')}",
+        f"- objectives: {', '.join(result.objectives)}; sampler {meta.sampler or '?'}, seed {meta.seed}",
         f"- hard constraints: {cons}",
         (
             f"- trials: {c['total']} ({c['trained']} trained, {c['infeasible']} infeasible and never trained, "
@@ -213,6 +217,17 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
         ]
     if "pareto" in paths:
         lines += [f"![accuracy vs latency]({paths['pareto'].name})", ""]
+    lines += _other_devices(result, paths)
+    if any(t.figures.finalized for t in result.trials):
+        lines += [
+            "## Finalized front",
+            "",
+            "Trials trained to convergence after the search (`hwtune finalize`), scored again as shipped; "
+            "the search front above keeps the search's figures.",
+            "",
+            result.front_table(markdown=True, finalized=True),
+            "",
+        ]
     if "hypervolume" in paths:
         lines += [f"![hypervolume over time]({paths['hypervolume'].name})", ""]
     if failed:
@@ -224,12 +239,26 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
             "Accuracy is measured on the validation split (carved from the training set) on what ships: the "
             "quantized ONNX file for int8/fp16 candidates. Candidates stopped early by the successive-halving "
             "schedule report the accuracy at the budget they reached (column `epochs`). Latency is "
-            f"{'measured' if meta.get('device', {}).get('latency_source') == 'measure' else 'predicted'} on the device "
+            f"{'measured' if (meta.device or {}).get('latency_source') == 'measure' else 'predicted'} on the device "
             "(`source` column). The test split is used only when a model is exported."
         ),
         "",
     ]
     return "\n".join(lines)
+
+
+def _other_devices(result: TuneResult, paths: Mapping[str, Path]) -> list[str]:
+    """One section per further device of a multi-device study: its front, knee and plot."""
+    lines: list[str] = []
+    for dev in result.devices[1:]:
+        view = result.for_device(dev)
+        knee = view.knee
+        lines += [f"## Front on {dev}", "", f"hypervolume {view.hypervolume:.4f}", "", view.front_table(markdown=True), ""]
+        if knee is not None:
+            lines += [f"Knee on {dev}: trial **#{knee.number}** ({knee.latency_ms:.3f} ms, {knee.latency_source}).", ""]
+        if f"pareto-{dev}" in paths:
+            lines += [f"![accuracy vs latency on {dev}]({paths[f'pareto-{dev}'].name})", ""]
+    return lines
 
 
 def write_reports(result: TuneResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
@@ -255,12 +284,22 @@ def write_reports(result: TuneResult, out_dir: str | Path, *, plots: bool = True
         "budget": _budget_summary(result),
         "interrupted": result.interrupted,
         "front": result.front_json(),
+        "finalized_front": [
+            {"number": t.number, "precision": t.precision, **(t.figures.finalized or {})} for t in result.finalized_front
+        ],
     }
+    if len(result.devices) > 1:
+        payload["devices"] = {
+            d: {"hypervolume": result.for_device(d).hypervolume, "front": result.for_device(d).front_json()}
+            for d in result.devices
+        }
     front_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     paths["front"] = front_path
     if plots:
         paths["pareto"] = plot_pareto(result, out / "pareto.png")
         paths["hypervolume"] = plot_hypervolume(result, out / "hypervolume.png")
+        for dev in result.devices[1:]:
+            paths[f"pareto-{dev}"] = plot_pareto(result.for_device(dev), out / f"pareto-{dev}.png")
     md = out / "report.md"
     md.write_text(_markdown(result, paths))
     paths["report"] = md

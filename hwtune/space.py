@@ -66,7 +66,7 @@ from hwtune.precision import PRECISIONS, PrecisionPlan
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.families import ModelFamily
 
-__all__ = ["Candidate", "InputSpec", "Param", "SearchSpace", "TrainSpec", "list_recipes"]
+__all__ = ["Candidate", "InputSpec", "Param", "ParentSpec", "SearchSpace", "TrainSpec", "list_recipes"]
 
 SCHEMA_VERSION = 1
 PRECISION_PARAM = "precision"
@@ -313,6 +313,14 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class ParentSpec:
+    """Training budget of the parent network a weight-inheriting search trains once (``[parent]``)."""
+
+    epochs: float = 3.0
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
 class Param:
     """One categorical search parameter.
 
@@ -365,6 +373,7 @@ class SearchSpace:
     precision_policies: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     num_stages: int = 1
     train: TrainSpec = field(default_factory=TrainSpec)
+    parent: ParentSpec | None = None
     description: str = ""
     path: Path | None = field(default=None, compare=False)
     schema_version: int = SCHEMA_VERSION
@@ -439,6 +448,8 @@ class SearchSpace:
             "precision": precision,
             "train": {"epochs": self.train.epochs, "batch_size": self.train.batch_size},
         }
+        if self.parent is not None:
+            out["parent"] = {"epochs": self.parent.epochs, "batch_size": self.parent.batch_size}
         if self.description:
             out["description"] = self.description
         return out
@@ -662,7 +673,18 @@ def _display(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # Recipe parsing: collect every problem, raise once.
 
-_TOP_KEYS = ("schema_version", "name", "family", "dataset", "description", "input", "knobs", "precision", "train")
+_TOP_KEYS = (
+    "schema_version",
+    "name",
+    "family",
+    "dataset",
+    "description",
+    "input",
+    "knobs",
+    "precision",
+    "train",
+    "parent",
+)
 _INPUT_KEYS = ("channels", "size", "classes")
 _TRAIN_KEYS = ("epochs", "batch_size")
 
@@ -730,6 +752,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
             problems.append(f"{src}: train.batch_size must be an integer >= 1, got {batch!r}")
             batch = 128
         train = TrainSpec(float(epochs), batch)
+    parent = _parse_parent(raw.get("parent"), src, problems)
 
     # family and [knobs]
     family_name = raw.get("family")
@@ -768,6 +791,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
         precision_policies=policies,
         num_stages=n_stages,
         train=train,
+        parent=parent,
         description=raw.get("description", ""),
         path=path,
     )
@@ -784,6 +808,26 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     if problems:
         raise ConfigError("\n".join(problems))
     return space
+
+
+def _parse_parent(table: Any, src: str, problems: list[str]) -> ParentSpec | None:
+    """``[parent]``: epochs and batch size of the parent a weight-inheriting search trains (optional)."""
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        problems.append(f"{src}: [parent] must be a table, got {table!r}")
+        return None
+    for key in table:
+        if key not in ("epochs", "batch_size"):
+            problems.append(f"{src}: unknown key 'parent.{key}'{did_you_mean(key, ('epochs', 'batch_size'))}")
+    epochs, batch = table.get("epochs", 3.0), table.get("batch_size", 128)
+    if not (is_num(epochs) and epochs > 0):
+        problems.append(f"{src}: parent.epochs must be a number > 0, got {epochs!r}")
+        return None
+    if not (is_int(batch) and batch >= 1):
+        problems.append(f"{src}: parent.batch_size must be an integer >= 1, got {batch!r}")
+        return None
+    return ParentSpec(float(epochs), batch)
 
 
 def _parse_knobs(

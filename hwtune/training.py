@@ -35,16 +35,15 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from hwtune.data import DataSplits, TensorData
-from hwtune.errors import ConfigError, ModelError, RuntimeUnavailableError, TrainingDivergedError, did_you_mean
+from hwtune.data import DataSplits, iter_batches
+from hwtune.errors import ConfigError, ModelError, TrainingDivergedError, did_you_mean
+from hwtune.runtimes import DEFAULT_EVAL_BATCH, EvalResult, ShippedModel, get_runtime, runtime_for_file
 
 __all__ = ["EvalResult", "TrainBudget", "TrainStats", "evaluate", "train"]
 
@@ -59,10 +58,8 @@ WARMUP_FRACTION = 0.05
 # Cross-entropy of a 10-class model starts at ln(10) = 2.3; a loss above this only happens when the
 # weights have blown up, and it never comes back within a short budget.
 DIVERGENCE_LOSS = 1e4
-# Torch CPU inference of these small CNNs is 1.2-1.8x faster per image at batch 64 than at 512
-# (a 512 batch of 16x28x28 activations is 25 MB and spills out of cache); ONNX Runtime is flat
-# between 64 and 512. Measured with convnet (16, 32) and (16, 32, 64), 1 thread.
-EVAL_BATCH = 64
+# Evaluation batch (64: see hwtune.runtimes.DEFAULT_EVAL_BATCH for the measurement behind it).
+EVAL_BATCH = DEFAULT_EVAL_BATCH
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,24 +172,6 @@ class TrainStats:
         return cls(**{k: v for k, v in d.items() if k != "schema_version"})
 
 
-@dataclass(frozen=True)
-class EvalResult:
-    """Accuracy (a fraction in [0, 1]), mean cross-entropy loss and sample count of one evaluation."""
-
-    accuracy: float
-    loss: float
-    n: int
-    seconds: float = 0.0
-    runtime: str = "torch"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> EvalResult:
-        return cls(**{k: v for k, v in d.items() if k != "schema_version"})
-
-
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
@@ -216,30 +195,6 @@ def _num_threads(threads: int | None) -> Iterator[int]:
 
 def _train_split(data: Any) -> Any:
     return data.train if isinstance(data, DataSplits) else data
-
-
-def _batch_source(ds: Any) -> Any:
-    """Return ``fetch(indices) -> (x, y)`` reading whole batches from memory when the dataset allows.
-
-    ``None`` means the dataset is generic and batches go through a DataLoader.
-    """
-    if isinstance(ds, TensorData):
-        return ds.batch
-    if isinstance(ds, torch.utils.data.TensorDataset) and len(ds.tensors) == 2:
-        x_all, y_all = ds.tensors
-        if x_all.is_floating_point() and not y_all.is_floating_point():
-            return lambda idx: (x_all[idx], y_all[idx].long())
-    return None
-
-
-def _iter_batches(ds: Any, batches: list[torch.Tensor], num_workers: int) -> Iterator[tuple[Any, Any]]:
-    fetch = _batch_source(ds)
-    if fetch is not None:
-        for idx in batches:
-            yield fetch(idx)
-        return
-    loader = DataLoader(ds, batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)
-    yield from loader
 
 
 def _check_batch(x: Any, step: int) -> None:
@@ -390,7 +345,7 @@ def train(
         bar = _progress_bar(steps, progress)
         start = time.perf_counter()
         try:
-            for step, (x, y) in enumerate(_iter_batches(ds, batches, num_workers)):
+            for step, (x, y) in enumerate(iter_batches(ds, batches, num_workers=num_workers)):
                 _check_batch(x, step)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 factor = _lr_factor(step, steps, warmup)
@@ -462,133 +417,43 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 
 def evaluate(
-    model_or_onnx: Any,
+    model_or_file: Any,
     dataset: Any,
     *,
     batch_size: int = EVAL_BATCH,
     limit: int | None = None,
     threads: int | None = None,
 ) -> EvalResult:
-    """Accuracy and mean cross-entropy of a torch module or an ONNX file on ``dataset``.
+    """Accuracy and mean cross-entropy of a torch module or a shipped file on ``dataset``.
 
-    Torch modules run in eval mode under ``torch.inference_mode`` (their mode is restored). ONNX
-    files (or an ``onnxruntime.InferenceSession``) run on ONNX Runtime's CPU provider; fp16 inputs
-    are cast, and a model exported with a fixed batch dimension is fed batches of exactly that
-    size (one sample at a time for batch 1).
+    The runtime comes from the registry (:mod:`hwtune.runtimes`): a module runs on ``torch`` (eval
+    mode under ``torch.inference_mode``, its mode restored), a file on the runtime of its suffix
+    (``.onnx`` -> ``onnxruntime``; fp16 inputs are cast, a fixed batch dimension is fed exactly), a
+    :class:`~hwtune.runtimes.ShippedModel` on the runtime that shipped it, and an open
+    ``onnxruntime.InferenceSession`` on ``onnxruntime``.
 
     Args:
-        model_or_onnx: ``torch.nn.Module``, path to an ``.onnx`` file, or an InferenceSession.
+        model_or_file: ``torch.nn.Module``, path to a shipped file, ShippedModel or InferenceSession.
         dataset: One split, e.g. ``splits.val`` (model selection) or ``splits.test`` (final report).
         batch_size: Samples per forward pass.
         limit: Evaluate on a fixed random subset (seed 0) of ``limit`` samples; the same subset
             every call, so torch and ONNX results on it are comparable.
-        threads: Threads for torch / ONNX Runtime (default: torch's current setting / ORT's default).
+        threads: Intra-op threads (default: the runtime's current / default setting).
 
     Raises:
-        ConfigError: ``dataset`` is a whole ``DataSplits`` or a setting is out of range.
-        ModelError: The ONNX file cannot be loaded or the model output has the wrong shape.
+        ConfigError: ``dataset`` is a whole ``DataSplits``, a setting is out of range, or no
+            registered runtime runs the file's suffix.
+        ModelError: The file cannot be loaded or the model output has the wrong shape.
     """
-    if isinstance(dataset, DataSplits):
-        raise ConfigError("evaluate() needs one split: pass data.val (model selection) or data.test (final report)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n == 0:
-        raise ConfigError("cannot evaluate on an empty dataset")
-    start = time.perf_counter()
-    if isinstance(model_or_onnx, torch.nn.Module):
-        correct, loss_sum = _eval_torch(model_or_onnx, dataset, n, batch_size, threads)
-        runtime = "torch"
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(model_or_file, torch.nn.Module):
+        rt = get_runtime("torch")
+    elif isinstance(model_or_file, ShippedModel):
+        rt = get_runtime(model_or_file.runtime)
+    elif hasattr(model_or_file, "run") and hasattr(model_or_file, "get_inputs"):
+        rt = get_runtime("onnxruntime")  # an open InferenceSession
     else:
-        correct, loss_sum = _eval_onnx(model_or_onnx, dataset, n, batch_size, threads)
-        runtime = "onnxruntime"
-    return EvalResult(
-        accuracy=correct / n, loss=loss_sum / n, n=n, seconds=time.perf_counter() - start, runtime=runtime
-    )
-
-
-def _eval_batches(dataset: Any, n: int, batch_size: int) -> Iterator[tuple[Any, Any]]:
-    if n < len(dataset):
-        # A fixed random subset rather than the first n: a user's own split may be sorted by class.
-        idx = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(dataset), size=n, replace=False)))
-    else:
-        idx = torch.arange(n)
-    yield from _iter_batches(dataset, list(idx.split(batch_size)), num_workers=0)
-
-
-def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
-
-    logits = logits.float()
-    if logits.ndim != 2 or logits.shape[0] != y.shape[0]:
-        raise ModelError(f"model output has shape {tuple(logits.shape)}; expected (batch={y.shape[0]}, num_classes)")
-    if int(y.max()) >= logits.shape[1]:
-        raise ModelError(f"label {int(y.max())} is out of range for a model with {logits.shape[1]} outputs")
-    correct = int((logits.argmax(1) == y).sum())
-    loss = float(F.cross_entropy(logits, y, reduction="sum"))
-    return correct, loss
-
-
-def _eval_torch(
-    model: torch.nn.Module, dataset: Any, n: int, batch_size: int, threads: int | None
-) -> tuple[int, float]:
-    params = list(model.parameters())
-    device = params[0].device if params else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    try:
-        with _num_threads(threads), torch.inference_mode():
-            for x, y in _eval_batches(dataset, n, batch_size):
-                c, s = _score(model(x.to(device)).cpu(), y.long())
-                correct += c
-                loss_sum += s
-    finally:
-        model.train(was_training)
-    return correct, loss_sum
-
-
-def _ort_session(model: Any, threads: int | None) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - a dependency
-        raise RuntimeUnavailableError(f"evaluating ONNX models needs onnxruntime: {exc}") from exc
-    if hasattr(model, "run") and hasattr(model, "get_inputs"):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        raise ModelError(f"{path}: ONNX file not found")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-        raise ModelError(f"{path}: ONNX Runtime cannot load the model: {exc}") from exc
-
-
-def _eval_onnx(model: Any, dataset: Any, n: int, batch_size: int, threads: int | None) -> tuple[int, float]:
-    sess = _ort_session(model, threads)
-    inp = sess.get_inputs()[0]
-    out_name = sess.get_outputs()[0].name
-    np_dtype = np.float16 if "float16" in inp.type else np.float32
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
-    if fixed is not None:
-        batch_size = fixed  # a static batch dimension (1 for most edge exports) must be fed exactly
-    correct, loss_sum = 0, 0.0
-    for x, y in _eval_batches(dataset, n, batch_size):
-        arr = x.numpy().astype(np_dtype, copy=False)
-        m = arr.shape[0]
-        if fixed is not None and m < fixed:  # pad the last batch; the padding's outputs are dropped
-            arr = np.concatenate([arr, np.zeros((fixed - m, *arr.shape[1:]), dtype=np_dtype)])
-        try:
-            logits = sess.run([out_name], {inp.name: arr})[0][:m]
-        except Exception as exc:  # ORT raises InvalidArgument etc.
-            raise ModelError(f"ONNX Runtime failed on a batch of shape {arr.shape}: {exc}") from exc
-        c, s = _score(torch.from_numpy(np.asarray(logits, dtype=np.float32)), y.long())
-        correct += c
-        loss_sum += s
-    return correct, loss_sum
+        rt = runtime_for_file(model_or_file)
+    rt.require()
+    return rt.evaluate(model_or_file, dataset, batch_size=batch_size, limit=limit, threads=threads)

@@ -105,7 +105,7 @@ def tuned_study(tmp_path_factory, tuner_recipe):
     """A finished real search (TuneResult) with at least one fp32 and one int8 trained trial."""
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    from hwtune.search import tune
+    from hwtune.tuner import tune
 
     out = tmp_path_factory.mktemp("tuned-study")
     return tune(tuner_recipe, device="host", data=TUNER_TINY_DATA, n_trials=4, out_dir=out, study_name="tiny",

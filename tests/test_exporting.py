@@ -19,7 +19,7 @@ def _fresh_eval(path, split):
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 def test_export_round_trip_manifest_matches_a_fresh_ort_evaluation(tuned_study, tmp_path, precision):
     from hwtune.exporting import export
-    from hwtune.search import load_data
+    from hwtune.tuner import load_data
 
     trial = next(t for t in tuned_study.trials if t.trained and t.precision == precision and t.duplicate_of is None)
     exp = export(tuned_study, trial.number, tmp_path / "out")

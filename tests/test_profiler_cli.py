@@ -36,7 +36,7 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["profile", "torchvision:mobilenet_v2", "--precision", "int4"], "did you mean 'int8'"),
         (
             ["profile", "torchvision:mobilenet_v2", "--runtime", "tensorflow"],
-            "--runtime must be one of torch, onnxruntime",
+            "--runtime must be a registered runtime",
         ),
         (["profile", "torchvision:mobilenet_v2", "--arg", "width_mult"], "--arg must be key=value"),
         (["profile", "torchvision:mobilenet_v2", "--arg", "nope=1", "--no-latency"], "rejected its arguments"),

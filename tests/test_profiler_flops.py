@@ -1,4 +1,4 @@
-"""hwtune.profiler.flops: FlopCounterMode MACs agree with thop per conv/linear module; matmul/attention counted."""
+"""hwtune.graph.count_flops: FlopCounterMode MACs agree with thop per conv/linear module; matmul/attention counted."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import torchvision
 from torch import nn
 
 from hwtune.errors import ModelError
-from hwtune.profiler.flops import FlopCount, count_flops
-from hwtune.profiler.graph import trace_layers
+from hwtune.graph import FlopCount, count_flops, trace_layers
 
 
 def _thop_per_module(model: nn.Module, x: torch.Tensor) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""hwtune.profiler.graph: layer facts, fusion marking and the activation-liveness peak (hand-computed cases)."""
+"""hwtune.graph.trace_layers: layer facts, fusion marking and the activation-liveness peak (hand-computed cases)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from hwtune.errors import ModelError
+from hwtune.graph import LayerGraph, LayerInfo, liveness_peak, trace_layers, weight_storage_bytes
 from hwtune.precision import PrecisionPlan
-from hwtune.profiler.graph import LayerGraph, LayerInfo, liveness_peak, trace_layers, weight_storage_bytes
 
 
 class Branchy(nn.Module):

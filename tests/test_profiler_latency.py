@@ -1,4 +1,5 @@
-"""hwtune.profiler.latency: the median CI, measurement structure, ORT vs torch agreement, per-op attribution."""
+"""hwtune.profiler.latency (over hwtune.runtimes): the median CI, measurement structure, ORT vs torch
+agreement, per-op attribution."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import pytest
 import torch
 
 from hwtune.errors import ConfigError, ModelError
+from hwtune.graph import trace_layers
 from hwtune.onnx_export import export_onnx
-from hwtune.profiler.graph import trace_layers
 from hwtune.profiler.latency import (
     LatencyMeasurement,
-    _binom_cdf,
     attribute_op_times,
     measure_latency,
     median_ci,
@@ -22,6 +22,7 @@ from hwtune.profiler.latency import (
     ort_session,
     profile_ort_ops,
 )
+from hwtune.runtimes._timing import _binom_cdf
 
 
 def test_binomial_cdf_exact_small_case() -> None:

@@ -9,10 +9,10 @@ import torch
 
 import hwtune
 from hwtune.errors import ConfigError, ModelError, UnknownNameError
+from hwtune.graph import trace_layers
 from hwtune.onnx_export import export_onnx
 from hwtune.precision import PrecisionPlan
 from hwtune.profiler import ProfileReport, profile_model
-from hwtune.profiler.graph import trace_layers
 from hwtune.profiler.roofline import ROOFLINE_LABEL
 
 CONTRACT_KEYS = {

@@ -27,12 +27,12 @@ from hwtune.device import load_profile
 from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError
 from hwtune.onnx_export import export_onnx
 from hwtune.precision import PrecisionPlan
+from hwtune.profiler import compare_op_times
 from hwtune.quant import (
     MIN_CALIBRATION_SAMPLES,
     QuantConfig,
     QuantResult,
     choose_activation_type,
-    compare_op_times,
     initializer_bytes_by_dtype,
     node_precisions,
     onnx_module_path,

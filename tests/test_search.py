@@ -44,75 +44,82 @@ class Fakes:
         self.fail_keys: set[str] = set()
         self.files: dict[str, float] = {}
 
+    def pipeline_class(self) -> type:
+        """A CandidatePipeline subclass whose expensive steps are these fakes (real model building)."""
+        from hwtune.runtimes import ShippedModel
+        from hwtune.tuner import CandidatePipeline
+
+        fakes = self
+        real_build = CandidatePipeline.build  # captured before install() replaces it
+
+        class FakePipeline(CandidatePipeline):
+            def build(self, cand):
+                model = real_build(self, cand)
+                model._fake_key = cand.key
+                model._fake_epochs = 0.0
+                model._fake_int8 = cand.precision == "int8"
+                return model
+
+            def profile(self, model, plan, *, measure, time_budget_s, device=None):
+                import torch
+
+                n = sum(p.numel() for p in model.parameters())
+                int8 = "int8" in plan.precisions
+                convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+                stem = convs[0].out_channels
+                macs = 60 * n
+                eb = 1 if int8 else 4
+                lat = macs / 1e6 * (0.6 if int8 else 1.0)
+                return {
+                    "macs": macs,
+                    "flops": 2 * macs,
+                    "params": n,
+                    "weight_bytes": n * eb,
+                    "peak_activation_bytes": stem * 14 * 14 * eb * 2,
+                    "latency_ms": lat,
+                    "latency_source": "measured",
+                    "runtime": "onnxruntime",
+                    "fits": {},
+                    "latency": {"median_ms": lat, "ci_half_width_ms": lat / 100, "runtime": "onnxruntime", "threads": 1},
+                }
+
+            def train(self, model, data, *, epochs, batch_size, lr, seed, threads=None):
+                if model._fake_key in fakes.fail_keys:
+                    raise TrainingDivergedError("loss became nan at step 3")
+                fakes.trained.append((model._fake_key, epochs))
+                model._fake_epochs += epochs
+
+                class Stats:
+                    samples_seen = int(epochs * 256)
+                    final_loss = 1.0
+
+                return Stats()
+
+            def evaluate(self, target, dataset, *, batch_size):
+                if isinstance(target, ShippedModel):
+                    return fakes.files[str(target.path)]
+                n = sum(p.numel() for p in target.parameters())
+                # more parameters and more training -> higher accuracy, saturating
+                return 0.5 + 0.3 * (1 - math.exp(-n / 1500)) + 0.15 * min(target._fake_epochs, 1.0)
+
+            def ship(self, model, plan, workdir, *, calibration, seed):
+                path = Path(workdir) / "model.onnx"
+                path.write_bytes(b"fake")
+                fakes.files[str(path)] = self.evaluate(model, None, batch_size=1) - 0.004
+                return ShippedModel(path, "onnxruntime", "onnx", plan.label, self.input_shape, {"precision_label": plan.label})
+
+            def measure(self, shipped, *, time_budget_s, device=None):
+                return {"median_ms": 0.01, "runtime": "onnxruntime", "threads": 1}
+
+        return FakePipeline
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> Fakes:
-        from hwtune import search
+        """Make the default pipeline fake (its public step methods), for API and CLI runs alike."""
+        from hwtune.tuner import CandidatePipeline
 
-        real_build = search._build
-
-        def build(space, cand):
-            model = real_build(space, cand)
-            model._fake_key = cand.key
-            model._fake_epochs = 0.0
-            model._fake_int8 = cand.precision == "int8"
-            return model
-
-        def profile(model, input_shape, device, plan, *, measure, time_budget_s):
-            import torch
-
-            n = sum(p.numel() for p in model.parameters())
-            int8 = "int8" in plan.precisions
-            convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-            stem = convs[0].out_channels
-            macs = 60 * n
-            eb = 1 if int8 else 4
-            lat = macs / 1e6 * (0.6 if int8 else 1.0)
-            return {
-                "macs": macs,
-                "flops": 2 * macs,
-                "params": n,
-                "weight_bytes": n * eb,
-                "peak_activation_bytes": stem * 14 * 14 * eb * 2,
-                "latency_ms": lat,
-                "latency_source": "measured",
-                "runtime": "onnxruntime",
-                "fits": {},
-                "latency": {"median_ms": lat, "ci_half_width_ms": lat / 100, "runtime": "onnxruntime", "threads": 1},
-            }
-
-        def train(model, data, *, epochs, batch_size, lr, seed):
-            if model._fake_key in self.fail_keys:
-                raise TrainingDivergedError("loss became nan at step 3")
-            self.trained.append((model._fake_key, epochs))
-            model._fake_epochs += epochs
-
-            class Stats:
-                samples_seen = int(epochs * 256)
-                final_loss = 1.0
-
-            return Stats()
-
-        def evaluate(model_or_path, dataset, *, batch_size):
-            if isinstance(model_or_path, (str, Path)):
-                return self.files[str(model_or_path)]
-            n = sum(p.numel() for p in model_or_path.parameters())
-            # more parameters and more training -> higher accuracy, saturating
-            return 0.5 + 0.3 * (1 - math.exp(-n / 1500)) + 0.15 * min(model_or_path._fake_epochs, 1.0)
-
-        def ship(model, space, plan, device, calibration, workdir, *, seed):
-            path = Path(workdir) / "model.onnx"
-            path.write_bytes(b"fake")
-            self.files[str(path)] = evaluate(model, None, batch_size=1) - 0.004
-            return path, {"precision_label": plan.label}
-
-        def measure_file(path, space, device, time_budget_s):
-            return {"median_ms": 0.01, "runtime": "onnxruntime", "threads": 1}
-
-        monkeypatch.setattr(search, "_build", build)
-        monkeypatch.setattr(search, "_profile", profile)
-        monkeypatch.setattr(search, "_train", train)
-        monkeypatch.setattr(search, "_evaluate", evaluate)
-        monkeypatch.setattr(search, "_ship", ship)
-        monkeypatch.setattr(search, "_measure_file", measure_file)
+        fake = self.pipeline_class()
+        for name in ("build", "profile", "train", "evaluate", "ship", "measure"):
+            monkeypatch.setattr(CandidatePipeline, name, getattr(fake, name))
         return self
 
 
@@ -122,7 +129,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch, fashion_dir) -> Fakes:
 
 
 def run(recipe, tmp_path, **kw):
-    from hwtune.search import tune
+    from hwtune.tuner import tune
 
     args = {
         "device": "host",
@@ -187,7 +194,7 @@ def test_tune_reaches_a_front_and_records_every_figure(recipe, tmp_path, fakes):
 
 def test_successive_halving_promotes_the_best_third_and_continues_the_same_weights(recipe, tmp_path, fakes):
     from hwtune.front import promotion_order
-    from hwtune.search import Schedule
+    from hwtune.tuner import Schedule
 
     res = run(recipe, tmp_path, n_trials=12, budget=Schedule(epochs=1.0, rungs=(0.25, 1.0), eta=3))
     trained = sorted((t for t in res.trials if t.trained and t.duplicate_of is None), key=lambda t: t.number)
@@ -298,7 +305,7 @@ def test_search_stops_when_the_space_is_exhausted(recipe, tmp_path, fakes):
 def test_stale_running_trial_is_failed_and_retried_on_resume(recipe, tmp_path, fakes):
     import optuna
 
-    from hwtune.search import open_storage
+    from hwtune.tuner import open_storage
 
     first = run(recipe, tmp_path, n_trials=2)
     # Simulate a worker killed mid-trial: a RUNNING trial owned by a dead process on this host.
@@ -329,14 +336,14 @@ def test_stale_running_trial_is_failed_and_retried_on_resume(recipe, tmp_path, f
 def test_live_worker_trial_is_left_alone(recipe, tmp_path, fakes):
     import optuna
 
-    from hwtune.search import open_storage
+    from hwtune.tuner import open_storage
 
     first = run(recipe, tmp_path, n_trials=1)
     study = optuna.load_study(study_name="t", storage=open_storage(first.storage, heartbeat=False))
     trial = study.ask()
-    from hwtune.search import _worker_id
+    from hwtune.tuner.storage import worker_id
 
-    trial.set_user_attr("worker", _worker_id())  # this (live) process
+    trial.set_user_attr("worker", worker_id())  # this (live) process
     res = run(recipe, tmp_path, n_trials=2)
     assert res.trial(trial.number).state == "running"
 
@@ -350,7 +357,7 @@ def test_every_sampler_runs_and_is_seedable(recipe, tmp_path, fakes, sampler):
 
 
 def test_bad_inputs_give_clear_errors(recipe, tmp_path, fakes):
-    from hwtune.search import load_result
+    from hwtune.tuner import load_result
 
     with pytest.raises(UnknownNameError, match="unknown recipe 'fashion-convnt'"):
         run("fashion-convnt", tmp_path)
@@ -454,33 +461,32 @@ def test_cli_tune_runs_and_prints_the_front(recipe, tmp_path, fakes, capsys, mon
 
 
 def test_worker_liveness_check():
-    from hwtune.search import _worker_alive, _worker_id
+    from hwtune.tuner.storage import worker_alive, worker_id
 
-    me = _worker_id()
-    assert _worker_alive(me) is True
+    me = worker_id()
+    assert worker_alive(me) is True
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
-    assert _worker_alive({"host": socket.gethostname(), "pid": p.pid, "start": "1"}) is False
-    assert _worker_alive({"host": "some-other-host", "pid": os.getpid()}) is None
+    assert worker_alive({"host": socket.gethostname(), "pid": p.pid, "start": "1"}) is False
+    assert worker_alive({"host": "some-other-host", "pid": os.getpid()}) is None
 
 
 def test_ctrl_c_keeps_finished_trials_and_requeues_the_interrupted_one(recipe, tmp_path, fakes, capsys):
-    from hwtune import search
+    from hwtune.tuner import CandidatePipeline
 
-    real_train = search._train
+    real_train = CandidatePipeline.train
     calls = {"n": 0}
 
-    def train(model, data, **kw):
+    def train(self, model, data, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_train(model, data, **kw)
+        return real_train(self, model, data, **kw)
 
-    search_train = train
     import pytest as _pytest
 
     mp = _pytest.MonkeyPatch()
-    mp.setattr(search, "_train", search_train)
+    mp.setattr(CandidatePipeline, "train", train)
     try:
         res = run(recipe, tmp_path, n_trials=8, budget={"epochs": 1.0, "rungs": [1.0]}, progress=True)
     finally:

@@ -51,7 +51,7 @@ def test_real_tune_reaches_a_front_with_real_figures(tuned_study):
 
 CHILD = """\
 import sys
-from hwtune.search import tune
+from hwtune.tuner import tune
 tune(sys.argv[1], device="host", data={{"name": "fashion-mnist", "train_limit": 600, "val_limit": 200}},
      n_trials=30, out_dir=sys.argv[2], study_name="crash", sampler="random", seed=11,
      budget={{"epochs": 0.5, "rungs": [1.0], "batch_size": 64, "latency_budget_s": 0.1, "calibration_samples": 32}},
@@ -78,7 +78,7 @@ def _states(db: Path) -> list[tuple[int, str, int, int]]:
 
 @pytest.mark.slow
 def test_resume_after_a_killed_process_loses_and_repeats_nothing(tmp_path, tuner_recipe, fashion_dir):
-    from hwtune.search import load_result, tune
+    from hwtune.tuner import load_result, tune
 
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))

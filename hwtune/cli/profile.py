@@ -22,7 +22,6 @@ __all__ = ["add_parser", "parse_input_shape", "resolve_model", "run"]
 
 TORCHVISION_PREFIX = "torchvision:"
 DEFAULT_INPUT = (1, 3, 224, 224)
-PROFILE_RUNTIMES = ("torch", "onnxruntime")
 # Steps that finish faster than this print nothing, so quick profiles stay quiet.
 PROGRESS_AFTER_S = 2.0
 
@@ -45,7 +44,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", default="fp32", metavar="P", help=f"one of {', '.join(PRECISIONS)} (default fp32)")
     p.add_argument(
-        "--runtime", default=None, metavar="R", help="torch or onnxruntime (default: the device profile's runtime)"
+        "--runtime",
+        default=None,
+        metavar="R",
+        help="a registered runtime, e.g. onnxruntime or torch (default: the device profile's runtime)",
     )
     p.add_argument(
         "--arg",
@@ -270,10 +272,15 @@ def run(args: argparse.Namespace) -> int:
         problems.append(
             f"--precision must be one of {', '.join(PRECISIONS)}, got {args.precision!r}{did_you_mean(args.precision, PRECISIONS)}"
         )
-    if args.runtime is not None and args.runtime not in PROFILE_RUNTIMES:
-        problems.append(
-            f"--runtime must be one of {', '.join(PROFILE_RUNTIMES)}, got {args.runtime!r}{did_you_mean(args.runtime, PROFILE_RUNTIMES)}"
-        )
+    if args.runtime is not None:
+        from hwtune.runtimes import list_runtimes
+
+        registered = list_runtimes()
+        if args.runtime not in registered:
+            problems.append(
+                f"--runtime must be a registered runtime ({', '.join(registered)}), got {args.runtime!r}"
+                f"{did_you_mean(args.runtime, registered)}"
+            )
     if not (args.budget_s > 0):
         problems.append(f"--budget-s must be > 0, got {args.budget_s}")
     try:

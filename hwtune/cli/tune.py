@@ -11,7 +11,7 @@ from typing import Any
 
 from hwtune.errors import ConfigError
 
-__all__ = ["add_parsers", "run_demo", "run_export", "run_front", "run_tune"]
+__all__ = ["add_parsers", "run_demo", "run_export", "run_finalize", "run_front", "run_tune"]
 
 DEMO_RECIPE = "fashion-convnet"
 DEMO_OUT = "hwtune-demo"
@@ -47,7 +47,13 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         "same command again to continue the study.",
     )
     p.add_argument("recipe", metavar="RECIPE", help="search-space recipe name (models/*.toml) or path")
-    p.add_argument("--device", required=True, metavar="ID", help="device profile id or path (hwtune devices)")
+    p.add_argument(
+        "--device",
+        required=True,
+        metavar="ID[,ID...]",
+        help="device profile id or path (hwtune devices); several comma-separated ids search once for all of them "
+        "(the first is the primary device)",
+    )
     p.add_argument(
         "--trials",
         type=int,
@@ -105,6 +111,26 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     )
     p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")
     p.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only N validation samples")
+    p.add_argument(
+        "--strategy",
+        default=None,
+        choices=["inherit", "scratch"],
+        help="inherit: candidates are sub-networks of one parent trained once (sliceable families); "
+        "scratch: every candidate trains from its own initialization (default: scratch; a resumed study keeps its own)",
+    )
+    p.add_argument(
+        "--parent-epochs",
+        type=_positive_float,
+        default=None,
+        metavar="E",
+        help="epochs of the parent's training with --strategy inherit (default: the recipe's [parent] epochs, else 3)",
+    )
+    p.add_argument(
+        "--runtime",
+        default=None,
+        metavar="NAME",
+        help="runtime candidates are shipped to and scored on (default: the device profile's; hwtune list-runtimes)",
+    )
     p.add_argument("--json", action="store_true", help="print the front as JSON at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_tune)
@@ -113,6 +139,9 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     f.add_argument("--storage", required=True, metavar="URL")
     f.add_argument("--study", default=None, metavar="NAME", help="study name (optional if the storage has one)")
     f.add_argument("--json", action="store_true", help="JSON list of front trials, knee first")
+    f.add_argument(
+        "--device", default=None, metavar="ID", help="the front on this device of a multi-device study (default: the primary)"
+    )
     f.add_argument(
         "--report",
         default=None,
@@ -125,10 +154,36 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     e.add_argument("--storage", required=True, metavar="URL")
     e.add_argument("--study", default=None, metavar="NAME")
     e.add_argument("--trial", required=True, type=int, metavar="N")
-    e.add_argument("--format", default="onnx", choices=["onnx"])
+    e.add_argument(
+        "--format",
+        default=None,
+        metavar="FORMAT",
+        help="file format: onnx, pte or tflite (default: the format of the runtime the study shipped to)",
+    )
     e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument(
+        "--search-weights",
+        action="store_true",
+        help="export the weights the search scored even when the trial was finalized",
+    )
     e.add_argument("--json", action="store_true", help="print the manifest as JSON")
     e.set_defaults(func=run_export)
+
+    z = subparsers.add_parser(
+        "finalize",
+        help="train chosen front trials to convergence, re-quantize, re-measure (recorded with the study)",
+    )
+    z.add_argument("--storage", required=True, metavar="URL")
+    z.add_argument("--study", default=None, metavar="NAME", help="study name (optional if the storage has one)")
+    which = z.add_mutually_exclusive_group()
+    which.add_argument("--trials", default=None, metavar="N[,N...]", help="trial numbers (default: the knee)")
+    which.add_argument("--front", action="store_true", help="every member of the front")
+    z.add_argument(
+        "--epochs", type=_positive_float, default=None, metavar="E", help="fine-tuning epochs per trial (default 10)"
+    )
+    z.add_argument("--seed", type=int, default=None, metavar="S")
+    z.add_argument("--quiet", action="store_true", help="no progress lines")
+    z.set_defaults(func=run_finalize)
 
     d = subparsers.add_parser(
         "demo",
@@ -146,11 +201,11 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     d.add_argument("--trials", type=int, default=DEMO_TRIALS, metavar="N")
     d.add_argument("--seed", type=int, default=0, metavar="S")
     d.set_defaults(func=run_demo)
-    return [p, f, e, d]
+    return [p, f, e, z, d]
 
 
 def _budget(args: argparse.Namespace) -> Any:
-    from hwtune.search import Schedule
+    from hwtune.tuner import Schedule
 
     kw: dict[str, Any] = {}
     if args.epochs is not None:
@@ -161,7 +216,7 @@ def _budget(args: argparse.Namespace) -> Any:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from hwtune.search import tune
+    from hwtune.tuner import tune
 
     constraints = {
         k: v
@@ -194,6 +249,9 @@ def run_tune(args: argparse.Namespace) -> int:
         budget=_budget(args),
         out_dir=args.out,
         progress=not args.quiet,
+        strategy=args.strategy,
+        parent_epochs=args.parent_epochs,
+        runtime=args.runtime,
     )
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
@@ -215,9 +273,11 @@ def _print_next_steps(result: Any) -> None:
 
 
 def run_front(args: argparse.Namespace) -> int:
-    from hwtune.search import load_result
+    from hwtune.tuner import load_result
 
     result = load_result(args.storage, args.study)
+    if args.device is not None:
+        result = result.for_device(args.device)
     if args.report:
         from hwtune.report import write_reports
 
@@ -257,7 +317,14 @@ def _print_export(exp: Any) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from hwtune.exporting import export
 
-    exp = export(args.storage, args.trial, args.out, args.format, study_name=args.study)
+    exp = export(
+        args.storage,
+        args.trial,
+        args.out,
+        args.format,
+        study_name=args.study,
+        finalized=False if args.search_weights else None,
+    )
     if args.json:
         json.dump(exp.manifest, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
@@ -266,9 +333,32 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--trials must be comma-separated trial numbers, got {text!r}") from None
+
+
+def run_finalize(args: argparse.Namespace) -> int:
+    from hwtune.tuner.finalize import DEFAULT_FINALIZE_EPOCHS, finalize
+
+    trials: Any = "front" if args.front else (_trial_list(args.trials) if args.trials else None)
+    result = finalize(
+        args.storage,
+        trials,
+        study_name=args.study,
+        epochs=args.epochs or DEFAULT_FINALIZE_EPOCHS,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(result.front_table(finalized=True))
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from hwtune.exporting import export
-    from hwtune.search import Schedule, tune
+    from hwtune.tuner import Schedule, tune
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")

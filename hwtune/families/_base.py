@@ -9,7 +9,6 @@ line per problem. No torch in this module.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,7 +19,11 @@ from hwtune.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["Knob", "ModelFamily", "knobs_of", "make_divisible"]
+__all__ = ["ChannelGroups", "Knob", "ModelFamily", "knobs_of", "make_divisible"]
+
+# Module path -> (group of its output channels, group of its input channels); see
+# ``ModelFamily.channel_groups``.
+ChannelGroups = dict[str, tuple[str | None, str | None]]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -34,8 +37,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if new < 0.9 * value:
         new += divisor
     return new
-
-
 
 
 def _as_float(v: Any) -> Any:
@@ -154,6 +155,8 @@ class ModelFamily:
             list-families``).
         min_stages: Fewest body stages allowed.
         max_stages: Most body stages allowed.
+        sliceable: Every candidate is a sub-network of the largest one (``channel_groups`` is
+            implemented), so candidates can inherit weights from one trained parent.
     """
 
     name: ClassVar[str] = ""
@@ -162,6 +165,7 @@ class ModelFamily:
     default_knobs: ClassVar[Mapping[str, Any]] = {}
     min_stages: ClassVar[int] = 1
     max_stages: ClassVar[int] = 1
+    sliceable: ClassVar[bool] = False
 
     # ---- knobs ---------------------------------------------------------------------------
     def resolve(self, candidate: Any) -> dict[str, Any]:
@@ -319,6 +323,39 @@ class ModelFamily:
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         raise NotImplementedError  # pragma: no cover - every registered family overrides it
+
+    # ---- weight sharing (hwtune.supernet) ---------------------------------------------------
+    def owns(self, model: nn.Module) -> bool:
+        """Whether ``model`` was built by this family (override; used to infer a parent's family)."""
+        return False
+
+    def slicing_problems(self, choices: Mapping[str, Sequence[tuple[Any, ...]]]) -> list[str]:
+        """Why some candidates of a space are not sub-networks of its largest one.
+
+        Args:
+            choices: Searched knob -> its choices, one tuple per stage for a per-stage knob,
+                a single tuple otherwise.
+
+        Returns:
+            One problem fragment per offending knob (the caller names the recipe); [] when fine.
+        """
+        return []
+
+    def channel_groups(self, model: nn.Module) -> ChannelGroups | None:
+        """Which channel group each dimension of each layer of a built ``model`` belongs to.
+
+        Families whose candidates are sub-networks of the space's largest one (widths, depths
+        and kernel sizes shrink it) override this; ``hwtune.supernet`` slices a parent with it.
+        A channel group is a set of feature-map channels that must be kept or dropped
+        together: the output channels of one conv (and its BatchNorm), or, where a residual add
+        ties them, the outputs of every layer feeding that add.
+
+        Returns:
+            Module path -> ``(output group, input group)`` for every module with parameters
+            (conv, BatchNorm, linear); ``None`` for a dimension that is never sliced (the image
+            channels, the classes). ``None`` overall: the family is not sliceable (default).
+        """
+        return None
 
     # ---- description -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hwtune.families._base import Knob, ModelFamily
+from hwtune.families._base import ChannelGroups, Knob, ModelFamily
 from hwtune.families._layers import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
@@ -75,6 +75,23 @@ class ConvNetFamily(ModelFamily):
         "stem_stride": 1,
     }
     min_stages, max_stages = 1, 8
+    sliceable = True
+
+    def owns(self, model: nn.Module) -> bool:
+        return isinstance(model, ConvNet)
+
+    def channel_groups(self, model: nn.Module) -> ChannelGroups:
+        """No residuals: every block's output channels are a group of their own."""
+        groups: ChannelGroups = {"stem.conv": ("stem", None), "stem.bn": ("stem", "stem")}
+        prev = "stem"
+        for s, stage in enumerate(model.stages):
+            for b in range(len(stage)):
+                g = f"stages.{s}.{b}"
+                groups[f"{g}.conv"] = (g, prev)
+                groups[f"{g}.bn"] = (g, g)
+                prev = g
+        groups["head.fc"] = (None, prev)
+        return groups
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return ConvNet(

@@ -11,13 +11,13 @@ then still see 2x2 instead of a single pixel).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from hwtune.families._base import Knob, ModelFamily, make_divisible
+from hwtune.families._base import ChannelGroups, Knob, ModelFamily, make_divisible
 from hwtune.families._layers import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
@@ -132,6 +132,46 @@ class MobileNetV2Family(ModelFamily):
         "last_channel": 1280,
     }
     min_stages = max_stages = 7
+    sliceable = True
+
+    def owns(self, model: nn.Module) -> bool:
+        return isinstance(model, MobileNetV2Net)
+
+    def slicing_problems(self, choices: Mapping[str, Sequence[tuple[Any, ...]]]) -> list[str]:
+        """expand_ratio 1 drops the expansion conv, so its depthwise conv would run on the block's
+        input channels where the parent's runs on expanded ones: not a slice of the parent."""
+        problems = []
+        for i, stage_choices in enumerate(choices.get("expand_ratio", ())):
+            if 1 in stage_choices and max(stage_choices) > 1:
+                problems.append(
+                    f"knobs.expand_ratio of stage {i + 1} mixes 1 (no expansion conv) with {max(stage_choices)}; "
+                    "a shared parent needs either only 1 or only ratios > 1 per stage"
+                )
+        return problems
+
+    def channel_groups(self, model: nn.Module) -> ChannelGroups:
+        """Blocks with a residual add keep their input's group; the depthwise conv works on its
+        block's hidden (expanded) group, or on the input group when there is no expansion."""
+        groups: ChannelGroups = {"stem.conv": ("stem", None), "stem.bn": ("stem", "stem")}
+        prev = "stem"
+        for s, stage in enumerate(model.stages):
+            for b, block in enumerate(stage):
+                path = f"stages.{s}.{b}"
+                out = prev if block.use_residual else path
+                hidden = prev
+                if hasattr(block.conv, "expand"):
+                    hidden = f"{path}.hidden"
+                    groups[f"{path}.conv.expand.conv"] = (hidden, prev)
+                    groups[f"{path}.conv.expand.bn"] = (hidden, hidden)
+                groups[f"{path}.conv.dw.conv"] = (hidden, hidden)
+                groups[f"{path}.conv.dw.bn"] = (hidden, hidden)
+                groups[f"{path}.conv.project.conv"] = (out, hidden)
+                groups[f"{path}.conv.project.bn"] = (out, out)
+                prev = out
+        groups["head.pre.conv"] = ("head.pre", prev)
+        groups["head.pre.bn"] = ("head.pre", "head.pre")
+        groups["head.fc"] = (None, "head.pre")
+        return groups
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return MobileNetV2Net(

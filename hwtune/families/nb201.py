@@ -26,7 +26,16 @@ from hwtune.families._base import Knob, ModelFamily
 from hwtune.families._layers import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
-__all__ = ["NB201", "NB201_OPS", "NB201Net", "arch_problems", "cell_connected", "format_arch", "parse_arch"]
+__all__ = [
+    "NB201",
+    "NB201_OPS",
+    "NB201Net",
+    "arch_problems",
+    "cell_connected",
+    "format_arch",
+    "make_op",
+    "parse_arch",
+]
 
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # Edge order of the string: (1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2).
@@ -120,7 +129,17 @@ class _ReLUConvBN(nn.Sequential):
         )
 
 
-def _make_op(op: str, channels: int) -> nn.Module | None:
+def make_op(op: str, channels: int) -> nn.Module | None:
+    """The module of one NAS-Bench-201 edge op at ``channels`` (None for the identity and ``none``).
+
+    Args:
+        op: One of :data:`NB201_OPS`.
+        channels: Input and output channels of the edge.
+
+    Example:
+        >>> type(make_op("nor_conv_3x3", 16)).__name__, make_op("skip_connect", 16)
+        ('_ReLUConvBN', None)
+    """
     if op == "nor_conv_1x1":
         return _ReLUConvBN(channels, channels, 1)
     if op == "nor_conv_3x3":
@@ -147,7 +166,7 @@ class NB201Cell(nn.Module):
             for i, op in enumerate(node_ops):
                 if op == "none":
                     continue
-                module = _make_op(op, channels)
+                module = make_op(op, channels)
                 key = None
                 if module is not None:
                     key = f"edge_{j}_{i}"

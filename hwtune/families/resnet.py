@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hwtune.families._base import Knob, ModelFamily
+from hwtune.families._base import ChannelGroups, Knob, ModelFamily
 from hwtune.families._layers import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
@@ -108,6 +108,33 @@ class ResNetFamily(ModelFamily):
     }
     default_knobs: ClassVar[Mapping[str, Any]] = {"width": (64, 128, 256, 512), "depth": (2, 2, 2, 2)}
     min_stages, max_stages = 1, 8
+    sliceable = True
+
+    def owns(self, model: nn.Module) -> bool:
+        return isinstance(model, ResNet)
+
+    def channel_groups(self, model: nn.Module) -> ChannelGroups:
+        """A block without a downsample adds its input to its output, so both are one group:
+        the stem and every block of stage 1 share one group, and each later stage's blocks
+        share the group opened by their first block's downsample."""
+        groups: ChannelGroups = {"stem.conv": ("stem", None), "stem.bn": ("stem", "stem")}
+        prev = "stem"
+        for s, stage in enumerate(model.stages):
+            for b, block in enumerate(stage):
+                path = f"stages.{s}.{b}"
+                out = prev
+                if block.downsample is not None:
+                    out = f"stages.{s}"
+                    groups[f"{path}.downsample.conv"] = (out, prev)
+                    groups[f"{path}.downsample.bn"] = (out, out)
+                hidden = f"{path}.conv1"
+                groups[f"{path}.conv1"] = (hidden, prev)
+                groups[f"{path}.bn1"] = (hidden, hidden)
+                groups[f"{path}.conv2"] = (out, hidden)
+                groups[f"{path}.bn2"] = (out, out)
+                prev = out
+        groups["head.fc"] = (None, prev)
+        return groups
 
     def _build(self, knobs: Mapping[str, Any], *, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return ResNet(

@@ -42,6 +42,7 @@ from hwtune.predictor._features import (
     features_from_microbench,
 )
 from hwtune.predictor._model import _TERM_GROUP, SCALE_GROUPS, Coefficients, Hardware, design_vector, param_names
+from hwtune.predictor._numerics import error_stats, nnls
 
 __all__ = [
     "MIN_MICROBENCH_ROWS",
@@ -50,6 +51,7 @@ __all__ = [
     "NetworkRow",
     "choose_lowering",
     "detect_lowering",
+    "error_stats",
     "fit_microbench",
     "fit_scales",
     "microbench_samples",
@@ -104,28 +106,6 @@ class FitResult:
 # Numerics
 
 
-def _nnls(a: Any, b: Any) -> Any:
-    import numpy as np
-    from scipy.optimize import nnls
-
-    # scale columns to unit norm: NNLS converges badly when columns span 10 orders of magnitude
-    norms = np.linalg.norm(a, axis=0)
-    norms[norms == 0] = 1.0
-    x, _ = nnls(a / norms, b, maxiter=50 * a.shape[1])
-    return x / norms
-
-
-def error_stats(pred: Sequence[float], meas: Sequence[float]) -> tuple[float, float, float]:
-    """(median abs % error, share within 10%, Spearman rho)."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
-    p, m = np.asarray(pred, float), np.asarray(meas, float)
-    rel = np.abs(p / m - 1.0)
-    rho = float(spearmanr(p, m)[0]) if len(p) > 2 and np.ptp(p) > 0 else float("nan")
-    return float(np.median(rel) * 100.0), float(np.mean(rel <= 0.10)), rho
-
-
 def _design(samples: Sequence[Sample], hw: Hardware, names: Sequence[str]) -> Any:
     import numpy as np
 
@@ -145,7 +125,7 @@ def _fit_theta(x: Any, y: Any, prior: Any, ridge: float, weights: Any = None) ->
         reg = np.sqrt(ridge) * np.diag(1.0 / safe)
         a = np.vstack([a, reg])
         b = np.concatenate([b, np.sqrt(ridge) * np.where(prior > 0, 1.0, 0.0) * np.ones(k)])
-    return _nnls(a, b)
+    return nnls(a, b)
 
 
 def fit_microbench(
@@ -270,7 +250,7 @@ def fit_scales(
         common = float(tot.sum() / max(float((tot**2).sum()), 1e-30))  # least squares of ones ~ common * tot
         lam = np.sqrt(ridge * len(idx))
         a = np.vstack([a, np.eye(len(cols)) * lam / max(common, 1e-12)])
-        x = _nnls(a, np.concatenate([np.ones(len(idx)), np.full(len(cols), lam)]))
+        x = nnls(a, np.concatenate([np.ones(len(idx)), np.full(len(cols), lam)]))
         s = np.zeros(3)
         s[list(cols)] = x
         if not np.any(s > 0):  # degenerate: fall back to one common scale
@@ -536,7 +516,7 @@ def _read_csv_text(path: Path, text: str) -> tuple[list[dict[str, str]], list[st
 
 @dataclass(frozen=True)
 class NetworkRow:
-    """One measured network from a ``--networks`` CSV."""
+    """One measured network from a ``--networks`` CSV (``input_shape`` includes the batch)."""
 
     name: str
     family: str
@@ -546,17 +526,66 @@ class NetworkRow:
     num_classes: int
     latency_ms: float
 
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_shape[0])
 
-NETWORK_COLUMNS = ("name", "family", "knobs", "arch", "input_shape", "precision", "num_classes", "latency_ms")
+
+NETWORK_COLUMNS = ("name", "family", "knobs", "arch", "batch_size", "input_shape", "precision", "num_classes",
+                   "latency_ms")
+NO_BATCH_NOTE = ("{path}: no 'batch_size' column: every row taken as measured at batch {batch} "
+                 "(the batch of its input_shape); add the column to state it")
 
 
-def read_networks_csv(path: str | Path) -> list[NetworkRow]:
+def _row_shape(r: Mapping[str, Any], where: str, has_batch: bool, problems: list[str]) -> tuple[int, ...] | None:
+    """NCHW shape of a row from ``input_shape`` (CHW or NCHW) and ``batch_size``."""
+    shape = _shape(r.get("input_shape"))
+    if shape is None or len(shape) not in (3, 4):
+        problems.append(f"{where}: column 'input_shape' must be a CHW or NCHW shape like 3x32x32 or 1x3x32x32, "
+                        f"got {r.get('input_shape')!r}")
+        return None
+    if not has_batch:
+        return tuple(shape) if len(shape) == 4 else (1, *shape)
+    text = str(r.get("batch_size") or "").strip()
+    if not text.isdigit() or int(text) < 1:
+        problems.append(f"{where}: column 'batch_size' must be an integer >= 1, got {r.get('batch_size')!r}")
+        return None
+    batch = int(text)
+    if len(shape) == 4 and shape[0] != batch:
+        problems.append(f"{where}: input_shape {r.get('input_shape')!r} has batch {shape[0]} but batch_size is "
+                        f"{batch}; give input_shape without the batch (e.g. 3x32x32) or make them agree")
+        return None
+    return (batch, *shape[-3:])
+
+
+def _row_knobs(r: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
+    knobs: Any = {}
+    if r.get("knobs"):
+        try:
+            knobs = json.loads(r["knobs"])
+        except json.JSONDecodeError as exc:
+            problems.append(f"{where}: column 'knobs' must be a JSON object, got {r['knobs']!r} ({exc.msg})")
+        else:
+            if not isinstance(knobs, dict):
+                problems.append(f"{where}: column 'knobs' must be a JSON object, got {r['knobs']!r}")
+                knobs = {}
+    if r.get("arch"):
+        knobs = {**knobs, "arch": r["arch"]}
+    return knobs
+
+
+def read_networks_csv(path: str | Path, *, with_notes: bool = False) -> Any:
     """Rows of a whole-network measurement CSV.
 
-    Columns: ``latency_ms`` (required, > 0), ``input_shape`` (required, e.g. ``1x3x32x32``),
-    ``family`` + ``knobs`` (a JSON object of the family's knobs) or ``arch`` (a NAS-Bench-201
-    cell string, shorthand for family ``nb201``), optional ``name``, ``precision`` (default
-    fp32) and ``num_classes`` (default 10).
+    Columns: ``latency_ms`` (required, > 0, for the whole batch), ``input_shape`` (required:
+    ``3x32x32``, or ``1x3x32x32`` with the batch first), ``batch_size`` (the batch the row was
+    measured at; a file without the column is read as the batch of each ``input_shape``, i.e.
+    batch 1 for CHW shapes, with a note), ``family`` + ``knobs`` (a JSON object of the family's
+    knobs) or ``arch`` (a NAS-Bench-201 cell string, shorthand for family ``nb201``), optional
+    ``name``, ``precision`` (default fp32) and ``num_classes`` (default 10).
+
+    Returns:
+        The rows; with ``with_notes``, ``(rows, notes)``.
 
     Raises:
         CalibrationError: every problem, one line each, naming the file, row and column.
@@ -568,37 +597,26 @@ def read_networks_csv(path: str | Path) -> list[NetworkRow]:
         raise CalibrationError(f"{path}: cannot read network measurements ({exc.strerror or exc})") from exc
     rows, columns = _read_csv_text(path, text)
     problems = []
-    unknown = [c for c in columns if c not in NETWORK_COLUMNS]
-    for c in unknown:
-        problems.append(f"{path}: unknown column {c!r}{did_you_mean(c, NETWORK_COLUMNS)} (columns: {', '.join(NETWORK_COLUMNS)})")
+    for c in columns:
+        if c not in NETWORK_COLUMNS:
+            problems.append(f"{path}: unknown column {c!r}{did_you_mean(c, NETWORK_COLUMNS)} "
+                            f"(columns: {', '.join(NETWORK_COLUMNS)})")
     for need in ("latency_ms", "input_shape"):
         if need not in columns:
             problems.append(f"{path}: missing column {need!r} (columns: {', '.join(NETWORK_COLUMNS)})")
     if "arch" not in columns and "family" not in columns:
         problems.append(f"{path}: missing column 'family' (with 'knobs') or 'arch' (NAS-Bench-201 cell string)")
     _fail(path, problems)
+    has_batch = "batch_size" in columns
     out: list[NetworkRow] = []
     for i, r in enumerate(rows, start=2):  # row numbers as a spreadsheet shows them (header = 1)
         where = f"{path}: row {i}"
         ms = _positive_number(r.get("latency_ms"))
         if ms is None:
             problems.append(f"{where}: column 'latency_ms' must be a number > 0, got {r.get('latency_ms')!r}")
-        shape = _shape(r.get("input_shape"))
-        if shape is None or len(shape) != 4 or shape[0] != 1:
-            problems.append(f"{where}: column 'input_shape' must be a batch-1 NCHW shape like 1x3x32x32, got {r.get('input_shape')!r}")
+        shape = _row_shape(r, where, has_batch, problems)
         family = r.get("family") or ("nb201" if r.get("arch") else "")
-        knobs: Any = {}
-        if r.get("knobs"):
-            try:
-                knobs = json.loads(r["knobs"])
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: column 'knobs' must be a JSON object, got {r['knobs']!r} ({exc.msg})")
-            else:
-                if not isinstance(knobs, dict):
-                    problems.append(f"{where}: column 'knobs' must be a JSON object, got {r['knobs']!r}")
-                    knobs = {}
-        if r.get("arch"):
-            knobs = {**knobs, "arch": r["arch"]}
+        knobs = _row_knobs(r, where, problems)
         if not family:
             problems.append(f"{where}: column 'family' is empty (and no 'arch' given)")
         precision = r.get("precision") or "fp32"
@@ -610,13 +628,17 @@ def read_networks_csv(path: str | Path) -> list[NetworkRow]:
             problems.append(f"{where}: column 'num_classes' must be an integer, got {r.get('num_classes')!r}")
             num_classes = 10
         if ms is not None and shape is not None and family and precision in PRECISIONS:
-            out.append(NetworkRow(r.get("name") or f"row{i}", family, knobs, tuple(shape), precision, num_classes, ms))
+            out.append(NetworkRow(r.get("name") or f"row{i}", family, knobs, shape, precision, num_classes, ms))
     _fail(path, problems)
     if len(out) < MIN_NETWORK_ROWS:
         raise CalibrationError(
-            f"{path}: {len(out)} network row(s), need at least {MIN_NETWORK_ROWS} (3 scales are fitted and "
+            f"{path}: {len(out)} network row(s), need at least {MIN_NETWORK_ROWS} (forms are fitted and "
             "checked leave-one-out)")
-    return out
+    notes: list[str] = []
+    if not has_batch:
+        batches = sorted({r.batch_size for r in out})
+        notes.append(NO_BATCH_NOTE.format(path=path, batch=", ".join(map(str, batches))))
+    return (out, notes) if with_notes else out
 
 
 def check_calibration_table(table: Mapping[str, Any], where: str) -> list[str]:

@@ -33,7 +33,9 @@ from typing import Any
 from hwtune.precision import ELEMENT_BYTES
 
 __all__ = [
+    "CONSTANT_TARGETS",
     "FREE_OPS",
+    "IDENTITY_TARGETS",
     "NO_LOWERING",
     "OP_KEYS",
     "LayerFeatures",
@@ -44,6 +46,7 @@ __all__ = [
     "lower",
     "op_key",
     "raws_from_graph",
+    "weight_bytes",
 ]
 
 # Predictor op categories, each with its own (overhead, compute efficiency, memory efficiency).
@@ -191,10 +194,10 @@ def features_from_spec(
 
 
 # Tensors created from shapes alone: exporters emit them as constants, runtimes run nothing.
-_CONSTANT_TARGETS = frozenset({"zeros_like", "ones_like", "full_like", "zeros", "ones", "full", "empty_like"})
+CONSTANT_TARGETS = frozenset({"zeros_like", "ones_like", "full_like", "zeros", "ones", "full", "empty_like"})
 # Ops that are the identity at inference: the exporter drops them (an eval-mode Dropout costs
 # nothing on a device, but the profiler lists it as "other").
-_IDENTITY_TARGETS = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
+IDENTITY_TARGETS = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
                                "Identity", "dropout", "alpha_dropout", "feature_alpha_dropout", "contiguous",
                                "clone", "detach"})
 
@@ -205,7 +208,7 @@ def features_from_layer(layer: Any) -> LayerFeatures | None:
     Whole networks go through :func:`raws_from_graph` and :func:`lower` instead, which decide
     fusion after pruning and keep the producer links.
     """
-    if getattr(layer, "target", "") in _CONSTANT_TARGETS | _IDENTITY_TARGETS:
+    if getattr(layer, "target", "") in CONSTANT_TARGETS | IDENTITY_TARGETS:
         return None
     return features_from_spec(
         name=layer.name,
@@ -237,10 +240,14 @@ class Lowering:
             rounded up to the blocks (e.g. ONNX Runtime's int8 conv on AVX2 runs a 4-channel
             conv as fast as a 16-channel one). Fitted per device by ``hwtune calibrate``
             (cross-validated choice among a few block sizes); absent = no padding.
+        eager: Every op of the PyTorch forward runs as its own kernel (PyTorch eager): no dead-op
+            pruning, no folding of BN or activations (``executes = "eager"`` in a calibration
+            table; the default ``deployed`` is what exporters and runtimes run).
     """
 
     fuse_conv_add: bool = False
     pad_channels: tuple[tuple[str, int, int], ...] = ()
+    eager: bool = False
 
     def pads(self, precision: str) -> tuple[int, int]:
         for p, out_block, in_block in self.pad_channels:
@@ -256,13 +263,21 @@ class Lowering:
         pads = table.get("pad_channels") or {}
         pad = tuple(sorted((str(p), int(v[0]), int(v[1])) for p, v in pads.items()
                            if isinstance(v, (list, tuple)) and len(v) == 2)) if isinstance(pads, Mapping) else ()
-        return cls(fuse_conv_add=bool(table.get("fuse_conv_add", False)), pad_channels=pad)
+        return cls(fuse_conv_add=bool(table.get("fuse_conv_add", False)), pad_channels=pad,
+                   eager=table.get("executes") == "eager")
+
+    @property
+    def executes(self) -> str:
+        """``eager`` or ``deployed``."""
+        return "eager" if self.eager else "deployed"
 
     def table(self) -> dict[str, Any]:
         """The ``[calibration]`` keys that state this lowering."""
         out: dict[str, Any] = {"fuse_conv_add": self.fuse_conv_add}
         if self.pad_channels:
             out["pad_channels"] = {p: [o, i] for p, o, i in self.pad_channels}
+        if self.eager:
+            out["executes"] = "eager"
         return out
 
 
@@ -314,8 +329,8 @@ def raws_from_graph(layers: Sequence[Any], dead: frozenset[str] | set[str] = fro
             input_shapes=tuple(tuple(s) for s in layer.input_shapes), output_shape=tuple(layer.output_shape),
             macs=int(layer.macs), weight_bytes=int(layer.weight_bytes),
             kernel_size=tuple(layer.kernel_size) if layer.kernel_size else None,
-            producers=tuple(sorted(set(prods))), constant=getattr(layer, "target", "") in _CONSTANT_TARGETS,
-            identity=getattr(layer, "target", "") in _IDENTITY_TARGETS,
+            producers=tuple(sorted(set(prods))), constant=getattr(layer, "target", "") in CONSTANT_TARGETS,
+            identity=getattr(layer, "target", "") in IDENTITY_TARGETS,
         ))
     return out
 
@@ -371,6 +386,8 @@ def lower(raws: Sequence[RawLayer], rules: Lowering = NO_LOWERING) -> tuple[Laye
         return j if kept[j][0].op_type in COMPUTE_OPS else anchor[j]
 
     for k, (r, prods) in enumerate(kept):
+        if rules.eager:
+            break  # PyTorch eager folds nothing: every op is its own kernel
         layer_prods = [p for p in prods if p >= 0]
         single = len(prods) == 1 and len(layer_prods) == 1
         p = layer_prods[0] if single else None
@@ -441,11 +458,19 @@ MICROBENCH_OPS: Mapping[str, tuple[str, ...]] = {
 GRAPH_OPS = ("chain", "block")
 
 
-def _weight_bytes(precision: str, w_numel: int, cout: int) -> int:
-    # matches graph.weight_storage_bytes: int8 weights + per-channel scale/zero point + int32 bias
+def weight_bytes(
+    precision: str, *, weight_numel: int = 0, out_channels: int = 0, bias_numel: int = 0, other_numel: int = 0
+) -> int:
+    """Bytes to store a layer's parameters: the profiler's rule (``weight_storage_bytes``).
+
+    int8 (ONNX QDQ, per channel): weights at 1 byte + an fp32 scale and an int8 zero point per
+    output channel, biases as int32, other parameters (norms) left in fp32; else every parameter
+    at the precision's element size. Repeated here so the predictor's structural lowering needs
+    no tracer module; the parity tests compare both.
+    """
     if precision == "int8":
-        return w_numel + cout * 5 + cout * 4
-    return (w_numel + cout) * ELEMENT_BYTES[precision]
+        return weight_numel + out_channels * 5 + bias_numel * 4 + other_numel * ELEMENT_BYTES["fp32"]
+    return (weight_numel + bias_numel + other_numel) * ELEMENT_BYTES[precision]
 
 
 def microbench_layers(row: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -492,7 +517,7 @@ def raws_from_microbench(row: Mapping[str, Any]) -> list[RawLayer]:
                 macs = w_numel * _numel(out[2:])
                 # the canonical kind follows the geometry, as the profiler's does
                 op_type = "pwconv" if k == 1 and groups == 1 else ("dwconv" if groups == cin and cin > 1 else "conv")
-            wbytes = _weight_bytes(prec, w_numel, cout)
+            wbytes = weight_bytes(prec, weight_numel=w_numel, out_channels=cout, bias_numel=cout)
             kernel = (k, k)
         elif spec.get("kernel"):
             kernel = (int(spec["kernel"]), int(spec["kernel"]))

@@ -50,8 +50,9 @@ class NB201Composer:
     ) -> None:
         import torch
 
-        from hwtune.families.nb201 import NB201Net, _make_op
-        from hwtune.profiler.graph import trace_layers
+        from hwtune.families.nb201 import NB201Net
+        from hwtune.families.nb201 import make_op as _make_op
+        from hwtune.graph import trace_layers
 
         self.cells_per_stage = cells_per_stage
         self.input_elements = in_channels * input_size * input_size

@@ -1,12 +1,15 @@
 """The profiler: what a model costs on a device — MACs, params, bytes, peak activations, latency, fit.
 
 ``profile_model`` is the entry point. Pieces usable on their own: ``trace_layers`` (per-layer facts and
-activation liveness), ``count_flops`` (FlopCounterMode), ``measure_latency`` (torch / ONNX Runtime with a
-CI-based stopping rule), ``trace_onnx`` (the same facts for an ``.onnx`` file), ``roofline_estimate``.
+activation liveness, from :mod:`hwtune.graph`), ``count_flops`` (FlopCounterMode), ``measure_latency`` (any
+registered runtime, with a CI-based stopping rule), ``compare_op_times`` (per-op times of two models),
+``trace_onnx`` (the same facts for an ``.onnx`` file), ``roofline_estimate``.
 
 How the latency is obtained depends on the device profile, and the report always says which:
 
-- ``latency = "measure"`` (this host): measured on the runtime (``profile.runtime`` unless overridden).
+- ``latency = "measure"`` (this host): measured on the runtime (``profile.runtime`` unless overridden),
+  through :mod:`hwtune.runtimes`: the model is shipped at the precision plan (``Runtime.export``; an fp32
+  module on a runtime that runs modules, torch eager, is measured as it is) and timed there.
 - ``latency = "predict"``: ``hwtune.predictor.predict`` — ``predicted`` when the profile is calibrated,
   otherwise ``estimated (roofline, uncalibrated)`` (the same analytical roofline labelled as such).
 
@@ -26,20 +29,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtune.errors import ConfigError, HwtuneError, did_you_mean
+from hwtune.errors import ConfigError, HwtuneError
+from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers
 from hwtune.precision import PrecisionPlan
-from hwtune.profiler.flops import FlopCount, count_flops
-from hwtune.profiler.graph import LayerGraph, LayerInfo, trace_layers
-from hwtune.profiler.latency import (
-    RUNTIMES,
-    LatencyMeasurement,
-    attribute_op_times,
-    measure_latency,
-    ort_session,
-    profile_ort_ops,
-)
+from hwtune.profiler.latency import compare_op_times, measure_latency, ort_session
 from hwtune.profiler.report import Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
+from hwtune.runtimes import LatencyMeasurement, Runtime, get_runtime, list_runtimes, runtime_for_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,6 +53,7 @@ __all__ = [
     "LayerGraph",
     "LayerInfo",
     "ProfileReport",
+    "compare_op_times",
     "count_flops",
     "measure_latency",
     "ort_session",
@@ -108,7 +105,8 @@ def profile_model(
             for ONNX files with a static input (a symbolic batch becomes 1).
         device: Bundled profile id, path to a profile TOML, or a ``DeviceProfile``.
         precision: ``fp32``, ``fp16``, ``int8`` or a ``PrecisionPlan`` (mixed precision).
-        runtime: ``torch`` or ``onnxruntime`` to measure on (measure devices); default ``profile.runtime``.
+        runtime: A registered runtime to measure on (measure devices; ``hwtune.runtimes.list_runtimes()``);
+            default ``profile.runtime``.
         measure: Obtain a latency (measured or predicted as the device dictates). False gives the cheap
             profile only (latency ``unavailable``).
         layers: Include the per-layer table (and per-op times from ONNX Runtime's profiler).
@@ -125,8 +123,8 @@ def profile_model(
         A ``ProfileReport``.
 
     Raises:
-        ConfigError: Bad shape, precision or runtime; ``torch`` runtime for an ONNX file.
-        UnknownNameError: Unknown device id (with close matches).
+        ConfigError: Bad shape or precision; a runtime that cannot run an ONNX file given as ``model``.
+        UnknownNameError: Unknown device id or runtime (with close matches).
         ModelError: The model rejects the input (names expected vs given shape) or the file is unreadable.
 
     Example:
@@ -142,13 +140,8 @@ def profile_model(
     say: Progress = progress or (lambda _msg: None)
     profile = load_profile(device)
     plan = PrecisionPlan.coerce(precision)
-    if runtime is not None and runtime not in RUNTIMES:
-        from hwtune.device import RUNTIMES as PROFILE_RUNTIMES
-
-        if runtime not in PROFILE_RUNTIMES:
-            raise ConfigError(
-                f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}{did_you_mean(runtime, RUNTIMES)}"
-            )
+    if runtime is not None:
+        get_runtime(runtime)  # an unknown name fails here, with close matches, before any tracing
     notes: list[str] = []
     onnx_file = _is_onnx(model)
 
@@ -204,30 +197,26 @@ def profile_model(
         label = f"unavailable ({profile.id} does not support {', '.join(unsupported)})"
         notes.append(f"{profile.id} supports {', '.join(profile.precisions)}; no latency for {plan.label}")
     elif profile.latency_source == "measure":
-        if run_on not in RUNTIMES:
-            label = f"unavailable (hwtune measures on {' or '.join(RUNTIMES)}, the profile's runtime is {run_on})"
-            notes.append(f"{profile.id}: runtime {run_on!r} cannot be measured here; pass runtime='onnxruntime'")
+        latency, layer_times, layer_source = _measure(
+            model,
+            example,
+            graph,
+            plan,
+            profile,
+            get_runtime(run_on),
+            onnx_file=onnx_file,
+            layers=layers,
+            time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct,
+            calibration_data=calibration_data,
+            quant_config=quant_config,
+            notes=notes,
+            say=say,
+        )
+        if latency is not None:
+            source, label = "measured", latency.label
         else:
-            latency, layer_times, layer_source = _measure(
-                model,
-                example,
-                graph,
-                plan,
-                profile,
-                run_on,
-                onnx_file=onnx_file,
-                layers=layers,
-                time_budget_s=time_budget_s,
-                target_ci_pct=target_ci_pct,
-                calibration_data=calibration_data,
-                quant_config=quant_config,
-                notes=notes,
-                say=say,
-            )
-            if latency is not None:
-                source, label = "measured", latency.label
-            else:
-                label = "unavailable (see notes)"
+            label = "unavailable (see notes)"
     else:
         if runtime is not None and runtime != profile.runtime:
             notes.append(
@@ -271,7 +260,7 @@ def _measure(
     graph: LayerGraph,
     plan: PrecisionPlan,
     profile: DeviceProfile,
-    runtime: str,
+    rt: Runtime,
     *,
     onnx_file: bool,
     layers: bool,
@@ -282,93 +271,90 @@ def _measure(
     notes: list[str],
     say: Progress,
 ) -> tuple[LatencyMeasurement | None, dict[str, float], str]:
+    """Ship the model to ``rt`` at ``plan``, time it, and (``layers``) attribute its per-op times to layers."""
     threads = int(profile.threads)
-    if runtime == "torch":
-        if onnx_file:
-            raise ConfigError(f"runtime 'torch' cannot run an ONNX file ({model}); use runtime 'onnxruntime'")
-        if plan.precisions != ("fp32",):
-            notes.append(f"torch eager is measured in fp32 only; use runtime 'onnxruntime' for {plan.label}")
-            return None, {}, "unavailable"
-        say(f"measuring latency on torch ({threads} thread{'s' if threads > 1 else ''}, up to {time_budget_s:g} s)")
-        return (
-            measure_latency(
-                model,
-                example,
-                runtime="torch",
-                threads=threads,
-                time_budget_s=time_budget_s,
-                target_ci_pct=target_ci_pct,
-            ),
-            {},
-            "unavailable",
+    if onnx_file and rt.suffix != ".onnx":
+        raise ConfigError(
+            f"runtime {rt.name!r} cannot run an ONNX file ({model}); use runtime {runtime_for_file(model).name!r}"
+        )
+    if not rt.supports(plan):
+        able = [n for n in list_runtimes() if get_runtime(n).supports(plan)]
+        notes.append(
+            f"runtime {rt.name!r} ships {', '.join(rt.precisions)} only; {plan.label} can be measured on "
+            f"{', '.join(repr(n) for n in able) or 'no registered runtime'}"
+        )
+        return None, {}, "unavailable"
+    if not rt.available():
+        notes.append(f"runtime {rt.name!r} is not installed here (pip install 'hwtune[{rt.extra}]'), so nothing is measured")
+        return None, {}, "unavailable"
+    if "fp16" in plan.precisions and not any(f in profile.isa for f in ("avx512_fp16", "fphp", "asimdhp")):
+        notes.append(
+            "this CPU has no fp16 arithmetic: runtimes run fp16 graphs through casts, so expect fp32 latency or worse"
         )
     import numpy as np
 
     x = example.detach().cpu().numpy() if hasattr(example, "detach") else np.asarray(example)
+    plural = "s" if threads > 1 else ""
     with tempfile.TemporaryDirectory(prefix="hwtune-profile-") as tmp:
-        if onnx_file:
-            src = Path(model)
-        else:
-            from hwtune.onnx_export import export_onnx
-
-            say("exporting to ONNX")
-            src = export_onnx(model, example, Path(tmp) / "model.onnx")
-        run_path = src
-        if plan.precisions != ("fp32",):
-            say(f"converting the ONNX graph to {plan.label}")
-            try:
-                from hwtune.quant import MIN_CALIBRATION_SAMPLES, QuantConfig, quantize
-            except ImportError:  # hwtune.quant not installed in this build
-                notes.append(f"hwtune.quant is unavailable, so {plan.label} cannot be measured")
-                return None, {}, "unavailable"
-            config = quant_config
-            if config is None and calibration_data is None:
-                # Activation ranges from noise do not get better with more noise; keep int8 profiling fast.
-                config = QuantConfig(calibration_samples=max(MIN_CALIBRATION_SAMPLES, 16))
-            result = quantize(
-                src,
-                Path(tmp) / "model.converted.onnx",
-                plan,
-                calibration=calibration_data,
-                config=config,
-                device=profile,
-            )
-            notes.extend(result.notes)
-            if result.calibration_source == "random" and not any("random" in n for n in result.notes):
-                notes.append(
-                    "int8 calibrated on random data (no calibration_data given): fine for latency, not for accuracy"
-                )
-            run_path = result.path
-        if "fp16" in plan.precisions and not any(f in profile.isa for f in ("avx512_fp16", "fphp", "asimdhp")):
-            notes.append(
-                "this CPU has no fp16 arithmetic: ONNX Runtime runs fp16 graphs through casts, so expect fp32 latency or worse"
-            )
-        say(
-            f"measuring latency on onnxruntime ({threads} thread{'s' if threads > 1 else ''}, up to {time_budget_s:g} s)"
-        )
-        measured = measure_latency(
-            run_path,
-            x,
-            runtime="onnxruntime",
-            threads=threads,
-            time_budget_s=time_budget_s,
+        target = _ship(model, example, plan, profile, rt, Path(tmp), onnx_file=onnx_file,
+                       calibration_data=calibration_data, quant_config=quant_config, notes=notes, say=say)
+        say(f"measuring latency on {rt.name} ({threads} thread{plural}, up to {time_budget_s:g} s)")
+        measured = rt.measure_latency(
+            target, example if rt.runs_modules else x, threads=threads, time_budget_s=time_budget_s,
             target_ci_pct=target_ci_pct,
         )
-        times: dict[str, float] = {}
-        layer_source = "unavailable"
-        if layers:
-            # Enough profiled runs for a stable per-op median, within ~15% of the budget.
-            runs = int(max(5, min(50, 0.15 * time_budget_s * 1000.0 / max(measured.median_ms, 1e-3))))
-            say(f"profiling ONNX Runtime ops ({runs} runs)")
-            op_times = profile_ort_ops(run_path, x, threads=threads, runs=runs)
-            times, unattributed = attribute_op_times(graph.layers, op_times)
-            layer_source = "measured"
-            if unattributed > 0.05 * max(sum(times.values()), 1e-9):
-                notes.append(
-                    f"{unattributed:.3f} ms of ONNX Runtime op time (layout reorders, casts, quantize/dequantize) "
-                    "belongs to no traced layer"
-                )
-    return measured, times, layer_source
+        if not layers or rt.runs_modules and target is model:
+            return measured, {}, "unavailable"
+        # Enough profiled runs for a stable per-op median, within ~15% of the budget.
+        runs = int(max(5, min(50, 0.15 * time_budget_s * 1000.0 / max(measured.median_ms, 1e-3))))
+        say(f"profiling {rt.name} ops ({runs} runs)")
+        op_times = rt.op_times(target, x, threads=threads, runs=runs)
+        if op_times is None:
+            return measured, {}, "unavailable"
+        times, unattributed = rt.layer_times(graph.layers, op_times)
+        if unattributed > 0.05 * max(sum(times.values()), 1e-9):
+            notes.append(
+                f"{unattributed:.3f} ms of {rt.name} op time (layout reorders, casts, quantize/dequantize) "
+                "belongs to no traced layer"
+            )
+    return measured, times, "measured"
+
+
+def _ship(
+    model: Any,
+    example: Any,
+    plan: PrecisionPlan,
+    profile: DeviceProfile,
+    rt: Runtime,
+    tmp: Path,
+    *,
+    onnx_file: bool,
+    calibration_data: Any,
+    quant_config: Any,
+    notes: list[str],
+    say: Progress,
+) -> Any:
+    """What ``rt`` times: the module itself (fp32 on a runtime that runs modules), the given fp32 file, or an export."""
+    fp32 = plan.precisions == ("fp32",)
+    if fp32 and (onnx_file or rt.runs_modules):
+        return Path(model) if onnx_file else model
+    if onnx_file:
+        say(f"converting the ONNX graph to {plan.label}")
+    else:
+        say(f"exporting to {rt.name} ({plan.label})")
+    shipped = rt.export(
+        Path(model) if onnx_file else model,
+        example,
+        plan,
+        tmp / f"model.shipped{rt.suffix}",
+        calibration=calibration_data,
+        device=profile,
+        quant_config=quant_config,
+    )
+    notes.extend(str(n) for n in shipped.info.get("notes", ()))
+    if shipped.info.get("calibration_source") == "random" and not any("random" in n for n in notes):
+        notes.append("int8 calibrated on random data (no calibration_data given): fine for latency, not for accuracy")
+    return shipped
 
 
 def _predict(

@@ -3,7 +3,7 @@
 Shapes come from ONNX shape inference with the input dims fixed; MACs are computed for Conv, Gemm and
 MatMul (the ops that dominate, and the only ones FlopCounterMode counts on the torch side, so both paths
 agree), params from the initializers the nodes read, and peak activations from the same liveness rule as
-:func:`hwtune.profiler.graph.trace_layers` walked over the ONNX graph in its (topological) node order.
+:func:`hwtune.graph.trace_layers` walked over the ONNX graph in its (topological) node order.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ConfigError, ModelError
-from hwtune.precision import ELEMENT_BYTES, PrecisionPlan
-from hwtune.profiler.graph import (
-    _COMPUTE_OPS,
+from hwtune.graph import (
+    COMPUTE_OPS,
     FUSABLE_ACTIVATIONS,
     INT8_BIAS_BYTES,
     LayerGraph,
     LayerInfo,
-    _conv_kind,
+    conv_kind,
     liveness_peak,
     weight_storage_bytes,
 )
-from hwtune.profiler.latency import onnx_node_module
+from hwtune.onnx_export import onnx_node_module
+from hwtune.precision import ELEMENT_BYTES, PrecisionPlan
 
 if TYPE_CHECKING:
     import onnx
@@ -252,7 +252,7 @@ def trace_onnx(
                 if node.op_type == "Conv"
                 else numel(node.input[0]) * int(math.prod(w[1:]))
             )
-            op = _conv_kind(cin, group, kernel) if node.op_type == "Conv" else "conv"
+            op = conv_kind(cin, group, kernel) if node.op_type == "Conv" else "conv"
             strides = attrs.get("strides") or [1] * len(kernel)
             geometry = {
                 "kernel_size": (tuple(kernel) + (1,))[:2] if len(kernel) == 1 else tuple(kernel[-2:]),
@@ -296,7 +296,7 @@ def trace_onnx(
         new_params = [p for p in param_inputs if p not in used_params]
         used_params.update(new_params)
         params = sum(numel(p) for p in new_params)
-        if op in _COMPUTE_OPS and len(node.input) > 1 and weight_name(node.input[1]) in new_params:
+        if op in COMPUTE_OPS and len(node.input) > 1 and weight_name(node.input[1]) in new_params:
             wname = weight_name(node.input[1])
             assert wname is not None
             ws = shapes.get(wname) or (0,)
@@ -349,10 +349,10 @@ def trace_onnx(
         prod = layers_raw[p]
         if prod["users"] != 1:
             continue
-        if r["op"] == "bn" and prod["op"] in _COMPUTE_OPS:
+        if r["op"] == "bn" and prod["op"] in COMPUTE_OPS:
             fused[j] = prod["name"]
         elif r["op"] in FUSABLE_ACTIVATIONS:
-            if prod["op"] in _COMPUTE_OPS:
+            if prod["op"] in COMPUTE_OPS:
                 fused[j] = prod["name"]
             elif prod["op"] == "bn" and fused[p] is not None:
                 fused[j] = fused[p]

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwtune.profiler.graph import LayerInfo
-from hwtune.profiler.latency import LatencyMeasurement
+from hwtune.graph import LayerInfo
 from hwtune.profiler.roofline import LatencyEstimate
+from hwtune.runtimes import LatencyMeasurement
 
 __all__ = ["LATENCY_SOURCES", "SCHEMA_VERSION", "Fits", "ProfileReport"]
 

@@ -17,7 +17,7 @@ from hwtune.precision import ELEMENT_BYTES
 
 if TYPE_CHECKING:
     from hwtune.device import DeviceProfile
-    from hwtune.profiler.graph import LayerInfo
+    from hwtune.graph import LayerInfo
 
 __all__ = ["ROOFLINE_LABEL", "LatencyEstimate", "roofline_estimate"]
 

@@ -2,12 +2,19 @@
 
 ``list_runtimes()`` names what is registered (whether or not its optional extra is installed);
 ``get_runtime(name)`` returns the runtime object, or raises with close matches. Built-in runtimes
-are imported on first use so ``import hwtune`` stays light.
+are imported on first use so ``import hwtune`` stays light. A runtime is a :class:`Runtime`
+subclass; what every runtime shares is here too: the timed loop with its stopping rule
+(:func:`measure_callable`) and the evaluation loop (:func:`evaluate_loaded`).
+
+Importing this package also makes :mod:`hwtune.device` check every profile's ``runtime`` against
+the registry (device sits below the runtimes, so the registry hands it the names).
 
 Example:
-    >>> from hwtune.runtimes import list_runtimes
+    >>> from hwtune.runtimes import get_runtime, list_runtimes
     >>> "onnxruntime" in list_runtimes() and "torch" in list_runtimes()
     True
+    >>> get_runtime("onnxruntime").precisions
+    ('fp32', 'fp16', 'int8')
 """
 
 from __future__ import annotations
@@ -15,16 +22,25 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from hwtune.device import use_runtime_names
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
-from hwtune.runtimes._base import EvalResult, LoadedModel, Runtime, ShippedModel
+from hwtune.runtimes._base import DEFAULT_EVAL_BATCH, EvalResult, LoadedModel, Runtime, ShippedModel
+from hwtune.runtimes._evaluate import evaluate_loaded
+from hwtune.runtimes._timing import LatencyMeasurement, OpTime, measure_callable, median_ci
 
 __all__ = [
+    "DEFAULT_EVAL_BATCH",
     "EvalResult",
+    "LatencyMeasurement",
     "LoadedModel",
+    "OpTime",
     "Runtime",
     "ShippedModel",
+    "evaluate_loaded",
     "get_runtime",
     "list_runtimes",
+    "measure_callable",
+    "median_ci",
     "register_runtime",
     "runtime_for_file",
 ]
@@ -33,6 +49,9 @@ __all__ = [
 _BUILTIN: dict[str, str] = {
     "onnxruntime": "hwtune.runtimes.onnxruntime:OnnxRuntime",
     "torch": "hwtune.runtimes.torch_eager:TorchRuntime",
+    "executorch": "hwtune.runtimes.executorch:ExecuTorchRuntime",
+    "litert": "hwtune.runtimes.litert:LiteRTRuntime",
+    "tflite-micro": "hwtune.runtimes.tflite_micro:TFLiteMicroRuntime",
 }
 _REGISTRY: dict[str, Runtime | str] = dict(_BUILTIN)
 
@@ -53,6 +72,9 @@ def register_runtime(runtime: Runtime) -> Runtime:
 def list_runtimes() -> list[str]:
     """Registered runtime names, sorted (their extras may or may not be installed)."""
     return sorted(_REGISTRY)
+
+
+use_runtime_names(list_runtimes)
 
 
 def get_runtime(name: str) -> Runtime:

@@ -4,13 +4,17 @@ A runtime turns a trained ``torch.nn.Module`` into the file that ships (``export
 file into something that runs a batch (``load``), and is measured and scored on it
 (``measure_latency``, ``evaluate``, ``op_times``). Profiler, tuner, evaluation and export all go
 through this seam, so a new runtime is one new module registered in :mod:`hwtune.runtimes`.
+
+The shared parts a runtime does not rewrite live next to this protocol: the timed loop with its
+stopping rule (:func:`hwtune.runtimes.measure_callable`) and the evaluation loop over a dataset
+(:func:`hwtune.runtimes.evaluate_loaded`, which :meth:`Runtime.evaluate` calls).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtune.precision import PrecisionPlan
     from hwtune.runtimes._timing import LatencyMeasurement, OpTime
 
-__all__ = ["EvalResult", "LoadedModel", "Runtime", "ShippedModel"]
+__all__ = ["DEFAULT_EVAL_BATCH", "EvalResult", "LoadedModel", "Runtime", "ShippedModel"]
+
+SCHEMA_VERSION = 1
+# Torch CPU inference of these small CNNs is 1.2-1.8x faster per image at batch 64 than at 512
+# (a 512 batch of 16x28x28 activations is 25 MB and spills out of cache); ONNX Runtime is flat
+# between 64 and 512. Measured with convnet (16, 32) and (16, 32, 64), 1 thread.
+DEFAULT_EVAL_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -32,9 +42,9 @@ class ShippedModel:
     """The deployable file a runtime produced for one model at one precision plan.
 
     Attributes:
-        path: The file that ships (``.onnx``, ``.pte``, ``.tflite`` ...).
+        path: The file that ships (``.onnx``, ``.pt2``, ``.pte``, ``.tflite`` ...).
         runtime: Registered name of the runtime that runs it.
-        format: File format (``onnx``, ``pte``, ``tflite``, ``torch``).
+        format: File format (``onnx``, ``torch``, ``pte``, ``tflite``).
         precision_label: The plan's label (``fp32``, ``int8``, ``mixed(...)``).
         input_shape: The example input shape the file was exported for (batch first).
         info: Runtime-specific facts (quantization details, ops left in float, ...), JSON-able.
@@ -49,38 +59,72 @@ class ShippedModel:
 
     @property
     def size_bytes(self) -> int:
+        """Size of the shipped file on disk."""
         return Path(self.path).stat().st_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "path": str(self.path),
+            "runtime": self.runtime,
+            "format": self.format,
+            "precision_label": self.precision_label,
+            "input_shape": list(self.input_shape),
+            "info": dict(self.info),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShippedModel:
+        return cls(
+            path=Path(data["path"]),
+            runtime=str(data["runtime"]),
+            format=str(data["format"]),
+            precision_label=str(data["precision_label"]),
+            input_shape=tuple(int(d) for d in data["input_shape"]),
+            info=dict(data.get("info", {})),
+        )
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Accuracy of a model on one split, and which runtime produced it."""
+    """Accuracy (a fraction in [0, 1]), mean cross-entropy loss and sample count of one evaluation.
+
+    Attributes:
+        accuracy: Top-1 accuracy on the ``n`` samples.
+        loss: Mean cross-entropy (natural log) of the logits.
+        n: Samples evaluated.
+        seconds: Wall time of the evaluation (loading excluded).
+        runtime: Registered name of the runtime that ran the model.
+    """
 
     accuracy: float
     loss: float
     n: int
-    seconds: float
+    seconds: float = 0.0
     runtime: str = "torch"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "loss": self.loss,
-            "n": self.n,
-            "seconds": self.seconds,
-            "runtime": self.runtime,
-        }
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class LoadedModel(abc.ABC):
-    """A shipped file loaded into a runtime: runs one batch of NCHW float32 input."""
+    """A shipped file (or a module) loaded into a runtime: runs one batch of NCHW float32 input."""
 
     #: Fixed batch size the file was exported with, or None when any batch size runs.
     fixed_batch: int | None = None
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Logits (or the model's first output) for ``batch`` as float32."""
+        """Logits (or the model's first output) for ``batch`` (float32 NCHW) as a float32 array.
+
+        Raises:
+            ModelError: The runtime rejected the batch (wrong shape or type).
+        """
 
 
 class Runtime(abc.ABC):
@@ -89,10 +133,13 @@ class Runtime(abc.ABC):
     Class attributes:
         name: Registry name (``onnxruntime``, ``torch``, ``executorch`` ...).
         format: File format it ships (``onnx``, ``pte``, ``tflite``, ``torch``).
-        suffix: File suffix of that format (``.onnx``).
+        suffix: File suffix of that format (``.onnx``); :func:`~hwtune.runtimes.runtime_for_file` uses it.
         precisions: Precisions it can ship (``fp32``, ``fp16``, ``int8``); ``mixed`` is a plan of these.
         extra: The pip extra that installs it (``None`` for the core install).
         modules: Python modules it needs; :meth:`available` checks they import.
+        runs_modules: Whether ``load``/``measure_latency``/``evaluate`` take a torch ``nn.Module`` as it
+            is (no export first). True for ``torch`` eager only; the profiler then measures the module
+            itself for an fp32 plan.
     """
 
     name: str = ""
@@ -101,6 +148,7 @@ class Runtime(abc.ABC):
     precisions: tuple[str, ...] = ("fp32",)
     extra: str | None = None
     modules: tuple[str, ...] = ()
+    runs_modules: bool = False
 
     # -- availability -------------------------------------------------------------------------
     def available(self) -> bool:
@@ -116,6 +164,10 @@ class Runtime(abc.ABC):
             missing = ", ".join(self.modules)
             raise RuntimeUnavailableError(f"runtime {self.name!r} needs {missing}, which is not installed: {how}")
 
+    def supports(self, plan: PrecisionPlan) -> bool:
+        """Whether every precision of ``plan`` is one this runtime ships."""
+        return all(p in self.precisions for p in plan.precisions)
+
     # -- the seam -----------------------------------------------------------------------------
     @abc.abstractmethod
     def export(
@@ -128,17 +180,27 @@ class Runtime(abc.ABC):
         calibration: np.ndarray | None = None,
         device: DeviceProfile | None = None,
         seed: int = 0,
+        quant_config: Any = None,
     ) -> ShippedModel:
         """Write the file that ships ``model`` at ``plan`` to ``out_path`` (atomically) and describe it.
 
-        ``calibration`` (float32 NCHW samples from the train split) is required when ``plan`` has int8.
-        Raises ConfigError for a precision the runtime cannot ship, ExportError / QuantizationError
-        when conversion fails.
+        ``calibration`` (float32 NCHW samples from the train split) should be given when ``plan`` has
+        int8; without it a runtime may calibrate on random data (fine for latency, not for accuracy)
+        and must say so in ``info["notes"]``. ``device`` picks ISA-dependent choices (int8
+        activation type); ``quant_config`` carries runtime-specific quantization settings
+        (``hwtune.quant.QuantConfig`` for ``onnxruntime``), None for the runtime's defaults.
+
+        Raises:
+            ConfigError: a precision the runtime cannot ship.
+            ModelError / ExportError / QuantizationError: conversion failed.
         """
 
     @abc.abstractmethod
-    def load(self, target: Path | ShippedModel | torch.nn.Module, *, threads: int = 1) -> LoadedModel:
-        """Load a shipped file (or, for ``torch``, a module) ready to run batches."""
+    def load(self, target: Path | ShippedModel | torch.nn.Module, *, threads: int | None = 1) -> LoadedModel:
+        """Load a shipped file (or, for ``runs_modules`` runtimes, a module) ready to run batches.
+
+        ``threads`` intra-op threads; None keeps the runtime's own default.
+        """
 
     @abc.abstractmethod
     def measure_latency(
@@ -149,28 +211,59 @@ class Runtime(abc.ABC):
         threads: int = 1,
         time_budget_s: float = 10.0,
         target_ci_pct: float = 2.0,
+        min_runs: int = 10,
+        max_runs: int = 100_000,
+        warmup_runs: int = 3,
+        min_time_s: float | None = None,
     ) -> LatencyMeasurement:
-        """Batch latency of ``target`` on this machine (median with its 95% CI, labelled measured)."""
+        """Batch latency of ``target`` on this machine (median with its 95% CI, labelled measured).
+
+        Implementations prepare one ``run()`` call and hand it with these arguments to
+        :func:`hwtune.runtimes.measure_callable`, so every runtime uses the same stopping rule.
+        """
 
     def op_times(
-        self, target: Path | ShippedModel, example: Any, *, threads: int = 1, runs: int = 50
+        self, target: Path | ShippedModel, example: Any, *, threads: int = 1, runs: int = 50, warmup_runs: int = 3
     ) -> Sequence[OpTime] | None:
         """Per-op median times when the runtime's profiler gives them, else None."""
         return None
+
+    def layer_times(self, layers: Sequence[Any], op_times: Sequence[OpTime]) -> tuple[dict[str, float], float]:
+        """Map :meth:`op_times` onto traced layers (``hwtune.graph.LayerInfo``).
+
+        The default matches op names to layer names exactly; runtimes whose op names encode the
+        module path (ONNX Runtime) override it.
+
+        Returns:
+            (ms per layer name, ms of ops that belong to no layer).
+        """
+        names = {layer.name for layer in layers}
+        times: dict[str, float] = {}
+        unattributed = 0.0
+        for op in op_times:
+            if op.node in names:
+                times[op.node] = times.get(op.node, 0.0) + op.median_ms
+            else:
+                unattributed += op.median_ms
+        return times, unattributed
 
     def evaluate(
         self,
         target: Path | ShippedModel | torch.nn.Module,
         dataset: Any,
         *,
-        batch_size: int = 512,
+        batch_size: int = DEFAULT_EVAL_BATCH,
         limit: int | None = None,
         threads: int | None = None,
     ) -> EvalResult:
-        """Accuracy and mean cross-entropy of ``target`` on one split, run by this runtime."""
-        from hwtune.runtimes._evaluate import evaluate_loaded
+        """Accuracy and mean cross-entropy of ``target`` on one split, run by this runtime.
 
-        loaded = self.load(target, threads=threads or 1)
+        ``threads`` None keeps the runtime's default. See :func:`hwtune.runtimes.evaluate_loaded`.
+        """
+        from hwtune.runtimes._evaluate import check_eval_args, evaluate_loaded
+
+        check_eval_args(dataset, batch_size=batch_size, limit=limit)  # before a slow load
+        loaded = self.load(target, threads=threads)
         return evaluate_loaded(loaded, dataset, batch_size=batch_size, limit=limit, runtime=self.name)
 
     # -- helpers for subclasses ---------------------------------------------------------------
@@ -178,6 +271,7 @@ class Runtime(abc.ABC):
         return Path(target.path) if isinstance(target, ShippedModel) else Path(target)
 
     def describe(self) -> dict[str, Any]:
+        """Name, format, suffix, precisions, extra and availability, JSON-able (for ``hwtune runtimes``)."""
         return {
             "name": self.name,
             "format": self.format,

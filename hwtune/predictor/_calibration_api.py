@@ -1,0 +1,359 @@
+"""``calibrate_*``: fit the predictor to measurements and write the ``[calibration]`` table of a profile.
+
+* :func:`calibrate_networks` -- a few whole-network latencies (4-10 rows is the intended size):
+  chooses the model form by leave-one-out (``_forms.py``) and records the figures of every form
+  and of FLOPs alone;
+* :func:`calibrate_microbench` -- ``scripts/profile_device.py`` micro-benchmarks: the per-op
+  roofline (``_calibrate.fit_microbench``), 5-fold cross-validated;
+* :func:`calibrate_spec` -- no measurements: the MACs form with efficiencies measured on other
+  devices, and the error measured leave-device-out.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune.errors import CalibrationError, ConfigError
+from hwtune.predictor._features import NO_LOWERING, LayerFeatures, Lowering
+from hwtune.predictor._forms import FORMS, base_vector, choose_form
+from hwtune.predictor._model import Coefficients, Hardware
+from hwtune.predictor._profile_cal import EAGER_RUNTIMES, clear_caches, profile_calibration
+
+if TYPE_CHECKING:
+    from hwtune.device import DeviceProfile
+
+__all__ = ["SPEC_FORM", "CalibrationReport", "calibrate_microbench", "calibrate_networks", "calibrate_spec",
+           "network_vectors"]
+
+# The spec-only model: ``latency = compute * MACs / peak + intercept_ms`` (it ranks networks like
+# MACs at one precision), with the coefficients and the stated error measured leave-device-out by
+# benchmarks/bench_predictor.py (section "spec_only"): each device predicted with the median
+# coefficients of the *other* measured devices (Raspberry Pi 4 and Pixel 3 on NAS-Bench-201, this
+# host on family candidates). Re-run the benchmark and copy its "spec_form" here when they change.
+SPEC_FORM: Mapping[str, Any] = {
+    "coefficients": {"compute": 8.0, "intercept_ms": 0.05},
+    "error_pct": 60.0,
+    "spearman": None,
+    "flops_spearman": None,
+    "validation": "leave-device-out over 3 measured devices (benchmarks/bench_predictor.py, spec_only)",
+}
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """What a calibrate call wrote.
+
+    Attributes:
+        path: The profile TOML written.
+        table: The ``[calibration]`` table (as written).
+        heldout_pred_ms: Held-out prediction per calibration row (cross-validation / leave-one-out).
+        measured_ms: Measured latency per calibration row.
+        names: Row names (micro-benchmark ids or network names).
+        notes: Caveats about the input (e.g. a CSV without a ``batch_size`` column).
+    """
+
+    path: Path
+    table: Mapping[str, Any]
+    heldout_pred_ms: tuple[float, ...] = ()
+    measured_ms: tuple[float, ...] = ()
+    names: tuple[str, ...] = field(default_factory=tuple)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "table": dict(self.table), "heldout_pred_ms": list(self.heldout_pred_ms),
+                "measured_ms": list(self.measured_ms), "names": list(self.names), "notes": list(self.notes)}
+
+
+def _round(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x
+
+
+def _coeff_tables(coeffs: Coefficients, precisions: Sequence[str]) -> dict[str, Any]:
+    keys = sorted(next(iter(coeffs.ops.values()), {}).keys()) if coeffs.ops else []
+    ops = {
+        p: {k: {n: _round(v) for n, v in coeffs.op(k, p).to_dict().items()} for k in keys}
+        for p in precisions
+    }
+    return {
+        "run_overhead_us": {p: _round(coeffs.run_overhead_ms(p) * 1000.0) for p in precisions},
+        "io_overhead_us": {p: _round(coeffs.io_overhead_ms(p) * 1000.0) for p in precisions},
+        "eff_io": {p: _round(1.0 / coeffs.io_inv_eff(p)) for p in precisions},
+        "coefficients": ops,
+    }
+
+
+def _write_profile(base: DeviceProfile, out_path: str | Path, table: Mapping[str, Any]) -> Path:
+    """Copy the base profile's TOML to ``out_path`` (if different) with ``[calibration]`` replaced."""
+    from hwtune.device import load_profile
+    from hwtune.predictor._toml import replace_table
+
+    if base.path is None:
+        raise ConfigError(f"profile {base.id!r} has no file to copy; pass a bundled id or a .toml path as --base")
+    out = Path(out_path)
+    try:
+        text = Path(base.path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{base.path}: cannot read base profile ({exc.strerror or exc})") from exc
+    new_text = replace_table(text, "calibration", table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(new_text)
+    try:
+        profile_calibration(load_profile(tmp))  # never leave an unloadable profile behind
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+    clear_caches()
+    return out
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def calibrate_microbench(
+    results_path: str | Path,
+    base_profile: str | Path | DeviceProfile,
+    out_path: str | Path,
+    *,
+    description: str | None = None,
+    statistic: str = "median",
+) -> CalibrationReport:
+    """Fit per-op coefficients from ``scripts/profile_device.py`` results; write them into a profile.
+
+    Args:
+        results_path: The results JSON (or CSV) from ``scripts/profile_device.py``.
+        base_profile: Profile whose hardware numbers (peak, bandwidth, threads) the fit uses and
+            whose TOML is copied to ``out_path``.
+        out_path: Profile TOML to write (may be the base profile's own file).
+        description: One line for the table (default: device and date from the results).
+        statistic: Which measured statistic to fit: ``median`` (quiet device) or ``min``
+            (fastest run: steadier when other jobs share the machine).
+
+    Raises:
+        CalibrationError: the results file is malformed or too small.
+    """
+    from hwtune.device import load_profile
+    from hwtune.predictor._calibrate import (
+        choose_lowering,
+        detect_lowering,
+        fit_microbench,
+        microbench_samples,
+        read_microbench,
+    )
+
+    base = load_profile(base_profile)
+    rows, device = read_microbench(results_path, statistic)
+    hw = Hardware.from_profile(base)
+    base_cal = profile_calibration(base)
+    prior = base_cal.coefficients if base.calibration and base.calibration.get("method") == "spec" \
+        and base_cal.form is None else None
+    lowering, pad_errors = choose_lowering(rows, hw, detect_lowering(rows), prior=prior)
+    samples = microbench_samples(rows, lowering)
+    y = [r["latency_ms"] for r in rows]
+    fit = fit_microbench(samples, y, hw, prior=prior)
+    precs = sorted({r["precision"] for r in rows})
+    threads = device.get("threads")
+    if threads is not None and int(threads) != base.threads:
+        note = f" Measured on {threads} thread(s) but the profile runs {base.threads}: re-run with --threads {base.threads}."
+    else:
+        note = ""
+    kinds = {"chain": 0, "block": 0}
+    for r in rows:
+        if r["op"] in kinds:
+            kinds[r["op"]] += 1
+    n_single = len(rows) - sum(kinds.values())
+    table: dict[str, Any] = {
+        "method": "microbench",
+        "form": "roofline",
+        "description": description or (
+            f"Fitted to {len(rows)} ONNX Runtime micro-benchmarks ({n_single} single ops, {kinds['chain']} chains of "
+            f"one op repeated, {kinds['block']} network blocks; scripts/profile_device.py) measured on "
+            f"{device.get('cpu_model') or device.get('hostname') or 'the device'}, {threads or '?'} thread(s), "
+            f"onnxruntime {device.get('runtime_version', '?')}.{note}"),
+        "created": _today(),
+        "source": Path(results_path).name,
+        "n_samples": fit.n_samples,
+        "error_pct": _round(fit.error_pct, 3),
+        "within_10pct": _round(fit.within_10pct, 3),
+        "spearman": _round(fit.spearman, 4),
+        "validation": fit.validation + " (micro-benchmark graphs; whole-network error is measured by "
+                                       "benchmarks/bench_predictor.py)",
+        "precisions": precs,
+        "batch_sizes": [1],
+        "statistic": statistic,
+        **lowering.table(),
+        "pad_channels_cv_error_pct": pad_errors,
+    }
+    if threads is not None:
+        table["threads"] = int(threads)
+    table.update(_coeff_tables(fit.coefficients, list(base.precisions)))
+    path = _write_profile(base, out_path, table)
+    return CalibrationReport(path, table, fit.heldout_pred_ms, tuple(y), tuple(str(r["id"]) for r in rows))
+
+
+def network_vectors(
+    features: Sequence[Mapping[str, tuple[Sequence[LayerFeatures], int]]], hw: Hardware
+) -> tuple[dict[str, list[list[float]]], list[float]]:
+    """Base vectors per lowering, and FLOPs (all MACs of the eager forward), of measured networks.
+
+    ``features``: per network, ``executes`` -> (layer features, input elements); ``eager`` must
+    be present (it gives the FLOPs).
+    """
+    from hwtune.predictor._features import COMPUTE_OPS
+
+    vectors: dict[str, list[list[float]]] = {}
+    flops = []
+    for per in features:
+        for ex, (feats, _) in per.items():
+            vectors.setdefault(ex, []).append(base_vector(feats, hw))
+        flops.append(float(sum(f.work for f in per["eager"][0] if f.key in COMPUTE_OPS)))
+    return vectors, flops
+
+
+def _network_features(rows: Sequence[Any], deployed: Lowering) -> list[dict[str, Any]]:
+    """Each measured network (built from its family and knobs), lowered both ways."""
+    from hwtune.families import create_model
+    from hwtune.predictor import model_features
+
+    eager = Lowering(eager=True)
+    out = []
+    for r in rows:
+        try:
+            model = create_model(r.family, dict(r.knobs), num_classes=r.num_classes, in_channels=r.input_shape[1],
+                                 input_size=r.input_shape[2])
+        except ConfigError as exc:
+            raise CalibrationError(f"network {r.name!r}: {exc}") from exc
+        out.append({ex: model_features(model, r.input_shape, r.precision, lowering=low)
+                    for ex, low in (("deployed", deployed), ("eager", eager))})
+    return out
+
+
+def _forms_table(choice: Any) -> dict[str, Any]:
+    return {s.label.replace("/", "_"): s.to_dict() for s in choice.scores}
+
+
+def calibrate_networks(
+    csv_path: str | Path,
+    base_profile: str | Path | DeviceProfile,
+    out_path: str | Path,
+    *,
+    description: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    forms: Sequence[str] = FORMS,
+) -> CalibrationReport:
+    """Choose and fit a latency-model form from a few whole-network latencies; write it into a profile.
+
+    Every form of the ladder (``_forms.FORMS``) is fitted for both lowerings and scored
+    leave-one-out; the simplest within ``_forms.TIE`` of the best is kept. The table records the
+    chosen form, its leave-one-out median error, share within +-10% and Spearman, the same for
+    every other form and for FLOPs alone, and the batch sizes measured.
+
+    Args:
+        csv_path: Measurements, one network per row (see ``read_networks_csv`` for columns).
+        base_profile: Profile to start from (hardware numbers, runtime, TOML to copy).
+        out_path: Profile TOML to write.
+        description: One line for the table.
+        extra: More keys for the table (e.g. held-out ``error_pct``/``spearman`` measured on
+            networks outside the CSV, with a ``validation`` line saying so).
+        forms: The ladder to choose from (simplest first).
+
+    Raises:
+        CalibrationError: the CSV is malformed, has too few rows, or a network cannot be built.
+    """
+    from hwtune.device import load_profile
+    from hwtune.predictor._calibrate import read_networks_csv
+
+    base = load_profile(base_profile)
+    rows, notes = read_networks_csv(csv_path, with_notes=True)
+    hw = Hardware.from_profile(base)
+    prior = profile_calibration(base)
+    deployed = prior.lowering if prior.method == "microbench" else NO_LOWERING
+    vectors, flops = network_vectors(_network_features(rows, deployed), hw)
+    y = [r.latency_ms for r in rows]
+    prefer = "eager" if str(base.runtime) in EAGER_RUNTIMES else "deployed"
+    choice = choose_form(vectors, y, flops, prefer=prefer, forms=forms)
+    ch, fl = choice.chosen, choice.flops
+    table: dict[str, Any] = {
+        "method": "networks",
+        "form": choice.model.form,
+        "executes": choice.model.executes,
+        "description": description or (
+            f"Form {ch.label} chosen by leave-one-out from {', '.join(forms)} (deployed and eager lowering) over "
+            f"{len(rows)} whole-network measurements ({Path(csv_path).name})."),
+        "created": _today(),
+        "source": Path(csv_path).name,
+        "n_samples": len(rows),
+        "error_pct": _round(ch.loo_error_pct, 3),
+        "within_10pct": _round(ch.loo_within_10pct, 3),
+        "spearman": _round(ch.loo_spearman, 4),
+        "flops_error_pct": _round(fl.loo_error_pct, 3),
+        "flops_within_10pct": _round(fl.loo_within_10pct, 3),
+        "flops_spearman": _round(fl.loo_spearman, 4),
+        "validation": f"leave-one-out over the {len(rows)} calibration networks (FLOPs: a * FLOPs + b, same rows)",
+        "loo_error_pct": _round(ch.loo_error_pct, 3),
+        "loo_within_10pct": _round(ch.loo_within_10pct, 3),
+        "loo_spearman": _round(ch.loo_spearman, 4),
+        "precisions": sorted({r.precision for r in rows}),
+        "batch_sizes": sorted({r.input_shape[0] for r in rows}),
+        "form_coefficients": {k: _round(v, 6) for k, v in choice.model.coefficients.items()},
+        "forms": _forms_table(choice),
+    }
+    table.update({k: v for k, v in deployed.table().items() if k != "executes"})
+    if choice.model.executes == "eager":
+        table["executes"] = "eager"
+    if notes:
+        table["notes"] = list(notes)
+    table.update(dict(extra or {}))
+    path = _write_profile(base, out_path, table)
+    return CalibrationReport(path, table, ch.loo_pred_ms, tuple(y), tuple(r.name for r in rows), tuple(notes))
+
+
+def calibrate_spec(
+    base_profile: str | Path | DeviceProfile,
+    out_path: str | Path,
+    *,
+    description: str | None = None,
+    spec_form: Mapping[str, Any] | None = None,
+    error_pct: float | None = None,
+) -> CalibrationReport:
+    """Write the spec-only model (no measurements on this device) into a profile.
+
+    The model is the MACs form over the profile's datasheet peak throughput, with the
+    coefficients and error bars that ``spec_form`` states (default ``SPEC_FORM``: measured
+    leave-device-out by benchmarks/bench_predictor.py). Predictions are labelled ``estimated``.
+
+    Args:
+        base_profile: Profile to copy (its peak throughput scales the MACs).
+        out_path: Profile TOML to write.
+        description: One line for the table.
+        spec_form: ``{"coefficients": {...}, "error_pct", "spearman", "flops_spearman", "validation"}``.
+        error_pct: Override of the stated error (must come from a held-out evaluation).
+    """
+    from hwtune.device import load_profile
+
+    base = load_profile(base_profile)
+    spec = dict(spec_form or SPEC_FORM)
+    table: dict[str, Any] = {
+        "method": "spec",
+        "form": "macs",
+        "description": description or (
+            "Spec-only: latency = compute x MACs / (datasheet peak) + intercept, coefficients measured on other "
+            "devices; ranks networks like MACs. No measurements on this device."),
+        "created": _today(),
+        "n_samples": 0,
+        "form_coefficients": {k: _round(float(v), 6) for k, v in dict(spec["coefficients"]).items()},
+    }
+    err = error_pct if error_pct is not None else spec.get("error_pct")
+    for key, value in (("error_pct", err), ("spearman", spec.get("spearman")),
+                       ("flops_spearman", spec.get("flops_spearman"))):
+        if value is not None:
+            table[key] = _round(float(value), 4)
+    table["validation"] = str(spec.get("validation", ""))
+    return CalibrationReport(_write_profile(base, out_path, table), table)

@@ -1,0 +1,131 @@
+"""Accuracy and cross-entropy of a loaded model on one split — the same loop for every runtime.
+
+The subset is fixed (``limit`` samples drawn with seed 0, in index order), so a torch module and the
+file it shipped as are scored on the same images; a file exported with a fixed batch dimension is
+fed batches of exactly that size, the last one zero-padded (the padding's outputs are dropped).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from hwtune._util import is_int
+from hwtune.errors import ConfigError, ModelError
+from hwtune.runtimes._base import EvalResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from hwtune.runtimes._base import LoadedModel
+
+__all__ = ["check_eval_args", "eval_indices", "evaluate_loaded", "score_logits"]
+
+# The subset drawn for ``limit`` is always this seed's: results on it are comparable across calls.
+SUBSET_SEED = 0
+
+
+def check_eval_args(dataset: Any, *, batch_size: Any, limit: Any) -> int:
+    """Validate an evaluation's arguments; returns the number of samples it will score.
+
+    Raises:
+        ConfigError: ``dataset`` is a whole ``DataSplits``, empty, or a setting is out of range.
+    """
+    from hwtune.data import DataSplits
+
+    if isinstance(dataset, DataSplits):
+        raise ConfigError("evaluate() needs one split: pass data.val (model selection) or data.test (final report)")
+    if not is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if limit is not None and (not is_int(limit) or limit < 1):
+        raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n == 0:
+        raise ConfigError("cannot evaluate on an empty dataset")
+    return n
+
+
+def eval_indices(size: int, n: int) -> np.ndarray:
+    """Indices of the ``n`` samples scored out of ``size``: all of them, or a fixed random subset (seed 0).
+
+    A random subset rather than the first ``n``: a user's own split may be sorted by class.
+    """
+    import numpy as np
+
+    if n >= size:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(SUBSET_SEED).choice(size, size=n, replace=False))
+
+
+def evaluate_loaded(
+    loaded: LoadedModel,
+    dataset: Any,
+    *,
+    batch_size: int,
+    limit: int | None = None,
+    runtime: str,
+) -> EvalResult:
+    """Accuracy and mean cross-entropy of ``loaded`` on ``dataset`` (one split).
+
+    Args:
+        loaded: A model loaded by a runtime (:meth:`hwtune.runtimes.Runtime.load`).
+        dataset: One split, e.g. ``splits.val`` (model selection) or ``splits.test`` (final report):
+            items are ``(image tensor, int label)``.
+        batch_size: Samples per run; replaced by ``loaded.fixed_batch`` when the file has one.
+        limit: Score a fixed random subset (seed 0) of this many samples.
+        runtime: Name recorded in the result.
+
+    Raises:
+        ConfigError: ``dataset`` is a whole ``DataSplits`` or a setting is out of range.
+        ModelError: The output is not ``(batch, num_classes)`` or a label is out of range.
+    """
+    import numpy as np
+
+    n = check_eval_args(dataset, batch_size=batch_size, limit=limit)
+    fixed = loaded.fixed_batch
+    if fixed is not None:
+        batch_size = fixed  # a static batch dimension (1 for most edge exports) must be fed exactly
+    start = time.perf_counter()
+    correct, loss_sum = 0, 0.0
+    for x, y in _batches(dataset, n, batch_size):
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        m = arr.shape[0]
+        if fixed is not None and m < fixed:
+            arr = np.concatenate([arr, np.zeros((fixed - m, *arr.shape[1:]), dtype=np.float32)])
+        logits = np.asarray(loaded.run(arr))[:m]
+        c, s = score_logits(logits, y)
+        correct += c
+        loss_sum += s
+    return EvalResult(
+        accuracy=correct / n, loss=loss_sum / n, n=n, seconds=time.perf_counter() - start, runtime=runtime
+    )
+
+
+def _batches(dataset: Any, n: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    import torch
+
+    from hwtune.data import iter_batches
+
+    idx = torch.from_numpy(eval_indices(len(dataset), n))
+    for x, y in iter_batches(dataset, list(idx.split(batch_size))):
+        yield x.detach().cpu().numpy(), y.detach().cpu().numpy().astype("int64", copy=False)
+
+
+def score_logits(logits: np.ndarray, labels: np.ndarray) -> tuple[int, float]:
+    """(correct predictions, summed cross-entropy) of one batch; checks the output's shape and the labels."""
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1)
+    if z.ndim != 2 or z.shape[0] != y.shape[0]:
+        raise ModelError(f"model output has shape {tuple(z.shape)}; expected (batch={y.shape[0]}, num_classes)")
+    if y.size and (int(y.max()) >= z.shape[1] or int(y.min()) < 0):
+        bad = int(y.max()) if int(y.max()) >= z.shape[1] else int(y.min())
+        raise ModelError(f"label {bad} is out of range for a model with {z.shape[1]} outputs")
+    # log-softmax in float64: exact enough that torch and ONNX results compare at 1e-6
+    zmax = z.max(axis=1, keepdims=True)
+    log_norm = zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1))
+    loss = float((log_norm - z[np.arange(len(y)), y]).sum())
+    correct = int((z.argmax(axis=1) == y).sum())
+    return correct, loss

@@ -1,0 +1,344 @@
+"""ExecuTorch: ``.pte`` programs lowered to the XNNPACK delegate, run by ``executorch.runtime``.
+
+The PyTorch-native path to ARM phones and boards. Export: ``torch.export`` -> (int8: PT2E with
+``XNNPACKQuantizer``, per-channel symmetric int8 weights and int8 activations, calibrated on
+``calibration``) -> ``to_edge_transform_and_lower`` with the XNNPACK partitioner -> ``.pte``.
+
+- Mixed precision: the quantizer's filter keeps the nodes of the plan's fp32 modules (by their
+  ``nn_module_stack`` path) out of quantization; XNNPACK runs them in fp32.
+- ``info["float_ops"]`` lists the compute ops of the quantized graph whose inputs are not
+  dequantized int8 tensors (they run in float); ``info["non_delegated_ops"]`` lists ops XNNPACK did
+  not take (they run in ExecuTorch's portable kernels).
+- Threads: ExecuTorch's CPU thread pool is process-wide; :meth:`ExecuTorchRuntime.load` resets it to
+  ``threads`` before loading the method, so the last load decides for every loaded program.
+- Per-op times come from the ETDump the runtime writes when loaded with ``enable_etdump``, read by
+  ``executorch.devtools.Inspector`` (XNNPACK reports one event per operator it runs).
+
+Example:
+    >>> rt = get_runtime("executorch")  # doctest: +SKIP
+    >>> shipped = rt.export(model, torch.randn(1, 1, 28, 28), PrecisionPlan.uniform("int8"),  # doctest: +SKIP
+    ...                     "model.pte", calibration=calib)
+    >>> rt.load(shipped).run(batch).shape  # doctest: +SKIP
+    (1, 10)
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune.errors import ConfigError, ExportError, ModelError, QuantizationError
+from hwtune.precision import PrecisionPlan
+from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
+from hwtune.runtimes._native_io import atomic_write_bytes, capture_fd2
+from hwtune.runtimes._timing import LatencyMeasurement, OpTime, check_timing_args, measure_callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from hwtune.device import DeviceProfile
+
+__all__ = ["ExecuTorchRuntime", "float_compute_ops"]
+
+# aten ops that do arithmetic on activations (BatchNorm is folded into the conv before lowering).
+_COMPUTE_OPS = frozenset({
+    "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "bmm", "matmul",
+    "add", "sub", "mul", "div", "mean", "sum", "adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "cat",
+    "hardswish", "hardsigmoid", "sigmoid", "softmax", "_softmax", "gelu", "silu", "tanh",
+})
+_DEQUANTIZE = re.compile(r"quantized_decomposed\.dequantize_per_|dequantize_affine")
+# Ops XNNPACK profiles that are not computation of the model (aggregates and layout copies).
+_NOT_OPS = frozenset({"Method::execute", "DELEGATE_CALL", "Method::init", "Program::load_method"})
+RANDOM_CALIBRATION_SAMPLES = 16
+
+
+def _op_name(node: Any) -> str:
+    """``conv2d`` for ``aten.conv2d.default``."""
+    parts = str(node.target).split(".")
+    return parts[1] if len(parts) >= 2 and parts[0] == "aten" else parts[0]
+
+
+def _module_path(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path[len("L['self'].") :] if path.startswith("L['self'].") else path
+
+
+def float_compute_ops(graph_module: Any) -> list[str]:
+    """Compute ops of a (PT2E-converted) graph that run in float: ``["add (stages.1.1)", ...]``.
+
+    An op runs int8 when every activation input is a dequantized int8 tensor (the Q/DQ pattern the
+    XNNPACK partitioner lowers to an integer kernel); parameters (``get_attr``) are not activations.
+    """
+    out = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or _op_name(node) not in _COMPUTE_OPS:
+            continue
+        acts = [a for a in node.all_input_nodes if a.op != "get_attr"]
+        if not acts or not all(a.op == "call_function" and _DEQUANTIZE.search(str(a.target)) for a in acts):
+            out.append(f"{_op_name(node)} ({_module_path(node)})")
+    return out
+
+
+def _quantizer(plan: PrecisionPlan) -> Any:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if plan.is_mixed:
+        quantizer.set_filter_function(lambda node: plan.for_module(_module_path(node)) == "int8")
+    return quantizer
+
+
+def _check_overrides(graph_module: Any, plan: PrecisionPlan) -> None:
+    from hwtune.errors import did_you_mean
+
+    prefixes: set[str] = set()
+    for node in graph_module.graph.nodes:
+        atoms = _module_path(node).split(".") if _module_path(node) else []
+        prefixes.update(".".join(atoms[: i + 1]) for i in range(len(atoms)))
+    problems = [
+        f"precision override {prefix!r} -> {prec} matches no module of the exported graph"
+        f"{did_you_mean(prefix, sorted(prefixes))}"
+        for prefix, prec in plan.overrides
+        if prec != plan.default and prefix not in prefixes
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _quantize(exported: Any, example: torch.Tensor, plan: PrecisionPlan, calibration: np.ndarray) -> Any:
+    """PT2E int8 of an exported program at ``plan``; returns the converted graph module."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    gm = exported.module()
+    if plan.is_mixed:
+        _check_overrides(gm, plan)
+    batch = int(example.shape[0])
+    try:
+        prepared = prepare_pt2e(gm, _quantizer(plan))
+        calib = torch.from_numpy(calibration.astype("float32", copy=False))
+        with torch.no_grad():
+            for start in range(0, len(calib) - batch + 1, batch):
+                prepared(calib[start : start + batch])
+        return convert_pt2e(prepared)
+    except Exception as e:
+        raise QuantizationError(f"PT2E int8 quantization for XNNPACK failed: {type(e).__name__}: {e}") from e
+
+
+def _lower(exported: Any) -> tuple[bytes, list[str]]:
+    """XNNPACK-lowered ``.pte`` bytes and the ops left outside the delegate."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+    left = [
+        str(n.target)
+        for n in edge.exported_program().graph_module.graph.nodes
+        if n.op == "call_function" and "executorch_call_delegate" not in str(n.target) and "getitem" not in str(n.target)
+    ]
+    return bytes(edge.to_executorch().buffer), left
+
+
+class ExecuTorchModel(LoadedModel):
+    """A ``.pte`` program's ``forward`` method loaded into the ExecuTorch runtime."""
+
+    def __init__(self, path: Path, *, threads: int | None, etdump: bool = False) -> None:
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime as EtRuntime
+
+        try:
+            with capture_fd2():  # cpuinfo and threadpool chatter on fd 2
+                if threads is not None:
+                    portable_lib._unsafe_reset_threadpool(int(threads))
+                self.program = EtRuntime.get().load_program(path, enable_etdump=etdump)
+                self.method = self.program.load_method("forward")
+        except (RuntimeError, ValueError) as e:
+            raise ModelError(f"{path}: ExecuTorch cannot load the program: {e}") from e
+        meta = self.method.metadata.input_tensor_meta(0)
+        self.input_shape = tuple(int(d) for d in meta.sizes())
+        self.fixed_batch = self.input_shape[0]
+
+    def execute(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.execute([x])[0]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        if tuple(batch.shape[1:]) != self.input_shape[1:]:
+            raise ModelError(f"the .pte expects input (N, {', '.join(map(str, self.input_shape[1:]))}), "
+                             f"got {tuple(batch.shape)}")
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        outs = []
+        for start in range(0, len(x), self.fixed_batch):
+            chunk = x[start : start + self.fixed_batch]
+            real = len(chunk)
+            if real < self.fixed_batch:
+                chunk = torch.cat([chunk, chunk.new_zeros((self.fixed_batch - real, *chunk.shape[1:]))])
+            outs.append(self.execute(chunk)[:real].detach().numpy().copy())
+        return np.concatenate(outs)
+
+
+class ExecuTorchRuntime(Runtime):
+    """``.pte`` with the XNNPACK delegate (fp32, int8 and per-stage mixes of them)."""
+
+    name = "executorch"
+    format = "pte"
+    suffix = ".pte"
+    precisions = ("fp32", "int8")
+    extra = "executorch"
+    modules = ("executorch", "torchao")
+
+    def export(
+        self,
+        model: torch.nn.Module,
+        example: torch.Tensor,
+        plan: PrecisionPlan,
+        out_path: Path,
+        *,
+        calibration: np.ndarray | None = None,
+        device: DeviceProfile | None = None,
+        seed: int = 0,
+        quant_config: Any = None,
+    ) -> ShippedModel:
+        """Lower ``model`` at ``plan`` to XNNPACK and write the ``.pte`` atomically (``quant_config`` unused).
+
+        Raises:
+            ConfigError: a precision other than fp32/int8, or an override that matches no module.
+            ModelError: ``torch.export`` cannot capture the model.
+            QuantizationError / ExportError: quantization or lowering failed.
+        """
+        import torch
+
+        self.require()
+        plan = PrecisionPlan.coerce(plan)
+        if not self.supports(plan):
+            bad = next(p for p in plan.precisions if p not in self.precisions)
+            raise ConfigError(f"runtime 'executorch' ships fp32, int8 and per-stage mixes of them, got {bad!r}")
+        notes: list[str] = []
+        was_training = model.training
+        model.eval()
+        try:
+            try:
+                exported = torch.export.export(model, (example,))
+            except Exception as e:
+                raise ModelError(f"torch.export failed for {type(model).__name__}: {type(e).__name__}: {e}") from e
+            if "int8" in plan.precisions:
+                if calibration is None:
+                    import numpy as np
+
+                    rng = np.random.default_rng(seed)
+                    calibration = rng.standard_normal((RANDOM_CALIBRATION_SAMPLES, *example.shape[1:]))
+                    notes.append(f"int8 calibrated on {len(calibration)} random samples (no calibration data given)")
+                converted = _quantize(exported, example, plan, calibration)
+                float_ops = float_compute_ops(converted)
+                exported = torch.export.export(converted, (example,))
+            else:
+                float_ops = float_compute_ops(exported.graph_module)
+            try:
+                with capture_fd2():
+                    content, left = _lower(exported)
+            except Exception as e:
+                raise ExportError(f"lowering to ExecuTorch/XNNPACK failed: {type(e).__name__}: {e}") from e
+        finally:
+            model.train(was_training)
+        info: dict[str, Any] = {"delegate": "XnnpackBackend", "float_ops": float_ops, "non_delegated_ops": left}
+        if "int8" in plan.precisions:
+            info["quantization"] = {"tool": "PT2E XNNPACKQuantizer", "weights": "int8 per-channel symmetric",
+                                    "activations": "int8 per-tensor", "calibration_samples": int(len(calibration))}
+        if notes:
+            info["notes"] = notes
+        path = atomic_write_bytes(out_path, content)
+        return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
+
+    def load(self, target: Path | ShippedModel | Any, *, threads: int | None = 1) -> ExecuTorchModel:
+        """The program's ``forward`` with the (process-wide) CPU thread pool reset to ``threads``."""
+        self.require()
+        return ExecuTorchModel(self._file(target), threads=threads)
+
+    def _file(self, target: Any) -> Path:
+        if not isinstance(target, (str, Path, ShippedModel)):
+            raise ConfigError(f"runtime 'executorch' runs .pte files; export the module first (got "
+                              f"{type(target).__name__})")
+        path = self._path_of(target)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such .pte file")
+        return path
+
+    def measure_latency(
+        self,
+        target: Path | ShippedModel | Any,
+        example: Any,
+        *,
+        threads: int = 1,
+        time_budget_s: float = 10.0,
+        target_ci_pct: float = 2.0,
+        min_runs: int = 10,
+        max_runs: int = 100_000,
+        warmup_runs: int = 3,
+        min_time_s: float | None = None,
+    ) -> LatencyMeasurement:
+        """Time ``method.execute`` on one batch (``example`` or zeros of the program's input shape)."""
+        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
+        loaded = self.load(target, threads=threads)
+        x = _example_tensor(example, loaded.input_shape)
+        return measure_callable(
+            lambda: loaded.execute(x), runtime=self.name, threads=threads, time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct, min_runs=min_runs, max_runs=max_runs, warmup_runs=warmup_runs,
+            min_time_s=min_time_s,
+        )
+
+    def op_times(
+        self, target: Path | ShippedModel, example: Any, *, threads: int = 1, runs: int = 50, warmup_runs: int = 3
+    ) -> Sequence[OpTime] | None:
+        """Median time per XNNPACK operator over ``runs`` runs, from the ETDump (warm-up runs dropped)."""
+        import statistics
+
+        check_timing_args(threads=threads, time_budget_s=1.0)
+        self.require()
+        loaded = ExecuTorchModel(self._file(target), threads=threads, etdump=True)
+        x = _example_tensor(example, loaded.input_shape)
+        for _ in range(warmup_runs + runs):
+            loaded.execute(x)
+        frame = _etdump_frame(loaded.program)
+        times: list[OpTime] = []
+        for _, row in frame.iterrows():
+            name = str(row["event_name"])
+            if row["event_block_name"] != "Execute" or name in _NOT_OPS:
+                continue
+            raw = [float(t) for t in row["raw"]][warmup_runs:]
+            if raw:
+                op_type = re.sub(r"\s*#\d+$", "", name)
+                times.append(OpTime(node=name, op_type=op_type, median_ms=statistics.median(raw), runs=len(raw)))
+        return times
+
+
+def _etdump_frame(program: Any) -> Any:
+    from executorch.devtools import Inspector
+
+    with tempfile.TemporaryDirectory(prefix="hwtune-etdump-") as tmp:
+        etdump = Path(tmp) / "run.etdp"
+        program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
+        with capture_fd2():
+            return Inspector(etdump_path=str(etdump)).to_dataframe()
+
+
+def _example_tensor(example: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    import torch
+
+    if example is None:
+        return torch.zeros(shape)
+    x = example if isinstance(example, torch.Tensor) else torch.as_tensor(example)
+    if tuple(x.shape) != tuple(shape):
+        raise ModelError(f"the .pte expects input {tuple(shape)}, got {tuple(x.shape)}")
+    return x.detach().to(torch.float32).contiguous()

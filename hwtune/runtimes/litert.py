@@ -1,0 +1,99 @@
+"""LiteRT (formerly TensorFlow Lite): ``.tflite`` files run by ``ai-edge-litert`` with XNNPACK on CPU.
+
+What phones ship (the ``pixel-3`` profile deploys with it). Export converts with ``litert-torch``
+and quantizes the float file with ``ai-edge-quantizer`` (see :mod:`hwtune.runtimes._tflite_common`):
+
+- ``fp32``: the converted file as is;
+- ``int8``: static int8 activations, per-channel int8 weights, int8 input/output (the loaded
+  model quantizes and dequantizes with the file's own scales), calibrated on ``calibration``;
+- mixed: the plan's fp32 modules are left out of quantization (QUANTIZE/DEQUANTIZE at the borders).
+
+``info["float_ops"]`` lists every op still computing in float. The Python interpreter exposes no
+per-op profiler, so :meth:`LiteRTRuntime.op_times` returns None.
+
+Example:
+    >>> from hwtune.runtimes import get_runtime
+    >>> rt = get_runtime("litert")
+    >>> shipped = rt.export(model, torch.randn(1, 1, 28, 28), PrecisionPlan.uniform("int8"),  # doctest: +SKIP
+    ...                     "model.tflite", calibration=calib)
+    >>> rt.measure_latency(shipped, None, threads=1).label  # doctest: +SKIP
+    'measured on litert (1 thread): median 0.016 ms, ...'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune.errors import ConfigError, ModelError
+from hwtune.precision import PrecisionPlan
+from hwtune.runtimes import _tflite_common as tfl
+from hwtune.runtimes._base import Runtime, ShippedModel
+from hwtune.runtimes._native_io import atomic_write_bytes
+from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from hwtune.device import DeviceProfile
+
+__all__ = ["LiteRTRuntime"]
+
+
+class LiteRTRuntime(Runtime):
+    """``.tflite`` through ai-edge-litert's interpreter (XNNPACK delegate, ``num_threads`` threads)."""
+
+    name = "litert"
+    format = "tflite"
+    suffix = ".tflite"
+    precisions = ("fp32", "int8")
+    extra = "litert"
+    modules = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
+
+    def export(
+        self,
+        model: torch.nn.Module,
+        example: torch.Tensor,
+        plan: PrecisionPlan,
+        out_path: Path,
+        *,
+        calibration: np.ndarray | None = None,
+        device: DeviceProfile | None = None,
+        seed: int = 0,
+        quant_config: Any = None,
+    ) -> ShippedModel:
+        """Convert, quantize at ``plan`` and write ``out_path`` atomically (``quant_config`` is not used)."""
+        self.require()
+        plan = PrecisionPlan.coerce(plan)
+        content, info = tfl.export_tflite(model, example, plan, calibration=calibration, seed=seed, runtime=self.name)
+        path = atomic_write_bytes(out_path, content)
+        return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
+
+    def load(self, target: Path | ShippedModel | Any, *, threads: int | None = 1) -> tfl.TfliteInterpreterModel:
+        """The file in ai-edge-litert's interpreter (XNNPACK) with ``threads`` threads."""
+        self.require()
+        return tfl.TfliteInterpreterModel(tfl.read_target(self, target), threads=threads)
+
+    def measure_latency(
+        self,
+        target: Path | ShippedModel | Any,
+        example: Any,
+        *,
+        threads: int = 1,
+        time_budget_s: float = 10.0,
+        target_ci_pct: float = 2.0,
+        min_runs: int = 10,
+        max_runs: int = 100_000,
+        warmup_runs: int = 3,
+        min_time_s: float | None = None,
+    ) -> LatencyMeasurement:
+        """Time set-input + invoke + get-output of one batch (``example`` or zeros of the file's shape)."""
+        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
+        loaded = self.load(target, threads=threads)
+        x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
+        return measure_callable(
+            lambda: loaded.run_native(x), runtime=self.name, threads=threads, time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct, min_runs=min_runs, max_runs=max_runs, warmup_runs=warmup_runs,
+            min_time_s=min_time_s,
+        )

@@ -1,0 +1,223 @@
+"""Knowledge distillation: the loss, and short distilled fine-tuning of an extracted sub-network.
+
+Loss of a student with logits ``s``, teacher logits ``t``, labels ``y``, temperature ``T`` and
+weight ``a`` (``kd_weight``)::
+
+    (1 - a) * CE(s, y)  +  a * T^2 * KL(softmax(t / T) || softmax(s / T))
+
+(Hinton et al. 2015; the ``T^2`` keeps the soft term's gradients at the scale of the hard one).
+``a = 0`` is plain training on labels, ``a = 1`` pure distillation (BigNAS's in-place
+distillation uses ``a = 1, T = 1``).
+
+Fine-tuning is what a successive-halving rung spends on a candidate with inherited weights
+(a fraction of an epoch) and what finalizing a chosen candidate spends (tens of epochs to
+convergence). Both are one cosine cycle here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwtune.errors import ConfigError, ModelError
+from hwtune.supernet._loop import (
+    WARMUP_FRACTION,
+    Schedule,
+    batch_fetcher,
+    check_batch_size,
+    check_positive,
+    num_threads,
+    plan_batches,
+    run_steps,
+    sgd,
+    train_split,
+)
+
+__all__ = ["FINETUNE_BASE_LR", "FinetuneStats", "distill_loss", "finetune"]
+
+SCHEMA_VERSION = 1
+# Peak learning rate at batch 128 (scaled linearly with the batch size).
+FINETUNE_BASE_LR = 0.05
+
+
+def distill_loss(
+    logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor,
+    *,
+    kd_weight: float = 0.5,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """``(1 - kd_weight) * CE + kd_weight * T^2 * KL(teacher || student)``; CE alone without a teacher."""
+    ce = F.cross_entropy(logits, labels)
+    if teacher_logits is None or kd_weight == 0:
+        return ce
+    t = temperature
+    kd = F.kl_div(
+        F.log_softmax(logits / t, dim=1),
+        F.log_softmax(teacher_logits.detach() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+    return (1.0 - kd_weight) * ce + kd_weight * kd
+
+
+def check_kd(kd_weight: float, temperature: float) -> None:
+    """``ConfigError`` unless ``0 <= kd_weight <= 1`` and ``temperature > 0``."""
+    if isinstance(kd_weight, bool) or not isinstance(kd_weight, (int, float)) or not 0 <= kd_weight <= 1:
+        raise ConfigError(f"kd_weight must be a number in [0, 1], got {kd_weight!r}")
+    check_positive(temperature=temperature)
+
+
+@dataclass(frozen=True)
+class FinetuneStats:
+    """What one :func:`finetune` call did.
+
+    Attributes:
+        epochs: Passes over the training split actually done (less than asked when stopped early).
+        steps: Optimizer steps.
+        samples_seen: Training images processed.
+        seconds: Wall-clock time.
+        first_loss: Mean loss over the first steps (up to 10).
+        final_loss: Mean loss over the last steps (up to 50).
+        peak_lr: Learning rate at the end of the warm-up.
+        kd_weight: Distillation weight (0 without a teacher).
+        temperature: Distillation temperature.
+        batch_size: Batch size.
+        threads: Torch threads.
+        seed: Seed of the sample order.
+        stopped_early: The time limit ended the run.
+    """
+
+    epochs: float
+    steps: int
+    samples_seen: int
+    seconds: float
+    first_loss: float
+    final_loss: float
+    peak_lr: float
+    kd_weight: float
+    temperature: float
+    batch_size: int
+    threads: int
+    seed: int
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneStats:
+        return cls(**{k: v for k, v in data.items() if k != "schema_version"})
+
+
+def finetune(
+    model: nn.Module,
+    data: Any,
+    *,
+    epochs: float,
+    teacher: nn.Module | None = None,
+    lr: float | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    threads: int | None = None,
+    kd_weight: float = 0.5,
+    temperature: float = 1.0,
+    weight_decay: float = 5e-4,
+    warmup_fraction: float = WARMUP_FRACTION,
+    time_limit_s: float | None = None,
+    progress: bool = False,
+) -> FinetuneStats:
+    """Fine-tune ``model`` in place, distilled from ``teacher`` when one is given.
+
+    One learning-rate cycle: linear warm-up, cosine decay to zero at the end of ``epochs`` (so a
+    long call is the finalize schedule and a short one a rung's). SGD with Nesterov momentum.
+    The teacher runs in eval mode without gradients (its mode is restored).
+
+    Args:
+        model: The (extracted) model to train.
+        data: A ``DataSplits`` (its training split is used) or a Dataset.
+        epochs: Passes over the training split (fractional allowed).
+        teacher: The parent (or any model with the same classes); ``None`` trains on labels only.
+        lr: Peak learning rate; default ``0.05 * batch_size / 128`` (half of ``hwtune.training``'s
+            from-scratch default: the weights start trained).
+        batch_size: Images per step.
+        seed: Seed of the sample order and of dropout; the global RNG state is restored.
+        threads: Torch threads (restored afterwards).
+        kd_weight: Weight of the distillation term (module docstring); ignored without a teacher.
+        temperature: Distillation temperature.
+        weight_decay: On weights only, not BatchNorm or biases.
+        warmup_fraction: Share of the steps of linear warm-up.
+        time_limit_s: Stop after this much wall-clock time (the schedule is not shortened).
+        progress: A tqdm bar on stderr.
+
+    Raises:
+        ConfigError: a setting out of range.
+        TrainingDivergedError: the loss became NaN/inf.
+    """
+    check_positive(epochs=epochs, lr=lr, time_limit_s=time_limit_s)
+    check_kd(kd_weight, temperature)
+    check_batch_size(batch_size)
+    if teacher is None:
+        kd_weight = 0.0
+    ds = train_split(data)
+    params = list(model.parameters())
+    if not params:
+        raise ModelError(f"{type(model).__name__} has no parameters to train")
+    peak_lr = float(lr) if lr is not None else FINETUNE_BASE_LR * batch_size / 128
+    batches = plan_batches(len(ds), batch_size, max(2, round(epochs * len(ds))), seed)
+    opt = sgd(model, peak_lr, weight_decay)
+    schedule = Schedule(opt, peak_lr, len(batches), warmup_fraction)
+    was_training = model.training
+    teacher_training = teacher.training if teacher is not None else False
+
+    def step_fn(x: torch.Tensor, y: torch.Tensor, step: int, lr_now: float) -> float:
+        with torch.no_grad():
+            t_logits = teacher(x) if teacher is not None else None
+        loss = distill_loss(model(x), t_logits, y, kd_weight=kd_weight, temperature=temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        if teacher is not None:
+            teacher.eval()
+        try:
+            losses, seen, seconds = run_steps(
+                batches,
+                batch_fetcher(ds),
+                step_fn,
+                schedule,
+                device=params[0].device,
+                time_limit_s=time_limit_s,
+                progress=progress,
+                desc="fine-tuning",
+            )
+        finally:
+            model.train(was_training)
+            if teacher is not None:
+                teacher.train(teacher_training)
+    return FinetuneStats(
+        epochs=seen / len(ds),
+        steps=len(losses),
+        samples_seen=seen,
+        seconds=seconds,
+        first_loss=float(np.mean(losses[:10])),
+        final_loss=float(np.mean(losses[-50:])),
+        peak_lr=peak_lr,
+        kd_weight=float(kd_weight),
+        temperature=float(temperature),
+        batch_size=batch_size,
+        threads=n_threads,
+        seed=seed,
+        stopped_early=len(losses) < len(batches),
+    )

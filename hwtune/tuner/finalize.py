@@ -1,0 +1,220 @@
+"""Finalize: train the chosen candidates of a finished search to convergence, then re-score what ships.
+
+A search spends little training per candidate (inherited weights, short rungs); the few models a user
+will ship deserve real training. For each chosen trial: its stored weights are fine-tuned for
+``epochs`` with a cosine schedule (distilled from the parent when the study inherited weights),
+re-quantized as the trial's precision says, evaluated on the validation split (and the test split,
+for the record) as shipped, and its latency re-measured on devices measured here. The result is
+stored with the study (``hwtune.finalized.<trial>``: the figures and the finalized weights' artifact);
+the search figures stay as they were, so the report shows both fronts, and ``export`` of a finalized
+trial ships the finalized weights and says so in its manifest.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hwtune._util import is_int, is_num, jsonable
+from hwtune.errors import ConfigError, StudyError
+from hwtune.front import TrialRecord, TuneResult
+from hwtune.tuner.config import Schedule
+from hwtune.tuner.inputs import load_data, space_from_info
+from hwtune.tuner.loop import make_log
+from hwtune.tuner.pipeline import CandidatePipeline
+from hwtune.tuner.storage import (
+    FINALIZED_PREFIX,
+    download_artifact_file,
+    download_weights,
+    load_study,
+    result_from_study,
+    upload_study_artifact,
+)
+
+__all__ = ["DEFAULT_FINALIZE_EPOCHS", "finalize", "select_trials"]
+
+DEFAULT_FINALIZE_EPOCHS = 10.0
+
+
+def select_trials(result: TuneResult, trials: Any) -> list[TrialRecord]:
+    """Trials to finalize: ``None``/``"knee"`` the knee, ``"front"`` every front member, or trial numbers."""
+    if trials is None or trials == "knee":
+        knee = result.knee
+        if knee is None:
+            raise StudyError(f"study {result.study_name!r} has no front yet: nothing to finalize")
+        return [knee]
+    if trials == "front":
+        if not result.front:
+            raise StudyError(f"study {result.study_name!r} has no front yet: nothing to finalize")
+        return list(result.front)
+    if isinstance(trials, (int, str)):
+        trials = [trials]
+    out = []
+    for t in trials:
+        if not is_int(t):
+            raise ConfigError(f"trials must be trial numbers, 'knee' or 'front', got {t!r}")
+        rec = result.trial(int(t))
+        if rec.duplicate_of is not None:
+            rec = result.trial(rec.duplicate_of)
+        if not (rec.complete and rec.trained):
+            raise StudyError(f"trial {t} of study {result.study_name!r} has no trained weights to finalize")
+        out.append(rec)
+    return out
+
+
+def _parent_of(result: TuneResult, work: Path) -> Any:
+    """The study's trained parent (teacher for distillation), or None for a scratch study."""
+    import torch
+
+    parent_rec = result.meta.parent
+    if result.meta.strategy != "inherit" or not parent_rec:
+        return None
+    from hwtune.supernet import largest_candidate
+
+    space = space_from_info(result.meta.recipe or {})
+    path = download_artifact_file(result, str(parent_rec["artifact_id"]), work / "parent.pt")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    parent = space.build(largest_candidate(space))
+    parent.load_state_dict(blob["state_dict"])
+    return parent.eval()
+
+
+def _finalize_one(
+    rec: TrialRecord,
+    result: TuneResult,
+    pipe: CandidatePipeline,
+    data: Any,
+    parent: Any,
+    *,
+    epochs: float,
+    sched: Schedule,
+    seed: int,
+    threads: int | None,
+    lr: float | None,
+    work: Path,
+) -> dict[str, Any]:
+    import torch
+
+    from hwtune.space import Candidate
+    from hwtune.supernet import finetune
+
+    t0 = time.monotonic()
+    cand = Candidate.from_dict(rec.candidate or {})
+    model = pipe.build(cand)
+    blob = torch.load(download_weights(result, rec.number, work / f"w{rec.number}.pt"), weights_only=True)
+    model.load_state_dict(blob["state_dict"])
+    stats = finetune(
+        model, data, epochs=epochs, teacher=parent, lr=lr, batch_size=sched.batch_size, seed=seed, threads=threads
+    )
+    acc_fp32 = pipe.evaluate(model, data.val, batch_size=sched.val_batch_size)
+    if not math.isfinite(acc_fp32):
+        raise StudyError(f"trial {rec.number}: finalized validation accuracy is {acc_fp32}")
+    plan = pipe.plan(cand)
+    figures: dict[str, Any] = {
+        "epochs": epochs,
+        "teacher": "parent" if parent is not None else None,
+        "val_accuracy_fp32": acc_fp32,
+        "val_accuracy": acc_fp32,
+        "accuracy_source": "torch (fp32)",
+        "final_loss": getattr(stats, "final_loss", None),
+    }
+    if plan.precisions != ("fp32",):
+        from hwtune.data import calibration_batch
+
+        calib = calibration_batch(data, min(sched.calibration_samples, len(data.train)), seed=seed)
+        shipped = pipe.ship(model, plan, work / f"ship{rec.number}", calibration=calib, seed=seed)
+        figures["val_accuracy"] = pipe.evaluate(shipped, data.val, batch_size=sched.val_batch_size)
+        figures["accuracy_source"] = f"{shipped.runtime} (shipped file)"
+        if getattr(data, "test", None) is not None and len(data.test) > 0:
+            figures["test_accuracy"] = pipe.evaluate(shipped, data.test, batch_size=sched.val_batch_size)
+        if pipe.device.latency_source == "measure":
+            lat = pipe.measure(shipped, time_budget_s=sched.latency_budget_s)
+            figures.update(latency_ms=lat.get("median_ms"), latency=lat)
+    elif getattr(data, "test", None) is not None and len(data.test) > 0:
+        figures["test_accuracy"] = pipe.evaluate(model, data.test, batch_size=sched.val_batch_size)
+    weights = work / f"final{rec.number}.pt"
+    torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "finalized": True}, weights)
+    figures["artifact_id"] = upload_study_artifact(result, weights)
+    figures["seconds"] = time.monotonic() - t0
+    return jsonable(figures)
+
+
+def finalize(
+    source: Any,
+    trials: Any = None,
+    *,
+    epochs: float = DEFAULT_FINALIZE_EPOCHS,
+    study_name: str | None = None,
+    data: Any = None,
+    seed: int | None = None,
+    lr: float | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    pipeline: Any = None,
+) -> TuneResult:
+    """Fine-tune the chosen trials to convergence and record their final, shipped accuracy.
+
+    Args:
+        source: A :class:`TuneResult` or a storage URL (with ``study_name``).
+        trials: ``None`` or ``"knee"`` (the knee), ``"front"`` (every front member) or trial numbers.
+        epochs: Fine-tuning epochs per trial (cosine schedule; distilled from the parent when the
+            study inherited weights).
+        study_name: The study, when ``source`` is a storage URL holding several.
+        data: The :class:`~hwtune.data.DataSplits` the search used, when hwtune cannot reload it by name.
+        seed: Seed of the fine-tuning (default: the study's).
+        lr: Peak learning rate (default: the trainer's).
+        threads: Torch threads.
+        progress: Print a line per trial.
+        pipeline: The :class:`CandidatePipeline` class the search used.
+
+    Returns:
+        The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
+
+    Example:
+        >>> result = hwtune.finalize(result, "knee", epochs=10)  # doctest: +SKIP
+    """
+    if not is_num(epochs) or epochs <= 0:
+        raise ConfigError(f"epochs must be a number > 0, got {epochs!r}")
+    storage, name = (source.storage, source.study_name) if isinstance(source, TuneResult) else (source, study_name)
+    study, _ = load_study(storage, name)
+    result = result_from_study(study)
+    chosen = select_trials(result, trials)
+    meta = result.meta
+    from hwtune.device import DeviceProfile
+
+    device = DeviceProfile.from_dict(meta.device or {}, source=f"study {result.study_name}")
+    pipe = (pipeline or CandidatePipeline)(space_from_info(meta.recipe or {}), device)
+    if data is None:
+        load = (meta.data or {}).get("load")
+        if not load:
+            raise StudyError(f"study {result.study_name!r} was run on a user dataset; pass data= to finalize()")
+        data = load_data(load)
+    sched = Schedule.from_dict(meta.budget or {})
+    seed = int(meta.seed or 0) if seed is None else seed
+    log: Callable[[str], None] = make_log(progress)
+    with tempfile.TemporaryDirectory(prefix="hwtune-finalize-") as tmp:
+        work = Path(tmp)
+        parent = _parent_of(result, work)
+        for rec in chosen:
+            log(f"finalizing trial #{rec.number} ({epochs:g} epochs{', distilled from the parent' if parent else ''})")
+            figs = _finalize_one(
+                rec, result, pipe, data, parent,
+                epochs=float(epochs), sched=sched, seed=seed, threads=threads, lr=lr, work=work,
+            )
+            study.set_user_attr(f"{FINALIZED_PREFIX}{rec.number}", figs)
+            before = rec.accuracy or 0.0
+            log(
+                f"trial #{rec.number}: validation {100 * before:.2f}% (search) -> {100 * figs['val_accuracy']:.2f}% "
+                f"(finalized, {figs['accuracy_source']}) in {figs['seconds']:.0f} s"
+            )
+    return result_from_study(study)
+
+
+def finalized_numbers(result: TuneResult) -> Sequence[int]:
+    """Trial numbers that have finalized figures."""
+    return [t.number for t in result.trials if t.figures.finalized]
+

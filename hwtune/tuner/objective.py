@@ -1,0 +1,405 @@
+"""One trial = one candidate at one training budget.
+
+1. **Suggest** the candidate; a candidate the study already evaluated is copied, not retrained.
+2. **Cheap profile first** (no training): MACs, params, bytes, peak activations and latency on the
+   device; a candidate that violates a hard constraint is recorded as infeasible and never trained.
+   A promotion (a continuation trial queued by :mod:`hwtune.tuner.halving`) inherits its origin's
+   profile and weights instead.
+3. **Train** the weights up to the target rung.
+4. **What ships is what is scored**: int8/fp16/mixed candidates are shipped to the runtime
+   (quantized with calibration from the train split) and evaluated there; on ``measure`` devices their
+   latency is measured on the shipped file.
+5. The trained weights are stored as an Optuna artifact, so any trial can be exported later.
+
+A failure in any step fails this trial only, with the step's name and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hwtune.tuner.constraints import constraint_values, violations_text
+from hwtune.tuner.context import SearchContext
+from hwtune.tuner.halving import completed_by_key
+from hwtune.tuner.inputs import candidate_seed
+from hwtune.tuner.storage import BufferedTrial, optuna_module, trial_figures_dict, worker_id
+
+__all__ = ["PROFILE_KEYS", "TrialFailed", "failure_reason", "make_objective"]
+
+# Figures of the cheap profile that a trial records (and a promotion inherits).
+PROFILE_KEYS = (
+    "macs",
+    "flops",
+    "params",
+    "weight_bytes",
+    "peak_activation_bytes",
+    "latency_ms",
+    "latency_source",
+    "latency_label",
+    "latency",
+    "runtime",
+    "fits",
+    "notes",
+)
+# The device-dependent part of a profile (per device in a multi-device study).
+_DEVICE_KEYS = (
+    "latency_ms",
+    "latency_source",
+    "latency_label",
+    "latency",
+    "runtime",
+    "fits",
+    "peak_activation_bytes",
+    "weight_bytes",
+)
+# Figures a repeat of an evaluated candidate does not copy from it (they describe the run itself).
+_NO_COPY = {"worker", "wall_seconds", "retry_of", "duplicate_of", "continue_from", "rung_target", "retried"}
+
+
+class TrialFailed(Exception):
+    """A candidate could not be evaluated; the reason is in the trial's ``failure`` figure."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: the exception's type and first line (out-of-memory named as such)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, MemoryError) or "out of memory" in first.lower():
+        return f"out of memory ({type(exc).__name__}: {first})"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _finite_or_none(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def make_objective(ctx: SearchContext, study: Any) -> Callable[[Any], list[float]]:
+    """The function ``study.optimize`` calls once per trial."""
+
+    def objective(optuna_trial: Any) -> list[float]:
+        return CandidateTrial(ctx, study, optuna_trial).run()
+
+    return objective
+
+
+class CandidateTrial:
+    """The steps of one trial; ``stage`` names the step running now (for the failure message)."""
+
+    def __init__(self, ctx: SearchContext, study: Any, optuna_trial: Any) -> None:
+        self.ctx = ctx
+        self.study = study
+        self.optuna_trial = optuna_trial
+        self.trial = BufferedTrial(optuna_trial)
+        self.t_start = time.monotonic()
+        self.stage = "suggest"
+        self._infeasible_values: list[float] = []
+
+    # -- entry ----------------------------------------------------------------------------------
+    def run(self) -> list[float]:
+        # Written at once (not buffered): a resume tells a killed worker's trial by this.
+        self.optuna_trial.set_user_attr("worker", worker_id())
+        trial = self.trial
+        try:
+            return self._dispatch()
+        except KeyboardInterrupt:
+            trial.set_user_attr("failure", "interrupted (Ctrl-C) while running; the candidate may be retried")
+            trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
+            with contextlib.suppress(Exception):
+                trial.flush()
+            raise
+        except Exception as exc:
+            reason = f"{self.stage}: {failure_reason(exc)}"
+            trial.set_user_attr("failure", reason)
+            trial.set_user_attr("failure_stage", self.stage)
+            trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
+            trial.flush()
+            raise TrialFailed(reason) from exc
+
+    def _dispatch(self) -> list[float]:
+        ctx, trial, study = self.ctx, self.trial, self.study
+        params = {name: back[trial.suggest_categorical(name, labels)] for name, (labels, back) in ctx.dists.items()}
+        cand = ctx.space.candidate(params)
+        key = cand.key
+        trial.set_user_attr("candidate", cand.to_dict())
+        trial.set_user_attr("candidate_key", key)
+        trial.set_user_attr("precision", cand.precision)
+        trial.set_user_attr("label", getattr(cand, "label", key))
+        top = self.optuna_trial.user_attrs
+        target = top.get("rung_target")
+        prior = completed_by_key(study).get(key)
+        origin = None
+        if target is not None and top.get("continue_from") is not None:
+            # A promotion: continue the stored weights of the origin trial to rung `target`.
+            origin = study._storage.get_trial(
+                study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(top["continue_from"]))
+            )
+            if prior is not None and int(trial_figures_dict(prior).get("rung", 0) or 0) >= int(target):
+                return self._copy_result(prior)  # already done by another worker
+        elif prior is not None and prior.number != trial.number:
+            # Same candidate already evaluated (a sampler repeat, or a resumed run): reuse it.
+            return self._copy_result(prior)
+        ctx.consecutive_duplicates = 0
+        trial.flush()
+        return self._evaluate(cand, origin=origin, target_rung=None if target is None else int(target))
+
+    def _copy_result(self, prior: Any) -> list[float]:
+        """Record this trial as a repeat of the completed ``prior`` (nothing trained)."""
+        trial = self.trial
+        for k, v in trial_figures_dict(prior).items():
+            if k not in _NO_COPY and k not in trial.attrs:
+                trial.set_user_attr(k, v)
+        for k, v in prior.constraints.items():
+            trial.set_constraint(k, v)
+        trial.set_user_attr("duplicate_of", prior.number)
+        trial.set_user_attr("epochs_trained", 0.0)
+        trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
+        trial.flush()
+        self.ctx.consecutive_duplicates += 1
+        return list(prior.values)
+
+    # -- the candidate's steps ------------------------------------------------------------------
+    def _evaluate(self, cand: Any, *, origin: Any, target_rung: int | None) -> list[float]:
+        """Profile (or inherit the origin's profile), train to the target rung, ship, score, store."""
+        ctx, trial = self.ctx, self.trial
+        self.stage = "build"
+        plan = ctx.pipeline.plan(cand)
+        trial.set_user_attr("stage_precision", dict(cand.stage_precision))
+        trial.set_user_attr("precision_plan", plan.to_dict() if hasattr(plan, "to_dict") else str(plan))
+        seed = candidate_seed(ctx.seed, cand.key)
+        if origin is None:
+            started = self._profile_fresh(cand, plan, seed)
+            if started is None:
+                return self._infeasible_values
+            model, figures, start = started
+        else:
+            model, figures, start = self._continue_origin(cand, origin, target_rung)
+        acc_fp32, trained_epochs = self._train_rungs(model, seed, start)
+        trial.set_user_attr("seed", seed)
+        trial.flush()
+        val_accuracy = self._ship_and_score(model, cand, plan, acc_fp32, figures, measure=origin is None)
+        self._save_weights(model, cand, seed)
+        trial.set_user_attr("val_accuracy", val_accuracy)
+        trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
+        trial.flush()
+        return ctx.values_for({**figures, "val_accuracy": val_accuracy})
+
+    def _profile_fresh(self, cand: Any, plan: Any, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+        """Cheap profile and constraints on every device; None when infeasible everywhere (never trained).
+
+        The primary device's figures go to the top level; with several devices every device's figures
+        and constraint values go to ``per_device``, and Optuna is told the lowest value per constraint
+        (the candidate is trained when it fits at least one device).
+        """
+        ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
+        stage_precisions = tuple(p for _, p in cand.stage_precision) or (cand.precision,)
+        self.stage = "profile"
+        t0 = time.monotonic()
+        model = pipeline.build(cand)
+        per_device: dict[str, dict[str, Any]] = {}
+        combined: dict[str, float] = {}
+        for dev in ctx.devices:
+            prof = pipeline.profile(model, plan, measure=True, time_budget_s=ctx.schedule.latency_budget_s, device=dev)
+            figs = {k: prof.get(k) for k in PROFILE_KEYS}
+            cons = constraint_values(figs, ctx.constraints, dev, stage_precisions)
+            infeasible = violations_text(cons, figs, ctx.constraints, dev, stage_precisions)
+            per_device[dev.id] = {
+                **{k: figs[k] for k in _DEVICE_KEYS},
+                "device": dev.id,
+                "constraints": cons,
+                "infeasible": infeasible or None,
+            }
+            for k, v in cons.items():
+                combined[k] = min(combined.get(k, v), v)
+        primary = per_device[ctx.device.id]
+        prof_primary = {k: primary.get(k) for k in _DEVICE_KEYS}
+        figures: dict[str, Any] = {**{k: prof.get(k) for k in PROFILE_KEYS}, **prof_primary}
+        figures["latency_profile_ms"] = figures["latency_ms"]
+        figures["profile_seconds"] = time.monotonic() - t0
+        for k, v in figures.items():
+            trial.set_user_attr(k, v)
+        if len(ctx.devices) > 1:
+            trial.set_user_attr("per_device", per_device)
+        trial.flush()
+        for k, v in combined.items():
+            trial.set_constraint(k, v)
+        if any(v > 0 for v in combined.values()):
+            trial.set_user_attr("infeasible", [f"{d}: {m}" for d, f in per_device.items() for m in f["infeasible"] or []])
+            for k, v in (("trained", False), ("budget_epochs", 0.0), ("epochs_trained", 0.0), ("val_accuracy", None)):
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
+            trial.flush()
+            self._infeasible_values = ctx.values_for({**figures, "val_accuracy": None})
+            return None
+        if primary["infeasible"]:
+            trial.set_user_attr("infeasible", [f"{ctx.device.id}: {m}" for m in primary["infeasible"]])
+        self.stage = "build"
+        # Fresh weights from the candidate seed (profiling may have traced the other model), or
+        # weights inherited from a trained parent: the pipeline decides.
+        model = pipeline.initial_model(cand, seed=seed, data=ctx.data)
+        return model, figures, {"rung": 0, "epochs": 0.0, "rungs": [], "target": 0, "train_seconds": 0.0}
+
+    def _continue_origin(
+        self, cand: Any, origin: Any, target_rung: int | None
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """A promotion: the origin's profile stands (latency and memory do not change with training);
+        its weights continue training from where the origin stopped."""
+        import torch
+
+        ctx, trial = self.ctx, self.trial
+        oa = trial_figures_dict(origin)
+        figures = {k: oa.get(k) for k in (*PROFILE_KEYS, "latency_profile_ms", "quantization")}
+        figures["profile_seconds"] = 0.0
+        for k, v in figures.items():
+            trial.set_user_attr(k, v)
+        for k, v in origin.constraints.items():
+            trial.set_constraint(k, v)
+        trial.set_user_attr("continue_from", origin.number)
+        trial.set_user_attr("rung_target", target_rung)
+        self.stage = "build"
+        model = ctx.pipeline.build(cand)
+        self.stage = "load weights"
+        optuna = optuna_module()
+        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+            store = optuna.artifacts.FileSystemArtifactStore(str(ctx.artifact_dir))
+            path = Path(tmp) / "weights.pt"
+            optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=oa["artifact_id"])
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state_dict"])
+        start_rung = int(oa.get("rung", 0)) + 1
+        trial.flush()
+        return (
+            model,
+            figures,
+            {
+                "rung": start_rung,
+                "epochs": float(oa.get("budget_epochs") or 0.0),
+                "rungs": list(oa.get("rungs") or []),
+                "target": int(target_rung if target_rung is not None else start_rung),
+                "train_seconds": float(oa.get("train_seconds") or 0),
+            },
+        )
+
+    def _train_rungs(self, model: Any, seed: int, start: dict[str, Any]) -> tuple[float, float]:
+        """Train the same weights up to the target rung; returns (fp32 val accuracy, epochs reached)."""
+        ctx, trial, sched = self.ctx, self.trial, self.ctx.schedule
+        trained_epochs = epochs_before = start["epochs"]
+        rungs = start["rungs"]
+        train_seconds, samples, acc_fp32 = 0.0, 0, float("nan")
+        for r in range(start["rung"], start["target"] + 1):
+            self.stage = f"train (rung {r})"
+            t0 = time.monotonic()
+            epochs = sched.rung_epochs[r] - trained_epochs
+            stats = None
+            if epochs > 0:  # a zero rung (inherited weights) is scored without training
+                stats = ctx.pipeline.train(
+                    model,
+                    ctx.data,
+                    epochs=epochs,
+                    batch_size=sched.batch_size,
+                    lr=sched.lr,
+                    seed=seed + r,
+                    threads=ctx.threads,
+                )
+            train_seconds += time.monotonic() - t0
+            trained_epochs = sched.rung_epochs[r]
+            samples += int(getattr(stats, "samples_seen", 0) or 0)
+            self.stage = f"evaluate (rung {r})"
+            acc_fp32 = ctx.pipeline.evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
+            if not math.isfinite(acc_fp32):
+                raise FloatingPointError(f"validation accuracy is {acc_fp32}")
+            rungs.append(
+                {
+                    "rung": r,
+                    "epochs": trained_epochs,
+                    "val_accuracy": acc_fp32,
+                    "trial": trial.number,
+                    "final_loss": _finite_or_none(getattr(stats, "final_loss", None)),
+                    "seconds": time.monotonic() - t0,
+                }
+            )
+            trial.set_user_attr("rungs", rungs)
+        for k, v in (
+            ("rung", start["target"]),
+            ("max_rung", len(sched.rung_epochs) - 1),
+            ("budget_epochs", trained_epochs),
+            ("epochs_trained", trained_epochs - epochs_before),
+            ("samples_seen", samples),
+            ("train_seconds", train_seconds + start["train_seconds"]),
+            ("val_accuracy_fp32", acc_fp32),
+            ("trained", True),
+        ):
+            trial.set_user_attr(k, v)
+        return acc_fp32, trained_epochs
+
+    def _ship_and_score(
+        self, model: Any, cand: Any, plan: Any, acc_fp32: float, figures: dict[str, Any], *, measure: bool
+    ) -> float:
+        """Accuracy of what ships; on measure devices, the latency of the shipped file (once, at rung 0)."""
+        ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
+        accuracy_by_precision = {"fp32": acc_fp32}
+        val_accuracy, accuracy_source = acc_fp32, "torch (fp32)"
+        if plan.precisions != ("fp32",):
+            with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+                self.stage = "quantize"
+                calib = ctx.calibration_batch() if "int8" in plan.precisions else None
+                shipped = pipeline.ship(model, plan, Path(tmp), calibration=calib, seed=int(ctx.seed or 0))
+                trial.set_user_attr("quantization", shipped.info)
+                self.stage = "evaluate quantized"
+                val_accuracy = pipeline.evaluate(shipped, ctx.data.val, batch_size=ctx.schedule.val_batch_size)
+                accuracy_by_precision[getattr(plan, "label", cand.precision)] = val_accuracy
+                accuracy_source = f"{shipped.runtime} (shipped file)"
+                trial.set_user_attr("onnx_bytes" if shipped.format == "onnx" else "shipped_bytes", shipped.size_bytes)
+                if measure:
+                    # The graph of the shipped file does not change with training: measured once, at rung 0.
+                    self._measure_shipped(shipped, plan, figures)
+        trial.set_user_attr("accuracy_by_precision", accuracy_by_precision)
+        trial.set_user_attr("accuracy_source", accuracy_source)
+        return val_accuracy
+
+    def _measure_shipped(self, shipped: Any, plan: Any, figures: dict[str, Any]) -> None:
+        """Latency of the shipped file on every device measured here (this machine)."""
+        ctx, trial = self.ctx, self.trial
+        per_device = trial.attrs.get("per_device")
+        for dev in ctx.devices:
+            if dev.latency_source != "measure":
+                continue
+            self.stage = "measure quantized"
+            lat = ctx.pipeline.measure(shipped, time_budget_s=ctx.schedule.latency_budget_s, device=dev)
+            if lat.get("median_ms") is None:
+                continue
+            lat["label"] = f"{lat.get('label', 'measured')} (the shipped {plan.label} file)"
+            update = {"latency": lat, "latency_label": lat["label"], "latency_ms": float(lat["median_ms"])}
+            if dev.id == ctx.device.id:
+                for k, v in update.items():
+                    trial.set_user_attr(k, v)
+                figures["latency_ms"] = float(lat["median_ms"])
+            if per_device and dev.id in per_device:
+                per_device[dev.id].update(update)
+                trial.set_user_attr("per_device", per_device)
+
+    def _save_weights(self, model: Any, cand: Any, seed: int) -> None:
+        import torch
+
+        self.stage = "save weights"
+        optuna = optuna_module()
+        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+            weights = Path(tmp) / "weights.pt"
+            torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "seed": seed}, weights)
+            store = optuna.artifacts.FileSystemArtifactStore(str(self.ctx.artifact_dir))
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=store,
+                file_path=str(weights),
+                study_or_trial=self.trial.trial,
+                mimetype="application/x-pytorch",
+            )
+        self.trial.set_user_attr("artifact_id", artifact_id)

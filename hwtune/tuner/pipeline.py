@@ -1,0 +1,192 @@
+"""The candidate pipeline: build -> plan precision -> train -> ship to the runtime -> measure -> evaluate.
+
+One object per (space, device) that the tuner, the reference-point and feasibility checks and
+export all use, so what export rebuilds is exactly what the search scored. Tests (and users who
+want another trainer) subclass it and override a step instead of patching private functions::
+
+    class QuickPipeline(CandidatePipeline):
+        def train(self, model, data, **kw):
+            ...
+
+    hwtune.tune("fashion-convnet", pipeline=QuickPipeline)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune._util import jsonable
+from hwtune.tuner.inputs import input_spec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from hwtune.data import DataSplits
+    from hwtune.device import DeviceProfile
+    from hwtune.precision import PrecisionPlan
+    from hwtune.runtimes import Runtime, ShippedModel
+    from hwtune.space import Candidate, SearchSpace
+
+__all__ = ["CandidatePipeline", "ship_runtime_name"]
+
+_FALLBACK_RUNTIME = "onnxruntime"
+
+
+def ship_runtime_name(device: DeviceProfile, override: str | None = None) -> str:
+    """The runtime a candidate is shipped to and scored on for ``device``.
+
+    ``override`` (``--runtime``) wins; otherwise the profile's runtime when it is registered and
+    installed here, else ONNX Runtime (the core install), so a device whose runtime is missing still
+    gets a deployable file and an honest accuracy.
+    """
+    from hwtune.runtimes import get_runtime, list_runtimes
+
+    if override:
+        get_runtime(override).require()
+        return override
+    name = device.runtime
+    if name in list_runtimes() and name != "torch" and get_runtime(name).available():
+        return name
+    return _FALLBACK_RUNTIME
+
+
+class CandidatePipeline:
+    """The steps that turn a :class:`~hwtune.space.Candidate` into scored figures on a device.
+
+    Args:
+        space: The search space (family, input, classes, precision policies).
+        device: The device profile figures are obtained for.
+        runtime: Runtime name to ship to (default: :func:`ship_runtime_name`).
+    """
+
+    def __init__(self, space: SearchSpace, device: DeviceProfile, *, runtime: str | None = None) -> None:
+        self.space = space
+        self.device = device
+        self.runtime_name = ship_runtime_name(device, runtime)
+
+    # -- shapes ---------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        ch, size, _ = input_spec(self.space)
+        return (1, ch, size, size)
+
+    @property
+    def num_classes(self) -> int:
+        return input_spec(self.space)[2]
+
+    @property
+    def runtime(self) -> Runtime:
+        from hwtune.runtimes import get_runtime
+
+        return get_runtime(self.runtime_name)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def build(self, cand: Candidate) -> torch.nn.Module:
+        """A freshly initialised model of the candidate's architecture."""
+        from hwtune.families import create_model
+
+        ch, size, ncls = input_spec(self.space)
+        return create_model(self.space.family, cand, num_classes=ncls, in_channels=ch, input_size=size)
+
+    def initial_model(self, cand: Candidate, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
+        """The model a trial starts from: fresh weights seeded by ``seed`` (strategy ``scratch``)."""
+        import torch
+
+        torch.manual_seed(seed)
+        return self.build(cand)
+
+    @property
+    def strategy(self) -> str:
+        """How candidates get their weights (``scratch`` here; see :class:`~hwtune.tuner.inherit.InheritPipeline`)."""
+        return "scratch"
+
+    def plan(self, cand: Candidate) -> PrecisionPlan:
+        """The candidate's precision per module prefix (uniform or mixed)."""
+        from hwtune.families import get_family
+        from hwtune.precision import PrecisionPlan
+
+        fam = get_family(self.space.family)
+        return PrecisionPlan.coerce(cand.precision_plan(fam.stage_prefixes(cand)))
+
+    def profile(
+        self,
+        model: torch.nn.Module,
+        plan: PrecisionPlan,
+        *,
+        measure: bool,
+        time_budget_s: float,
+        device: DeviceProfile | None = None,
+    ) -> dict[str, Any]:
+        """The cheap profile (no training): MACs, params, bytes, peak activations, latency, fits."""
+        from hwtune.profiler import profile_model
+
+        rep = profile_model(
+            model,
+            self.input_shape,
+            device=device or self.device,
+            precision=plan,
+            measure=measure,
+            layers=False,
+            time_budget_s=time_budget_s,
+        )
+        d = rep.to_dict()
+        d.pop("layers", None)
+        d.pop("device", None)
+        return d
+
+    def train(
+        self,
+        model: torch.nn.Module,
+        data: DataSplits,
+        *,
+        epochs: float,
+        batch_size: int,
+        lr: float | None,
+        seed: int,
+        threads: int | None = None,
+    ) -> Any:
+        """Train ``model`` in place for ``epochs`` (fractional epochs allowed); returns the train stats."""
+        from hwtune.training import TrainBudget, train
+
+        kw: dict[str, Any] = {"budget": TrainBudget(epochs=epochs), "batch_size": batch_size, "seed": seed}
+        if lr is not None:
+            kw["lr"] = lr
+        return train(model, data, progress=False, threads=threads, **kw)
+
+    def evaluate(self, target: Any, dataset: Any, *, batch_size: int) -> float:
+        """Validation accuracy of a module (torch) or of a shipped file (its runtime)."""
+        from hwtune.training import evaluate
+
+        path = getattr(target, "path", target)
+        return float(evaluate(path, dataset, batch_size=batch_size).accuracy)
+
+    def ship(
+        self,
+        model: torch.nn.Module,
+        plan: PrecisionPlan,
+        workdir: Path,
+        *,
+        calibration: np.ndarray | None,
+        seed: int,
+    ) -> ShippedModel:
+        """The file that ships ``model`` at ``plan`` on the pipeline's runtime (quantized when the plan says so)."""
+        import torch
+
+        rt = self.runtime
+        example = torch.zeros(*self.input_shape)
+        out = Path(workdir) / f"model{rt.suffix}"
+        return rt.export(model, example, plan, out, calibration=calibration, device=self.device, seed=seed)
+
+    def measure(
+        self, shipped: ShippedModel, *, time_budget_s: float, device: DeviceProfile | None = None
+    ) -> dict[str, Any]:
+        """Latency of the shipped file measured on this machine with the device's threads."""
+        import numpy as np
+
+        dev = device or self.device
+        rt = self.runtime
+        example = np.zeros(self.input_shape, dtype=np.float32)
+        m = rt.measure_latency(shipped, example, threads=dev.threads, time_budget_s=time_budget_s)
+        return jsonable(m.to_dict())

@@ -84,8 +84,8 @@ def bench_family(family: str, knobs: dict[str, Any], splits, args: argparse.Name
     from hwtune.data import calibration_batch
     from hwtune.families import create_model
     from hwtune.onnx_export import export_onnx
-    from hwtune.profiler import profile_model
-    from hwtune.quant import QuantConfig, compare_op_times, node_precisions, onnx_weight_bytes, quantize
+    from hwtune.profiler import compare_op_times, profile_model
+    from hwtune.quant import QuantConfig, node_precisions, onnx_weight_bytes, quantize
     from hwtune.training import TrainBudget, evaluate, train
 
     c, h, _ = splits.input_shape
@@ -163,7 +163,8 @@ def bench_large(label: str, family: str, knobs: dict[str, Any], size: int, args:
 
     from hwtune.families import create_model
     from hwtune.onnx_export import export_onnx
-    from hwtune.quant import QuantConfig, compare_op_times, quantize
+    from hwtune.profiler import compare_op_times
+    from hwtune.quant import QuantConfig, quantize
 
     log(f"[{label}] export, int8 (random calibration), measure")
     torch.manual_seed(args.seed)

@@ -1,10 +1,14 @@
-"""Search benchmark: hwtune's schedule vs plain NSGA-II (full budget) vs random search, equal wall clock.
+"""Search benchmark: weight inheritance vs hwtune's scratch schedule vs plain NSGA-II vs random, equal wall clock.
 
 Every method gets the same wall-clock budget ``T`` per run, the same recipe, device, data, full
 training budget per candidate, thread count and hypervolume reference point; only the search
 differs:
 
-* ``hwtune``      NSGA-II + multi-objective successive halving (rungs 0.25, 1 of the full budget);
+* ``inherit``     strategy ``inherit``: one parent trained with the sandwich rule (its training time
+                  counts against the budget), candidates extracted from it, BN-recalibrated and scored
+                  without training (rung 0), promoted ones fine-tuned 0.25 then 1 epoch (distilled);
+* ``hwtune``      strategy ``scratch``: NSGA-II + multi-objective successive halving (rungs 0.25, 1 of the
+                  full budget), every candidate trained from its own initialization;
 * ``nsga2-full``  NSGA-II, every feasible candidate trained to the full budget (plain Optuna usage);
 * ``random``      random sampling, full budget.
 
@@ -41,9 +45,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 METHODS = {
-    "hwtune": {"sampler": "nsga2", "rungs": (0.25, 1.0)},
-    "nsga2-full": {"sampler": "nsga2", "rungs": (1.0,)},
-    "random": {"sampler": "random", "rungs": (1.0,)},
+    "inherit": {"sampler": "nsga2", "rungs": (0.25, 1.0), "strategy": "inherit"},
+    "hwtune": {"sampler": "nsga2", "rungs": (0.25, 1.0), "strategy": "scratch"},
+    "nsga2-full": {"sampler": "nsga2", "rungs": (1.0,), "strategy": "scratch"},
+    "random": {"sampler": "random", "rungs": (1.0,), "strategy": "scratch"},
 }
 
 
@@ -62,6 +67,14 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--recipe", default="fashion-convnet")
     p.add_argument("--device", default="host")
     p.add_argument("--epochs", type=float, default=1.0, help="full training budget per candidate (epochs)")
+    p.add_argument(
+        "--parent-epochs", type=float, default=None, help="parent training of 'inherit' (default: the recipe's)"
+    )
+    p.add_argument(
+        "--method-budget",
+        default="",
+        help="per-method wall-clock budgets overriding --budget-s, e.g. inherit=600 (s)",
+    )
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--val-limit", type=int, default=None)
     p.add_argument(
@@ -94,6 +107,8 @@ def _worker(spec: dict[str, Any]) -> None:
     out = Path(spec["out_dir"])
     if (out / "study.db").exists():
         (out / "study.db").unlink()  # a benchmark run always starts from scratch
+    # Every run trains its own parent: the parent cache is per run, so its training counts in the budget.
+    os.environ["XDG_CACHE_HOME"] = str(out / "cache")
     started = time.time()
     result = tune(
         spec["recipe"],
@@ -110,6 +125,8 @@ def _worker(spec: dict[str, Any]) -> None:
         progress=False,
         reports=False,
         threads=threads,
+        strategy=m["strategy"],
+        parent_epochs=spec.get("parent_epochs"),
     )
     (out / "run.json").write_text(
         json.dumps({"started": started, "storage": result.storage, "study": result.study_name})
@@ -143,9 +160,20 @@ def _analyse(run_dir: Path, ref: dict[str, float], checkpoints: list[float], lat
     res = load_result(info["storage"], info["study"])
     res = res.with_trials(res.trials, reference_point=ref)
     trials = [t for t in res.trials if t.finished and t.started]
-    t0 = min(datetime.fromisoformat(t.started) for t in trials) if trials else None
+    # Time counts from the process's call to tune(): the parent's training (inherit) is in the budget.
+    t0 = datetime.fromtimestamp(info["started"])
+    first = min((datetime.fromisoformat(t.started) for t in trials), default=t0)
+    offset = (first - t0).total_seconds()
     hist = res.hypervolume_history()
-    out: dict[str, Any] = {"history": [[round(h[0], 2), h[1], h[2]] for h in hist], "at": {}}
+    out: dict[str, Any] = {"history": [[round(h[0] + offset, 2), h[1], h[2]] for h in hist], "at": {}}
+    fresh = [
+        float(t.figures.wall_seconds)
+        for t in trials
+        if t.trained and t.figures.continue_from is None and t.duplicate_of is None and t.figures.wall_seconds
+    ]
+    out["seconds_per_candidate_median"] = statistics.median(fresh) if fresh else None
+    out["parent_seconds"] = (res.meta.parent or {}).get("seconds")
+    out["seconds_to_first_trial"] = offset
     for c in checkpoints:
         done = [t for t in trials if (datetime.fromisoformat(t.finished) - t0).total_seconds() <= c]
         hv = hypervolume(done, res.objective_specs, ref)
@@ -179,7 +207,7 @@ def _plot(runs: list[dict[str, Any]], histories: dict[tuple[str, int], list], bu
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     grid = np.linspace(0, budget_s, 200)
-    colors = {"hwtune": "tab:blue", "nsga2-full": "tab:orange", "random": "tab:green"}
+    colors = {"inherit": "tab:red", "hwtune": "tab:blue", "nsga2-full": "tab:orange", "random": "tab:green"}
     for method in dict.fromkeys(m for m, _ in histories):
         curves = []
         for (m, _seed), hist in histories.items():
@@ -215,7 +243,13 @@ def main() -> int:
         print(f"unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    checkpoints = sorted({round(float(c) * args.budget_s, 1) for c in args.checkpoints.split(",")})
+    budgets = {m: args.budget_s for m in methods}
+    for item in filter(None, (x.strip() for x in args.method_budget.split(","))):
+        name, _, value = item.partition("=")
+        budgets[name.strip()] = float(value)
+    checkpoints = sorted(
+        {round(float(c) * args.budget_s, 1) for c in args.checkpoints.split(",")} | {float(b) for b in budgets.values()}
+    )
     ref, lat_budget = _reference(args)
     print(f"reference point {ref}; latency budget for best accuracy {lat_budget:.4f} ms", flush=True)
     data: dict[str, Any] = {"name": "fashion-mnist"}
@@ -231,7 +265,8 @@ def main() -> int:
                 {
                     "method": method,
                     "seed": seed,
-                    "budget_s": args.budget_s,
+                    "budget_s": budgets[method],
+                    "parent_epochs": args.parent_epochs,
                     "threads": args.threads,
                     "recipe": args.recipe,
                     "device": args.device,
@@ -273,10 +308,19 @@ def main() -> int:
         if rc != 0:
             print(f"run {job['method']} seed {job['seed']} failed (see {job['out_dir']}/worker.log)", file=sys.stderr)
             continue
-        a = _analyse(Path(job["out_dir"]), ref, checkpoints, lat_budget)
+        a = _analyse(Path(job["out_dir"]), ref, [c for c in checkpoints if c <= job["budget_s"]], lat_budget)
         histories[(job["method"], job["seed"])] = a["history"]
         for c, v in a["at"].items():
-            runs.append({"method": job["method"], "seed": job["seed"], "budget_s": c, **v})
+            runs.append(
+                {
+                    "method": job["method"],
+                    "seed": job["seed"],
+                    "budget_s": c,
+                    "seconds_per_candidate_median": a["seconds_per_candidate_median"],
+                    "parent_seconds": a["parent_seconds"],
+                    **v,
+                }
+            )
 
     summary: dict[str, Any] = {}
     for method in methods:
@@ -289,8 +333,14 @@ def main() -> int:
                 for r in runs
                 if r["method"] == method and r["budget_s"] == c and r["best_accuracy_under_budget"] is not None
             ]
+            spc = [
+                r["seconds_per_candidate_median"]
+                for r in runs
+                if r["method"] == method and r["budget_s"] == c and r["seconds_per_candidate_median"] is not None
+            ]
             if hv:
                 summary[method][str(c)] = {
+                    "seconds_per_candidate_median": statistics.median(spc) if spc else None,
                     "hv_mean": statistics.fmean(hv),
                     "hv_min": min(hv),
                     "hv_max": max(hv),
@@ -298,6 +348,15 @@ def main() -> int:
                     "best_accuracy_under_budget_mean": statistics.fmean(acc) if acc else None,
                 }
     claims = []
+    if "inherit" in summary and "hwtune" in summary:
+        inh = summary["inherit"]
+        for ci in sorted(inh, key=float):
+            for cs in sorted(summary["hwtune"], key=float):
+                a, b = inh[ci]["hv_mean"], summary["hwtune"][cs]["hv_mean"]
+                claims.append(
+                    f"inherit at {float(ci):g} s HV {a:.4f} {'>=' if a >= b else '<'} scratch (hwtune) at "
+                    f"{float(cs):g} s HV {b:.4f}"
+                )
     if "hwtune" in summary:
         for c in checkpoints:
             base = summary["hwtune"].get(str(c))
@@ -326,7 +385,16 @@ def main() -> int:
             "workers": args.workers,
             "seeds": seeds,
             "data": data,
-            "methods": {m: {"sampler": METHODS[m]["sampler"], "rungs": list(METHODS[m]["rungs"])} for m in methods},
+            "methods": {
+                m: {
+                    "sampler": METHODS[m]["sampler"],
+                    "rungs": list(METHODS[m]["rungs"]),
+                    "strategy": METHODS[m]["strategy"],
+                    "budget_s": budgets[m],
+                }
+                for m in methods
+            },
+            "parent_epochs": args.parent_epochs,
         },
         "runs": runs,
         "summary": summary,
@@ -339,14 +407,18 @@ def main() -> int:
     if histories:
         _plot(runs, histories, args.budget_s, out_path.with_suffix(".png"))
     print(
-        f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} {'best acc@lat':>13}"
+        f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} "
+        f"{'best acc@lat':>13} {'s/cand':>7}"
     )
     for method, per in summary.items():
         for c, v in per.items():
             acc = v["best_accuracy_under_budget_mean"]
+            spc = v["seconds_per_candidate_median"]
+            acc_txt = "-" if acc is None else f"{100 * acc:.2f}%"
+            spc_txt = "-" if spc is None else f"{spc:.1f}"
             print(
                 f"{method:<12} {float(c):>9.0f} {v['hv_mean']:>9.4f} {v['hv_min']:>8.4f} {v['hv_max']:>8.4f} "
-                f"{v['trials_mean']:>7.1f} {'-' if acc is None else f'{100 * acc:.2f}%':>13}"
+                f"{v['trials_mean']:>7.1f} {acc_txt:>13} {spc_txt:>7}"
             )
     for line in claims:
         print(line)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+import hwtune.runtimes  # noqa: F401  (light: registers runtime names so profiles naming others are refused)
 from hwtune._version import __version__
 
 # public name -> module that defines it

@@ -81,7 +81,10 @@ def _pick_format(format: str | None, pipeline: CandidatePipeline) -> str:
 
     if format is None:
         return pipeline.runtime_name
-    by_format = {get_runtime(n).format: n for n in list_runtimes() if get_runtime(n).format != "torch"}
+    by_format: dict[str, str] = {}
+    for n in list_runtimes():  # sorted: for .tflite, litert comes before tflite-micro
+        if get_runtime(n).format != "torch":
+            by_format.setdefault(get_runtime(n).format, n)
     if format not in by_format:
         raise ConfigError(
             f"format must be one of {', '.join(sorted(by_format))}, got {format!r}{did_you_mean(str(format), by_format)}"

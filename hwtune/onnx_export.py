@@ -22,7 +22,9 @@ OUTPUT_NAME = "logits"
 OPSET = 17
 
 
-def export_onnx(model: torch.nn.Module, example_input: torch.Tensor, path: str | Path, *, dynamic_batch: bool = True) -> Path:
+def export_onnx(
+    model: torch.nn.Module, example_input: torch.Tensor, path: str | Path, *, dynamic_batch: bool = True
+) -> Path:
     """Export ``model`` (in eval mode) to ``path`` and return the path.
 
     Uses the TorchScript-based exporter (``dynamo=False``): the dynamo exporter needs the extra

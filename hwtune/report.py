@@ -222,8 +222,10 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
         lines += [
             "## Finalized front",
             "",
-            "Trials trained to convergence after the search (`hwtune finalize`), scored again as shipped; "
-            "the search front above keeps the search's figures.",
+            (
+                "Trials trained to convergence after the search (`hwtune finalize`), scored again as shipped; "
+                "the search front above keeps the search's figures."
+            ),
             "",
             result.front_table(markdown=True, finalized=True),
             "",

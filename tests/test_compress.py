@@ -1,4 +1,4 @@
-"""hwtune.compress: loading a user's model, deriving its space, applying candidates."""
+"""hwtune.compression: loading a user's model, deriving its space, applying candidates."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import torch.nn.functional as F
+from torch import nn
 
-import hwtune  # noqa: E402
-from hwtune.compress import (  # noqa: E402
+import hwtune
+from hwtune.compression import (
     CompressCandidate,
     CompressSpace,
     apply_candidate,
@@ -31,9 +31,9 @@ from hwtune.compress import (  # noqa: E402
     stage_prefixes,
     state_sha256,
 )
-from hwtune.errors import ConfigError, ModelError, UnknownNameError  # noqa: E402
-from hwtune.onnx_export import export_onnx  # noqa: E402
-from hwtune.profiler import count_flops  # noqa: E402
+from hwtune.errors import ConfigError, ModelError, UnknownNameError
+from hwtune.graph import count_flops
+from hwtune.onnx_export import export_onnx
 
 
 @pytest.fixture(autouse=True)
@@ -149,8 +149,8 @@ def _smallest(space: CompressSpace) -> dict:
     return {k: v[-1] for k, v in space.param_choices().items()}
 
 
-def _check_pruned(model, space, params, x, tmp_path: Path) -> tuple[nn.Module, dict]:
-    """Apply, then: runs, expected channel counts, ONNX export agrees with torch, info JSON-able."""
+def _check_pruned(model, space, params, x, tmp_path: Path, *, onnx: bool = True) -> tuple[nn.Module, dict]:
+    """Apply, then: runs, expected channel counts, info JSON-able, ONNX export agrees with torch."""
     pruned, info = apply_candidate(model, space, params, example_input=x)
     cand = space.candidate(params) if isinstance(params, dict) else params
     mods = dict(pruned.named_modules())
@@ -158,7 +158,9 @@ def _check_pruned(model, space, params, x, tmp_path: Path) -> tuple[nn.Module, d
     for st in space.stages:
         width = cand.choice(st.name).width
         for g in st.groups:
-            live = [layer for layer in g.layers if layer in mods and not any(layer.startswith(b + ".") for b in dropped)]
+            live = [
+                layer for layer in g.layers if layer in mods and not any(layer.startswith(b + ".") for b in dropped)
+            ]
             for layer in live:
                 m = mods[layer]
                 got = m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
@@ -172,6 +174,8 @@ def _check_pruned(model, space, params, x, tmp_path: Path) -> tuple[nn.Module, d
     assert info["macs_after"] == count_flops(pruned, x).macs
     assert info["params_after"] == sum(p.numel() for p in pruned.parameters())
     json.dumps(info)
+    if not onnx:
+        return pruned, info
     onnx_path = export_onnx(pruned, x, tmp_path / "pruned.onnx")
     import onnxruntime as ort
 
@@ -213,7 +217,7 @@ def test_resnet18_space_and_pruning(tmp_path):
     assert pruned.conv1.in_channels == 3  # input channels never pruned
     assert pruned.fc.out_features == 10
     assert info["macs_after"] < 0.35 * info["macs_before"]
-    _check_pruned(model, space, _smallest(space), x, tmp_path)
+    _check_pruned(model, space, _smallest(space), x, tmp_path, onnx=False)
 
 
 def test_mobilenet_v2_space_and_pruning(tmp_path):
@@ -228,7 +232,7 @@ def test_mobilenet_v2_space_and_pruning(tmp_path):
     # The depthwise conv is pruned together with the expansion conv feeding it.
     g = next(g for st in space.stages for g in st.groups if g.root == "features.2.conv.1.0")
     assert set(g.layers) == {"features.2.conv.0.0", "features.2.conv.1.0"}
-    _check_pruned(model, space, space.uniform(0.75), x, tmp_path)
+    _check_pruned(model, space, space.uniform(0.75), x, tmp_path, onnx=False)
     pruned, _ = _check_pruned(model, space, _smallest(space), x, tmp_path)
     assert pruned.classifier[1].out_features == 10
 
@@ -287,7 +291,7 @@ def test_depth_drop_keeps_shapes_and_is_exactly_a_block_removal(tmp_path):
     space = derive_space(model, x)
     params = {**space.baseline().params(), "stage2.depth": 1, "stage4.depth": 0}
     assert dropped_blocks(space, params) == ["layer1.1", "layer3.1"]  # the deepest of stage 2 goes first
-    pruned, info = _check_pruned(model, space, params, x, tmp_path)
+    pruned, info = _check_pruned(model, space, params, x, tmp_path, onnx=False)
     by_hand = torchvision.models.resnet18(num_classes=10).eval()
     by_hand.load_state_dict(model.state_dict())
     by_hand.layer1[1] = nn.Identity()
@@ -301,11 +305,13 @@ def test_baseline_candidate_changes_nothing():
     model = CustomNet().eval()
     x = _x()
     space = derive_space(model, x)
+    before = state_sha256(model)
     pruned, info = apply_candidate(model, space, space.baseline(), example_input=x)
     with torch.no_grad():
         assert torch.equal(pruned(x), model(x))
     assert info["macs_after"] == info["macs_before"] and info["dropped_blocks"] == []
-    assert pruned is not model and model.stem[0].out_channels == 16  # the parent is untouched
+    apply_candidate(model, space, _smallest(space), example_input=x)
+    assert state_sha256(model) == before and model.stem[0].out_channels == 16  # the parent is untouched
 
 
 def test_taylor_importance_needs_a_batch_and_ranks_differently():
@@ -420,8 +426,11 @@ def test_space_toml_round_trip_and_edits(tmp_path):
     edited = CompressSpace.from_toml(path)
     assert edited.param_choices()["stage1.width"] == (1.0, 0.5)
     # Bad edits: every problem, each naming the file and key.
-    text = space.to_toml().replace("depth = [2, 1, 0]", "depth = [3]").replace('precision = ["fp32", "int8"]',
-                                                                              'precision = ["int4"]', 1)
+    text = (
+        space.to_toml()
+        .replace("depth = [2, 1, 0]", "depth = [3]")
+        .replace('precision = ["fp32", "int8"]', 'precision = ["int4"]', 1)
+    )
     path.write_text(text.replace("round_to = 1", "round_to = 1\nwidht = 2"))
     with pytest.raises(ConfigError) as err:
         CompressSpace.from_toml(path)
@@ -611,3 +620,31 @@ def test_factory_and_weights_mismatch_errors(factory_file, tmp_path):
     with pytest.raises(ModelError) as err:
         load_user_model(f"{factory_file}:build", weights=tmp_path / "three.pt")
     assert "4.weight is (3, 8) in the file, (10, 8) in the model" in _one_line(err)
+
+
+def test_public_names_pinned():
+    import hwtune.compression as hc
+
+    assert hc.__all__ == [
+        "ChannelGroup",
+        "CompressCandidate",
+        "CompressSpace",
+        "StageChoice",
+        "StageSpace",
+        "apply_candidate",
+        "check_model",
+        "check_space",
+        "derive_space",
+        "dropped_blocks",
+        "kept_channels",
+        "load_user_model",
+        "load_weights",
+        "precision_plan",
+        "read_state_dict",
+        "stage_prefixes",
+        "state_sha256",
+    ]
+    for name in hc.__all__:
+        assert getattr(hc, name) is not None
+    with pytest.raises(ConfigError, match="stage 's1' must be"):
+        CompressCandidate.from_dict({"stages": {"s1": {"width": "wide", "depth": 0, "precision": "fp32"}}})

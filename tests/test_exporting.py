@@ -51,24 +51,24 @@ def test_export_round_trip_manifest_matches_a_fresh_ort_evaluation(tuned_study, 
         assert m["quantization"]["calibration_source"] == "data"
 
 
-def test_export_refuses_a_model_that_lost_accuracy(tuned_study, tmp_path, monkeypatch):
-    from hwtune import search
+def test_export_refuses_a_model_that_lost_accuracy(tuned_study, tmp_path):
     from hwtune.exporting import export
+    from hwtune.tuner import CandidatePipeline
 
-    real_ship = search._ship
+    class BrokenShip(CandidatePipeline):
+        """A conversion that breaks the model (every logit equal), injected as the export's pipeline."""
 
-    def broken_ship(model, *args, **kwargs):
-        import torch
+        def ship(self, model, *args, **kwargs):
+            import torch
 
-        with torch.no_grad():
-            for p in model.parameters():
-                p.zero_()  # a broken conversion: every logit equal
-        return real_ship(model, *args, **kwargs)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.zero_()
+            return super().ship(model, *args, **kwargs)
 
-    monkeypatch.setattr(search, "_ship", broken_ship)
     trial = next(t for t in tuned_study.trials if t.trained and t.accuracy > 0.2)
     with pytest.raises(ExportError, match="refusing to write it"):
-        export(tuned_study, trial.number, tmp_path / "bad")
+        export(tuned_study, trial.number, tmp_path / "bad", pipeline=BrokenShip)
     assert not (tmp_path / "bad" / "model.onnx").exists()
     assert not (tmp_path / "bad" / "manifest.json").exists()
 
@@ -79,8 +79,8 @@ def test_export_bad_inputs(tuned_study, tmp_path, capsys):
 
     with pytest.raises(StudyError, match="has no trial 999"):
         export(tuned_study, 999, tmp_path / "x")
-    with pytest.raises(ConfigError, match="format must be one of onnx"):
-        export(tuned_study, tuned_study.knee.number, tmp_path / "x", format="tflite")
+    with pytest.raises(ConfigError, match="format must be one of .*onnx.*got 'onx'; did you mean 'onnx'"):
+        export(tuned_study, tuned_study.knee.number, tmp_path / "x", format="onx")
     with pytest.raises(StudyError, match="no study 'nope'"):
         export(tuned_study.storage, 0, tmp_path / "x", study_name="nope")
     rc = main(

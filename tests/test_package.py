@@ -51,7 +51,7 @@ for name in hwtune.__all__:
         bad.append(name)
 print(len(mods), bad)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     n, bad = out.stdout.split(" ", 1)
     assert int(n) > 30 and bad.strip() == "[]"

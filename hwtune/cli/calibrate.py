@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from hwtune.errors import ConfigError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "calibration_lines", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -22,17 +23,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "calibrate",
         help="fit the latency predictor to device measurements and write a calibrated profile",
         description=(
-            "Fit the latency predictor's coefficients and write them as the [calibration] table of a profile TOML "
-            "(the rest of the file is kept as it is). RESULTS is the JSON/CSV that scripts/profile_device.py wrote "
-            "on the device; --networks takes whole-network latencies instead (a CSV with columns latency_ms, "
-            "input_shape and family+knobs or arch; 4-10 rows is the intended size)."
+            "Fit the latency predictor and write it as the [calibration] table of a profile TOML (the rest of the "
+            "file is kept as it is). RESULTS is the JSON/CSV that scripts/profile_device.py wrote on the device; "
+            "--networks takes whole-network latencies instead (a CSV with columns latency_ms, batch_size, "
+            "input_shape and family+knobs or arch; 3-10 rows is the intended size): the model form (MACs; MACs + "
+            "memory + per-kernel cost; per-op) is chosen by leave-one-out and reported next to FLOPs alone."
         ),
     )
     p.add_argument("results", nargs="?", help="micro-benchmark results from scripts/profile_device.py (.json or .csv)")
     p.add_argument("--networks", metavar="CSV", help="whole-network measurements instead of micro-benchmarks")
-    p.add_argument("--spec", action="store_true", help="write spec-derived coefficients (no measurements)")
-    p.add_argument("--spec-error-pct", type=float, default=None,
-                   help="with --spec: typical error of spec coefficients to record (measured elsewhere)")
+    p.add_argument("--spec", action="store_true",
+                   help="write the spec-only model (no measurements; error measured on other devices)")
     p.add_argument("--base", required=True, help="profile to start from: bundled id or path to a .toml")
     p.add_argument("--out", required=True, help="profile TOML to write (may be the --base file itself)")
     p.add_argument("--description", default=None, help="one line describing the measurements")
@@ -42,6 +43,42 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the written [calibration] table as JSON")
     p.set_defaults(func=run)
     return p
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "n/a"
+    return f"{v * 100:.0f}%" if pct else f"{v:.3g}"
+
+
+def calibration_lines(t: Mapping[str, Any]) -> list[str]:
+    """Human lines for a ``[calibration]`` table: form, error bars, FLOPs on the same rows.
+
+    ``hwtune devices show`` can print the same lines.
+    """
+    lines = []
+    form = t.get("form", "roofline")
+    if t.get("executes"):
+        form += f" ({t['executes']} lowering)"
+    lines.append(f"form: {form}   [{t.get('method')}, {t.get('n_samples', 0)} samples]")
+    lines.append(f"{'':12s}{'median err':>11s}{'within 10%':>12s}{'Spearman':>10s}")
+    lines.append(f"{'hwtune':12s}{_fmt(t.get('error_pct')) + '%':>11s}{_fmt(t.get('within_10pct'), True):>12s}"
+                 f"{_fmt(t.get('spearman')):>10s}")
+    if any(k in t for k in ("flops_error_pct", "flops_spearman", "flops_within_10pct")):
+        lines.append(f"{'FLOPs alone':12s}{_fmt(t.get('flops_error_pct')) + '%':>11s}"
+                     f"{_fmt(t.get('flops_within_10pct'), True):>12s}{_fmt(t.get('flops_spearman')):>10s}")
+    if t.get("validation"):
+        lines.append(f"measured: {t['validation']}")
+    forms = t.get("forms")
+    if isinstance(forms, Mapping) and forms:
+        tried = ", ".join(f"{k} {_fmt(v.get('loo_error_pct'))}%/{_fmt(v.get('loo_spearman'))}"
+                          for k, v in forms.items() if isinstance(v, Mapping))
+        lines.append(f"forms tried (leave-one-out median error / Spearman): {tried}")
+    if t.get("batch_sizes"):
+        lines.append(f"batch sizes measured: {', '.join(str(b) for b in t['batch_sizes'])}")
+    for note in t.get("notes") or ():
+        lines.append(f"note: {note}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,18 +95,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.networks:
         report = calibrate_networks(args.networks, args.base, args.out, description=args.description)
     else:
-        report = calibrate_spec(args.base, args.out, error_pct=args.spec_error_pct, description=args.description)
+        report = calibrate_spec(args.base, args.out, description=args.description)
     t = report.table
     if args.json:
         json.dump({"path": str(report.path), "calibration": dict(t)}, sys.stdout, indent=1)
         print()
         return 0
     print(f"wrote [calibration] ({t['method']}, {t['n_samples']} samples) to {report.path}")
-    if "error_pct" in t:
-        extra = ""
-        if "within_10pct" in t:
-            extra = f", {t['within_10pct'] * 100:.0f}% within +-10%, Spearman {t.get('spearman')}"
-        print(f"median error {t['error_pct']}%{extra} ({t.get('validation', '')})")
-    if t.get("scales"):
-        print("scales over the priors: " + ", ".join(f"{k} x{v}" for k, v in t["scales"].items()))
+    for line in calibration_lines(t):
+        print(line)
     return 0

@@ -547,4 +547,3 @@ def _assemble(model: nn.Module, example: torch.Tensor, plan: PrecisionPlan, tr: 
         traced_with=tr.traced_with,
         notes=tuple(notes),
     )
-

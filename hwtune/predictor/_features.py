@@ -126,7 +126,7 @@ class LayerFeatures:
 
 
 def _numel(shape: Sequence[int]) -> int:
-    return math.prod(int(s) for s in shape) if shape else 0
+    return math.prod(shape) if shape else 0
 
 
 def _round_up(n: int, block: int) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hwtune.errors import CalibrationError
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor._features import NO_LOWERING, Lowering
-from hwtune.predictor._forms import EXECUTES, FORMS, FormModel, _form_matrix
+from hwtune.predictor._forms import EXECUTES, FORMS, FormModel, form_column_names
 from hwtune.predictor._model import Coefficients
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def form_from_table(table: Mapping[str, Any], where: str) -> FormModel | None:
     if not isinstance(coeffs, Mapping):
         problems.append(f"{where}: calibration.form_coefficients must be a table of column = number, got {coeffs!r}")
         coeffs = {}
-    names = _form_matrix(form)[0] if form in FORMS else ()
+    names = form_column_names(form) if form in FORMS else ()
     for k, v in coeffs.items():
         if k not in names:
             problems.append(f"{where}: calibration.form_coefficients.{k}: not a column of form {form!r} "

@@ -152,7 +152,10 @@ def _broadcast(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
 
 _NAME_RE = re.compile(r"^(.*?)(?:_(\d+))?$")
 _ILLEGAL = re.compile(r"[^0-9a-zA-Z_]+")
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_CAMEL = re.compile(r"(?<=[a-z])([A-Z])")  # torch.fx._snake_case
+
+
+_CANDIDATES: dict[str, tuple[str, str, str | None]] = {}
 
 
 class _Namespace:
@@ -163,12 +166,17 @@ class _Namespace:
         self.count: dict[str, int] = {}
 
     def create(self, candidate: str) -> str:
-        candidate = _ILLEGAL.sub("_", _CAMEL.sub("_", candidate).lower()) or "_unnamed"
-        if candidate[0].isdigit():
-            candidate = "_" + candidate
-        m = _NAME_RE.match(candidate)
-        assert m is not None
-        base, num_text = m.group(1), m.group(2)
+        try:
+            candidate, base, num_text = _CANDIDATES[candidate]
+        except KeyError:
+            raw = candidate
+            candidate = _ILLEGAL.sub("_", _CAMEL.sub(r"_\1", candidate).lower()) or "_unnamed"
+            if candidate[0].isdigit():
+                candidate = "_" + candidate
+            m = _NAME_RE.match(candidate)
+            assert m is not None
+            base, num_text = m.group(1), m.group(2)
+            _CANDIDATES[raw] = (candidate, base, num_text)
         if num_text is None or candidate in self.used:
             num = self.count.get(base, 0)
         else:
@@ -203,9 +211,9 @@ class _Lowerer:
     def add(self, name: str, op_type: str, precision: str, inputs: Sequence[_T], out: tuple[int, ...], *,
             macs: int = 0, wbytes: int = 0, kernel: tuple[int, int] | None = None, constant: bool = False,
             identity: bool = False) -> _T:
-        prods = {t.src for t in inputs}
+        prods = (inputs[0].src,) if len(inputs) == 1 else tuple(sorted({t.src for t in inputs}))
         self.rows.append([name, op_type, precision, tuple(t.shape for t in _unique(inputs)), out, int(macs),
-                          int(wbytes), kernel, tuple(sorted(prods)), constant, identity])
+                          int(wbytes), kernel, prods, constant, identity])
         return _T(out, len(self.rows) - 1)
 
     def module_name(self, path: str) -> str:
@@ -216,13 +224,11 @@ class _Lowerer:
 
     # -- modules ---------------------------------------------------------------------------
     def module(self, mod: Any, path: str, args: Sequence[Any]) -> Any:
-        from torch import nn
-
         cls = type(mod)
         handler = _wiring_handler(cls)
         if handler is not None:
             return handler(self, mod, path, args)
-        if cls.forward is nn.Sequential.forward:
+        if cls.forward is _sequential_forward():
             if len(args) != 1:
                 raise StructureUnsupported(f"{path}: Sequential called with {len(args)} inputs")
             x = args[0]
@@ -314,7 +320,20 @@ class _Lowerer:
         return out
 
 
-def _unique(inputs: Sequence[_T]) -> list[_T]:
+_SEQ_FORWARD: list[Any] = []
+
+
+def _sequential_forward() -> Any:
+    if not _SEQ_FORWARD:
+        from torch import nn
+
+        _SEQ_FORWARD.append(nn.Sequential.forward)
+    return _SEQ_FORWARD[0]
+
+
+def _unique(inputs: Sequence[_T]) -> Sequence[_T]:
+    if len(inputs) == 1:
+        return inputs
     seen: list[_T] = []
     for t in inputs:
         if not any(t is s for s in seen):
@@ -385,76 +404,130 @@ _ELEMENTWISE_MODULES = {"ReLU": "relu", "ReLU6": "relu6", "Hardswish": "hardswis
                         "Hardsigmoid": "other", "Mish": "other", "Softmax": "softmax"}
 _IDENTITY_MODULES = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
                                "FeatureAlphaDropout", "Identity"})
+_LEAVES: dict[type, Callable[..., _T] | None] = {}
+
+
+def _conv(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    shape = x.shape
+    if mod.transposed or len(shape) != len(mod.kernel_size) + 2 or shape[1] != mod.in_channels:
+        raise StructureUnsupported(f"{path}: {type(mod).__name__} does not take input {shape}")
+    same = mod.padding == "same"
+    pads = (0,) * len(mod.kernel_size) if isinstance(mod.padding, str) else tuple(mod.padding)
+    spatial = tuple(h if same else _window_out(h, k, s, p, d, False)
+                    for h, k, s, p, d in zip(shape[2:], mod.kernel_size, mod.stride, pads, mod.dilation))
+    if min(spatial) < 1:
+        raise StructureUnsupported(f"{path}: input {shape} is smaller than the kernel")
+    k_area = math.prod(mod.kernel_size)
+    macs = shape[0] * mod.out_channels * math.prod(spatial) * (mod.in_channels // mod.groups) * k_area
+    kind = "dwconv" if mod.groups == mod.in_channels and mod.in_channels > 1 else (
+        "pwconv" if mod.groups == 1 and k_area == 1 else "conv")
+    wb = weight_bytes(prec, weight_numel=mod.weight.numel(), out_channels=mod.out_channels,
+                      bias_numel=mod.bias.numel() if mod.bias is not None else 0) if own else 0
+    return lw.add(lw.module_name(path), kind, prec, [x], (shape[0], mod.out_channels, *spatial), macs=macs,
+                  wbytes=wb, kernel=_pair(tuple(mod.kernel_size)))
+
+
+def _linear(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    shape = x.shape
+    if shape[-1] != mod.in_features:
+        raise StructureUnsupported(f"{path}: Linear({mod.in_features}) does not take input {shape}")
+    wb = weight_bytes(prec, weight_numel=mod.weight.numel(), out_channels=mod.out_features,
+                      bias_numel=mod.bias.numel() if mod.bias is not None else 0) if own else 0
+    return lw.add(lw.module_name(path), "linear", prec, [x], (*shape[:-1], mod.out_features),
+                  macs=math.prod(shape[:-1]) * mod.in_features * mod.out_features, wbytes=wb)
+
+
+def _bn(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    if len(x.shape) < 2 or x.shape[1] != mod.num_features:
+        raise StructureUnsupported(f"{path}: BatchNorm({mod.num_features}) does not take input {x.shape}")
+    n_params = sum(p.numel() for p in (mod.weight, mod.bias) if p is not None) if own else 0
+    return lw.add(lw.module_name(path), "bn", prec, [x], x.shape, wbytes=weight_bytes(prec, other_numel=n_params))
+
+
+def _pool(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    from torch import nn
+
+    shape = x.shape
+    if len(shape) != 4:
+        raise StructureUnsupported(f"{path}: 2-d pool on input {shape}")
+    k = _pair(mod.kernel_size)
+    s = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
+    p = _pair(mod.padding)
+    d = _pair(getattr(mod, "dilation", 1))
+    spatial = tuple(_window_out(h, kk, ss, pp, dd, bool(mod.ceil_mode)) for h, kk, ss, pp, dd in zip(shape[2:], k, s, p, d))
+    if min(spatial) < 1:
+        raise StructureUnsupported(f"{path}: input {shape} is smaller than the pooling window")
+    op = "maxpool" if isinstance(mod, nn.MaxPool2d) else "avgpool"
+    return lw.add(lw.module_name(path), op, prec, [x], (*shape[:2], *spatial), kernel=k)
+
+
+def _adaptive(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    from torch import nn
+
+    shape = x.shape
+    size = _opt_tuple(mod.output_size, len(shape) - 2)
+    spatial = tuple(h if w is None else int(w) for h, w in zip(shape[2:], size))
+    if isinstance(mod, nn.AdaptiveMaxPool2d):
+        op = "maxpool"
+    else:
+        op = "gap" if spatial and all(v == 1 for v in spatial) else "avgpool"
+    return lw.add(lw.module_name(path), op, prec, [x], (*shape[:2], *spatial))
+
+
+def _flatten_module(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    return lw.add(lw.module_name(path), "flatten", prec, [x], _flatten(x.shape, mod.start_dim, mod.end_dim))
+
+
+def _identity(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    return lw.add(lw.module_name(path), "other", prec, [x], x.shape, identity=True)
+
+
+def _elementwise(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
+    cls = type(mod).__name__
+    op = _ELEMENTWISE_MODULES.get(cls, "other")
+    if cls == "Hardtanh":
+        op = "relu6" if (mod.min_val, mod.max_val) == (0.0, 6.0) else "other"
+    return lw.add(lw.module_name(path), op, prec, [x], x.shape)
+
+
+def _leaf_handler(cls: type) -> Callable[..., _T] | None:
+    """The function that lowers a built-in torch module class (cached per class), or None."""
+    try:
+        return _LEAVES[cls]
+    except KeyError:
+        pass
+    from torch import nn
+
+    handler: Callable[..., _T] | None = None
+    name = cls.__name__
+    if issubclass(cls, nn.modules.conv._ConvNd):
+        handler = _conv
+    elif issubclass(cls, nn.Linear):
+        handler = _linear
+    elif issubclass(cls, nn.modules.batchnorm._BatchNorm):
+        handler = _bn
+    elif cls in (nn.AvgPool2d, nn.MaxPool2d):
+        handler = _pool
+    elif cls in (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool2d):
+        handler = _adaptive
+    elif cls is nn.Flatten:
+        handler = _flatten_module
+    elif name in _IDENTITY_MODULES:
+        handler = _identity
+    elif (name in _ELEMENTWISE_MODULES or name == "Hardtanh") and cls is getattr(nn, name, None):
+        handler = _elementwise
+    _LEAVES[cls] = handler
+    return handler
 
 
 def _leaf(lw: _Lowerer, mod: Any, path: str, args: Sequence[Any]) -> _T | None:
     """Append a built-in torch module's layer; ``None`` when this module type is not covered."""
-    from torch import nn
-
-    if len(args) != 1 or not isinstance(args[0], _T):
+    handler = _leaf_handler(type(mod))
+    if handler is None or len(args) != 1 or not isinstance(args[0], _T):
         return None
-    x = args[0]
-    cls = type(mod).__name__
-    prec = lw.plan.for_module(path)
-    shape = x.shape
     own = id(mod) not in lw.seen
     lw.seen.add(id(mod))
-    if isinstance(mod, nn.modules.conv._ConvNd) and not mod.transposed and len(shape) == len(mod.kernel_size) + 2:
-        if isinstance(mod.padding, str):
-            if mod.padding != "same" and mod.padding != "valid":
-                return None
-            pads = tuple((d * (k - 1)) // 2 for d, k in zip(mod.dilation, mod.kernel_size)) \
-                if mod.padding == "same" else (0,) * len(mod.kernel_size)
-        else:
-            pads = tuple(mod.padding)
-        spatial = tuple(_window_out(h, k, s, p, d, False) if not (isinstance(mod.padding, str) and mod.padding == "same")
-                        else h for h, k, s, p, d in zip(shape[2:], mod.kernel_size, mod.stride, pads, mod.dilation))
-        out = (shape[0], mod.out_channels, *spatial)
-        k_area = math.prod(mod.kernel_size)
-        macs = shape[0] * mod.out_channels * math.prod(spatial) * (mod.in_channels // mod.groups) * k_area
-        kind = "dwconv" if mod.groups == mod.in_channels and mod.in_channels > 1 else (
-            "pwconv" if mod.groups == 1 and k_area == 1 else "conv")
-        wb = weight_bytes(prec, weight_numel=mod.weight.numel(), out_channels=mod.out_channels,
-                          bias_numel=mod.bias.numel() if mod.bias is not None else 0) if own else 0
-        return lw.add(lw.module_name(path), kind, prec, [x], out, macs=macs, wbytes=wb,
-                      kernel=_pair(tuple(mod.kernel_size)))
-    if isinstance(mod, nn.Linear):
-        out = (*shape[:-1], mod.out_features)
-        wb = weight_bytes(prec, weight_numel=mod.weight.numel(), out_channels=mod.out_features,
-                          bias_numel=mod.bias.numel() if mod.bias is not None else 0) if own else 0
-        return lw.add(lw.module_name(path), "linear", prec, [x], out, macs=math.prod(shape[:-1]) * mod.in_features
-                      * mod.out_features, wbytes=wb)
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-        n_params = sum(p.numel() for p in mod.parameters()) if own else 0
-        return lw.add(lw.module_name(path), "bn", prec, [x], shape, wbytes=weight_bytes(prec, other_numel=n_params))
-    if cls in _IDENTITY_MODULES:
-        return lw.add(lw.module_name(path), "other", prec, [x], shape, identity=True)
-    if cls == "Hardtanh":
-        op = "relu6" if (mod.min_val, mod.max_val) == (0.0, 6.0) else "other"
-        return lw.add(lw.module_name(path), op, prec, [x], shape)
-    if cls in _ELEMENTWISE_MODULES and type(mod) is getattr(nn, cls):
-        return lw.add(lw.module_name(path), _ELEMENTWISE_MODULES[cls], prec, [x], shape)
-    if isinstance(mod, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool2d)):
-        size = _opt_tuple(mod.output_size, len(shape) - 2)
-        spatial = tuple(h if w is None else int(w) for h, w in zip(shape[2:], size))
-        out = (*shape[:2], *spatial)
-        if isinstance(mod, nn.AdaptiveMaxPool2d):
-            op = "maxpool"
-        else:
-            op = "gap" if spatial and all(s == 1 for s in spatial) else "avgpool"
-        return lw.add(lw.module_name(path), op, prec, [x], out)
-    if isinstance(mod, (nn.AvgPool2d, nn.MaxPool2d)) and len(shape) == 4:
-        k = _pair(mod.kernel_size)
-        s = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
-        p = _pair(mod.padding)
-        d = _pair(getattr(mod, "dilation", 1))
-        spatial = tuple(_window_out(h, kk, ss, pp, dd, bool(mod.ceil_mode))
-                        for h, kk, ss, pp, dd in zip(shape[2:], k, s, p, d))
-        op = "maxpool" if isinstance(mod, nn.MaxPool2d) else "avgpool"
-        return lw.add(lw.module_name(path), op, prec, [x], (*shape[:2], *spatial), kernel=k)
-    if isinstance(mod, nn.Flatten):
-        return lw.add(lw.module_name(path), "flatten", prec, [x], _flatten(shape, mod.start_dim, mod.end_dim))
-    return None
+    return handler(lw, mod, path, args[0], lw.plan.for_module(path), own)
 
 
 def _opt_tuple(v: Any, n: int) -> tuple[Any, ...]:

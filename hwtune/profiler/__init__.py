@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtune.errors import ConfigError, HwtuneError
+from hwtune.errors import ConfigError, HwtuneError, RuntimeUnavailableError
 from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers
 from hwtune.precision import PrecisionPlan
 from hwtune.profiler.latency import compare_op_times, measure_latency, ort_session
@@ -146,38 +146,10 @@ def profile_model(
     onnx_file = _is_onnx(model)
 
     # --- structure: layers, MACs, params, bytes, peak activations -------------------------------
-    example: Any
-    if onnx_file:
-        from hwtune.profiler.onnx_graph import trace_onnx
-
-        path = Path(model)  # type: ignore[arg-type]
-        if input_shape is not None and hasattr(input_shape, "shape"):
-            input_shape = tuple(int(s) for s in input_shape.shape)  # type: ignore[union-attr]
-        shape = _check_shape(input_shape) if input_shape is not None else None
-        say(f"reading {path.name}")
-        graph = trace_onnx(path, shape, plan)
-        shape = graph.input_shape
-        import numpy as np
-
-        example = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        model_name = name or str(model)
-    else:
-        import torch
-
-        if isinstance(input_shape, torch.Tensor):
-            example = input_shape
-            shape = tuple(int(s) for s in example.shape)
-        elif input_shape is None:
-            raise ConfigError("input_shape is required for a torch model (e.g. (1, 3, 224, 224))")
-        else:
-            shape = _check_shape(input_shape)
-            example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        say("tracing the model")
-        graph = trace_layers(model, example, plan)  # type: ignore[arg-type]
-        model_name = name or type(model).__name__
+    graph, example, shape = _structure(model, input_shape, plan, onnx_file=onnx_file, say=say)
+    model_name = name or (str(model) if onnx_file else type(model).__name__)
     notes.extend(graph.notes)
 
-    unsupported = [p for p in plan.precisions if not profile.supports(p)]
     fits = Fits.check(
         graph.total_weight_bytes,
         graph.peak_activation_bytes,
@@ -186,47 +158,29 @@ def profile_model(
     )
 
     # --- latency --------------------------------------------------------------------------------
-    run_on = runtime or profile.runtime
-    latency: LatencyMeasurement | LatencyEstimate | None = None
-    source, label = "unavailable", "unavailable"
-    layer_times: dict[str, float] = {}
-    layer_source = "unavailable"
-    if not measure:
-        label = "unavailable (latency not requested)"
-    elif unsupported:
-        label = f"unavailable ({profile.id} does not support {', '.join(unsupported)})"
-        notes.append(f"{profile.id} supports {', '.join(profile.precisions)}; no latency for {plan.label}")
-    elif profile.latency_source == "measure":
-        latency, layer_times, layer_source = _measure(
-            model,
-            example,
-            graph,
-            plan,
-            profile,
-            get_runtime(run_on),
-            onnx_file=onnx_file,
-            layers=layers,
-            time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct,
-            calibration_data=calibration_data,
-            quant_config=quant_config,
-            notes=notes,
-            say=say,
-        )
-        if latency is not None:
-            source, label = "measured", latency.label
-        else:
-            label = "unavailable (see notes)"
+    run_on = profile.runtime if profile.latency_source == "predict" else runtime or profile.runtime
+    latency, label, layer_times, layer_source = _latency(
+        model,
+        example,
+        shape,
+        graph,
+        plan,
+        profile,
+        runtime,
+        measure=measure,
+        onnx_file=onnx_file,
+        layers=layers,
+        time_budget_s=time_budget_s,
+        target_ci_pct=target_ci_pct,
+        calibration_data=calibration_data,
+        quant_config=quant_config,
+        notes=notes,
+        say=say,
+    )
+    if latency is None:
+        source = "unavailable"
     else:
-        if runtime is not None and runtime != profile.runtime:
-            notes.append(
-                f"latency on {profile.id} is predicted for its runtime ({profile.runtime}); runtime {runtime!r} ignored"
-            )
-        run_on = profile.runtime
-        say(f"predicting latency on {profile.id}")
-        latency = _predict(model, shape, graph, plan, profile, onnx_file=onnx_file, notes=notes)
-        source, label = latency.source, latency.label
-        layer_times, layer_source = dict(latency.per_layer_ms), latency.source
+        source = "measured" if isinstance(latency, LatencyMeasurement) else latency.source
 
     return ProfileReport(
         model=model_name,
@@ -252,6 +206,73 @@ def profile_model(
         traced_with=graph.traced_with,
         profile_seconds=time.perf_counter() - start,
     )
+
+
+def _structure(
+    model: Any, input_shape: Any, plan: PrecisionPlan, *, onnx_file: bool, say: Progress
+) -> tuple[LayerGraph, Any, tuple[int, ...]]:
+    """Trace the torch model (or read the ONNX file): its layer graph, an example input and the input shape."""
+    if onnx_file:
+        import numpy as np
+
+        from hwtune.profiler.onnx_graph import trace_onnx
+
+        path = Path(model)
+        if input_shape is not None and hasattr(input_shape, "shape"):
+            input_shape = tuple(int(s) for s in input_shape.shape)
+        shape = _check_shape(input_shape) if input_shape is not None else None
+        say(f"reading {path.name}")
+        graph = trace_onnx(path, shape, plan)
+        example = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+        return graph, example, tuple(graph.input_shape)
+    import torch
+
+    if isinstance(input_shape, torch.Tensor):
+        example = input_shape
+    elif input_shape is None:
+        raise ConfigError("input_shape is required for a torch model (e.g. (1, 3, 224, 224))")
+    else:
+        example = torch.randn(_check_shape(input_shape), generator=torch.Generator().manual_seed(0))
+    say("tracing the model")
+    graph = trace_layers(model, example, plan)
+    return graph, example, tuple(int(s) for s in example.shape)
+
+
+def _latency(
+    model: Any,
+    example: Any,
+    shape: tuple[int, ...],
+    graph: LayerGraph,
+    plan: PrecisionPlan,
+    profile: DeviceProfile,
+    runtime: str | None,
+    *,
+    measure: bool,
+    onnx_file: bool,
+    notes: list[str],
+    say: Progress,
+    **measure_kw: Any,
+) -> tuple[LatencyMeasurement | LatencyEstimate | None, str, dict[str, float], str]:
+    """The latency the device profile calls for: (latency, label, ms per layer, per-layer source)."""
+    unsupported = [p for p in plan.precisions if not profile.supports(p)]
+    if not measure:
+        return None, "unavailable (latency not requested)", {}, "unavailable"
+    if unsupported:
+        notes.append(f"{profile.id} supports {', '.join(profile.precisions)}; no latency for {plan.label}")
+        return None, f"unavailable ({profile.id} does not support {', '.join(unsupported)})", {}, "unavailable"
+    if profile.latency_source == "measure":
+        rt = get_runtime(runtime or profile.runtime)
+        measured, times, source = _measure(
+            model, example, graph, plan, profile, rt, onnx_file=onnx_file, notes=notes, say=say, **measure_kw
+        )
+        return measured, measured.label if measured is not None else "unavailable (see notes)", times, source
+    if runtime is not None and runtime != profile.runtime:
+        notes.append(
+            f"latency on {profile.id} is predicted for its runtime ({profile.runtime}); runtime {runtime!r} ignored"
+        )
+    say(f"predicting latency on {profile.id}")
+    estimate = _predict(model, shape, graph, plan, profile, onnx_file=onnx_file, notes=notes)
+    return estimate, estimate.label, dict(estimate.per_layer_ms), estimate.source
 
 
 def _measure(
@@ -284,8 +305,10 @@ def _measure(
             f"{', '.join(repr(n) for n in able) or 'no registered runtime'}"
         )
         return None, {}, "unavailable"
-    if not rt.available():
-        notes.append(f"runtime {rt.name!r} is not installed here (pip install 'hwtune[{rt.extra}]'), so nothing is measured")
+    try:
+        rt.require()
+    except RuntimeUnavailableError as exc:
+        notes.append(f"{exc}; nothing is measured")
         return None, {}, "unavailable"
     if "fp16" in plan.precisions and not any(f in profile.isa for f in ("avx512_fp16", "fphp", "asimdhp")):
         notes.append(
@@ -296,11 +319,25 @@ def _measure(
     x = example.detach().cpu().numpy() if hasattr(example, "detach") else np.asarray(example)
     plural = "s" if threads > 1 else ""
     with tempfile.TemporaryDirectory(prefix="hwtune-profile-") as tmp:
-        target = _ship(model, example, plan, profile, rt, Path(tmp), onnx_file=onnx_file,
-                       calibration_data=calibration_data, quant_config=quant_config, notes=notes, say=say)
+        target = _ship(
+            model,
+            example,
+            plan,
+            profile,
+            rt,
+            Path(tmp),
+            onnx_file=onnx_file,
+            calibration_data=calibration_data,
+            quant_config=quant_config,
+            notes=notes,
+            say=say,
+        )
         say(f"measuring latency on {rt.name} ({threads} thread{plural}, up to {time_budget_s:g} s)")
         measured = rt.measure_latency(
-            target, example if rt.runs_modules else x, threads=threads, time_budget_s=time_budget_s,
+            target,
+            example if rt.runs_modules else x,
+            threads=threads,
+            time_budget_s=time_budget_s,
             target_ci_pct=target_ci_pct,
         )
         if not layers or rt.runs_modules and target is model:

@@ -103,4 +103,6 @@ def runtime_for_file(path: str | Path) -> Runtime:
         if rt.suffix and rt.suffix == suffix:
             return rt
     known = sorted({get_runtime(n).suffix for n in list_runtimes() if get_runtime(n).suffix})
-    raise ConfigError(f"{path}: no registered runtime runs {suffix or 'files without a suffix'} files ({', '.join(known)})")
+    raise ConfigError(
+        f"{path}: no registered runtime runs {suffix or 'files without a suffix'} files ({', '.join(known)})"
+    )

@@ -219,8 +219,6 @@ def _timed_loop(
     return times, warm, converged, time.perf_counter() - start
 
 
-
-
 def measure_callable(
     run: Callable[[], Any],
     *,

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from hwtune.errors import ConfigError, ExportError, ModelError, QuantizationErro
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
 from hwtune.runtimes._native_io import atomic_write_bytes, capture_fd2
+from hwtune.runtimes._plan_check import check_overrides
 from hwtune.runtimes._timing import LatencyMeasurement, OpTime, check_timing_args, measure_callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,11 +47,39 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ExecuTorchRuntime", "float_compute_ops"]
 
 # aten ops that do arithmetic on activations (BatchNorm is folded into the conv before lowering).
-_COMPUTE_OPS = frozenset({
-    "conv1d", "conv2d", "conv3d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "bmm", "matmul",
-    "add", "sub", "mul", "div", "mean", "sum", "adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "cat",
-    "hardswish", "hardsigmoid", "sigmoid", "softmax", "_softmax", "gelu", "silu", "tanh",
-})
+_COMPUTE_OPS = frozenset(
+    {
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "convolution",
+        "conv_transpose2d",
+        "linear",
+        "addmm",
+        "mm",
+        "bmm",
+        "matmul",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "mean",
+        "sum",
+        "adaptive_avg_pool2d",
+        "avg_pool2d",
+        "max_pool2d",
+        "cat",
+        "hardswish",
+        "hardsigmoid",
+        "sigmoid",
+        "softmax",
+        "_softmax",
+        "gelu",
+        "silu",
+        "tanh",
+    }
+)
+_WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose2d", "linear"})
 _DEQUANTIZE = re.compile(r"quantized_decomposed\.dequantize_per_|dequantize_affine")
 # Ops XNNPACK profiles that are not computation of the model (aggregates and layout copies).
 _NOT_OPS = frozenset({"Method::execute", "DELEGATE_CALL", "Method::init", "Program::load_method"})
@@ -67,52 +97,52 @@ def _module_path(node: Any) -> str:
     if not stack:
         return ""
     path = list(stack.values())[-1][0]
-    return path[len("L['self'].") :] if path.startswith("L['self'].") else path
+    return path.removeprefix("L['self'].")
+
+
+def _is_dequantize(node: Any) -> bool:
+    return getattr(node, "op", None) == "call_function" and bool(_DEQUANTIZE.search(str(node.target)))
 
 
 def float_compute_ops(graph_module: Any) -> list[str]:
     """Compute ops of a (PT2E-converted) graph that run in float: ``["add (stages.1.1)", ...]``.
 
-    An op runs int8 when every activation input is a dequantized int8 tensor (the Q/DQ pattern the
-    XNNPACK partitioner lowers to an integer kernel); parameters (``get_attr``) are not activations.
+    An op runs int8 when every activation input and its weight are dequantized int8 tensors (the Q/DQ
+    pattern the XNNPACK partitioner lowers to an integer kernel); a float bias does not count.
     """
     out = []
     for node in graph_module.graph.nodes:
         if node.op != "call_function" or _op_name(node) not in _COMPUTE_OPS:
             continue
-        acts = [a for a in node.all_input_nodes if a.op != "get_attr"]
-        if not acts or not all(a.op == "call_function" and _DEQUANTIZE.search(str(a.target)) for a in acts):
+        needed = [a for a in node.all_input_nodes if a.op != "get_attr"]
+        weight = node.args[1] if _op_name(node) in _WEIGHTED_OPS and len(node.args) > 1 else None
+        if weight is not None and weight not in needed:
+            needed.append(weight)  # a float weight is a get_attr: the op is float even with int8 inputs
+        if not needed or not all(_is_dequantize(a) for a in needed):
             out.append(f"{_op_name(node)} ({_module_path(node)})")
     return out
 
 
-def _quantizer(plan: PrecisionPlan) -> Any:
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+@functools.cache
+def _ptq_quantizer_class() -> type:
+    """XNNPACKQuantizer without its conv+BN patterns.
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    ``prepare_pt2e`` folds BatchNorm into the conv before annotating, so for post-training
+    quantization those patterns never match; tracing them costs ~2 s each of a ~7 s export.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    patterns = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if "_bn" not in p.name]
+    return type("PtqXnnpackQuantizer", (XNNPACKQuantizer,), {"SUPPORTED_PATTERNS": patterns})
+
+
+def _quantizer(plan: PrecisionPlan) -> Any:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    quantizer = _ptq_quantizer_class()().set_global(get_symmetric_quantization_config(is_per_channel=True))
     if plan.is_mixed:
         quantizer.set_filter_function(lambda node: plan.for_module(_module_path(node)) == "int8")
     return quantizer
-
-
-def _check_overrides(graph_module: Any, plan: PrecisionPlan) -> None:
-    from hwtune.errors import did_you_mean
-
-    prefixes: set[str] = set()
-    for node in graph_module.graph.nodes:
-        atoms = _module_path(node).split(".") if _module_path(node) else []
-        prefixes.update(".".join(atoms[: i + 1]) for i in range(len(atoms)))
-    problems = [
-        f"precision override {prefix!r} -> {prec} matches no module of the exported graph"
-        f"{did_you_mean(prefix, sorted(prefixes))}"
-        for prefix, prec in plan.overrides
-        if prec != plan.default and prefix not in prefixes
-    ]
-    if problems:
-        raise ConfigError("\n".join(problems))
 
 
 def _quantize(exported: Any, example: torch.Tensor, plan: PrecisionPlan, calibration: np.ndarray) -> Any:
@@ -122,7 +152,7 @@ def _quantize(exported: Any, example: torch.Tensor, plan: PrecisionPlan, calibra
 
     gm = exported.module()
     if plan.is_mixed:
-        _check_overrides(gm, plan)
+        check_overrides((_module_path(n) for n in gm.graph.nodes), plan, what="module of the exported graph")
     batch = int(example.shape[0])
     try:
         prepared = prepare_pt2e(gm, _quantizer(plan))
@@ -144,7 +174,9 @@ def _lower(exported: Any) -> tuple[bytes, list[str]]:
     left = [
         str(n.target)
         for n in edge.exported_program().graph_module.graph.nodes
-        if n.op == "call_function" and "executorch_call_delegate" not in str(n.target) and "getitem" not in str(n.target)
+        if n.op == "call_function"
+        and "executorch_call_delegate" not in str(n.target)
+        and "getitem" not in str(n.target)
     ]
     return bytes(edge.to_executorch().buffer), left
 
@@ -176,8 +208,9 @@ class ExecuTorchModel(LoadedModel):
         import torch
 
         if tuple(batch.shape[1:]) != self.input_shape[1:]:
-            raise ModelError(f"the .pte expects input (N, {', '.join(map(str, self.input_shape[1:]))}), "
-                             f"got {tuple(batch.shape)}")
+            raise ModelError(
+                f"the .pte expects input (N, {', '.join(map(str, self.input_shape[1:]))}), got {tuple(batch.shape)}"
+            )
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         outs = []
         for start in range(0, len(x), self.fixed_batch):
@@ -225,6 +258,8 @@ class ExecuTorchRuntime(Runtime):
         if not self.supports(plan):
             bad = next(p for p in plan.precisions if p not in self.precisions)
             raise ConfigError(f"runtime 'executorch' ships fp32, int8 and per-stage mixes of them, got {bad!r}")
+        if plan.is_mixed:
+            check_overrides((name for name, _ in model.named_modules()), plan, what="module of the model")
         notes: list[str] = []
         was_training = model.training
         model.eval()
@@ -254,8 +289,12 @@ class ExecuTorchRuntime(Runtime):
             model.train(was_training)
         info: dict[str, Any] = {"delegate": "XnnpackBackend", "float_ops": float_ops, "non_delegated_ops": left}
         if "int8" in plan.precisions:
-            info["quantization"] = {"tool": "PT2E XNNPACKQuantizer", "weights": "int8 per-channel symmetric",
-                                    "activations": "int8 per-tensor", "calibration_samples": int(len(calibration))}
+            info["quantization"] = {
+                "tool": "PT2E XNNPACKQuantizer",
+                "weights": "int8 per-channel symmetric",
+                "activations": "int8 per-tensor",
+                "calibration_samples": len(calibration),
+            }
         if notes:
             info["notes"] = notes
         path = atomic_write_bytes(out_path, content)
@@ -268,8 +307,9 @@ class ExecuTorchRuntime(Runtime):
 
     def _file(self, target: Any) -> Path:
         if not isinstance(target, (str, Path, ShippedModel)):
-            raise ConfigError(f"runtime 'executorch' runs .pte files; export the module first (got "
-                              f"{type(target).__name__})")
+            raise ConfigError(
+                f"runtime 'executorch' runs .pte files; export the module first (got {type(target).__name__})"
+            )
         path = self._path_of(target)
         if not path.is_file():
             raise ModelError(f"{path}: no such .pte file")
@@ -293,8 +333,14 @@ class ExecuTorchRuntime(Runtime):
         loaded = self.load(target, threads=threads)
         x = _example_tensor(example, loaded.input_shape)
         return measure_callable(
-            lambda: loaded.execute(x), runtime=self.name, threads=threads, time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct, min_runs=min_runs, max_runs=max_runs, warmup_runs=warmup_runs,
+            lambda: loaded.execute(x),
+            runtime=self.name,
+            threads=threads,
+            time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct,
+            min_runs=min_runs,
+            max_runs=max_runs,
+            warmup_runs=warmup_runs,
             min_time_s=min_time_s,
         )
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtune.errors import ConfigError, ModelError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes import _tflite_common as tfl
 from hwtune.runtimes._base import Runtime, ShippedModel
@@ -93,7 +92,13 @@ class LiteRTRuntime(Runtime):
         loaded = self.load(target, threads=threads)
         x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
         return measure_callable(
-            lambda: loaded.run_native(x), runtime=self.name, threads=threads, time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct, min_runs=min_runs, max_runs=max_runs, warmup_runs=warmup_runs,
+            lambda: loaded.run_native(x),
+            runtime=self.name,
+            threads=threads,
+            time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct,
+            min_runs=min_runs,
+            max_runs=max_runs,
+            warmup_runs=warmup_runs,
             min_time_s=min_time_s,
         )

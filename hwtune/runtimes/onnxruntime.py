@@ -219,16 +219,16 @@ class OnnxRuntime(Runtime):
 
     def _check_plan(self, plan: PrecisionPlan) -> None:
         if not self.supports(plan):
-            raise ConfigError(
-                f"runtime {self.name!r} ships {', '.join(self.precisions)}, not the plan {plan.label}"
-            )
+            raise ConfigError(f"runtime {self.name!r} ships {', '.join(self.precisions)}, not the plan {plan.label}")
 
     def _fp32_source(self, model: Any, example: Any, tmp: Path) -> Path:
         """The fp32 ONNX file to convert: ``model`` itself when it is a file, else its export."""
         if isinstance(model, (str, Path)):
             path = Path(model)
             if path.suffix.lower() != self.suffix:
-                raise ConfigError(f"{path}: runtime {self.name!r} converts .onnx files, got a {path.suffix or 'suffix-less'} file")
+                raise ConfigError(
+                    f"{path}: runtime {self.name!r} converts .onnx files, got a {path.suffix or 'suffix-less'} file"
+                )
             if not path.is_file():
                 raise ModelError(f"{path}: ONNX file not found")
             return path

@@ -10,9 +10,10 @@ reference kernels on the host:
   (``print_allocations()`` writes only to the C-level stderr, captured from file descriptor 2), or
   binary-searches the smallest arena that loads and runs (the two agree within alignment, < 64 B).
 - :meth:`TFLiteMicroRuntime.export` writes the same int8 ``.tflite`` as the ``litert`` runtime
-  (per-channel int8 weights, int8 activations and I/O, calibrated on ``calibration``), measures its
-  arena, and runs a few inputs through TFLite Micro and through LiteRT's reference kernels: when they
-  disagree (seen with weights stored outside the flatbuffer) it refuses with an ExportError.
+  (per-channel int8 weights, int8 activations and I/O, calibrated on ``calibration``) with every weight
+  buffer inside the flatbuffer (ai-edge-quantizer appends them after it for models of ~1 MB and more,
+  a layout TFLite Micro reads as zeros), measures its arena, and runs a few inputs through TFLite Micro
+  and through LiteRT's reference kernels: when they disagree it refuses with an ExportError.
 
 Latency: :meth:`~TFLiteMicroRuntime.measure_latency` times the reference kernels *on this host*. That
 number says nothing about an MCU (no SIMD kernels there, a different clock and memory system), so the
@@ -67,8 +68,9 @@ class MicroModel(LoadedModel):
                 self._it = _interpreter(content, arena_size)
         except (RuntimeError, ValueError) as e:
             detail = err.last_line() if err is not None else ""
-            raise ModelError(f"tflite-micro cannot load the model with a {arena_size} B arena: {e}"
-                             f"{' | ' + detail if detail else ''}") from e
+            raise ModelError(
+                f"tflite-micro cannot load the model with a {arena_size} B arena: {e}{' | ' + detail if detail else ''}"
+            ) from e
         self._in = self._it.get_input_details(0)
         self._out = self._it.get_output_details(0)
         self.input_shape = tuple(int(d) for d in self._in["shape"])
@@ -87,10 +89,12 @@ class MicroModel(LoadedModel):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if tuple(batch.shape[1:]) != self.input_shape[1:]:
-            raise ModelError(f"the .tflite expects input (N, {', '.join(map(str, self.input_shape[1:]))}), "
-                             f"got {tuple(batch.shape)}")
-        return tfl.run_chunked(lambda c: tfl.dequantize_output(self.run_native(self.prepare(c)), self._out),
-                               batch, self.fixed_batch)
+            raise ModelError(
+                f"the .tflite expects input (N, {', '.join(map(str, self.input_shape[1:]))}), got {tuple(batch.shape)}"
+            )
+        return tfl.run_chunked(
+            lambda c: tfl.dequantize_output(self.run_native(self.prepare(c)), self._out), batch, self.fixed_batch
+        )
 
     def allocations_text(self) -> str:
         """What the RecordingMicroAllocator prints (call after one invoke)."""
@@ -139,7 +143,7 @@ class TFLiteMicroRuntime(Runtime):
             raise ConfigError(f"arena_bytes method must be 'allocations' or 'search', got {method!r}")
         self.require()
         content = tfl.read_target(self, target)
-        loaded, size = self._load_with_room(content)
+        loaded, size = _load_with_room(content)
         shape, dtype = loaded.input_shape, loaded.input_dtype
         if method == "allocations":
             loaded.run_native(loaded.prepare(_zeros(shape)))
@@ -154,17 +158,6 @@ class TFLiteMicroRuntime(Runtime):
             else:
                 lo = mid + 1
         return hi
-
-    def _load_with_room(self, content: bytes) -> tuple[MicroModel, int]:
-        """Load with an arena that is surely large enough (10x the file, at least 1 MiB, doubled on failure)."""
-        size = max(1 << 20, 10 * len(content))
-        while True:
-            try:
-                return MicroModel(content, size), size
-            except ModelError:
-                if size >= _MAX_ARENA:
-                    raise
-                size *= 2
 
     # -- the seam ------------------------------------------------------------------------------
     def export(
@@ -195,45 +188,34 @@ class TFLiteMicroRuntime(Runtime):
                 f"runtime 'tflite-micro' ships fully int8 models, got {plan.label!r}; export fp32 or mixed "
                 "plans with runtime 'litert'"
             )
-        content, info = tfl.export_tflite(model, example, plan, calibration=calibration, seed=seed,
-                                          runtime=self.name)
+        content, info = tfl.export_tflite(model, example, plan, calibration=calibration, seed=seed, runtime=self.name)
+        external = info.get("external_buffers", 0)
+        if external:  # TFLite Micro reads only buffers stored inside the flatbuffer
+            content = tfl.inline_buffers(content)
+            info["external_buffers"] = 0
+            info.setdefault("notes", []).append(f"{external} weight buffers moved inside the flatbuffer for TFLM")
         check = calibration if calibration is not None else tfl.random_calibration(tuple(example.shape), seed + 1)
-        steps = self._check_against_reference(content, check[:CHECK_SAMPLES])
+        steps = _check_against_reference(content, check[: CHECK_SAMPLES * int(example.shape[0])])
         path = atomic_write_bytes(out_path, content)
         info.update(arena_bytes=self.arena_bytes(path), arena_source=ARENA_SOURCE, reference_max_diff_steps=steps)
         return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
 
-    def _check_against_reference(self, content: bytes, samples: np.ndarray) -> int:
-        """Largest |TFLM - LiteRT reference| over ``samples`` in output steps; ExportError above the limit."""
-        import numpy as np
+    def check_outputs(self, target: Path | ShippedModel | str, samples: np.ndarray) -> int:
+        """Run ``samples`` through TFLite Micro and LiteRT's reference kernels; largest difference in steps.
 
-        micro, _ = self._load_with_room(content)
-        ref = tfl.TfliteInterpreterModel(content, threads=1, reference=True)
-        worst = 0
-        fixed = micro.fixed_batch
-        for start in range(0, max(len(samples) - fixed + 1, 1), fixed):
-            chunk = np.ascontiguousarray(samples[start : start + fixed], dtype=np.float32)
-            if len(chunk) < fixed:
-                break
-            got = micro.run_native(micro.prepare(chunk)).astype(np.int64)
-            want = ref.run_native(ref.prepare(chunk)).astype(np.int64)
-            if got.dtype.kind == "f" or want.dtype.kind == "f":
-                raise ExportError("tflite-micro check expects an int8 output tensor")
-            worst = max(worst, int(np.abs(got - want).max()))
-        if worst > MAX_OUTPUT_STEPS:
-            raise ExportError(
-                f"TFLite Micro's outputs differ from LiteRT's reference kernels by up to {worst} quantization "
-                f"steps (allowed {MAX_OUTPUT_STEPS}); the .tflite would run wrongly on the microcontroller"
-            )
-        return worst
+        Raises:
+            ExportError: they differ by more than ``MAX_OUTPUT_STEPS`` output quantization steps.
+        """
+        self.require()
+        return _check_against_reference(tfl.read_target(self, target), samples)
 
     def load(self, target: Path | ShippedModel | Any, *, threads: int | None = 1) -> MicroModel:
-        """The file in TFLite Micro with an arena of its measured size (``threads`` must be 1 or None)."""
+        """The file in TFLite Micro with a generous arena (>= 1 MiB; ``threads`` must be 1 or None)."""
         self.require()
         if threads not in (None, 1):
             raise ConfigError(f"tflite-micro runs on one thread, got threads={threads!r}")
         content = tfl.read_target(self, target)
-        return self._load_with_room(content)[0]
+        return _load_with_room(content)[0]
 
     def measure_latency(
         self,
@@ -253,8 +235,14 @@ class TFLiteMicroRuntime(Runtime):
         loaded = self.load(target, threads=threads)
         x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
         return measure_callable(
-            lambda: loaded.run_native(x), runtime=HOST_LATENCY_RUNTIME, threads=1, time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct, min_runs=min_runs, max_runs=max_runs, warmup_runs=warmup_runs,
+            lambda: loaded.run_native(x),
+            runtime=HOST_LATENCY_RUNTIME,
+            threads=1,
+            time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct,
+            min_runs=min_runs,
+            max_runs=max_runs,
+            warmup_runs=warmup_runs,
             min_time_s=min_time_s,
         )
 
@@ -263,3 +251,40 @@ def _zeros(shape: tuple[int, ...]) -> np.ndarray:
     import numpy as np
 
     return np.zeros(shape, dtype=np.float32)
+
+
+def _check_against_reference(content: bytes, samples: np.ndarray) -> int:
+    """Largest |TFLM - LiteRT reference| over ``samples`` in output steps; ExportError above the limit."""
+    import numpy as np
+
+    micro, _ = _load_with_room(content)
+    ref = tfl.TfliteInterpreterModel(content, threads=1, reference=True)
+    fixed = micro.fixed_batch
+    if len(samples) < fixed:
+        raise ConfigError(f"the output check needs at least one batch of {fixed} samples, got {len(samples)}")
+    worst = 0
+    for start in range(0, len(samples) - fixed + 1, fixed):
+        chunk = np.ascontiguousarray(samples[start : start + fixed], dtype=np.float32)
+        got = micro.run_native(micro.prepare(chunk))
+        want = ref.run_native(ref.prepare(chunk))
+        if got.dtype.kind == "f" or want.dtype.kind == "f":
+            raise ExportError("the tflite-micro output check expects an integer output tensor, got float")
+        worst = max(worst, int(np.abs(got.astype(np.int64) - want.astype(np.int64)).max()))
+    if worst > MAX_OUTPUT_STEPS:
+        raise ExportError(
+            f"TFLite Micro's outputs differ from LiteRT's reference kernels by up to {worst} quantization "
+            f"steps (allowed {MAX_OUTPUT_STEPS}); the .tflite would run wrongly on the microcontroller"
+        )
+    return worst
+
+
+def _load_with_room(content: bytes) -> tuple[MicroModel, int]:
+    """Load with an arena that is surely large enough (10x the file, at least 1 MiB, doubled on failure)."""
+    size = max(1 << 20, 10 * len(content))
+    while True:
+        try:
+            return MicroModel(content, size), size
+        except ModelError:
+            if size >= _MAX_ARENA:
+                raise
+            size *= 2

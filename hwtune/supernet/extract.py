@@ -132,7 +132,7 @@ class SubnetView:
     Example:
         >>> view = SubnetView(parent, space)                 # doctest: +SKIP
         >>> loss = F.cross_entropy(view(candidate, x), y)    # doctest: +SKIP
-        >>> loss.backward()                                  # gradients land in parent's .grad
+        >>> loss.backward()  # gradients land in the parent's .grad  # doctest: +SKIP
     """
 
     def __init__(

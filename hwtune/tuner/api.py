@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,7 +196,8 @@ def tune(
             (or ``*_bytes``). The device's RAM/storage and precisions always apply.
         n_trials: Target number of completed trials **in the study** (a resumed run continues up to
             it). Default 20 when neither ``n_trials`` nor ``timeout`` is given.
-        timeout: Wall-clock seconds for this run (a trial in flight finishes first).
+        timeout: Wall-clock seconds for this call, a parent's training included (a trial in flight
+            finishes first).
         storage: Optuna storage URL; default ``sqlite:///<out_dir>/study.db``.
         study_name: Default ``<recipe>-<device>``. An existing study of that name is resumed.
         sampler: ``"nsga2"`` (default), ``"tpe"``, ``"gp"``, ``"random"``, or any
@@ -233,6 +235,7 @@ def tune(
         >>> result = hwtune.tune("fashion-convnet", device="host", n_trials=8)  # doctest: +SKIP
         >>> print(result.front_table())  # doctest: +SKIP
     """
+    t_call = time.monotonic()  # the timeout covers the whole call (a parent's training included)
     # --- validate everything cheap first (all before touching storage or data) ---
     space, recipe_info = resolve_space(space_or_recipe)
     profiles = _load_devices(device)
@@ -346,7 +349,8 @@ def tune(
 
     interrupted = False
     if n_trials is None or completed < n_trials:
-        interrupted = run_trials(study, ctx, n_trials, timeout, progress)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t_call))
+        interrupted = run_trials(study, ctx, n_trials, left, progress)
     elif progress:
         log(f"study {study_name!r} already has {completed} completed trial(s) (target {n_trials}); nothing to run")
     return _finish(result_from_study(study, interrupted=interrupted), out, reports, progress, log)

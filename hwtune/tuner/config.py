@@ -20,6 +20,7 @@ DEFAULT_N_TRIALS = 20
 # trained parent network (see hwtune.supernet).
 STRATEGIES = ("scratch", "inherit")
 
+
 @dataclass(frozen=True)
 class Constraints:
     """The user's hard limits (the device's own RAM/storage limits are always applied too).

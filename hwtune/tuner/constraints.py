@@ -64,15 +64,9 @@ def violations_text(
 ) -> list[str]:
     msgs = []
     if values.get("ram", 0) > 0:
-        msgs.append(
-            f"peak activations {figures['peak_activation_bytes']} B > limit "
-            f"{ram_limit(constraints, device)} B"
-        )
+        msgs.append(f"peak activations {figures['peak_activation_bytes']} B > limit {ram_limit(constraints, device)} B")
     if values.get("storage", 0) > 0:
-        msgs.append(
-            f"weights {figures['weight_bytes']} B > limit "
-            f"{storage_limit(constraints, device)} B"
-        )
+        msgs.append(f"weights {figures['weight_bytes']} B > limit {storage_limit(constraints, device)} B")
     if values.get("latency", 0) > 0:
         msgs.append(f"latency {figures.get('latency_ms')} ms > limit {constraints.max_latency_ms} ms")
     if values.get("precision", 0) > 0:

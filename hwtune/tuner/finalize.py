@@ -202,8 +202,17 @@ def finalize(
         for rec in chosen:
             log(f"finalizing trial #{rec.number} ({epochs:g} epochs{', distilled from the parent' if parent else ''})")
             figs = _finalize_one(
-                rec, result, pipe, data, parent,
-                epochs=float(epochs), sched=sched, seed=seed, threads=threads, lr=lr, work=work,
+                rec,
+                result,
+                pipe,
+                data,
+                parent,
+                epochs=float(epochs),
+                sched=sched,
+                seed=seed,
+                threads=threads,
+                lr=lr,
+                work=work,
             )
             study.set_user_attr(f"{FINALIZED_PREFIX}{rec.number}", figs)
             before = rec.accuracy or 0.0
@@ -217,4 +226,3 @@ def finalize(
 def finalized_numbers(result: TuneResult) -> Sequence[int]:
     """Trial numbers that have finalized figures."""
     return [t.number for t in result.trials if t.figures.finalized]
-

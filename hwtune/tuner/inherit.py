@@ -89,9 +89,9 @@ def _save_cache(blob: Mapping[str, Any], key: str) -> None:
     try:
         d = _cache_dir()
         d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", dir=d)
-        os.close(fd)
-        torch.save(dict(blob), tmp)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".tmp", dir=d)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(dict(blob), fh)
         os.replace(tmp, d / f"{key}.pt")
     except OSError:
         pass  # the cache is an optimisation; the study artifact is the record

@@ -65,8 +65,6 @@ def _space_dict(space: SearchSpace) -> dict[str, Any]:
     }
 
 
-
-
 def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
     from hwtune.space import SearchSpace
 
@@ -80,8 +78,6 @@ def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
             p.write_text(text)
             return SearchSpace.from_recipe(p)
     return SearchSpace.from_recipe(info["name"])
-
-
 
 
 def input_spec(space: SearchSpace) -> tuple[int, int, int]:
@@ -171,7 +167,6 @@ def candidate_seed(seed: int | None, key: str) -> int:
     return (int(seed or 0) * 1_000_003 + zlib.crc32(key.encode())) % (2**31 - 1)
 
 
-
 def check_meta(stored: Mapping[str, Any], new: Mapping[str, Any], study_name: str) -> None:
     problems = []
     for key in ("objectives", "constraints", "budget"):
@@ -215,7 +210,6 @@ def check_meta(stored: Mapping[str, Any], new: Mapping[str, Any], study_name: st
 
 def default_study_name(recipe_name: str, device_id: str) -> str:
     return f"{Path(recipe_name).stem}-{device_id}"
-
 
 
 def space_size(space: SearchSpace) -> str:

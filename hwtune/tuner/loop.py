@@ -174,7 +174,11 @@ def run_trials(study: Any, ctx: SearchContext, target: int | None, timeout: floa
                         )
                         break
                 study.optimize(
-                    make_objective(ctx, study), n_trials=n_trials, timeout=left, catch=(TrialFailed,), callbacks=[monitor]
+                    make_objective(ctx, study),
+                    n_trials=n_trials,
+                    timeout=left,
+                    catch=(TrialFailed,),
+                    callbacks=[monitor],
                 )
                 if target is None:
                     break  # timeout-only run: optimize returned because time is up or a stop

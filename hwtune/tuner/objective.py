@@ -183,7 +183,7 @@ class CandidateTrial:
             model, figures, start = started
         else:
             model, figures, start = self._continue_origin(cand, origin, target_rung)
-        acc_fp32, trained_epochs = self._train_rungs(model, seed, start)
+        acc_fp32, _ = self._train_rungs(model, seed, start)
         trial.set_user_attr("seed", seed)
         trial.flush()
         val_accuracy = self._ship_and_score(model, cand, plan, acc_fp32, figures, measure=origin is None)
@@ -233,7 +233,9 @@ class CandidateTrial:
         for k, v in combined.items():
             trial.set_constraint(k, v)
         if any(v > 0 for v in combined.values()):
-            trial.set_user_attr("infeasible", [f"{d}: {m}" for d, f in per_device.items() for m in f["infeasible"] or []])
+            trial.set_user_attr(
+                "infeasible", [f"{d}: {m}" for d, f in per_device.items() for m in f["infeasible"] or []]
+            )
             for k, v in (("trained", False), ("budget_epochs", 0.0), ("epochs_trained", 0.0), ("val_accuracy", None)):
                 trial.set_user_attr(k, v)
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
@@ -257,7 +259,9 @@ class CandidateTrial:
 
         ctx, trial = self.ctx, self.trial
         oa = trial_figures_dict(origin)
-        figures = {k: oa.get(k) for k in (*PROFILE_KEYS, "latency_profile_ms", "quantization")}
+        figures = {
+            k: oa.get(k) for k in (*PROFILE_KEYS, "latency_profile_ms", "quantization", "per_device", "infeasible")
+        }
         figures["profile_seconds"] = 0.0
         for k, v in figures.items():
             trial.set_user_attr(k, v)

@@ -28,27 +28,27 @@ from hwtune.records import StudyMeta, TrialFigures
 
 __all__ = [
     "FIG_KEY",
+    "FINALIZED_PREFIX",
     "META_KEY",
     "BufferedTrial",
-    "FINALIZED_PREFIX",
     "download_artifact_file",
     "download_weights",
-    "upload_study_artifact",
-    "upload_to_store",
     "load_result",
     "load_study",
     "open_storage",
     "optuna_module",
     "quiet_optuna",
     "record_of",
-    "resolve_artifact_dir",
-    "study_meta",
     "recover_stale",
     "requeue",
+    "resolve_artifact_dir",
     "result_from_study",
     "sha256_file",
     "storage_url",
-    "trial_figures",
+    "study_meta",
+    "trial_figures_dict",
+    "upload_study_artifact",
+    "upload_to_store",
     "worker_alive",
     "worker_id",
 ]
@@ -389,8 +389,6 @@ def worker_alive(worker: Mapping[str, Any]) -> bool | None:
             return True
         return worker.get("start") is None
     return worker.get("start") in (None, start)
-
-
 
 
 def recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:

@@ -69,7 +69,9 @@ def _batch_norm(gm: fx.GraphModule, node: fx.Node, rank: int | None) -> tuple[st
     owner = gm.get_submodule(path)
     if not all(hasattr(owner, b) for b in ("running_mean", "running_var")):
         return None
-    layer = _BN[rank](owner.weight.shape[0], eps=float(_arg(node, 7, "eps", 1e-5)), momentum=float(_arg(node, 6, "momentum", 0.1)))
+    layer = _BN[rank](
+        owner.weight.shape[0], eps=float(_arg(node, 7, "eps", 1e-5)), momentum=float(_arg(node, 6, "momentum", 0.1))
+    )
     layer.weight, layer.bias = owner.weight, owner.bias
     layer.running_mean, layer.running_var = owner.running_mean, owner.running_var
     if hasattr(owner, "num_batches_tracked"):

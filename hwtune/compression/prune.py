@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwtune.compress.derive import build_graph, matches
-from hwtune.compress.space import CompressCandidate, CompressSpace, kept_channels
+from hwtune.compression.derive import build_graph, matches
+from hwtune.compression.space import CompressCandidate, CompressSpace, kept_channels
 from hwtune.errors import ConfigError, ModelError, did_you_mean
 from hwtune.precision import PrecisionPlan
 
@@ -70,10 +70,14 @@ def _importance(kind: str, batch: Any) -> Any:
     import torch_pruning as tp
 
     if kind not in IMPORTANCES:
-        raise ConfigError(f"importance must be one of {', '.join(IMPORTANCES)}, got {kind!r}{did_you_mean(kind, IMPORTANCES)}")
+        raise ConfigError(
+            f"importance must be one of {', '.join(IMPORTANCES)}, got {kind!r}{did_you_mean(kind, IMPORTANCES)}"
+        )
     if kind == "taylor":
         if batch is None:
-            raise ConfigError("importance 'taylor' needs a labelled batch: apply_candidate(..., batch=(images, labels))")
+            raise ConfigError(
+                "importance 'taylor' needs a labelled batch: apply_candidate(..., batch=(images, labels))"
+            )
         return tp.importance.GroupTaylorImportance(normalizer=None)
     return tp.importance.GroupMagnitudeImportance(p=1 if kind == "l1" else 2, normalizer=None)
 
@@ -135,7 +139,7 @@ def _prune_channels(
 
 
 def _count(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
-    from hwtune.profiler.flops import count_flops
+    from hwtune.graph import count_flops
 
     return count_flops(model, example_input).macs, sum(p.numel() for p in model.parameters())
 
@@ -189,8 +193,10 @@ def apply_candidate(
     except Exception as exc:  # should not happen: derive_space tested every group
         raise ModelError(f"the pruned model fails to run: {type(exc).__name__}: {exc}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (example_input.shape[0], space.num_classes):
-        raise ModelError(f"the pruned model returns {getattr(out, 'shape', type(out))}, expected "
-                         f"({example_input.shape[0]}, {space.num_classes})")
+        raise ModelError(
+            f"the pruned model returns {getattr(out, 'shape', type(out))}, expected "
+            f"({example_input.shape[0]}, {space.num_classes})"
+        )
     macs_after, params_after = _count(pruned, example_input)
     info = {
         "candidate": cand.to_dict(),

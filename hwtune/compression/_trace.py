@@ -97,10 +97,10 @@ def trace_model(model: nn.Module, example_input: torch.Tensor) -> ModelTrace:
         handles.append(m.register_forward_hook(post_hook))
     was_training = model.training
     model.eval()
-    x = example_input.detach().clone().requires_grad_(True)
+    leaf = example_input.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad():
-            out = model(x)
+            out = model(leaf * 1.0)  # not a leaf: the model may modify its input in place
     finally:
         for h in handles:
             h.remove()

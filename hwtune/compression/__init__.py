@@ -11,7 +11,7 @@ The model side of ``hwtune compress`` (the tuner wiring lives in :mod:`hwtune.tu
 
 Example:
     >>> import torch
-    >>> from hwtune.compress import load_user_model, derive_space, apply_candidate   # doctest: +SKIP
+    >>> from hwtune.compression import load_user_model, derive_space, apply_candidate   # doctest: +SKIP
     >>> model = load_user_model("torchvision:resnet18", kwargs={"num_classes": 10})  # doctest: +SKIP
     >>> x = torch.randn(1, 3, 64, 64)                                                 # doctest: +SKIP
     >>> space = derive_space(model, x)                                                # doctest: +SKIP
@@ -25,32 +25,50 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> module; resolved on first use so importing the space (no torch) stays cheap
 _EXPORTS: dict[str, str] = {
-    "ChannelGroup": "hwtune.compress.space",
-    "CompressCandidate": "hwtune.compress.space",
-    "CompressSpace": "hwtune.compress.space",
-    "StageChoice": "hwtune.compress.space",
-    "StageSpace": "hwtune.compress.space",
-    "kept_channels": "hwtune.compress.space",
-    "check_space": "hwtune.compress.derive",
-    "derive_space": "hwtune.compress.derive",
-    "apply_candidate": "hwtune.compress.prune",
-    "dropped_blocks": "hwtune.compress.prune",
-    "precision_plan": "hwtune.compress.prune",
-    "stage_prefixes": "hwtune.compress.prune",
-    "check_model": "hwtune.compress.loading",
-    "load_user_model": "hwtune.compress.loading",
-    "load_weights": "hwtune.compress.loading",
-    "read_state_dict": "hwtune.compress.loading",
-    "state_sha256": "hwtune.compress.loading",
+    "ChannelGroup": "hwtune.compression.space",
+    "CompressCandidate": "hwtune.compression.space",
+    "CompressSpace": "hwtune.compression.space",
+    "StageChoice": "hwtune.compression.space",
+    "StageSpace": "hwtune.compression.space",
+    "kept_channels": "hwtune.compression.space",
+    "check_space": "hwtune.compression.derive",
+    "derive_space": "hwtune.compression.derive",
+    "apply_candidate": "hwtune.compression.prune",
+    "dropped_blocks": "hwtune.compression.prune",
+    "precision_plan": "hwtune.compression.prune",
+    "stage_prefixes": "hwtune.compression.prune",
+    "check_model": "hwtune.compression.loading",
+    "load_user_model": "hwtune.compression.loading",
+    "load_weights": "hwtune.compression.loading",
+    "read_state_dict": "hwtune.compression.loading",
+    "state_sha256": "hwtune.compression.loading",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ChannelGroup",
+    "CompressCandidate",
+    "CompressSpace",
+    "StageChoice",
+    "StageSpace",
+    "apply_candidate",
+    "check_model",
+    "check_space",
+    "derive_space",
+    "dropped_blocks",
+    "kept_channels",
+    "load_user_model",
+    "load_weights",
+    "precision_plan",
+    "read_state_dict",
+    "stage_prefixes",
+    "state_sha256",
+]
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'hwtune.compress' has no attribute {name!r}")
+        raise AttributeError(f"module 'hwtune.compression' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -61,10 +79,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtune.compress.derive import check_space, derive_space
-    from hwtune.compress.loading import check_model, load_user_model, load_weights, read_state_dict, state_sha256
-    from hwtune.compress.prune import apply_candidate, dropped_blocks, precision_plan, stage_prefixes
-    from hwtune.compress.space import (
+    from hwtune.compression.derive import check_space, derive_space
+    from hwtune.compression.loading import check_model, load_user_model, load_weights, read_state_dict, state_sha256
+    from hwtune.compression.prune import apply_candidate, dropped_blocks, precision_plan, stage_prefixes
+    from hwtune.compression.space import (
         ChannelGroup,
         CompressCandidate,
         CompressSpace,

@@ -11,7 +11,7 @@ depthwise convs, squeeze-and-excitation gates), not from hand-written rules. On 
   ``other``).
 - A **channel group** belongs to the stage of its deepest layer (a ResNet stem conv coupled by
   the residual adds to stage 1's blocks is pruned with stage 1).
-- **Droppable blocks**: see :mod:`hwtune.compress._trace` for the rule.
+- **Droppable blocks**: see :mod:`hwtune.compression._trace` for the rule.
 - **Never pruned**: the model input (Torch-Pruning has no pruner for it), every group whose
   channels reach the model output (the classifier), the ``ignored`` modules, and groups
   Torch-Pruning cannot handle: grouped (non-depthwise) convolutions, custom layers with their
@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from hwtune._util import is_num
-from hwtune.compress._trace import COMPUTE_TYPES, ModelTrace, trace_model
-from hwtune.compress.space import (
+from hwtune.compression._trace import COMPUTE_TYPES, ModelTrace, trace_model
+from hwtune.compression.space import (
     DEFAULT_PRECISIONS,
     DEFAULT_WIDTH_RATIOS,
     ChannelGroup,
@@ -66,7 +66,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> Any:
             # A tuple: a bare tensor would be unpacked along the batch dimension.
             return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False)
     except Exception as exc:  # tracing runs user code: any exception type
-        raise ModelError(f"cannot trace {type(model).__name__} for pruning: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(
+            f"cannot trace {type(model).__name__} for pruning: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     finally:
         model.train(was_training)
 
@@ -114,7 +116,9 @@ def _stages_by_name(
     problems = []
     for name, prefixes in stages.items():
         if not isinstance(name, str) or not name or "." in name or name == OTHER_STAGE:
-            problems.append(f"stages: stage name must be a non-empty string without '.', not {OTHER_STAGE!r}, got {name!r}")
+            problems.append(
+                f"stages: stage name must be a non-empty string without '.', not {OTHER_STAGE!r}, got {name!r}"
+            )
         if isinstance(prefixes, str) or not all(isinstance(p, str) for p in prefixes):
             problems.append(f"stages[{name!r}] must be a list of module names, got {prefixes!r}")
             continue
@@ -214,7 +218,7 @@ def _prunes_cleanly(model: nn.Module, x: torch.Tensor, roots: Sequence[str], out
         with torch.no_grad():
             y = trial.eval()(x)
         return isinstance(y, torch.Tensor) and tuple(y.shape) == out_shape
-    except Exception:  # a failed trial is the answer, whatever its type
+    except Exception:  # noqa: BLE001 - a failed trial is the answer, whatever its type
         return False
 
 
@@ -238,7 +242,9 @@ def _check_arguments(
     if not isinstance(model, nn.Module):
         problems.append(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
-        problems.append(f"example_input must be a batched tensor such as torch.randn(1, 3, 32, 32), got {example_input!r}")
+        problems.append(
+            f"example_input must be a batched tensor such as torch.randn(1, 3, 32, 32), got {example_input!r}"
+        )
     if not width_ratios or any(not is_num(w) or not 0 < w <= 1 for w in width_ratios):
         problems.append(f"width_ratios must be numbers in (0, 1], got {list(width_ratios)}")
     if not precisions or any(p not in PRECISIONS for p in precisions):
@@ -270,8 +276,62 @@ def _notes(groups: list[_Group]) -> list[str]:
     notes = []
     for g in groups:
         if g.blocked and g.blocked != "output":
-            notes.append(f"channels of {', '.join(g.layers[:4])}{' ...' if len(g.layers) > 4 else ''} left unpruned: {g.blocked}")
+            notes.append(
+                f"channels of {', '.join(g.layers[:4])}{' ...' if len(g.layers) > 4 else ''} left unpruned: {g.blocked}"
+            )
     return notes
+
+
+def _prunable_groups(model: nn.Module, x: torch.Tensor, trace: ModelTrace, ignored: Sequence[str]) -> list[_Group]:
+    """Every channel group, with ``blocked`` set for those that cannot be pruned."""
+    groups = _collect_groups(model, x, ignored, trace.output_layers)
+    failing = _failing_roots(model, x, [g.root for g in groups if not g.blocked], trace.output_shape)
+    custom = ", ".join(sorted(set(_custom_params(model).values())))
+    for g in groups:
+        if g.root in failing:
+            g.blocked = "pruning them breaks the forward pass" + (f" (custom layers: {custom})" if custom else "")
+    if all(g.blocked for g in groups) and not trace.blocks:
+        reasons = "; ".join(f"{g.root}: {g.blocked}" for g in groups if g.blocked != "output") or "only the classifier"
+        raise ModelError(f"nothing in {type(model).__name__} can be pruned (no droppable residual block; {reasons})")
+    return groups
+
+
+def _stage_spaces(
+    trace: ModelTrace,
+    stage_of: Mapping[str, str],
+    resolution: Mapping[str, tuple[int, ...]],
+    prunable: list[_Group],
+    width_ratios: Sequence[float],
+    precisions: Sequence[str],
+) -> list[StageSpace]:
+    order = {name: t.order for name, t in trace.modules.items()}
+    stage_groups: dict[str, list[ChannelGroup]] = {}
+    for g in sorted(prunable, key=lambda g: min(order.get(layer, -1) for layer in g.layers)):
+        deepest = max(g.layers, key=lambda layer: order.get(layer, -1))
+        layers = tuple(sorted(g.layers, key=lambda layer: order.get(layer, -1)))
+        stage_groups.setdefault(stage_of[deepest], []).append(ChannelGroup(g.root, layers, g.channels))
+    stage_blocks: dict[str, list[str]] = {}
+    for b in trace.blocks:
+        first = next((layer for layer in trace.layers if matches(layer, [b])), None)
+        if first is not None:  # a block without conv/linear (x + bn(x)) has no stage: left alone
+            stage_blocks.setdefault(stage_of[first], []).append(b)
+    out = []
+    for name in dict.fromkeys(stage_of[layer] for layer in trace.layers):
+        blocks = tuple(stage_blocks.get(name, ()))
+        sg = tuple(stage_groups.get(name, ()))
+        out.append(
+            StageSpace(
+                name=name,
+                layers=tuple(layer for layer in trace.layers if stage_of[layer] == name),
+                groups=sg,
+                blocks=blocks,
+                width=tuple(float(w) for w in width_ratios) if sg else (1.0,),
+                depth=tuple(range(len(blocks), -1, -1)),
+                precision=tuple(precisions),
+                resolution=resolution[name],
+            )
+        )
+    return out
 
 
 def derive_space(
@@ -320,41 +380,8 @@ def derive_space(
         stage_of, resolution = _stages_by_name(trace, stages, module_names)
     else:
         stage_of, resolution = _stages_by_resolution(trace)
-    groups = _collect_groups(model, example_input, tuple(ignored), trace.output_layers)
-    failing = _failing_roots(model, example_input, [g.root for g in groups if not g.blocked], trace.output_shape)
-    custom = ", ".join(sorted(set(_custom_params(model).values())))
-    for g in groups:
-        if g.root in failing:
-            g.blocked = "pruning them breaks the forward pass" + (f" (custom layers: {custom})" if custom else "")
-    prunable = [g for g in groups if not g.blocked]
-    if not prunable and not trace.blocks:
-        reasons = "; ".join(f"{g.root}: {g.blocked}" for g in groups if g.blocked != "output") or "only the classifier"
-        raise ModelError(f"nothing in {type(model).__name__} can be pruned (no droppable residual block; {reasons})")
-    order = {name: t.order for name, t in trace.modules.items()}
-    stage_groups: dict[str, list[ChannelGroup]] = {}
-    for g in sorted(prunable, key=lambda g: min(order.get(layer, -1) for layer in g.layers)):
-        deepest = max(g.layers, key=lambda layer: order.get(layer, -1))
-        stage_groups.setdefault(stage_of[deepest], []).append(ChannelGroup(g.root, tuple(g.layers), g.channels))
-    stage_blocks: dict[str, list[str]] = {}
-    for b in trace.blocks:
-        first = next(layer for layer in trace.layers if matches(layer, [b]))
-        stage_blocks.setdefault(stage_of[first], []).append(b)
-    out = []
-    for name in dict.fromkeys(stage_of[layer] for layer in trace.layers):
-        blocks = tuple(stage_blocks.get(name, ()))
-        sg = tuple(stage_groups.get(name, ()))
-        out.append(
-            StageSpace(
-                name=name,
-                layers=tuple(layer for layer in trace.layers if stage_of[layer] == name),
-                groups=sg,
-                blocks=blocks,
-                width=tuple(float(w) for w in width_ratios) if sg else (1.0,),
-                depth=tuple(range(len(blocks), -1, -1)),
-                precision=tuple(precisions),
-                resolution=resolution[name],
-            )
-        )
+    groups = _prunable_groups(model, example_input, trace, tuple(ignored))
+    out = _stage_spaces(trace, stage_of, resolution, [g for g in groups if not g.blocked], width_ratios, precisions)
     return CompressSpace(
         input_shape=tuple(example_input.shape[1:]),
         num_classes=int(trace.output_shape[1]),
@@ -375,7 +402,9 @@ def check_space(space: CompressSpace, model: nn.Module, example_input: torch.Ten
     where = f"{space.path}: " if space.path else "compress space: "
     problems = []
     if tuple(example_input.shape[1:]) != tuple(space.input_shape):
-        problems.append(f"input_shape is {list(space.input_shape)}, the example input has {list(example_input.shape[1:])}")
+        problems.append(
+            f"input_shape is {list(space.input_shape)}, the example input has {list(example_input.shape[1:])}"
+        )
     if space.num_classes != fresh.num_classes:
         problems.append(f"num_classes is {space.num_classes}, the model outputs {fresh.num_classes}")
     groups = {g.root: g for st in fresh.stages for g in st.groups}
@@ -384,14 +413,19 @@ def check_space(space: CompressSpace, model: nn.Module, example_input: torch.Ten
         for g in st.groups:
             real = groups.get(g.root)
             if real is None:
-                problems.append(f"stages.{st.name}: group {g.root!r} is not a prunable channel group of the model"
-                                f"{did_you_mean(g.root, groups)}")
+                problems.append(
+                    f"stages.{st.name}: group {g.root!r} is not a prunable channel group of the model"
+                    f"{did_you_mean(g.root, groups)}"
+                )
             elif real.channels != g.channels or set(real.layers) != set(g.layers):
-                problems.append(f"stages.{st.name}: group {g.root!r} is {g.channels} channels of {list(g.layers)}, "
-                                f"the model has {real.channels} channels of {list(real.layers)}")
+                problems.append(
+                    f"stages.{st.name}: group {g.root!r} is {g.channels} channels of {list(g.layers)}, "
+                    f"the model has {real.channels} channels of {list(real.layers)}"
+                )
         for b in st.blocks:
             if b not in blocks:
-                problems.append(f"stages.{st.name}: block {b!r} is not a droppable block of the model"
-                                f"{did_you_mean(b, blocks)}")
+                problems.append(
+                    f"stages.{st.name}: block {b!r} is not a droppable block of the model{did_you_mean(b, blocks)}"
+                )
     if problems:
         raise ConfigError("\n".join(where + p for p in problems))

@@ -88,7 +88,9 @@ def load_user_model(
     kwargs = dict(kwargs or {})
     if text.endswith(".pt2") and ":" not in Path(text).name:
         if weights is not None:
-            raise ConfigError(f"{text}: a torch.export archive carries its own weights; do not pass weights={weights!s}")
+            raise ConfigError(
+                f"{text}: a torch.export archive carries its own weights; do not pass weights={weights!s}"
+            )
         if kwargs:
             raise ConfigError(f"{text}: a torch.export archive takes no factory arguments, got {sorted(kwargs)}")
         model = _load_export_archive(Path(text))
@@ -179,7 +181,9 @@ def _torchvision_model(builder: str, kwargs: Mapping[str, Any]) -> nn.Module:
     try:
         return torchvision.models.get_model(builder, weights=None, **kwargs)
     except Exception as exc:  # bad kwargs: TypeError / ValueError from the builder
-        raise ConfigError(f"torchvision:{builder} with {dict(kwargs)}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ConfigError(
+            f"torchvision:{builder} with {dict(kwargs)}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -206,9 +210,13 @@ def _load_export_archive(path: Path) -> nn.Module:
             members = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelError(f"{path}: not a torch.export archive (not a zip file: {_first_line(exc)})") from exc
-    pickled = [m for m in members if Path(m).name.startswith((pt2.CUSTOM_OBJ_FILENAME_PREFIX, pt2.OPAQUE_OBJ_FILENAME_PREFIX))]
+    pickled = [
+        m for m in members if Path(m).name.startswith((pt2.CUSTOM_OBJ_FILENAME_PREFIX, pt2.OPAQUE_OBJ_FILENAME_PREFIX))
+    ]
     if pickled:
-        raise ModelError(f"{path}: refused: the archive holds pickled objects ({_short(pickled)}), which hwtune never unpickles")
+        raise ModelError(
+            f"{path}: refused: the archive holds pickled objects ({_short(pickled)}), which hwtune never unpickles"
+        )
     try:
         with _weights_only_forced():
             program = torch.export.load(str(path))
@@ -216,8 +224,10 @@ def _load_export_archive(path: Path) -> nn.Module:
         # evaluation use other batch sizes); export with a dynamic batch dimension.
         module = program.module(check_guards=False)
     except Exception as exc:  # torch raises many types for a bad archive
-        raise ModelError(f"{path}: cannot load the torch.export archive: {type(exc).__name__}: {_first_line(exc)}") from exc
-    from hwtune.compress._layers_from_graph import restore_layers
+        raise ModelError(
+            f"{path}: cannot load the torch.export archive: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    from hwtune.compression._layers_from_graph import restore_layers
 
     restore_layers(module)
     # A plain GraphModule over the same graph and tensors: the exported one refuses train()/eval().
@@ -241,7 +251,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (*STATE_DICT_SUFFIXES, ".safetensors"):
-        raise ConfigError(f"{path}: unknown weights format {suffix or '(no suffix)'!r}; expected .pt, .pth or .safetensors")
+        raise ConfigError(
+            f"{path}: unknown weights format {suffix or '(no suffix)'!r}; expected .pt, .pth or .safetensors"
+        )
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
     if suffix == ".safetensors":
@@ -250,8 +262,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = _read_torch(path)
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
-    if not isinstance(state, Mapping) or not state or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
         raise ModelError(
             f"{path}: expected a state dict (parameter names -> tensors), got {type(state).__name__}"
@@ -270,9 +284,12 @@ def _read_torch(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f"it pickles {found.group(1)}" if found else _first_line(exc)
+        if found is None:  # not a pickle of allowed types at all: garbage or another format
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+            what = detail.group(1).strip() if detail else _first_line(exc)
+            raise ModelError(f"{path}: not a PyTorch weights file (UnpicklingError: {what})") from exc
         raise ModelError(
-            f"{path}: refused: not a plain state dict ({what}); hwtune loads weights only "
+            f"{path}: refused: not a plain state dict (it pickles {found.group(1)}); hwtune loads weights only "
             "(torch.load(weights_only=True)): save model.state_dict() instead"
         ) from exc
     except Exception as exc:  # RuntimeError / EOFError / ... for garbage
@@ -283,7 +300,9 @@ def _read_safetensors(path: Path) -> Any:
     try:
         from safetensors.torch import load_file
     except ImportError as exc:
-        raise ModelError(f"{path}: reading .safetensors needs the 'safetensors' package (pip install safetensors)") from exc
+        raise ModelError(
+            f"{path}: reading .safetensors needs the 'safetensors' package (pip install safetensors)"
+        ) from exc
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError and friends
@@ -322,7 +341,7 @@ def state_sha256(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -345,7 +364,9 @@ def check_model(model: nn.Module, example_input: torch.Tensor, num_classes: int)
         with torch.no_grad():
             out = model.eval()(example_input)
     except Exception as exc:  # user code
-        raise ModelError(f"{name} does not run on an input of shape {shape}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(
+            f"{name} does not run on an input of shape {shape}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     finally:
         model.train(was_training)
     expected = (shape[0], num_classes)

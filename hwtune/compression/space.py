@@ -7,8 +7,8 @@ blocks kept, ``precision``). It round-trips through a TOML recipe the user can e
 (``to_toml`` / ``from_toml``) and gives a tuner a flat view (``param_choices``: ``stage2.width``
 -> choices), exactly like :class:`hwtune.space.SearchSpace`.
 
-No torch here: deriving the space from a model is :func:`hwtune.compress.derive_space`,
-applying a candidate is :func:`hwtune.compress.apply_candidate`.
+No torch here: deriving the space from a model is :func:`hwtune.compression.derive_space`,
+applying a candidate is :func:`hwtune.compression.apply_candidate`.
 
 Example:
     >>> space = CompressSpace(input_shape=(1, 28, 28), num_classes=10, stages=(
@@ -62,7 +62,7 @@ def kept_channels(channels: int, width: float, round_to: int = 1) -> int:
         (16, 8, 8)
     """
     step = max(1, int(round_to))
-    kept = step * int(math.floor(channels * width / step + 0.5))
+    kept = step * math.floor(channels * width / step + 0.5)
     return max(min(step, channels), min(channels, kept))
 
 
@@ -191,7 +191,11 @@ class CompressCandidate:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": self.schema_version, "kind": KIND, "stages": {n: ch.to_dict() for n, ch in self.stages}}
+        return {
+            "schema_version": self.schema_version,
+            "kind": KIND,
+            "stages": {n: ch.to_dict() for n, ch in self.stages},
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CompressCandidate:
@@ -205,11 +209,14 @@ class CompressCandidate:
             raise ConfigError(f"compress candidate must be an object with a 'stages' table, got {data!r}")
         out, problems = [], []
         for name, ch in stages.items():
-            if not isinstance(ch, Mapping) or set(ch) - set(KNOBS):
+            try:
+                if not isinstance(ch, Mapping) or set(ch) - set(KNOBS):
+                    raise TypeError
+                choice = StageChoice(float(ch["width"]), int(ch["depth"]), str(ch["precision"]))
+            except (KeyError, TypeError, ValueError):
                 problems.append(f"compress candidate stage {name!r} must be {{width, depth, precision}}, got {ch!r}")
                 continue
-            out.append((str(name), StageChoice(float(ch.get("width", 1.0)), int(ch.get("depth", 0)),
-                                               str(ch.get("precision", "fp32")))))
+            out.append((str(name), choice))
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(stages=tuple(out), schema_version=int(data.get("schema_version", SCHEMA_VERSION)))
@@ -272,7 +279,9 @@ class CompressSpace:
             if st.name == name:
                 return st
         names = [s.name for s in self.stages]
-        raise ConfigError(f"compress space has no stage {name!r}{did_you_mean(name, names)} (stages: {', '.join(names)})")
+        raise ConfigError(
+            f"compress space has no stage {name!r}{did_you_mean(name, names)} (stages: {', '.join(names)})"
+        )
 
     def all_params(self) -> dict[str, tuple[Any, ...]]:
         """Every parameter (fixed ones too): ``stage1.width`` -> choices, in stage order."""
@@ -518,7 +527,9 @@ def _choice_problems(st: StageSpace) -> list[str]:
             f"{where}.depth must be a non-empty list of integers in [0, {n}] (droppable blocks kept), got {list(st.depth)}"
         )
     if not st.precision or any(p not in PRECISIONS for p in st.precision):
-        problems.append(f"{where}.precision must be a non-empty list of {', '.join(PRECISIONS)}, got {list(st.precision)}")
+        problems.append(
+            f"{where}.precision must be a non-empty list of {', '.join(PRECISIONS)}, got {list(st.precision)}"
+        )
     for knob, values in st.choices().items():
         if len(set(values)) != len(values):
             problems.append(f"{where}.{knob} lists a choice twice: {list(values)}")
@@ -584,7 +595,7 @@ def _toml_list(key: str, values: Sequence[Any], per_line: int = 4) -> list[str]:
 
 def _to_toml(space: CompressSpace) -> str:
     lines = [
-        "# hwtune compression space, derived from a trained model (hwtune.compress.derive_space).",
+        "# hwtune compression space, derived from a trained model (hwtune.compression.derive_space).",
         "# Edit the choices of each stage: width (fraction of each channel group kept, (0, 1]),",
         "# depth (how many of the stage's droppable residual blocks are kept; the deepest go first)",
         "# and precision. The structure (layers, blocks, groups) was read from the model; you may",

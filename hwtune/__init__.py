@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "TuneResult": "hwtune.front",
     "export": "hwtune.exporting",
     "finalize": "hwtune.tuner.finalize",
+    "compress": "hwtune.tuner.compress",
     "list_runtimes": "hwtune.runtimes",
     "get_runtime": "hwtune.runtimes",
 }
@@ -75,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hwtune.runtimes import get_runtime, list_runtimes
     from hwtune.front import TuneResult
     from hwtune.tuner import tune
+    from hwtune.tuner.compress import compress
     from hwtune.tuner.finalize import finalize
     from hwtune.space import Candidate, SearchSpace
     from hwtune.training import TrainBudget, evaluate, train

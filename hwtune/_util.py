@@ -1,4 +1,4 @@
-"""Small helpers every unit uses: value checks, JSON conversion, package versions.
+"""Small helpers every unit uses: value checks, safe names, JSON conversion, package versions.
 
 Kept here once (they used to exist in two or three copies that had already drifted apart).
 No torch, no numpy at import time.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["is_int", "is_num", "jsonable", "versions"]
+__all__ = ["SAFE_NAME_RULE", "is_int", "is_num", "is_safe_name", "jsonable", "safe_name", "versions"]
 
 
 def is_int(v: Any) -> bool:
@@ -24,6 +25,23 @@ def is_int(v: Any) -> bool:
 def is_num(v: Any) -> bool:
     """A finite ``int`` or ``float`` that is not a ``bool`` (NaN and inf are not numbers here)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: Names that become file or directory names (profile ids, recipe names, study names): no path
+#: separators, no leading dot, nothing a shell or a file system treats specially.
+SAFE_NAME_RULE = "1-100 characters from A-Z a-z 0-9 . _ + - starting with a letter or digit"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def is_safe_name(v: Any) -> bool:
+    """A string usable as one file-name component (see ``SAFE_NAME_RULE``)."""
+    return isinstance(v, str) and _SAFE_NAME.fullmatch(v) is not None
+
+
+def safe_name(text: str, default: str = "x") -> str:
+    """``text`` made safe: runs of other characters become ``-``, cut to 100 (``default`` if nothing is left)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).lstrip(".-_+")[:100]
+    return cleaned if is_safe_name(cleaned) else default
 
 
 def jsonable(obj: Any) -> Any:

@@ -22,9 +22,7 @@ Example:
 from __future__ import annotations
 
 import functools
-import gzip
 import os
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from hwtune._idx import read_idx
 from hwtune.errors import DataError, UnknownNameError, did_you_mean
 
 __all__ = [
@@ -70,8 +69,6 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Ankle boot",
 )
 
-# IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); data is big-endian.
-_IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 @dataclass(frozen=True)
@@ -333,59 +330,6 @@ def _pixel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, 
 # --------------------------------------------------------------------------------------------
 
 
-def read_idx(path: str | Path, *, ndim: int | None = None, dtype: str | None = None) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or plain) into a numpy array.
-
-    Args:
-        path: File to read; ``.gz`` files are decompressed.
-        ndim: Expected number of dimensions (3 for images, 1 for labels), checked if given.
-        dtype: Expected numpy dtype code (e.g. ``"u1"``), checked if given.
-
-    Raises:
-        DataError: The file is missing, truncated, not gzip, has a wrong magic number, or its size
-            does not match its header. The message names the file and what was expected.
-    """
-    path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: file not found") from exc
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-        raise DataError(f"{path}: not a readable gzip file (truncated or corrupt?): {exc}") from exc
-    return _parse_idx(raw, str(path), ndim=ndim, dtype=dtype)
-
-
-def _parse_idx(raw: bytes, where: str, *, ndim: int | None, dtype: str | None) -> np.ndarray:
-    if len(raw) < 4:
-        raise DataError(f"{where}: {len(raw)} bytes is too short for an IDX header (expected >= 4)")
-    zero, code, dims = int.from_bytes(raw[0:2], "big"), raw[2], raw[3]
-    if zero != 0 or code not in _IDX_DTYPES:
-        raise DataError(
-            f"{where}: bad IDX magic number 0x{raw[:4].hex()}; expected 0x0000 then a type code "
-            f"(0x08 = uint8) and the number of dimensions, e.g. 0x00000803 for images"
-        )
-    np_dtype = np.dtype(_IDX_DTYPES[code])
-    if dtype is not None and np_dtype != np.dtype(dtype):
-        raise DataError(f"{where}: IDX element type is {np_dtype}, expected {np.dtype(dtype)}")
-    if ndim is not None and dims != ndim:
-        raise DataError(f"{where}: IDX file has {dims} dimensions, expected {ndim}")
-    header = 4 + 4 * dims
-    if len(raw) < header:
-        raise DataError(f"{where}: truncated IDX header ({len(raw)} bytes, expected {header})")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    expected = header + int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
-    if len(raw) != expected:
-        raise DataError(
-            f"{where}: IDX header says shape {shape} ({expected} bytes) but the file has {len(raw)} bytes"
-            + (" (truncated)" if len(raw) < expected else " (trailing data)")
-        )
-    return np.frombuffer(raw, dtype=np_dtype, offset=header).reshape(shape)
-
-
 @functools.lru_cache(maxsize=8)
 def _read_idx_cached(path: str, mtime_ns: int, size: int, ndim: int) -> Any:
     # Keyed on mtime and size so an edited file is re-read. A search loads the same dataset in
@@ -397,7 +341,10 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int, ndim: int) -> Any:
 
 
 def _read_idx_tensor(path: Path, ndim: int) -> torch.Tensor:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read IDX file ({exc.strerror or exc})") from exc
     return _read_idx_cached(str(path), st.st_mtime_ns, st.st_size, ndim)
 
 
@@ -506,6 +453,8 @@ def _load_idx_dataset(
             f"{directory}: train images are {tuple(tensors['train_images'].shape[1:])} but test images are "
             f"{tuple(tensors['test_images'].shape[1:])}; expected the same size"
         )
+    if not len(tensors["train_labels"]) or 0 in tensors["train_images"].shape[1:]:
+        problems.append(f"{files['train_images']}: no training images (or 0-pixel images); expected some")
     if problems:
         raise DataError("\n".join(problems))
 
@@ -564,7 +513,7 @@ def _load_image_folder(
     def open_folder(sub: str) -> Any:
         try:
             return ImageFolder(str(path / sub))
-        except (FileNotFoundError, RuntimeError) as exc:
+        except (OSError, RuntimeError) as exc:
             raise DataError(
                 f"{path / sub}: not a usable image folder (one subfolder per class with images): {exc}"
             ) from exc
@@ -584,7 +533,7 @@ def _load_image_folder(
     try:
         with Image.open(first) as img:
             mode, first_size = img.mode, img.size
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
         raise DataError(f"{first}: cannot read image: {exc}") from exc
     channels = 1 if mode in ("1", "L", "I", "I;16", "F") else 3
     size: tuple[int, int] | None = None

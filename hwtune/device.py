@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from hwtune._resources import resource_dir, resource_files
-from hwtune._util import is_int, is_num
+from hwtune._io import load_toml
+from hwtune._util import SAFE_NAME_RULE, is_int, is_num, is_safe_name
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS
 
@@ -133,12 +133,12 @@ class DeviceProfile:
                 "; ".join(f"{source}: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown)
             )
         kwargs = dict(data)
-        for key in ("precisions", "isa"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        if kwargs.get("path") is not None:
-            kwargs["path"] = Path(kwargs["path"])
         try:
+            for key in ("precisions", "isa"):
+                if key in kwargs:
+                    kwargs[key] = tuple(kwargs[key])
+            if kwargs.get("path") is not None:
+                kwargs["path"] = Path(kwargs["path"])
             profile = cls(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
@@ -213,7 +213,8 @@ _Rule = tuple[Callable[[Any], bool], str]
 
 _TOP: dict[str, _Rule] = {
     "schema_version": (lambda v: v == SCHEMA_VERSION, f"the integer {SCHEMA_VERSION}"),
-    "id": (_nonempty_str, "a non-empty string"),
+    # The id names files and directories (run directories, report plots): no path separators.
+    "id": (is_safe_name, f"a name of {SAFE_NAME_RULE}"),
     "name": (_nonempty_str, "a non-empty string"),
     "vendor": (_str, "a string"),
     "description": (_str, "a string"),
@@ -316,6 +317,8 @@ def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
 def _check_profile(p: DeviceProfile, src: str) -> list[str]:
     """Checks on a built profile (used by ``from_dict``)."""
     problems = []
+    if not is_safe_name(p.id):
+        problems.append(f"{src}: id must be a name of {SAFE_NAME_RULE}, got {p.id!r}")
     if p.kind not in KINDS:
         problems.append(f"{src}: kind must be one of {', '.join(KINDS)}, got {p.kind!r}")
     if p.latency_source not in LATENCY_SOURCES:
@@ -323,6 +326,11 @@ def _check_profile(p: DeviceProfile, src: str) -> list[str]:
     for name in ("cores", "threads", "ram_bytes", "storage_bytes"):
         if not _positive_int(getattr(p, name)):
             problems.append(f"{src}: {name} must be an integer > 0, got {getattr(p, name)!r}")
+    for name in ("clock_ghz", "bandwidth_gbps"):
+        if not _positive_num(getattr(p, name)):
+            problems.append(f"{src}: {name} must be a number > 0, got {getattr(p, name)!r}")
+    if not _COMPUTE["peak_gflops"][0](dict(p.peak_gflops) if isinstance(p.peak_gflops, Mapping) else None):
+        problems.append(f"{src}: peak_gflops must be {_COMPUTE['peak_gflops'][1]}, got {p.peak_gflops!r}")
     if not all(x in PRECISIONS for x in p.precisions) or not p.precisions:
         problems.append(f"{src}: precisions must be drawn from {', '.join(PRECISIONS)}, got {list(p.precisions)!r}")
     if not _nonempty_str(p.runtime):
@@ -407,18 +415,6 @@ def _detect_host() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Loading.
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: profile file not found") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read profile ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-
-
 def _profile_from_toml(raw: dict[str, Any], path: Path) -> DeviceProfile:
     src = _display(path)
     problems = _validate_toml(raw, src)
@@ -495,7 +491,7 @@ def load_profile(name_or_path: str | Path | DeviceProfile) -> DeviceProfile:
             f"unknown device {text!r}{did_you_mean(text, bundled)} (hwtune devices lists {len(bundled)} bundled "
             "profiles; a path to a .toml profile also works)"
         )
-    raw = _read_toml(path)
+    raw = load_toml(path, kind="profile")
     return _profile_from_toml(raw, path)
 
 

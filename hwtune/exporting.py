@@ -28,6 +28,7 @@ from hwtune._util import versions
 from hwtune.errors import ConfigError, ExportError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
 from hwtune.tuner import CandidatePipeline, Schedule, download_weights, load_data, load_result, sha256_file
+from hwtune.tuner.storage import download_artifact_file
 from hwtune.tuner.inputs import input_spec, space_from_info
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
@@ -96,14 +97,26 @@ def _pick_format(format: str | None, pipeline: CandidatePipeline) -> str:
 def _load_trained(
     result: TuneResult, rec: TrialRecord, pipeline: CandidatePipeline, work: Path, *, finalized: bool
 ) -> tuple[Any, Any]:
-    """(model with the trial's trained -- or finalized -- weights, its candidate)."""
+    """(model with the trial's trained -- or finalized -- weights, its candidate).
+
+    A compression study's trials store their pruned model as a ``torch.export`` archive (loaded without
+    unpickling); the others store weights that go into a model rebuilt from the candidate.
+    """
     import torch
 
     from hwtune.space import Candidate
 
-    cand = Candidate.from_dict(rec.candidate or {})
+    from_dict = getattr(pipeline.space, "candidate_from_dict", None) or Candidate.from_dict
+    cand = from_dict(rec.candidate or {})
     if cand.key != rec.candidate_key:
         raise StudyError(f"trial {rec.number}: stored candidate does not match its key {rec.candidate_key}")
+    final = rec.figures.finalized or {}
+    archive_id = final.get("model_artifact_id") if finalized else rec.figures.model_artifact_id
+    if archive_id:
+        from hwtune.tuner.compress import load_compress_model
+
+        path = download_artifact_file(result, str(archive_id), work / "model.pt2", what=f"the model of trial {rec.number}")
+        return load_compress_model(path), cand
     weights = download_weights(result, rec.number, work / "weights.pt", finalized=finalized)
     blob = torch.load(weights, map_location="cpu", weights_only=True)
     model = pipeline.build(cand)

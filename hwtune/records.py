@@ -214,6 +214,7 @@ _FIGURE_KINDS: dict[str, str] = {
     "shipped_bytes": "int",
     "artifact_id": "str",
     "shipped_artifact_id": "str",
+    "model_artifact_id": "str",
     "finalized": "dict",
     # bookkeeping
     "wall_seconds": "num",
@@ -282,6 +283,7 @@ class TrialFigures(_Record):
     shipped_bytes: int | None = None
     artifact_id: str | None = None
     shipped_artifact_id: str | None = None
+    model_artifact_id: str | None = None
     finalized: dict[str, Any] | None = None
     wall_seconds: float | None = None
     worker: dict[str, Any] | None = None

@@ -52,14 +52,14 @@ import json
 import math
 import os
 import random
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._resources import resource_dir, resource_files
-from hwtune._util import is_int, is_num
+from hwtune._io import load_toml
+from hwtune._util import SAFE_NAME_RULE, is_int, is_num, is_safe_name, safe_name
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS, PrecisionPlan
 
@@ -399,15 +399,7 @@ class SearchSpace:
                 f"unknown recipe {text!r}{did_you_mean(text, bundled)} (bundled: {', '.join(bundled) or 'none'}; "
                 "a path to a .toml recipe also works)"
             )
-        try:
-            with path.open("rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"{path}: recipe file not found") from exc
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+        raw = load_toml(path, kind="recipe")
         return cls.from_dict(raw, source=_display(path), name=path.stem, path=path)
 
     @classmethod
@@ -706,9 +698,10 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     version = raw.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         problems.append(f"{src}: schema_version must be {SCHEMA_VERSION}, got {version!r}")
-    name = raw.get("name", name) or "recipe"
-    if not isinstance(name, str) or not name:
-        problems.append(f"{src}: name must be a non-empty string, got {name!r}")
+    # The name becomes part of directory names (the default study): a safe name, or one made from the file's.
+    if "name" in raw and not is_safe_name(raw["name"]):
+        problems.append(f"{src}: name must be a name of {SAFE_NAME_RULE}, got {raw['name']!r}")
+    name = raw["name"] if is_safe_name(raw.get("name")) else safe_name(name or "", default="recipe")
     for key in ("dataset", "description"):
         if (key in raw and not isinstance(raw[key], str)) or (key == "dataset" and raw.get(key) == ""):
             problems.append(

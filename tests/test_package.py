@@ -9,7 +9,7 @@ import hwtune
 
 EXPECTED_ALL = [
     "Candidate", "DeviceProfile", "HwtuneError", "PrecisionPlan", "ProfileReport", "QuantConfig", "SearchSpace",
-    "TrainBudget", "TuneResult", "__version__", "create_model", "evaluate", "export", "finalize", "get_runtime", "list_families",
+    "TrainBudget", "TuneResult", "__version__", "compress", "create_model", "evaluate", "export", "finalize", "get_runtime", "list_families",
     "list_profiles", "list_runtimes", "load_dataset", "load_profile", "predict_latency", "profile_model", "quantize", "train", "tune",
 ]
 

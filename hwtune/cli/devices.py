@@ -16,12 +16,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     inner = p.add_subparsers(dest="devices_command", metavar="show")
     show = inner.add_parser("show", help="show one profile (bundled id or path to a .toml)")
-    show.add_argument("device", metavar="ID")
+    show.add_argument("device", metavar="ID", help="profile id (hwtune devices) or path to a profile .toml")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
     fam = subparsers.add_parser("list-families", help="list the registered model families and their knobs")
-    fam.add_argument("--json", action="store_true")
+    fam.add_argument("--json", action="store_true", help="machine-readable output (knobs and their legal values)")
     fam.set_defaults(func=run_families)
 
 

@@ -2,6 +2,8 @@
 
 MODEL is ``torchvision:<builder>`` (random weights; builder keyword arguments via ``--arg k=v``) or a path
 to an ``.onnx`` file. Errors are ``HwtuneError``s, which the ``hwtune`` entry point prints as one line.
+Exit code 1 when the model does not fit the device (weights over its storage or peak activations over
+its RAM): the profile worked and the answer is "no", so scripts can test it (``hwtune profile ... || ...``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="profile a model on a device: MACs, params, memory, fit and latency",
         description=(
             "Profile MODEL (torchvision:<builder> with random weights, or a path to an .onnx file) for a device. "
-            "On 'measure' devices (host) latency is measured; on others it is predicted or estimated, and says so."
+            "On 'measure' devices (host) latency is measured; on others it is predicted or estimated, and says so. "
+            "Exit code 1 when the model does not fit the device (weights > storage or peak activations > RAM)."
         ),
     )
     p.add_argument("model", metavar="MODEL", help="torchvision:<builder> (e.g. torchvision:mobilenet_v2) or model.onnx")
@@ -147,17 +150,24 @@ def resolve_model(spec: str, builder_args: dict[str, Any] | None = None) -> Any:
 
 
 class _Progress:
-    """Prints a step on stderr only once it has run longer than ``PROGRESS_AFTER_S``."""
+    """Prints a step on stderr only once it has run longer than ``after_s`` (every step with ``-v``; none with ``-q``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, after_s: float = PROGRESS_AFTER_S, enabled: bool = True) -> None:
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._after_s = after_s
+        self._enabled = enabled
 
     def __call__(self, step: str) -> None:
+        if not self._enabled:
+            return
+        if self._after_s <= 0:
+            self._emit(step)
+            return
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(PROGRESS_AFTER_S, self._emit, args=(step,))
+            self._timer = threading.Timer(self._after_s, self._emit, args=(step,))
             self._timer.daemon = True
             self._timer.start()
 
@@ -293,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
     check_precision(args.precision)
     profile = load_profile(args.device)  # unknown device fails before any model is built
 
-    progress = _Progress()
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    progress = _Progress(0.0 if verbose else PROGRESS_AFTER_S, enabled=not getattr(args, "quiet", False))
     try:
         progress(f"building {args.model}")
         model = resolve_model(args.model, builder_args)
@@ -321,4 +332,23 @@ def run(args: argparse.Namespace) -> int:
         print_json(report.to_dict())
     else:
         _print_human(report, profile, args.layers)
+    if not report.fits.overall:
+        if not getattr(args, "quiet", False):
+            print(f"hwtune: {args.model} does not fit {profile.id}: {_misfit(report.fits)} (exit code 1)",
+                  file=sys.stderr)
+        return 1
     return 0
+
+
+def _misfit(fits: Any) -> str:
+    """Which limits a model exceeds, in words."""
+    from hwtune.cli._output import format_bytes
+
+    parts = []
+    if not fits.weights:
+        parts.append(f"weights {format_bytes(fits.weight_bytes)} > storage {format_bytes(fits.storage_bytes)}")
+    if not fits.activations:
+        parts.append(
+            f"peak activations {format_bytes(fits.peak_activation_bytes)} > RAM {format_bytes(fits.ram_bytes)}"
+        )
+    return "; ".join(parts)

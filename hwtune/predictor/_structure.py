@@ -140,6 +140,8 @@ def _window_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 def _broadcast(shapes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
+    if len(shapes) == 2 and shapes[0] == shapes[1]:
+        return tuple(shapes[0])
     n = max(len(s) for s in shapes)
     out = []
     for i in range(n):
@@ -215,6 +217,28 @@ class _Lowerer:
         self.rows.append([name, op_type, precision, tuple(t.shape for t in _unique(inputs)), out, int(macs),
                           int(wbytes), kernel, prods, constant, identity])
         return _T(out, len(self.rows) - 1)
+
+    def copy_rows(self, first: tuple[int, int, _T, _T, str], where: str, x: _T) -> _T:
+        """Append a copy of the rows ``first`` recorded for an identical module at another path.
+
+        ``first`` = (first row, end row, its input, its output, its path). Module rows move to
+        ``where`` (and count as calls there), functional rows take the next fx names.
+        """
+        start, end, x_in, x_out, old = first
+        offset = len(self.rows) - start
+        prefix = old + "."
+        for r in self.rows[start:end]:
+            name = r[0]
+            if name.startswith(prefix):
+                name = self.module_name(where + name[len(old):])
+            else:
+                m = _NAME_RE.match(name)
+                name = self.names.create(m.group(1) if m else name)
+            prods = tuple(sorted({x.src if p == x_in.src else (p + offset if p >= start else p) for p in r[8]}))
+            self.rows.append([name, *r[1:8], prods, r[9], r[10]])
+        if x_out.src == x_in.src:
+            return x
+        return _T(x_out.shape, x_out.src + offset)
 
     def module_name(self, path: str) -> str:
         self.names.create(path.replace(".", "_"))
@@ -665,10 +689,17 @@ def _mean(lw: _Lowerer, name: str, prec: str, x: _T, args: Sequence[Any], kwargs
 # Families whose wiring is data
 
 
+_HANDLERS: dict[type, Callable[..., Any] | None] = {}
+
+
 def _wiring_handler(cls: type) -> Callable[..., Any] | None:
-    if cls.__name__ == "NB201Net" and cls.__module__ == "hwtune.families.nb201":
-        return _nb201_net
-    return None
+    try:
+        return _HANDLERS[cls]
+    except KeyError:
+        pass
+    handler = _nb201_net if (cls.__name__ == "NB201Net" and cls.__module__ == "hwtune.families.nb201") else None
+    _HANDLERS[cls] = handler
+    return handler
 
 
 def _nb201_net(lw: _Lowerer, net: Any, path: str, args: Sequence[Any]) -> Any:
@@ -676,40 +707,49 @@ def _nb201_net(lw: _Lowerer, net: Any, path: str, args: Sequence[Any]) -> Any:
 
     Mirrors ``NB201Net.forward`` and ``NB201Cell.forward`` (node j = sum over its non-``none``
     edges in source order, skip = identity, a node without edges = ``zeros_like``); the parity
-    test against the traced lowering guards the mirror.
+    test against the traced lowering guards the mirror. The cells of a stage are identical, so
+    under a uniform precision the first one's layers are copied for the others.
     """
     from hwtune.families.nb201 import NB201Cell, parse_arch
 
     ops = parse_arch(net.arch)
     x = lw.module(net.stem, _join(path, "stem"), args)
     for s, stage in net.stages._modules.items():
+        first: tuple[int, int, _T, _T, str] | None = None
         for b, block in stage._modules.items():
             where = _join(path, f"stages.{s}.{b}")
             if not isinstance(block, NB201Cell):
                 x = lw.module(block, where, [x])
-                continue
-            nodes = [x]
-            for j, node_ops in enumerate(ops, start=1):
-                edges = [(i, op) for i, op in enumerate(node_ops) if op != "none"]
-                if not edges:
-                    nodes.append(lw.add(lw.names.create("zeros_like"), "other", lw.plan.for_module(where),
-                                        [x], x.shape, constant=True))
-                    continue
-                terms = []
-                for i, op in edges:
-                    key = f"edge_{j}_{i}"
-                    edge = block.edges._modules.get(key)
-                    if op == "skip_connect" or edge is None:
-                        terms.append(nodes[i])
-                    else:
-                        terms.append(lw.module(edge, f"{where}.edges.{key}", [nodes[i]]))
-                total = terms[0]
-                for t in terms[1:]:
-                    total = lw.add(lw.names.create("add"), "add", lw.plan.for_module(where), [total, t],
-                                   _broadcast([total.shape, t.shape]))
-                nodes.append(total)
-            x = nodes[-1]
+            elif first is not None and not lw.plan.overrides and first[2].shape == x.shape:
+                x = lw.copy_rows(first, where, x)
+            else:
+                start, x_in = len(lw.rows), x
+                x = _nb201_cell(lw, block, where, x, ops)
+                first = (start, len(lw.rows), x_in, x, where)
     return lw.module(net.head, _join(path, "head"), [x])
+
+
+def _nb201_cell(lw: _Lowerer, cell: Any, where: str, x: _T, ops: tuple[tuple[str, ...], ...]) -> _T:
+    prec = lw.plan.for_module(where)
+    nodes = [x]
+    for j, node_ops in enumerate(ops, start=1):
+        edges = [(i, op) for i, op in enumerate(node_ops) if op != "none"]
+        if not edges:
+            nodes.append(lw.add(lw.names.create("zeros_like"), "other", prec, [x], x.shape, constant=True))
+            continue
+        terms = []
+        for i, op in edges:
+            key = f"edge_{j}_{i}"
+            edge = cell.edges._modules.get(key)
+            if op == "skip_connect" or edge is None:
+                terms.append(nodes[i])
+            else:
+                terms.append(lw.module(edge, f"{where}.edges.{key}", [nodes[i]]))
+        total = terms[0]
+        for t in terms[1:]:
+            total = lw.add(lw.names.create("add"), "add", prec, [total, t], _broadcast([total.shape, t.shape]))
+        nodes.append(total)
+    return nodes[-1]
 
 
 def raws_from_structure(

@@ -47,39 +47,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ExecuTorchRuntime", "float_compute_ops"]
 
 # aten ops that do arithmetic on activations (BatchNorm is folded into the conv before lowering).
-_COMPUTE_OPS = frozenset(
-    {
-        "conv1d",
-        "conv2d",
-        "conv3d",
-        "convolution",
-        "conv_transpose2d",
-        "linear",
-        "addmm",
-        "mm",
-        "bmm",
-        "matmul",
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "mean",
-        "sum",
-        "adaptive_avg_pool2d",
-        "avg_pool2d",
-        "max_pool2d",
-        "cat",
-        "hardswish",
-        "hardsigmoid",
-        "sigmoid",
-        "softmax",
-        "_softmax",
-        "gelu",
-        "silu",
-        "tanh",
-    }
-)
 _WEIGHTED_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose2d", "linear"})
+_COMPUTE_OPS = _WEIGHTED_OPS | {"addmm", "mm", "bmm", "matmul", "add", "sub", "mul", "div", "mean", "sum", "cat"}
+_COMPUTE_OPS |= {"adaptive_avg_pool2d", "avg_pool2d", "max_pool2d", "hardswish", "hardsigmoid", "sigmoid", "tanh"}
+_COMPUTE_OPS |= {"softmax", "_softmax", "gelu", "silu"}
 _DEQUANTIZE = re.compile(r"quantized_decomposed\.dequantize_per_|dequantize_affine")
 # Ops XNNPACK profiles that are not computation of the model (aggregates and layout copies).
 _NOT_OPS = frozenset({"Method::execute", "DELEGATE_CALL", "Method::init", "Program::load_method"})

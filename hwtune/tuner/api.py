@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
 import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,16 @@ def _check_run_args(n_trials: Any, timeout: Any, seed: Any, population_size: Any
         problems.append(f"population_size must be an integer >= 2, got {population_size!r}")
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+def _store_source_model(source: Mapping[str, Any], artifact_dir: Path) -> dict[str, Any]:
+    """Keep the user's model (a ``torch.export`` archive) in the study's artifact store."""
+    from hwtune.tuner.storage import upload_to_store
+
+    rec = {k: v for k, v in source.items() if k != "archive"}
+    if source.get("archive"):
+        rec["artifact_id"] = upload_to_store(artifact_dir, Path(str(source["archive"])))
+    return rec
 
 
 def _load_devices(device: Any) -> list[DeviceProfile]:
@@ -179,6 +189,7 @@ def tune(
     pipeline: PipelineFactory | None = None,
     strategy: str | None = None,
     parent_epochs: float | None = None,
+    source_model: Mapping[str, Any] | None = None,
 ) -> TuneResult:
     """Search ``space_or_recipe`` for the accuracy/latency(/memory) Pareto front on ``device``.
 
@@ -221,6 +232,8 @@ def tune(
             candidate trained from its own initialization). A resumed study keeps its strategy.
         parent_epochs: Epochs of the parent's training (``inherit``; default the recipe's
             ``[parent] epochs``, else 3).
+        source_model: Set by :func:`hwtune.compress`: the user's model this study compresses
+            (``sha256``, ``class``, ``source`` and ``archive``, a ``torch.export`` file stored with the study).
 
     Returns:
         A :class:`TuneResult`; ``result.front``, ``result.knee``, ``result.front_table()``.
@@ -262,7 +275,7 @@ def tune(
     study, stored = _open_study(url, study_name, objs)
     if stored is not None and strategy_arg is None:
         strategy = stored.strategy or "scratch"  # a resumed study keeps its strategy
-    if strategy == "inherit" and not sched.zero_rung:
+    if strategy in ("inherit", "compress") and not sched.zero_rung:
         sched = Schedule.from_dict({**sched.to_dict(), "zero_rung": True})
     default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
     pipe = (pipeline or default_pipeline)(space, profile, runtime=runtime)
@@ -299,6 +312,10 @@ def tune(
         threads=threads,
         devices=profiles,
     )
+    if source_model is not None and stored is None:
+        meta_new["source_model"] = _store_source_model(source_model, artifact_dir)
+    elif stored is not None and stored.source_model:
+        meta_new["source_model"] = stored.source_model
     if strategy == "inherit":
         epochs = float(parent_epochs or (space.parent.epochs if space.parent else DEFAULT_PARENT_EPOCHS))
         key = parent_key(recipe_info["space"], data_load, epochs, int(seed or 0))
@@ -328,6 +345,8 @@ def tune(
         meta_new.update(reference_point=ctx.reference, sampler=sampler_name(sampler), seed=seed)
         if len(profiles) > 1:
             meta_new["reference_points"] = refs
+        for params in getattr(space, "initial_params", list)():
+            study.enqueue_trial(params)  # e.g. the user's unmodified model: the baseline row (compress)
         study.set_user_attr(META_KEY, StudyMeta.from_dict(meta_new).to_dict())
         log(
             f"study {study_name!r}: {space.family} space of {space_size(space)} candidates on {profile.id} "

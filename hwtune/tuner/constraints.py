@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ConfigError, HwtuneError
 from hwtune.tuner.config import Constraints
-from hwtune.tuner.inputs import extreme_candidate
+from hwtune.tuner.inputs import extreme_candidate, stage_precision_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.device import DeviceProfile
@@ -133,5 +133,5 @@ def choice_supported(space: SearchSpace, precision: str, device: DeviceProfile) 
         cand = extreme_candidate(space, largest=False, precision=precision)
     except HwtuneError:
         return False
-    precs = [p for _, p in cand.stage_precision] or [precision]
+    precs = list(stage_precision_of(cand).values()) or [precision]
     return all(device.supports(p) for p in precs)

@@ -67,9 +67,14 @@ def select_trials(result: TuneResult, trials: Any) -> list[TrialRecord]:
 
 
 def _parent_of(result: TuneResult, work: Path) -> Any:
-    """The study's trained parent (teacher for distillation), or None for a scratch study."""
+    """The teacher for distillation: the trained parent (inherit), the user's model (compress), or None."""
     import torch
 
+    source = result.meta.source_model or {}
+    if source.get("artifact_id"):
+        from hwtune.tuner.compress import load_compress_model
+
+        return load_compress_model(download_artifact_file(result, str(source["artifact_id"]), work / "source.pt2"))
     parent_rec = result.meta.parent
     if result.meta.strategy != "inherit" or not parent_rec:
         return None
@@ -103,10 +108,16 @@ def _finalize_one(
     from hwtune.supernet import finetune
 
     t0 = time.monotonic()
-    cand = Candidate.from_dict(rec.candidate or {})
-    model = pipe.build(cand)
-    blob = torch.load(download_weights(result, rec.number, work / f"w{rec.number}.pt"), weights_only=True)
-    model.load_state_dict(blob["state_dict"])
+    cand = (getattr(pipe.space, "candidate_from_dict", None) or Candidate.from_dict)(rec.candidate or {})
+    if rec.figures.model_artifact_id:  # a compression study: the pruned model is stored whole
+        from hwtune.tuner.compress import load_compress_model
+
+        path = download_artifact_file(result, rec.figures.model_artifact_id, work / f"m{rec.number}.pt2")
+        model = load_compress_model(path)
+    else:
+        model = pipe.build(cand)
+        blob = torch.load(download_weights(result, rec.number, work / f"w{rec.number}.pt"), weights_only=True)
+        model.load_state_dict(blob["state_dict"])
     stats = finetune(
         model, data, epochs=epochs, teacher=parent, lr=lr, batch_size=sched.batch_size, seed=seed, threads=threads
     )
@@ -139,6 +150,11 @@ def _finalize_one(
     weights = work / f"final{rec.number}.pt"
     torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "finalized": True}, weights)
     figures["artifact_id"] = upload_study_artifact(result, weights)
+    if rec.figures.model_artifact_id:
+        from hwtune.tuner.compress import export_archive
+
+        archive = export_archive(model, pipe.input_shape, work / f"final{rec.number}.pt2")
+        figures["model_artifact_id"] = upload_study_artifact(result, archive)
     figures["seconds"] = time.monotonic() - t0
     return jsonable(figures)
 

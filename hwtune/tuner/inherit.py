@@ -47,6 +47,10 @@ def choose_strategy(space: SearchSpace, strategy: str | None) -> str:
     from hwtune.supernet import is_sliceable, why_not_sliceable
     from hwtune.tuner.config import STRATEGIES
 
+    if strategy == "compress" or getattr(space, "family", None) == "user-model":
+        if strategy != "compress":
+            raise ConfigError("a user model's derived space is searched by hwtune.compress(), not tune()")
+        return "compress"
     if strategy is not None and strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if strategy == "inherit" and not is_sliceable(space):

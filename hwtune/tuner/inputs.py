@@ -32,12 +32,16 @@ __all__ = [
     "resolve_space",
     "space_from_info",
     "space_size",
+    "stage_precision_of",
 ]
 
 
 def resolve_space(space_or_recipe: Any) -> tuple[SearchSpace, dict[str, Any]]:
     from hwtune.space import SearchSpace
 
+    if hasattr(space_or_recipe, "cspace"):  # a user model's derived space (hwtune.compress)
+        space = space_or_recipe
+        return space, {"name": space.name, "path": None, "text": None, "space": space.to_dict()}
     if isinstance(space_or_recipe, SearchSpace):
         space = space_or_recipe
         src = getattr(space, "path", None) or getattr(space, "source", None)
@@ -68,6 +72,11 @@ def _space_dict(space: SearchSpace) -> dict[str, Any]:
 def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
     from hwtune.space import SearchSpace
 
+    stored = info.get("space")
+    if isinstance(stored, Mapping) and stored.get("kind") == "compress":
+        from hwtune.tuner.compress import UserModelSpace
+
+        return UserModelSpace.from_dict(stored)  # type: ignore[return-value]
     path = info.get("path")
     if path and Path(path).is_file():
         return SearchSpace.from_recipe(path)
@@ -121,7 +130,13 @@ def load_data(spec: Mapping[str, Any]) -> DataSplits:
 
     kw = dict(spec)
     name = kw.pop("name_or_path")
-    return load_dataset(name, **kw)
+    normalize = kw.pop("normalize", None)  # the user's preprocessing (hwtune.compress normalize=)
+    splits = load_dataset(name, **kw)
+    if normalize:
+        from hwtune.tuner.compress import with_normalization
+
+        splits = with_normalization(splits, normalize["mean"], normalize["std"])
+    return splits
 
 
 def _knob_label(v: Any) -> Any:
@@ -160,6 +175,12 @@ def extreme_candidate(space: SearchSpace, *, largest: bool, precision: str) -> C
             params[name] = choices[0]
     params["precision"] = precision
     return space.candidate(params)
+
+
+def stage_precision_of(cand: Any) -> dict[str, str]:
+    """Stage -> precision of a candidate (a recipe's pairs or a derived space's mapping)."""
+    sp = cand.stage_precision
+    return dict(sp.items()) if isinstance(sp, Mapping) else dict(sp)
 
 
 def candidate_seed(seed: int | None, key: str) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import completed_by_key
-from hwtune.tuner.inputs import candidate_seed
+from hwtune.tuner.inputs import candidate_seed, stage_precision_of
 from hwtune.tuner.storage import BufferedTrial, optuna_module, trial_figures_dict, worker_id
 
 __all__ = ["PROFILE_KEYS", "TrialFailed", "failure_reason", "make_objective"]
@@ -173,7 +173,7 @@ class CandidateTrial:
         ctx, trial = self.ctx, self.trial
         self.stage = "build"
         plan = ctx.pipeline.plan(cand)
-        trial.set_user_attr("stage_precision", dict(cand.stage_precision))
+        trial.set_user_attr("stage_precision", stage_precision_of(cand))
         trial.set_user_attr("precision_plan", plan.to_dict() if hasattr(plan, "to_dict") else str(plan))
         seed = candidate_seed(ctx.seed, cand.key)
         if origin is None:
@@ -201,7 +201,7 @@ class CandidateTrial:
         (the candidate is trained when it fits at least one device).
         """
         ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
-        stage_precisions = tuple(p for _, p in cand.stage_precision) or (cand.precision,)
+        stage_precisions = tuple(stage_precision_of(cand).values()) or (cand.precision,)
         self.stage = "profile"
         t0 = time.monotonic()
         model = pipeline.build(cand)
@@ -406,4 +406,9 @@ class CandidateTrial:
                 study_or_trial=self.trial.trial,
                 mimetype="application/x-pytorch",
             )
-        self.trial.set_user_attr("artifact_id", artifact_id)
+            self.trial.set_user_attr("artifact_id", artifact_id)
+            for key, path in self.ctx.pipeline.extra_artifacts(model, Path(tmp)).items():
+                extra_id = optuna.artifacts.upload_artifact(
+                    artifact_store=store, file_path=str(path), study_or_trial=self.trial.trial
+                )
+                self.trial.set_user_attr(key, extra_id)

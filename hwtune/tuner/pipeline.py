@@ -107,6 +107,9 @@ class CandidatePipeline:
         from hwtune.families import get_family
         from hwtune.precision import PrecisionPlan
 
+        own = getattr(self.space, "precision_plan", None)
+        if callable(own):  # a derived space (hwtune.compress) knows its stages' modules
+            return PrecisionPlan.coerce(own(cand))
         fam = get_family(self.space.family)
         return PrecisionPlan.coerce(cand.precision_plan(fam.stage_prefixes(cand)))
 
@@ -178,6 +181,10 @@ class CandidatePipeline:
         example = torch.zeros(*self.input_shape)
         out = Path(workdir) / f"model{rt.suffix}"
         return rt.export(model, example, plan, out, calibration=calibration, device=self.device, seed=seed)
+
+    def extra_artifacts(self, model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
+        """Files stored with a trial besides its weights: figure name -> file (none by default)."""
+        return {}
 
     def measure(
         self, shipped: ShippedModel, *, time_budget_s: float, device: DeviceProfile | None = None

@@ -1,0 +1,153 @@
+"""``hwtune compress MODEL``: compress your own trained model for a device (see :mod:`hwtune.tuner.compress`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from hwtune.errors import ConfigError
+
+__all__ = ["add_parser", "run_compress"]
+
+
+def _floats(text: str) -> list[float]:
+    import math
+
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
+    return values
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 1x1x28x28, got {text!r}") from None
+    if len(dims) != 4 or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected a 4-d shape NxCxHxW of positive sizes, got {text!r}")
+    return dims
+
+
+def _positive(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compress",
+        help="compress your own trained model for a device (pruned widths/depths, per-stage precision)",
+        description="Derive a search space from your model (Torch-Pruning), then search pruned, quantized "
+        "versions of it that inherit its weights and are fine-tuned distilled from it. The result is an "
+        "ordinary study: front, finalize and export work on it.",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="path/to/file.py:factory, package.module:factory, torchvision:<builder> (with --weights), "
+        "or a torch.export archive (.pt2)",
+    )
+    p.add_argument("--weights", default=None, metavar="FILE", help=".pt/.pth state dict or .safetensors")
+    p.add_argument("--data", default="fashion-mnist", metavar="NAME_OR_DIR", help="dataset name or directory")
+    p.add_argument("--device", default="host", metavar="ID[,ID...]", help="device profile id(s) (default host)")
+    p.add_argument("--input", type=_shape, default=None, metavar="NxCxHxW", help="example input shape")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="factory/builder num_classes= argument")
+    p.add_argument(
+        "--mean", type=_floats, default=None, metavar="M[,M...]", help="per-channel mean of your preprocessing"
+    )
+    p.add_argument(
+        "--std", type=_floats, default=None, metavar="S[,S...]", help="per-channel std of your preprocessing"
+    )
+    p.add_argument("--show-space", action="store_true", help="print the derived space as an editable recipe and exit")
+    p.add_argument("--space", default=None, metavar="FILE", help="an edited recipe from --show-space")
+    p.add_argument("--trials", "-n", type=int, default=None, metavar="N", help="completed trials in the study")
+    p.add_argument("--timeout", type=_positive, default=None, metavar="SECONDS", help="wall-clock budget")
+    p.add_argument("--out", "-o", default=None, metavar="DIR", help="run directory (default hwtune-runs/STUDY)")
+    p.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL (default OUT/study.db)")
+    p.add_argument("--study", default=None, metavar="NAME", help="study name")
+    p.add_argument("--objectives", default="accuracy,latency", metavar="LIST", help="accuracy plus latency/memory/size")
+    p.add_argument("--max-latency-ms", type=_positive, default=None, metavar="X", help="latency limit")
+    p.add_argument("--max-ram-kb", type=_positive, default=None, metavar="X", help="working-memory limit, KiB")
+    p.add_argument("--max-storage-kb", type=_positive, default=None, metavar="X", help="storage limit, KiB")
+    p.add_argument("--epochs", type=_positive, default=None, metavar="E", help="fine-tuning epochs at the last rung")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="seed of sampler and fine-tuning")
+    p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")
+    p.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only N validation samples")
+    p.add_argument("--json", action="store_true", help="print the front as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.set_defaults(func=run_compress)
+    return p
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    import torch
+
+    from hwtune.compression import derive_space, load_user_model
+    from hwtune.tuner.compress import compress
+
+    kwargs = {"num_classes": args.num_classes} if args.num_classes else None
+    model = load_user_model(args.model, weights=args.weights, kwargs=kwargs)
+    if (args.mean is None) != (args.std is None):
+        raise ConfigError("--mean and --std go together (your preprocessing's per-channel statistics)")
+    data: dict[str, Any] = {"name": args.data}
+    if args.train_limit:
+        data["train_limit"] = args.train_limit
+    if args.val_limit:
+        data["val_limit"] = args.val_limit
+    example = torch.zeros(*args.input) if args.input else None
+    if args.show_space:
+        from hwtune.tuner.inputs import data_spec, load_data
+
+        if example is None:
+            load, _ = data_spec(data, None)
+            example = torch.zeros(1, *load_data(load).input_shape)  # type: ignore[arg-type]
+        sys.stdout.write(derive_space(model.eval(), example).to_toml())
+        return 0
+    constraints = {
+        k: v
+        for k, v in (
+            ("max_latency_ms", args.max_latency_ms),
+            ("max_ram_kb", args.max_ram_kb),
+            ("max_storage_kb", args.max_storage_kb),
+        )
+        if v is not None
+    }
+    budget = {"epochs": args.epochs} if args.epochs else None
+    result = compress(
+        model,
+        data,
+        device=args.device,
+        example_input=example,
+        normalize=None if args.mean is None else (args.mean, args.std),
+        space=args.space,
+        source=args.model,
+        objectives=args.objectives,
+        constraints=constraints,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        out_dir=args.out,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.seed,
+        budget=budget,
+        progress=not args.quiet,
+    )
+    if args.json:
+        json.dump(result.front_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.quiet:
+        print(result.front_table())
+    return 130 if result.interrupted else 0

@@ -1,0 +1,344 @@
+"""``compress()``: search a user's own trained model for a device (pruned widths, dropped blocks, per-stage precision).
+
+The model side (safe loading, the derived :class:`~hwtune.compression.CompressSpace`, pruning with
+Torch-Pruning) is :mod:`hwtune.compression`; this module runs it through the ordinary tuner, so the
+result is an ordinary hwtune study (``front``, ``report``, ``finalize``, ``export``, resume, several
+devices):
+
+* the space is the derived one, wrapped so the tuner sees the same interface as a recipe's;
+* a candidate is a pruned copy of the user's model (weights inherited, BatchNorm recalibrated):
+  scored without training at rung 0, the promoted ones fine-tuned with distillation from the
+  original model for the schedule's rung budgets -- never trained from scratch;
+* the user's model itself is enqueued first: its accuracy on the validation split, as it ships,
+  is the baseline row of the front;
+* every trial stores its pruned model as a ``torch.export`` archive (``.pt2``, weights included,
+  loaded back without unpickling), so export and finalize need neither the user's code nor the
+  original model; the original is stored too (``source_model`` in the study settings, with its
+  sha256).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hwtune._util import is_num
+from hwtune.errors import ConfigError, DataError
+from hwtune.front import TuneResult
+from hwtune.tuner.pipeline import CandidatePipeline
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from hwtune.compression import CompressCandidate, CompressSpace
+    from hwtune.data import DataSplits
+    from hwtune.device import DeviceProfile
+
+__all__ = ["CompressPipeline", "UserModelSpace", "compress", "load_compress_model", "with_normalization"]
+
+FAMILY = "user-model"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Input:
+    channels: int
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Train:
+    epochs: float
+    batch_size: int
+
+
+class UserModelSpace:
+    """A :class:`~hwtune.compression.CompressSpace` seen through the tuner's space interface."""
+
+    family = FAMILY
+    parent = None
+
+    def __init__(
+        self, cspace: CompressSpace, *, name: str, dataset: str, epochs: float = 1.0, batch_size: int = 128
+    ) -> None:
+        c, h, w = cspace.input_shape
+        if h != w:
+            raise ConfigError(f"compress: only square inputs are supported, got {c}x{h}x{w}")
+        self.cspace = cspace
+        self.name = name
+        self.dataset = dataset
+        self.input = _Input(int(c), int(h))
+        self.num_classes = int(cspace.num_classes)
+        self.train = _Train(float(epochs), int(batch_size))
+        self.path = None
+
+    # -- the tuner's view ----------------------------------------------------------------------
+    @property
+    def precision_choices(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for st in self.cspace.stages:
+            seen.update(dict.fromkeys(st.precision))
+        return tuple(seen)
+
+    @property
+    def knob_choices(self) -> dict[str, tuple[Any, ...]]:
+        return {k: v for k, v in self.cspace.all_params().items() if not k.endswith(".precision")}
+
+    def param_choices(self) -> dict[str, tuple[Any, ...]]:
+        return self.cspace.param_choices()
+
+    def size(self) -> int:
+        return self.cspace.size()
+
+    def candidate(self, params: Mapping[str, Any]) -> CompressCandidate:
+        """A candidate; a uniform ``precision`` key sets every stage that offers it."""
+        params = dict(params)
+        uniform = params.pop("precision", None)
+        if uniform is not None:
+            for st in self.cspace.stages:
+                if uniform in st.precision and len(st.precision) > 1:
+                    params[f"{st.name}.precision"] = uniform
+                elif uniform not in st.precision:
+                    raise ConfigError(f"compress: stage {st.name} cannot run {uniform} ({', '.join(st.precision)})")
+        return self.cspace.candidate(params)
+
+    def candidate_from_dict(self, data: Mapping[str, Any]) -> CompressCandidate:
+        from hwtune.compression import CompressCandidate
+
+        return CompressCandidate.from_dict(data)
+
+    def precision_plan(self, cand: CompressCandidate) -> Any:
+        from hwtune.compression import precision_plan
+
+        return precision_plan(self.cspace, cand)
+
+    def initial_params(self) -> list[dict[str, Any]]:
+        """Parameters of the trials enqueued first: the unmodified model (the baseline row)."""
+        base = self.cspace.baseline().params()
+        searched = self.param_choices()
+        return [{k: v for k, v in base.items() if k in searched}]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "compress",
+            "name": self.name,
+            "dataset": self.dataset,
+            "train": {"epochs": self.train.epochs, "batch_size": self.train.batch_size},
+            "space": self.cspace.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UserModelSpace:
+        from hwtune.compression import CompressSpace
+
+        train = data.get("train") or {}
+        return cls(
+            CompressSpace.from_dict(data["space"]),
+            name=str(data.get("name", "compress")),
+            dataset=str(data.get("dataset", "user")),
+            epochs=float(train.get("epochs", 1.0)),
+            batch_size=int(train.get("batch_size", 128)),
+        )
+
+
+def load_compress_model(path: str | Path) -> torch.nn.Module:
+    """A pruned trial model stored as a ``torch.export`` archive (weights-only load, no unpickling)."""
+    from hwtune.compression import load_user_model
+
+    return load_user_model(str(path)).eval()
+
+
+class CompressPipeline(CandidatePipeline):
+    """Candidates are pruned copies of ``parent`` (the user's model), fine-tuned distilled from it."""
+
+    def __init__(
+        self,
+        space: UserModelSpace,
+        device: DeviceProfile,
+        *,
+        runtime: str | None = None,
+        parent: torch.nn.Module | None = None,
+        importance: str = "magnitude",
+    ) -> None:
+        super().__init__(space, device, runtime=runtime)
+        self.parent = parent
+        self.importance = importance
+
+    @property
+    def strategy(self) -> str:
+        return "compress"
+
+    def build(self, cand: Any) -> torch.nn.Module:
+        """The pruned copy of the user's model (dropped blocks, pruned channels, the parent's weights)."""
+        import torch
+
+        from hwtune.compression import apply_candidate
+
+        if self.parent is None:
+            raise ConfigError("compress: the pipeline has no parent model")
+        example = torch.zeros(*self.input_shape)
+        model, _ = apply_candidate(
+            self.parent, self.space.cspace, cand, example_input=example, importance=self.importance
+        )
+        return model.eval()
+
+    def plan(self, cand: Any) -> Any:
+        return self.space.precision_plan(cand)
+
+    def initial_model(self, cand: Any, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
+        from hwtune.supernet import recalibrate_bn
+
+        model = self.build(cand)
+        if data is not None and cand.key != self.space.cspace.baseline().key:
+            recalibrate_bn(model, data, seed=seed)  # the unmodified model keeps the user's statistics
+        return model.eval()
+
+    def train(
+        self, model: Any, data: Any, *, epochs: float, batch_size: int, lr: Any, seed: int, threads: Any = None
+    ) -> Any:
+        from hwtune.supernet import finetune
+
+        return finetune(
+            model, data, epochs=epochs, teacher=self.parent, lr=lr, batch_size=batch_size, seed=seed, threads=threads
+        )
+
+    def extra_artifacts(self, model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
+        """The trained pruned model as a ``torch.export`` archive (what export and finalize load)."""
+        return {"model_artifact_id": export_archive(model, self.input_shape, Path(workdir) / "model.pt2")}
+
+
+def export_archive(model: torch.nn.Module, input_shape: Sequence[int], path: Path) -> Path:
+    """``torch.export`` ``model`` with a dynamic batch and save it (weights included)."""
+    import torch
+
+    example = torch.zeros(2, *input_shape[1:])
+    was_training = model.training
+    model.eval()
+    try:
+        ep = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    finally:
+        model.train(was_training)
+    torch.export.save(ep, str(path))
+    return path
+
+
+def with_normalization(splits: DataSplits, mean: Sequence[float], std: Sequence[float]) -> DataSplits:
+    """The same splits normalized with the user's per-channel ``mean``/``std`` (what their weights expect)."""
+    from hwtune.data import TensorData
+
+    c = splits.input_shape[0]
+    mean, std = [float(x) for x in mean], [float(x) for x in std]
+    problems = []
+    for key, v in (("mean", mean), ("std", std)):
+        if len(v) not in (1, c) or not all(is_num(x) for x in v):
+            problems.append(f"normalize: {key} must be 1 or {c} finite numbers (one per channel), got {v}")
+    if any(s <= 0 for s in std):
+        problems.append(f"normalize: std must be > 0, got {std}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    mean, std = (mean * c)[:c], (std * c)[:c]
+
+    def norm(ds: Any) -> Any:
+        if ds is None:
+            return None
+        if not isinstance(ds, TensorData) or ds.images.is_floating_point():
+            raise DataError("normalize= applies to image datasets hwtune loaded (uint8 pixels), not to float tensors")
+        return TensorData(ds.images, ds.labels, mean=mean, std=std)
+
+    return dataclasses.replace(
+        splits, train=norm(splits.train), val=norm(splits.val), test=norm(splits.test), mean=tuple(mean), std=tuple(std)
+    )
+
+
+def _as_data_arg(load: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored load spec as ``tune``'s ``data=`` mapping (``name`` key)."""
+    kw = dict(load)
+    kw["name"] = kw.pop("name_or_path")
+    return kw
+
+
+def compress(
+    model: Any,
+    data: Any = "fashion-mnist",
+    *,
+    device: Any = "host",
+    example_input: Any = None,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    space: Any = None,
+    source: str | None = None,
+    importance: str = "magnitude",
+    **tune_kwargs: Any,
+) -> TuneResult:
+    """Compress a trained ``model`` for ``device``: a Pareto front of pruned, quantized versions of it.
+
+    Args:
+        model: The trained ``torch.nn.Module`` (left untouched).
+        data: What it was trained on: a dataset name or directory, a mapping of
+            :func:`hwtune.data.load_dataset` arguments, or a :class:`~hwtune.data.DataSplits`.
+        device: Device profile id(s), as for :func:`hwtune.tune`.
+        example_input: One input batch ``(1, C, H, W)``; default: the data's shape.
+        normalize: ``(mean, std)`` per channel the weights were trained with; default the dataset's.
+        space: A :class:`~hwtune.compression.CompressSpace` or the path of an edited recipe
+            (``hwtune compress MODEL --show-space``); default: derived from the model.
+        source: How the model was given (``torchvision:resnet18``, a file), recorded in the study.
+        importance: Channel importance for pruning (``magnitude``, ``l1``, ``l2``, ``taylor``).
+        **tune_kwargs: Everything :func:`hwtune.tune` takes (objectives, constraints, n_trials,
+            timeout, storage, study_name, out_dir, budget, sampler, seed, ...).
+
+    Returns:
+        The :class:`TuneResult`; its first trial is the unmodified model (the baseline row).
+
+    Example:
+        >>> result = hwtune.compress(my_model, "fashion-mnist", device="raspberry-pi-4", n_trials=20)  # doctest: +SKIP
+    """
+    import torch
+
+    from hwtune.compression import CompressSpace, check_model, check_space, derive_space, state_sha256
+    from hwtune.tuner.api import tune
+    from hwtune.tuner.inputs import data_spec, load_data
+
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"compress needs a torch.nn.Module, got {type(model).__name__}")
+    for key in ("strategy", "pipeline", "parent_epochs"):
+        if key in tune_kwargs:
+            raise ConfigError(f"compress: {key}= is not an option (candidates always inherit the model's weights)")
+    load, splits = data_spec(data, None)
+    if splits is None:
+        splits = load_data(load)  # type: ignore[arg-type]
+    if normalize is not None:
+        splits = with_normalization(splits, *normalize)
+        if load is not None:
+            load = {**load, "normalize": {"mean": list(splits.mean or ()), "std": list(splits.std or ())}}
+    shape = tuple(splits.input_shape)
+    example = example_input if example_input is not None else torch.zeros(1, *shape)
+    if tuple(example.shape[1:]) != shape:
+        raise ConfigError(
+            f"example_input has shape {tuple(example.shape)} but the data's images are {'x'.join(map(str, shape))}"
+        )
+    model = model.eval()
+    check_model(model, example, splits.num_classes)
+    if space is None:
+        cspace = derive_space(model, example)
+    elif isinstance(space, CompressSpace):
+        cspace = space
+    else:
+        cspace = CompressSpace.from_toml(space)
+    check_space(cspace, model, example)
+    name = f"compress-{type(model).__name__.lower()}"
+    adapter = UserModelSpace(cspace, name=name, dataset=splits.name)
+    src = {"sha256": state_sha256(model), "class": type(model).__name__, "source": source}
+    with tempfile.TemporaryDirectory(prefix="hwtune-compress-") as tmp:
+        archive = export_archive(model, (1, *shape), Path(tmp) / "source.pt2")
+        return tune(
+            adapter,
+            device=device,
+            data=splits if load is None else _as_data_arg(load),
+            pipeline=lambda sp, dev, runtime=None: CompressPipeline(
+                sp, dev, runtime=runtime, parent=model, importance=importance
+            ),
+            strategy="compress",
+            source_model={**src, "archive": str(archive)},
+            **tune_kwargs,
+        )

@@ -178,7 +178,7 @@ class TrainStats:
 
 
 @contextmanager
-def _num_threads(threads: int | None) -> Iterator[int]:
+def num_threads(threads: int | None) -> Iterator[int]:
     """Run with ``threads`` torch intra-op threads, restoring the previous setting afterwards."""
     before = torch.get_num_threads()
     if threads is None:
@@ -205,7 +205,7 @@ def _check_batch(x: Any, step: int) -> None:
         )
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # No weight decay on BatchNorm scales/shifts and biases: decaying them only fights the
     # normalization (Goyal et al. 2017, "Accurate, large minibatch SGD", sec. 3).
     decay: list[torch.nn.Parameter] = []
@@ -219,7 +219,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return groups
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up from 1/warmup to 1, then a cosine decay to 0 at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
@@ -319,7 +319,7 @@ def train(
         raise ModelError(f"{type(model).__name__} has no parameters to train")
     device = params[0].device
 
-    with _num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]):
+    with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         # The sample stream: whole shuffled epochs back to back, cut at the budget.
@@ -333,7 +333,7 @@ def train(
         steps = len(batches)
         warmup = max(1, round(warmup_fraction * steps)) if warmup_fraction > 0 else 0
 
-        groups = _param_groups(model, wd)
+        groups = param_groups(model, wd)
         if optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=peak_lr, momentum=0.9, nesterov=True)
         else:
@@ -348,7 +348,7 @@ def train(
             for step, (x, y) in enumerate(iter_batches(ds, batches, num_workers=num_workers)):
                 _check_batch(x, step)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                factor = _lr_factor(step, steps, warmup)
+                factor = lr_factor(step, steps, warmup)
                 for g in opt.param_groups:
                     g["lr"] = peak_lr * factor
                 logits = model(x)

@@ -350,8 +350,7 @@ def test_one_sandwich_step_updates_shared_weights(family, fashion_tiny):
     subnets = [smallest_candidate(space), space.sample(random.Random(0))]
     opt.zero_grad()
     loss, sub_loss = sandwich_step(parent, view, subnets, x, y)
-    # the smallest sub-network's gradient reaches the parent's first channels only
-    assert parent.head.fc.weight.grad is not None
+    assert parent.head.fc.weight.grad is not None and parent.head.fc.weight.grad.abs().sum() > 0
     opt.step()
     assert torch.isfinite(torch.tensor([loss, sub_loss])).all() and loss > 0 and sub_loss > 0
     changed = [k for k, v in parent.state_dict().items() if not torch.equal(v, before[k])]

@@ -1,8 +1,7 @@
 """Pieces of a training loop shared by elastic parent training and distilled fine-tuning.
 
 Same conventions as ``hwtune.training.train`` (SGD with Nesterov momentum 0.9, linear warm-up
-then cosine decay, no weight decay on BatchNorm and biases), re-written here because that
-module keeps them private.
+then cosine decay, no weight decay on BatchNorm and biases), from the helpers it exports.
 """
 
 from __future__ import annotations
@@ -10,14 +9,14 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from hwtune.data import DataSplits, TensorData
 from hwtune.errors import ConfigError, DataError, TrainingDivergedError
+from hwtune.training import lr_factor, num_threads, param_groups
 
 __all__ = [
     "Clock",
@@ -37,22 +36,6 @@ WARMUP_FRACTION = 0.05
 WEIGHT_DECAY = 5e-4
 # Cross-entropy of a 10-class model starts at ln(10) = 2.3; far above that the weights have blown up.
 DIVERGENCE_LOSS = 1e4
-
-
-@contextmanager
-def num_threads(threads: int | None) -> Iterator[int]:
-    """Run with ``threads`` torch intra-op threads (restored afterwards); ``None`` leaves it."""
-    before = torch.get_num_threads()
-    if threads is None:
-        yield before
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_positive(**values: Any) -> None:
@@ -107,11 +90,8 @@ def plan_batches(n: int, batch_size: int, samples: int, seed: int) -> list[torch
 
 
 def sgd(model: torch.nn.Module, lr: float, weight_decay: float = WEIGHT_DECAY) -> torch.optim.Optimizer:
-    """SGD, Nesterov momentum 0.9; weight decay on weights only (Goyal et al. 2017, sec. 3)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    """SGD, Nesterov momentum 0.9, the trainer's parameter groups (no decay on BN and biases)."""
+    return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
 
 
 class Schedule:
@@ -124,12 +104,7 @@ class Schedule:
         self.warmup = max(1, round(warmup_fraction * steps)) if warmup_fraction > 0 else 0
 
     def set(self, step: int) -> float:
-        if step < self.warmup:
-            factor = (step + 1) / self.warmup
-        else:
-            progress = (step - self.warmup) / max(1, self.steps - self.warmup)
-            factor = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        lr = self.peak_lr * factor
+        lr = self.peak_lr * lr_factor(step, self.steps, self.warmup)
         for g in self.opt.param_groups:
             g["lr"] = lr
         return lr

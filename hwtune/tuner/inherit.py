@@ -189,7 +189,6 @@ class InheritPipeline(CandidatePipeline):
         super().__init__(space, device, runtime=runtime)
         self.parent = parent
         self.bn_images = bn_images
-        self._order: Any = None
 
     @property
     def strategy(self) -> str:
@@ -197,13 +196,14 @@ class InheritPipeline(CandidatePipeline):
 
     def initial_model(self, cand: Candidate, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
         """Extract ``cand`` from the parent and re-estimate its BatchNorm statistics on training images."""
-        from hwtune.supernet import extract, importance_order, recalibrate_bn
+        from hwtune.supernet import extract, recalibrate_bn
 
         if self.parent is None:
             raise ConfigError("InheritPipeline needs a trained parent (pipeline.parent is None)")
-        if self._order is None:
-            self._order = importance_order(self.parent, self.space.family)
-        model = extract(self.parent, self.space, cand, order=self._order)
+        # No importance re-ordering: the sandwich rule trains the leading channels of every layer as the
+        # sub-networks, so the first channels are the right ones (re-sorting by BN scale measured
+        # 13-16% instead of 91% validation accuracy on fashion-convnet).
+        model = extract(self.parent, self.space, cand)
         if data is not None:
             recalibrate_bn(model, data, n_images=self.bn_images, seed=seed)
         return model.eval()

@@ -61,6 +61,10 @@ DEVICES = {"raspberry-pi-4": "raspi4_latency_ms", "pixel-3": "pixel3_latency_ms"
 DEV_DEVICES = ("raspberry-pi-4", "pixel-3", "1080ti_1", "gold_6240")
 RIDGE_GRID = (0.001, 0.01, 0.1)
 TIE_GRID = (0.0, 0.1, 0.25)
+MARGIN_GRID = (0.0, 0.25, 0.5, 1.0)
+# The lowering a profile's runtime implies, for the devices that have a bundled profile (TFLite /
+# ONNX Runtime export: deployed); HELP's devices state no runtime: the data decides.
+PREFER = {"raspberry-pi-4": "deployed", "pixel-3": "deployed"}
 SPEC_DEVICES = ("raspberry-pi-4", "pixel-3", "host")
 SPEC_PROFILES = ("raspberry-pi-5", "jetson-nano", "stm32h743")
 TARGETS = {"spearman": 0.95, "spearman_at_least_flops": True, "within_10pct_pi4_pixel3": 0.80,
@@ -88,8 +92,11 @@ def machine() -> dict:
     t0 = time.perf_counter()
     for _ in range(1_000_000):
         pass
+    loop_ms = round((time.perf_counter() - t0) * 1e3, 1)
+    import hwtune
+
     return {"loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
-            "python_loop_1e6_ms": round((time.perf_counter() - t0) * 1e3, 1)}
+            "cpu_model": hwtune.load_profile("host").cpu_model, "python_loop_1e6_ms": loop_ms}
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,12 +186,15 @@ def _loo_cache(vectors: dict, y: np.ndarray, seeds: list[int], ridge: float) -> 
     return out
 
 
-def _choose_from_cache(loo: dict, y_cal: np.ndarray, tie: float) -> tuple[str, str]:
+def _choose_from_cache(loo: dict, y_cal: np.ndarray, tie: float, prefer: str | None, margin: float) -> tuple[str, str]:
     """The same rule as ``choose_form`` (criterion, lowering first, tie) on cached LOO predictions."""
     from hwtune.predictor._forms import EXECUTES, FORMS, loo_log_error
 
     crit = {k: loo_log_error(p, y_cal) for k, p in loo.items()}
-    ex = min(EXECUTES, key=lambda e: sum(crit[(f, e)] for f in FORMS[1:]))
+    total = {e: sum(crit[(f, e)] for f in FORMS[1:]) for e in EXECUTES}
+    ex = min(EXECUTES, key=lambda e: total[e])
+    if prefer is not None and ex != prefer and total[ex] > total[prefer] * (1 - margin):
+        ex = prefer
     best = min(crit[(f, ex)] for f in FORMS)
     return next(f for f in FORMS if crit[(f, ex)] <= best * (1 + tie) + 1e-12), ex
 
@@ -198,24 +208,28 @@ def _heldout(vectors: dict, y: np.ndarray, seed: int, form: str, ex: str, ridge:
 
 
 def method_grid(vectors: dict, lat: dict, seeds: list[int]) -> dict:
-    """Mean held-out Spearman on the development devices for every (ridge, tie)."""
+    """Mean held-out Spearman on the development devices for every (ridge, tie, margin).
+
+    The margin only acts on devices whose runtime a profile states (Raspberry Pi 4, Pixel 3).
+    """
     from scipy.stats import spearmanr
 
     grid = {}
     for ridge in RIDGE_GRID:
         caches = {d: _loo_cache(vectors, lat[d], seeds, ridge) for d in DEV_DEVICES}
         for tie in TIE_GRID:
-            rhos = []
-            for d in DEV_DEVICES:
-                y = lat[d]
-                for s in seeds:
-                    cal = calibration_indices(len(y), s)
-                    form, ex = _choose_from_cache(caches[d][s], y[cal], tie)
-                    mask = np.ones(len(y), bool)
-                    mask[cal] = False
-                    rhos.append(spearmanr(_heldout(vectors, y, s, form, ex, ridge)[mask], y[mask])[0])
-            grid[f"ridge={ridge},tie={tie}"] = round(float(np.mean(rhos)), 4)
-        print(f"method grid ridge {ridge}: {grid}", file=sys.stderr)
+            for margin in MARGIN_GRID:
+                rhos = []
+                for d in DEV_DEVICES:
+                    y = lat[d]
+                    for s in seeds:
+                        cal = calibration_indices(len(y), s)
+                        form, ex = _choose_from_cache(caches[d][s], y[cal], tie, PREFER.get(d), margin)
+                        mask = np.ones(len(y), bool)
+                        mask[cal] = False
+                        rhos.append(spearmanr(_heldout(vectors, y, s, form, ex, ridge)[mask], y[mask])[0])
+                grid[f"ridge={ridge},tie={tie},margin={margin}"] = round(float(np.mean(rhos)), 4)
+        print(f"method grid ridge {ridge} done", file=sys.stderr)
     return grid
 
 
@@ -227,7 +241,7 @@ def _flops_line(flops: np.ndarray, y: np.ndarray, cal: np.ndarray) -> np.ndarray
     return theta[0] * flops + theta[1]
 
 
-def evaluate_device(vectors: dict, flops: np.ndarray, y: np.ndarray, seeds: list[int]) -> dict:
+def evaluate_device(vectors: dict, flops: np.ndarray, y: np.ndarray, seeds: list[int], prefer: str | None = None) -> dict:
     """10-architecture calibrations (``choose_form``) over ``seeds``, each against FLOPs on the same rows."""
     from hwtune.predictor._forms import choose_form
 
@@ -236,7 +250,7 @@ def evaluate_device(vectors: dict, flops: np.ndarray, y: np.ndarray, seeds: list
         cal = calibration_indices(len(y), s)
         mask = np.ones(len(y), bool)
         mask[cal] = False
-        choice = choose_form({ex: v[cal] for ex, v in vectors.items()}, y[cal], flops[cal])
+        choice = choose_form({ex: v[cal] for ex, v in vectors.items()}, y[cal], flops[cal], prefer=prefer)
         pred = vectors[choice.model.executes] @ np.asarray(choice.model.base_theta())
         per_seed.append({"seed": s, "form": choice.chosen.label, "ours": _metrics(pred[mask], y[mask]),
                          "flops": _metrics(_flops_line(flops, y, cal)[mask], y[mask]),
@@ -277,7 +291,7 @@ def _summarise(per_seed: list[dict], n: int) -> dict:
 def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
     """Method grid on the development devices, then every device setting with the chosen method."""
     from hwtune.device import load_profile
-    from hwtune.predictor._forms import PER_OP_RIDGE, TIE
+    from hwtune.predictor._forms import PER_OP_RIDGE, PREFER_MARGIN, TIE
     from hwtune.predictor._model import Hardware
 
     rows, lat = nb201_table()
@@ -288,7 +302,7 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
     seeds = list(range(3)) if quick else list(ROBUSTNESS_SEEDS)
     grid = method_grid(vectors, lat, seeds)
     best = max(grid, key=lambda k: grid[k])
-    used = f"ridge={PER_OP_RIDGE},tie={TIE}"
+    used = f"ridge={PER_OP_RIDGE},tie={TIE},margin={PREFER_MARGIN}"
     method = {"development_devices": list(DEV_DEVICES), "grid_mean_heldout_spearman": grid, "best": best,
               "used": used, "used_score": grid.get(used),
               "note": "chosen on the development devices only; the library constants _forms.PER_OP_RIDGE/TIE "
@@ -296,9 +310,9 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
     devices = {}
     for dev, y in lat.items():
         t0 = time.perf_counter()
-        res = evaluate_device(vectors, flops, y, seeds)
+        res = evaluate_device(vectors, flops, y, seeds, PREFER.get(dev))
         res["role"] = "development" if dev in DEV_DEVICES else "held-out"
-        res["distinct_latencies"] = int(len(np.unique(y)))
+        res["distinct_latencies"] = len(np.unique(y))
         s = res["seeds"]
         res["targets"] = {
             "spearman_ge_0.95": bool((s["spearman_mean"] or 0) >= 0.95),
@@ -368,7 +382,7 @@ def spec_only(per_device: dict) -> dict:
         coef = (float(np.median([o[0] for o in others])), float(np.median([o[1] for o in others])))
         pred = coef[0] * c + coef[1]
         m = _metrics(pred, y)
-        out["devices"][d] = {**m, "flops_spearman": _metrics(fl, y)["spearman"], "n": int(len(y)),
+        out["devices"][d] = {**m, "flops_spearman": _metrics(fl, y)["spearman"], "n": len(y),
                              "coefficients_from_others": {"compute": round(coef[0], 4), "intercept_ms": round(coef[1], 4)},
                              "own_fit": {"compute": round(fits[d][0], 4), "intercept_ms": round(fits[d][1], 4)}}
     rows = out["devices"].values()
@@ -429,17 +443,34 @@ def host_features(records: list[dict]) -> tuple[dict, np.ndarray, np.ndarray, np
 
 
 def host_networks(records: list[dict], seeds: list[int]) -> dict:
-    """The form chooser on family CNNs: 10 of the host's measured candidates calibrate, the rest evaluate."""
-    vectors, flops, _, y = host_features(records)
-    res = evaluate_device(vectors, flops, y, seeds)
-    return {k: v for k, v in res.items() if k not in ("calibration_rows",)}
+    """The form chooser on family CNNs: per precision, 10 of the host's measured candidates calibrate,
+    the others evaluate (one precision per calibration: the forms share one compute coefficient)."""
+    out = {}
+    for prec in ("fp32", "int8"):
+        recs = [r for r in records if r["precision"] == prec]
+        vectors, flops, _, y = host_features(recs)
+        res = evaluate_device(vectors, flops, y, seeds, "deployed")  # the host profile's runtime: ONNX Runtime
+        out[prec] = {k: v for k, v in res.items() if k not in ("calibration_rows",)}
+    out["note"] = ("measurements stored by an earlier host run (see host.calibration / host.note); features from "
+                   "the current structural lowering; the machine's identity does not enter these figures")
+    return out
 
 
 def host_repredict(host: dict) -> dict:
-    """The stored host measurements against the current predictor (host profile: micro-benchmark roofline)."""
+    """The stored host measurements against the current predictor (host profile: micro-benchmark roofline).
+
+    Skipped when this machine is not the one the host calibration was fitted on (its coefficients
+    are relative to that machine's detected peak).
+    """
     import hwtune
     from hwtune.predictor import predict_latency_detail
 
+    prof = hwtune.load_profile("host")
+    snap = (prof.calibration or {}).get("hardware") or {}
+    if snap.get("cpu_model") != prof.cpu_model:
+        return {"skipped": f"this machine is {prof.cpu_model!r}; the host calibration was fitted on another one "
+                           f"({(prof.calibration or {}).get('description', '?')[:120]}): re-run scripts/profile_device.py "
+                           "and hwtune calibrate here, then --part host"}
     recs = host["records"]
     pred = []
     for r in recs:
@@ -607,11 +638,11 @@ def host(n: int, budget_s: float, passes: int, seed: int = 0) -> dict:
 
 
 def predict_cost(quick: bool) -> dict:
-    """ms per prediction of an architecture this process never predicted (fresh model objects).
+    """ms per prediction of an architecture this process never predicted (a fresh model object).
 
-    100 NAS-Bench-201 cells and 100 family candidates (convnet / mobilenet_v2 / resnet), each
-    built first (not timed) and predicted once with ``predict_latency_detail``; tracer calls
-    during the timed loop are counted (the structural lowering should need none).
+    100 NAS-Bench-201 cells and 100 family candidates (convnet / mobilenet_v2 / resnet), each built
+    (not timed) and predicted once with ``predict_latency_detail``, one at a time as a search does;
+    tracer calls during the timed calls are counted (the structural lowering should need none).
     """
     import hwtune
     import hwtune.graph as graph_unit
@@ -620,12 +651,8 @@ def predict_cost(quick: bool) -> dict:
     n = 20 if quick else 100
     rng = random.Random(123)
     rows, _ = nb201_table()
-    archs = [r["arch_str"] for r in rng.sample(rows, n)]
-    cands = host_candidates(n, seed=7)
-    models = [(hwtune.create_model("nb201", {"arch": a}, num_classes=10, in_channels=3, input_size=32), (1, 3, 32, 32))
-              for a in archs]
-    models += [(hwtune.create_model(c["family"], c["knobs"], num_classes=10, in_channels=c["input_shape"][1],
-                                    input_size=c["input_shape"][2]), c["input_shape"]) for c in cands]
+    specs = [("nb201", {"arch": r["arch_str"]}, (1, 3, 32, 32)) for r in rng.sample(rows, n)]
+    specs += [(c["family"], c["knobs"], tuple(c["input_shape"])) for c in host_candidates(n, seed=7)]
     original = graph_unit.trace_layers
     traces = [0]
 
@@ -633,30 +660,40 @@ def predict_cost(quick: bool) -> dict:
         traces[0] += 1
         return original(*a, **k)
 
-    out: dict = {}
+    out: dict = {"machine_before": machine()}
     graph_unit.trace_layers = counting
     try:
         for device in ("raspberry-pi-4", "host"):
-            times = []
-            for model, shape in models:
-                t0 = time.perf_counter()
+            wall, cpu = [], []
+            for fam, knobs, shape in specs:
+                model = hwtune.create_model(fam, knobs, num_classes=10, in_channels=shape[1], input_size=shape[2])
+                t0, c0 = time.perf_counter(), time.process_time()
                 predict_latency_detail(model, shape, device=device)
-                times.append((time.perf_counter() - t0) * 1e3)
-            nb, fam = times[:n], times[n:]
-            out[device] = {"median_ms": round(statistics.median(times), 3), "p90_ms": round(float(np.percentile(times, 90)), 3),
-                           "nb201_median_ms": round(statistics.median(nb), 3), "family_median_ms": round(statistics.median(fam), 3),
-                           "nb201_p90_ms": round(float(np.percentile(nb, 90)), 3),
-                           "family_p90_ms": round(float(np.percentile(fam, 90)), 3)}
+                cpu.append((time.process_time() - c0) * 1e3)
+                wall.append((time.perf_counter() - t0) * 1e3)
+            out[device] = {**_cost_stats(cpu, n, ""), **_cost_stats(wall, n, "wall_")}
             print(f"predict cost {device}: {out[device]}", file=sys.stderr)
     finally:
         graph_unit.trace_layers = original
+    out["machine_after"] = machine()
     out["tracer_calls"] = traces[0]
     out["n"] = {"nb201": n, "family": n}
-    out["note"] = ("fresh model objects of architectures not predicted before in this process; raspberry-pi-4 "
-                   "uses its fitted form, host the micro-benchmark roofline; compare with machine.python_loop_1e6_ms "
-                   "(~20 ms on an idle core)")
-    out["models"] = models
+    out["note"] = ("fresh model objects of architectures not predicted before in this process, one at a time; "
+                   "raspberry-pi-4 uses its fitted form, host the micro-benchmark roofline. *_ms: CPU time of this "
+                   "process per call (what a call costs on a core of its own); wall_*: wall-clock, which on this "
+                   "shared 2-core machine includes waiting for the CPU (machine_* give the load; python_loop_1e6_ms "
+                   "is ~20 ms on an idle core of this class)")
+    out["models"] = [(hwtune.create_model(f, k, num_classes=10, in_channels=s[1], input_size=s[2]), s)
+                     for f, k, s in specs[::4]]
     return out
+
+
+def _cost_stats(times: list[float], n: int, prefix: str) -> dict:
+    nb, fam = times[:n], times[n:]
+    return {f"{prefix}median_ms": round(statistics.median(times), 3), f"{prefix}p90_ms": round(float(np.percentile(times, 90)), 3),
+            f"{prefix}nb201_median_ms": round(statistics.median(nb), 3), f"{prefix}family_median_ms": round(statistics.median(fam), 3),
+            f"{prefix}nb201_p90_ms": round(float(np.percentile(nb, 90)), 3),
+            f"{prefix}family_p90_ms": round(float(np.percentile(fam, 90)), 3)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -683,7 +720,7 @@ def write_profiles(result: dict) -> list[str]:
         }
         path = REPO / "profiles" / f"{dev}.toml"
         calibrate_networks(REPO / "benchmarks" / "results" / f"hwnasbench_{dev}_calibration.csv", path, path,
-                           description=(f"HW-NAS-Bench (Li et al., ICLR 2021) TFLite fp32 batch-1 latencies of 10 "
+                           description=("HW-NAS-Bench (Li et al., ICLR 2021) TFLite fp32 batch-1 latencies of 10 "
                                         "NAS-Bench-201 networks drawn with numpy default_rng(0) from the connected archs; "
                                         "form chosen by leave-one-out (hwtune.predictor._forms)."), extra=extra)
         written.append(str(path))
@@ -731,14 +768,14 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("method", "devices", "leave_device_out", "features", "spec_only", "host_networks"):
             if k in old:
                 result[k] = old[k]
+    if args.write_profiles and "devices" in result:
+        result["profiles_written"] = write_profiles(result)
     if args.part in ("all", "hwnas", "cost"):
         cost = predict_cost(args.quick)
         models = cost.pop("models")
         result["predict_ms"] = cost
         if "spec_only" in result:
             result["spec_only"]["profiles_without_measurements"] = spec_rank_check(SPEC_PROFILES, models[::4])
-    if args.write_profiles and "devices" in result:
-        result["profiles_written"] = write_profiles(result)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=_json_default))
@@ -763,8 +800,9 @@ def _host_sections(result: dict, quick: bool) -> None:
         per_device[dev] = (compute_pi4 * pi4 / peak, lat[dev], flops)
     host_data = result.get("host") or {}
     if host_data.get("records"):
-        _, hflops, hcompute, hy = host_features(host_data["records"])
-        per_device["host"] = (hcompute, hy, hflops)
+        fp32 = [r for r in host_data["records"] if r["precision"] == "fp32"]
+        _, hflops, hcompute, hy = host_features(fp32)
+        per_device["host"] = (hcompute, hy, hflops)  # fp32 rows: one precision, like the NB201 devices
         host_data["repredicted"] = host_repredict(host_data)
         result["host_networks"] = host_networks(host_data["records"], list(range(3)) if quick else list(ROBUSTNESS_SEEDS))
     result["spec_only"] = spec_only(per_device)
@@ -788,8 +826,9 @@ def _summary(result: dict) -> dict:
                         "flops_within_10pct_mean": v["seeds"]["flops_within_10pct_mean"]} for d, v in dev.items()},
         "leave_device_out": result.get("leave_device_out"),
         "spec_only": {k: v for k, v in result.get("spec_only", {}).items() if k != "devices"},
-        "host_networks": {k: result.get("host_networks", {}).get("seeds", {}).get(k)
-                          for k in ("spearman_mean", "flops_spearman_mean", "within_10pct_mean", "forms_chosen")},
+        "host_networks": {p: {k: v.get("seeds", {}).get(k) for k in ("spearman_mean", "flops_spearman_mean",
+                                                                      "within_10pct_mean", "forms_chosen")}
+                          for p, v in result.get("host_networks", {}).items() if isinstance(v, dict)},
         "host_repredicted": result.get("host", {}).get("repredicted"),
         "predict_ms": result.get("predict_ms"), "machine": result.get("machine"), "seconds": result.get("seconds"),
     }

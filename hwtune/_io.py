@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import io
 import json
 import math
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "load_csv",
     "load_json",
     "load_toml",
+    "parse_toml",
     "read_bytes",
     "read_text",
     "write_atomic",
@@ -91,7 +93,9 @@ def _decode(data: bytes, path: Path, kind: str, fmt: str, error: ErrorClass) -> 
     return text
 
 
-def read_text(path: str | Path, *, kind: str = "input", fmt: str = "UTF-8 text", error: ErrorClass = ConfigError) -> str:
+def read_text(
+    path: str | Path, *, kind: str = "input", fmt: str = "UTF-8 text", error: ErrorClass = ConfigError
+) -> str:
     """The UTF-8 text of ``path``; binary content, I/O problems and oversize files raise one ``error`` line."""
     path = Path(path)
     return _decode(read_bytes(path, kind=kind, error=error), path, kind, fmt, error)
@@ -105,13 +109,17 @@ def load_toml(path: str | Path, *, kind: str = "input", error: ErrorClass = Conf
         'host'
     """
     path = Path(path)
-    text = read_text(path, kind=kind, fmt="TOML", error=error)
+    return parse_toml(read_text(path, kind=kind, fmt="TOML", error=error), source=str(path), kind=kind, error=error)
+
+
+def parse_toml(text: str, *, source: str, kind: str = "input", error: ErrorClass = ConfigError) -> dict[str, Any]:
+    """Parse TOML ``text`` (from ``source``, named in the one-line error)."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: not valid TOML ({_reason(exc)}); expected a {kind}") from exc
+        raise error(f"{source}: not valid TOML ({_reason(exc)}); expected a {kind}") from exc
     except RecursionError as exc:
-        raise error(f"{path}: not valid TOML (nested too deeply); expected a {kind}") from exc
+        raise error(f"{source}: not valid TOML (nested too deeply); expected a {kind}") from exc
 
 
 def _finite_float(text: str) -> float:
@@ -132,7 +140,9 @@ def load_json(path: str | Path, *, kind: str = "input", error: ErrorClass = Conf
     try:
         return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise error(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); expected a {kind}") from exc
+        raise error(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); expected a {kind}"
+        ) from exc
     except ValueError as exc:  # from the number hooks above
         raise error(f"{path}: not valid JSON ({_reason(exc)}); expected a {kind}") from exc
     except RecursionError as exc:
@@ -150,7 +160,7 @@ def load_csv(
     path = Path(path)
     text = read_text(path, kind=kind, fmt="CSV", error=error)
     try:
-        reader = csv.DictReader(text.splitlines())
+        reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may hold newlines
         raw = list(reader)
         columns = [c.strip() for c in (reader.fieldnames or [])]
     except csv.Error as exc:
@@ -271,9 +281,8 @@ def write_atomic(path: str | Path, data: bytes | str, *, what: str = "", error: 
         HwtuneError: (``error``) the location cannot be written; ``path`` is then unchanged.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_output(path, what=what, error=error) as tmp:
-        with tmp.open("wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_output(path, what=what, error=error) as tmp, tmp.open("wb") as fh:
+        fh.write(payload)
+        fh.flush()
+        os.fsync(fh.fileno())
     return Path(path)

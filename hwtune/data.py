@@ -43,7 +43,9 @@ __all__ = [
     "DataSplits",
     "TensorData",
     "calibration_batch",
+    "check_fits",
     "from_datasets",
+    "is_dataset_name",
     "iter_batches",
     "list_datasets",
     "load_dataset",
@@ -100,6 +102,12 @@ _IDX_FILES = {
 def list_datasets() -> list[str]:
     """Return the dataset names :func:`load_dataset` knows (paths to directories work too)."""
     return sorted(_IDX_DATASETS)
+
+
+def is_dataset_name(text: str) -> bool:
+    """Whether ``text`` is a dataset name (or alias) :func:`load_dataset` knows, as opposed to a path."""
+    key = str(text).strip().lower()
+    return _ALIASES.get(key, key) in _IDX_DATASETS
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,7 +541,7 @@ def _load_image_folder(
     try:
         with Image.open(first) as img:
             mode, first_size = img.mode, img.size
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken files
+    except Exception as exc:  # PIL raises many types for broken files
         raise DataError(f"{first}: cannot read image: {exc}") from exc
     channels = 1 if mode in ("1", "L", "I", "I;16", "F") else 3
     size: tuple[int, int] | None = None
@@ -910,6 +918,33 @@ def _infer_num_classes(original: Any, wrapped: Any, class_names: Sequence[str] |
         f"cannot infer the number of classes of {type(original).__name__} (no .classes or .targets); "
         "pass num_classes= or class_names="
     )
+
+
+def check_fits(splits: DataSplits, input_shape: Sequence[int], num_classes: int, *, model: str) -> None:
+    """Raise one line when ``splits`` cannot feed a model of input ``(C, H, W)`` with ``num_classes`` outputs.
+
+    Called before any training, so a mismatch is not discovered trial by trial.
+
+    Args:
+        splits: The data.
+        input_shape: ``(C, H, W)`` the model takes (latency and memory are figured at this size).
+        num_classes: Outputs of the model's classifier.
+        model: What the model is, for the message (``"recipe 'fashion-convnet'"``).
+
+    Raises:
+        DataError: naming both: ``data 'imgs' (3x32x32, 3 classes) does not fit recipe ... (1x28x28, 10
+            classes): channels 3 != 1, size 32x32 != 28x28, classes 3 != 10; ...``.
+    """
+    (c, h, w), (mc, mh, mw) = tuple(splits.input_shape), tuple(int(x) for x in input_shape)
+    problems = [f"channels {c} != {mc}"] if c != mc else []
+    problems += [f"size {h}x{w} != {mh}x{mw}"] if (h, w) != (mh, mw) else []
+    problems += [f"classes {splits.num_classes} != {num_classes}"] if splits.num_classes != num_classes else []
+    if problems:
+        raise DataError(
+            f"data {splits.name!r} ({c}x{h}x{w}, {splits.num_classes} classes) does not fit {model} "
+            f"({mc}x{mh}x{mw}, {num_classes} classes): {', '.join(problems)}; use data of that shape "
+            "(image folders: image_size= resizes) or a model made for this data"
+        )
 
 
 def calibration_batch(splits: DataSplits, n: int, seed: int = 0) -> np.ndarray:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hwtune._resources import resource_dir, resource_files
 from hwtune._io import load_toml
+from hwtune._resources import resource_dir, resource_files
 from hwtune._util import SAFE_NAME_RULE, is_int, is_num, is_safe_name
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS

@@ -17,19 +17,21 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hwtune._util import versions
+from hwtune._io import atomic_output, check_writable_dir
+from hwtune._tempdirs import remove_stale, work_dir
+from hwtune._util import is_num, versions
 from hwtune.errors import ConfigError, ExportError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
-from hwtune.tuner import CandidatePipeline, Schedule, download_weights, load_data, load_result, sha256_file
+from hwtune.tuner import CandidatePipeline, Schedule, download_weights, load_result, sha256_file
+from hwtune.tuner.artifacts import sqlite_dir
+from hwtune.tuner.inputs import input_spec, load_stored_data, space_from_info
 from hwtune.tuner.storage import download_artifact_file
-from hwtune.tuner.inputs import input_spec, space_from_info
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
 
@@ -127,16 +129,6 @@ def _load_trained(
     return model.eval(), cand
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
 def export(
     source: Any,
     trial: int,
@@ -148,8 +140,14 @@ def export(
     tolerance: float = ACCURACY_TOLERANCE,
     pipeline: Any = None,
     finalized: bool | None = None,
+    download: bool = False,
 ) -> ExportResult:
     """Write trial ``trial``'s model at its precision and a ``manifest.json`` into ``out_dir``.
+
+    Both files are written to temporary names in ``out_dir`` and renamed into place, the model first
+    and the manifest last, so a failure (full disk, kill) leaves the previous export or nothing,
+    never a truncated model or a manifest describing another file. ``out_dir`` is checked writable
+    before any work starts.
 
     Args:
         source: a :class:`~hwtune.front.TuneResult`, a storage URL (with ``study_name``) or an
@@ -159,79 +157,104 @@ def export(
         format: ``"onnx"`` (or another registered runtime's format); default: the format of the
             runtime the study shipped to.
         study_name: the study, when ``source`` is a storage URL holding several.
-        data: the :class:`~hwtune.data.DataSplits` the search used, needed only when the study was
-            run on user datasets hwtune cannot reload by name.
-        tolerance: largest allowed |exported - recorded| validation accuracy (fraction).
+        data: the data the search used, given again: :class:`~hwtune.data.DataSplits`, a dataset name
+            or directory, or ``load_dataset`` arguments. Needed when the study was run on user datasets
+            or on a directory outside its run directory (a study file never chooses what is read).
+        tolerance: largest allowed |exported - recorded| validation accuracy (fraction in [0, 1]).
         pipeline: the :class:`~hwtune.tuner.CandidatePipeline` class the search used (default: the
             standard one).
         finalized: export the finalized weights (``hwtune finalize``); default: when the trial has them.
+        download: allow downloading a missing named dataset (never taken from the study).
 
     Returns:
         An :class:`ExportResult` (paths and the manifest).
 
     Raises:
         StudyError: unknown study or trial, or a trial without trained weights (infeasible, failed).
-        ExportError: the exported file disagrees with the recorded validation accuracy, or cannot be written.
-        ConfigError: unknown format.
+        ExportError: the exported file disagrees with the recorded validation accuracy, or ``out_dir``
+            cannot be written.
+        ConfigError: unknown format, or a bad argument.
     """
     from hwtune.device import DeviceProfile
 
-    result = _resolve(source, study_name)
     if isinstance(trial, bool) or not isinstance(trial, int):
         raise ConfigError(f"trial must be an integer trial number, got {trial!r}")
+    if not is_num(tolerance) or not 0 <= tolerance <= 1:
+        raise ConfigError(f"tolerance must be a number in [0, 1] (a fraction of accuracy), got {tolerance!r}")
+    remove_stale()
+    result = _resolve(source, study_name)
     rec = result.trial(trial)
     if rec.state != "complete" or not rec.trained:
         why = rec.failure if rec.state == "fail" else ("; ".join(rec.figures.infeasible or []) or "not trained")
         raise StudyError(f"trial {trial} of study {result.study_name!r} cannot be exported: {rec.state}, {why}")
     if rec.duplicate_of is not None:
         rec = result.trial(rec.duplicate_of)
+    final = rec.figures.finalized if finalized is not False else None
+    if finalized and not final:
+        raise StudyError(f"trial {rec.number} of study {result.study_name!r} was not finalized (hwtune finalize)")
+    out = check_writable_dir(out_dir, what="the export", error=ExportError)  # before the long work
     meta = result.meta
     space = space_from_info(meta.recipe or {})
     device = DeviceProfile.from_dict(meta.device or {}, source=f"study {result.study_name}")
     pipe = (pipeline or CandidatePipeline)(space, device)
-    runtime = _pick_format(format, pipe)
-    pipe.runtime_name = runtime
+    pipe.runtime_name = _pick_format(format, pipe)
     data_meta = meta.data or {}
-    if data is None:
-        if not data_meta.get("load"):
-            raise StudyError(
-                f"study {result.study_name!r} was run on a user dataset hwtune cannot reload; pass data= to export()"
-            )
-        data = load_data(data_meta["load"])
+    data = load_stored_data(
+        data_meta.get("load"), study=result.study_name, run_dir=sqlite_dir(result.storage), data=data, download=download
+    )
+    with work_dir("export") as work:
+        try:
+            return _export_in(result, rec, pipe, data, out, work, final=final, tolerance=tolerance)
+        except OSError as exc:  # the work directory: a full or read-only temporary file system
+            raise ExportError(
+                f"export failed writing {exc.filename or work} ({exc.strerror or exc}); free space or set TMPDIR"
+            ) from exc
+
+
+def _export_in(
+    result: TuneResult,
+    rec: TrialRecord,
+    pipe: CandidatePipeline,
+    data: Any,
+    out: Path,
+    work: Path,
+    *,
+    final: Any,
+    tolerance: float,
+) -> ExportResult:
+    """Ship and check the model in ``work``, then write model and manifest into ``out`` (manifest last)."""
+    meta = result.meta
     sched = Schedule.from_dict(meta.budget or {})
     seed = int(meta.seed or 0)
-    final = rec.figures.finalized if finalized is not False else None
-    if finalized and not final:
-        raise StudyError(f"trial {rec.number} of study {result.study_name!r} was not finalized (hwtune finalize)")
+    model, cand = _load_trained(result, rec, pipe, work, finalized=bool(final))
+    plan = pipe.plan(cand)
+    calib = None
+    if "int8" in plan.precisions:
+        from hwtune.data import calibration_batch
 
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="hwtune-export-") as tmp:
-        work = Path(tmp)
-        model, cand = _load_trained(result, rec, pipe, work, finalized=bool(final))
-        plan = pipe.plan(cand)
-        calib = None
-        if "int8" in plan.precisions:
-            from hwtune.data import calibration_batch
-
-            calib = calibration_batch(data, min(sched.calibration_samples, len(data.train)), seed=seed)
-        shipped = pipe.ship(model, plan, work, calibration=calib, seed=seed)
-        model_path = out / f"model{Path(shipped.path).suffix}"
-        staged = work / f"staged{Path(shipped.path).suffix}"
-        staged.write_bytes(Path(shipped.path).read_bytes())
-        recorded = (final or {}).get("val_accuracy", rec.accuracy)
-        val, test = _check_accuracy(staged, data, rec.number, recorded, sched, tolerance)
-        _write_atomic(model_path, staged.read_bytes())
-    manifest = _manifest(result, rec, device, shipped, plan, model_path, space, data, data_meta, val, test)
+        calib = calibration_batch(data, min(sched.calibration_samples, len(data.train)), seed=seed)
+    shipped = pipe.ship(model, plan, work, calibration=calib, seed=seed)
+    suffix = Path(shipped.path).suffix
+    staged = work / f"staged{suffix}"
+    shutil.copyfile(shipped.path, staged)  # what is checked is byte for byte what is written
+    recorded = (final or {}).get("val_accuracy", rec.accuracy)
+    val, test = _check_accuracy(staged, data, rec.number, recorded, sched, tolerance)
+    model_path, manifest_path = out / f"model{suffix}", out / "manifest.json"
+    manifest = _manifest(
+        result, rec, pipe.device, shipped, plan, staged, model_path.name, pipe.space, data, meta.data or {}, val, test
+    )
     manifest["recorded_val_accuracy"] = float(recorded)
     manifest["finalized"] = final or None
     if final and final.get("latency_ms") is not None:
         manifest["latency"].update(latency_ms=final["latency_ms"], label=(final.get("latency") or {}).get("label"))
-    manifest_path = out / "manifest.json"
-    _write_atomic(manifest_path, (json.dumps(manifest, indent=2, default=_json_default) + "\n").encode())
+    text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
+    # Exits run inner first: the model is renamed into place, then the manifest that describes it.
+    with (
+        atomic_output(manifest_path, what="the manifest", error=ExportError) as tmp_manifest,
+        atomic_output(model_path, what="the model", error=ExportError) as tmp_model,
+    ):
+        shutil.copyfile(staged, tmp_model)
+        tmp_manifest.write_text(text)
     return ExportResult(model_path=model_path, manifest_path=manifest_path, manifest=manifest)
 
 
@@ -262,7 +285,8 @@ def _manifest(
     device: Any,
     shipped: Any,
     plan: Any,
-    model_path: Path,
+    model_file: Path,
+    model_name: str,
     space: Any,
     data: Any,
     data_meta: dict[str, Any],
@@ -279,9 +303,9 @@ def _manifest(
     return {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "format": shipped.format,
-        "model_file": model_path.name,
-        "sha256": sha256_file(model_path),
-        "file_bytes": model_path.stat().st_size,
+        "model_file": model_name,
+        "sha256": sha256_file(model_file),
+        "file_bytes": model_file.stat().st_size,
         "device": {
             "id": device.id,
             "name": device.name,
@@ -332,7 +356,7 @@ def _manifest(
         "memory": {
             "weight_bytes": f.weight_bytes,
             "peak_activation_bytes": f.peak_activation_bytes,
-            "file_bytes": model_path.stat().st_size,
+            "file_bytes": model_file.stat().st_size,
             "device_ram_bytes": device.ram_bytes,
             "device_storage_bytes": device.storage_bytes,
         },

@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 __all__ = [
     "DEFAULT_INTERVAL_S",
@@ -125,15 +125,15 @@ class NullProgress:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> NullProgress:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)
@@ -231,10 +231,10 @@ class _TrackedBar:
                 _active_bars -= 1
         self._bar.close()
 
-    def __enter__(self) -> _TrackedBar:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -183,6 +183,9 @@ _FIGURE_KINDS: dict[str, str] = {
     "params": "int",
     "weight_bytes": "int",
     "peak_activation_bytes": "int",
+    "working_memory_bytes": "int",
+    "working_memory_source": "str",
+    "storage_bytes": "int",
     "latency_ms": "num",
     "latency_profile_ms": "num",
     "latency_source": "str",
@@ -253,6 +256,9 @@ class TrialFigures(_Record):
     params: int | None = None
     weight_bytes: int | None = None
     peak_activation_bytes: int | None = None
+    working_memory_bytes: int | None = None
+    working_memory_source: str | None = None
+    storage_bytes: int | None = None
     latency_ms: float | None = None
     latency_profile_ms: float | None = None
     latency_source: str | None = None

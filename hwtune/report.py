@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hwtune._io import atomic_output, check_writable_dir, write_atomic
+from hwtune._util import safe_name
 from hwtune.front import TrialRecord, TuneResult
 
 __all__ = ["plot_hypervolume", "plot_pareto", "write_reports"]
@@ -115,9 +117,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -138,10 +138,17 @@ def plot_hypervolume(result: TuneResult, path: str | Path) -> Path:
     ax.set_title(f"hypervolume over time (reference: {ref})", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Save ``fig`` as PNG through a temporary file (a failed write leaves the previous plot); close it."""
+    try:
+        with atomic_output(path, what="a report plot") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _first(*values: Any) -> Any:
@@ -266,11 +273,15 @@ def _other_devices(result: TuneResult, paths: Mapping[str, Path]) -> list[str]:
 def write_reports(result: TuneResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
     """Write ``front.json``, ``pareto.png``, ``hypervolume.png`` and ``report.md`` into ``out_dir``.
 
+    Every file is written to a temporary name and renamed into place; ``out_dir`` is checked first.
+
     Returns:
         name -> path of every file written.
+
+    Raises:
+        ConfigError: ``out_dir`` cannot be created or written (one line naming it).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_dir(out_dir, what="reports")
     paths: dict[str, Path] = {}
     front_path = out / "front.json"
     payload = {
@@ -295,14 +306,15 @@ def write_reports(result: TuneResult, out_dir: str | Path, *, plots: bool = True
             d: {"hypervolume": result.for_device(d).hypervolume, "front": result.for_device(d).front_json()}
             for d in result.devices
         }
-    front_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_atomic(front_path, json.dumps(payload, indent=2, default=str) + "\n", what="front.json")
     paths["front"] = front_path
     if plots:
         paths["pareto"] = plot_pareto(result, out / "pareto.png")
         paths["hypervolume"] = plot_hypervolume(result, out / "hypervolume.png")
         for dev in result.devices[1:]:
-            paths[f"pareto-{dev}"] = plot_pareto(result.for_device(dev), out / f"pareto-{dev}.png")
+            # device ids come from the study file: made safe before they name a file
+            paths[f"pareto-{dev}"] = plot_pareto(result.for_device(dev), out / f"pareto-{safe_name(dev)}.png")
     md = out / "report.md"
-    md.write_text(_markdown(result, paths))
+    write_atomic(md, _markdown(result, paths), what="report.md")
     paths["report"] = md
     return paths

@@ -198,15 +198,15 @@ def test_nb201_composer_matches_predict():
     from hwtune.predictor._nb201 import NB201Composer
 
     comp = NB201Composer()
-    hw = Hardware.from_profile(hwtune.load_profile("raspberry-pi-4"))
+    bare = replace(hwtune.load_profile("raspberry-pi-4"), calibration=None)  # the per-op roofline, spec priors
+    hw = Hardware.from_profile(bare)
     names = param_names()
-    theta = np.array(hwtune.predictor.profile_coefficients("raspberry-pi-4").theta(names))
+    theta = np.array(Coefficients.spec().theta(names))
     archs = [ARCH_A, "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"]
     x = comp.design_matrix(archs, hw, names)
     for arch, row in zip(archs, x):
         model = hwtune.create_model("nb201", {"arch": arch}, num_classes=10, in_channels=3, input_size=32)
-        assert float(row @ theta) == pytest.approx(predict(model, (1, 3, 32, 32), device="raspberry-pi-4").latency_ms,
-                                                   rel=1e-9)
+        assert float(row @ theta) == pytest.approx(predict(model, (1, 3, 32, 32), device=bare).latency_ms, rel=1e-9)
 
 
 # -- bad files --------------------------------------------------------------------------------
@@ -260,17 +260,18 @@ def test_bad_network_csvs(tmp_path):
     assert f"{p}: row 3: column 'latency_ms' must be a number > 0, got '-2'" in msg
     assert f"{p}: row 4: column 'latency_ms' must be a number > 0, got 'x'" in msg
     p.write_text("arch,input_shape,latency_ms\n" + f"{ARCH_A},1x3x32x32,5\n")
-    with pytest.raises(CalibrationError, match=r"nets\.csv: 1 network row\(s\), need at least 4"):
+    with pytest.raises(CalibrationError, match=r"nets\.csv: 1 network row\(s\), need at least 3"):
         read_networks_csv(p)
 
 
 def test_bad_calibration_table_in_profile(tmp_path, tiny_model):
     from hwtune.predictor import predict
+    from hwtune.predictor._toml import replace_table
 
-    text = (REPO / "profiles" / "raspberry-pi-5.toml").read_text()
-    text = text.replace("conv = { overhead_us = 10.0, eff_compute = 0.5,", "conv = { overhead_us = 10.0, eff_compute = -0.5,")
+    table = {"method": "microbench", "coefficients": {"fp32": {"conv": {"overhead_us": 10.0, "eff_compute": -0.5,
+                                                                        "eff_memory": 1.0}}}}
     path = tmp_path / "pi5.toml"
-    path.write_text(text)
+    path.write_text(replace_table((REPO / "profiles" / "raspberry-pi-5.toml").read_text(), "calibration", table))
     with pytest.raises(CalibrationError, match=r"pi5\.toml: calibration\.coefficients\.fp32\.conv\.eff_compute must be a number > 0, got -0\.5"):
         predict(tiny_model, (1, 1, 28, 28), device=path)
 
@@ -291,7 +292,8 @@ def test_calibrate_writes_only_the_calibration_table(tmp_path):
     assert before == after  # every line outside [calibration] kept
     raw = tomllib.loads(out.read_text())
     assert raw["calibration"]["method"] == "spec" and raw["calibration"]["error_pct"] == 50.0
-    assert load_profile(out).calibration["coefficients"]["fp32"]["conv"]["eff_compute"] == 0.5
+    assert load_profile(out).calibration["form"] == "macs"
+    assert set(load_profile(out).calibration["form_coefficients"]) == {"compute", "intercept_ms"}
     assert report.path == out
 
 
@@ -310,7 +312,15 @@ def test_cli_calibrate_networks(tmp_path, capsys):
     args = parser.parse_args(["calibrate", "--networks", str(csv_path), "--base", "raspberry-pi-4",
                               "--out", str(tmp_path / "pi.toml")])
     assert calibrate.run(args) == 0
-    assert "wrote [calibration] (networks, 4 samples)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wrote [calibration] (networks, 4 samples)" in out
     prof = load_profile(tmp_path / "pi.toml")
-    assert prof.calibration["method"] == "networks" and prof.calibration["n_samples"] == 4
-    assert prof.calibration["validation"] == "leave-one-out over the 4 calibration networks"
+    cal = prof.calibration
+    assert cal["method"] == "networks" and cal["n_samples"] == 4 and cal["form"] == "macs"  # 4 rows: the simplest
+    assert cal["validation"].startswith("leave-one-out over the 4 calibration networks")
+    assert f"form: {cal['form']} ({cal['executes']} lowering)" in out
+    lines = out.splitlines()
+    hw_line = next(ln for ln in lines if ln.startswith("hwtune "))
+    flops_line = next(ln for ln in lines if ln.startswith("FLOPs alone"))
+    assert f"{cal['spearman']:.3g}" in hw_line and f"{cal['flops_spearman']:.3g}" in flops_line
+    assert "no 'batch_size' column" in out  # the old CSV format loads, with a note

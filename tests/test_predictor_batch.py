@@ -89,3 +89,16 @@ def test_networks_calibration_records_its_batches(tmp_path):
     report = calibrate_networks(p, "raspberry-pi-4", tmp_path / "pi.toml")
     assert report.table["batch_sizes"] == [1, 2] and report.notes == ()
     assert load_profile(tmp_path / "pi.toml").calibration["batch_sizes"] == [1, 2]
+
+
+def test_a_profile_whose_hardware_changed_since_calibration_says_so(tmp_path):
+    from hwtune.predictor import predict_latency_detail
+    from hwtune.predictor._toml import replace_table
+
+    table = {"method": "networks", "form": "macs", "form_coefficients": {"compute": 4.0, "intercept_ms": 0.5},
+             "precisions": ["fp32"], "batch_sizes": [1], "hardware": {"peak_gflops": {"fp32": 48.0}, "bandwidth_gbps": 12.8}}
+    path = tmp_path / "dev.toml"
+    path.write_text(replace_table((REPO / "profiles" / "raspberry-pi-4.toml").read_text(), "calibration", table))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)).eval()
+    notes = predict_latency_detail(net, (1, 3, 16, 16), device=path).notes
+    assert len(notes) == 1 and "peak fp32 48 -> 96 GFLOP/s" in notes[0] and "re-calibrate" in notes[0]

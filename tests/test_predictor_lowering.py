@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from hwtune.errors import CalibrationError
+from hwtune.graph import trace_layers
 from hwtune.predictor import model_features, structure_key
 from hwtune.predictor._calibrate import detect_lowering, read_microbench
 from hwtune.predictor._features import Lowering, features_from_microbench, features_from_spec, lower, raws_from_graph
 from hwtune.predictor._model import crossings
-from hwtune.graph import trace_layers
 
 REPO = Path(__file__).resolve().parent.parent
 

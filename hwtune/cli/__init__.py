@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from hwtune._version import __version__
 from hwtune.errors import ConfigError, HwtuneError
@@ -65,6 +66,9 @@ _COMMAND_MODULES = (
 _OPTIONAL_COMMAND_MODULES = ("hwtune.cli.worker",)
 
 OUTPUT_FORMATS = ("table", "json")
+# Command-line words that are values even though they start with "-": negative numbers, shapes
+# (-1x3x224x224), -inf, -nan.
+_VALUE_LIKE = re.compile(r"-(?:\.?\d|(?:inf|infinity|nan)$)", re.IGNORECASE)
 
 EPILOG = (
     "global options (--debug, -q/--quiet, -v/--verbose, --json, --format json|table) work anywhere on the line.\n"
@@ -164,6 +168,18 @@ class CommandParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         _add_global_options(self)
 
+    def _parse_optional(self, arg_string: str) -> Any:
+        # argparse takes "-1x3x224x224" or "-inf" for an unknown option and then says only "expected
+        # one argument"; no hwtune option looks like that, so it is the value, and its type check
+        # names it ("--input must be positive integers ..., got '-1x3x224x224'").
+        if _VALUE_LIKE.match(arg_string) and arg_string not in self._option_string_actions:
+            return None
+        return super()._parse_optional(arg_string)
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error is bad input like any other: one line on stderr (the value named), exit code 2."""
+        raise ConfigError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
 
 def _command_modules() -> list[str]:
     import importlib.util
@@ -240,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except SystemExit:
         raise  # argparse usage errors (2), --help and --version (0)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: a bug becomes one line, not a wall of text
+    except Exception as exc:  # the CLI boundary: a bug becomes one line, not a wall of text
         if debug:
             raise
         print(f"hwtune: internal error: {type(exc).__name__}: {_one_line(exc)} "

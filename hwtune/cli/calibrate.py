@@ -45,10 +45,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
+def _fmt(v: Any, pct: bool = False, unit: str = "") -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return "n/a"
-    return f"{v * 100:.0f}%" if pct else f"{v:.3g}"
+    return f"{v * 100:.0f}%" if pct else f"{v:.3g}{unit}"
 
 
 def calibration_lines(t: Mapping[str, Any]) -> list[str]:
@@ -62,16 +62,16 @@ def calibration_lines(t: Mapping[str, Any]) -> list[str]:
         form += f" ({t['executes']} lowering)"
     lines.append(f"form: {form}   [{t.get('method')}, {t.get('n_samples', 0)} samples]")
     lines.append(f"{'':12s}{'median err':>11s}{'within 10%':>12s}{'Spearman':>10s}")
-    lines.append(f"{'hwtune':12s}{_fmt(t.get('error_pct')) + '%':>11s}{_fmt(t.get('within_10pct'), True):>12s}"
+    lines.append(f"{'hwtune':12s}{_fmt(t.get('error_pct'), unit='%'):>11s}{_fmt(t.get('within_10pct'), True):>12s}"
                  f"{_fmt(t.get('spearman')):>10s}")
     if any(k in t for k in ("flops_error_pct", "flops_spearman", "flops_within_10pct")):
-        lines.append(f"{'FLOPs alone':12s}{_fmt(t.get('flops_error_pct')) + '%':>11s}"
+        lines.append(f"{'FLOPs alone':12s}{_fmt(t.get('flops_error_pct'), unit='%'):>11s}"
                      f"{_fmt(t.get('flops_within_10pct'), True):>12s}{_fmt(t.get('flops_spearman')):>10s}")
     if t.get("validation"):
         lines.append(f"measured: {t['validation']}")
     forms = t.get("forms")
     if isinstance(forms, Mapping) and forms:
-        tried = ", ".join(f"{k} {_fmt(v.get('loo_error_pct'))}%/{_fmt(v.get('loo_spearman'))}"
+        tried = ", ".join(f"{k} {_fmt(v.get('loo_error_pct'), unit='%')}/{_fmt(v.get('loo_spearman'))}"
                           for k, v in forms.items() if isinstance(v, Mapping))
         lines.append(f"forms tried (leave-one-out median error / Spearman): {tried}")
     if t.get("batch_sizes"):

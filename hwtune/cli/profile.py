@@ -24,6 +24,7 @@ __all__ = ["add_parser", "parse_input_shape", "resolve_model", "run"]
 
 TORCHVISION_PREFIX = "torchvision:"
 DEFAULT_INPUT = (1, 3, 224, 224)
+MAX_INPUT_ELEMENTS = 1 << 28
 # Steps that finish faster than this print nothing, so quick profiles stay quiet.
 PROGRESS_AFTER_S = 2.0
 
@@ -87,6 +88,10 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     if not dims or any(d <= 0 for d in dims):
         raise ConfigError(
             f"--input must be positive integers joined by 'x', batch first (e.g. 1x3x224x224), got {text!r}"
+        )
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:  # a typo must not end in an out-of-memory crash
+        raise ConfigError(
+            f"--input {text!r} has {math.prod(dims):,} elements; expected at most {MAX_INPUT_ELEMENTS:,} (1 GiB of fp32)"
         )
     return dims
 

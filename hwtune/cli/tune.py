@@ -1,26 +1,35 @@
-"""``hwtune tune``, ``hwtune front``, ``hwtune export`` and ``hwtune demo``."""
+"""``hwtune tune``, ``front``, ``report``, ``export``, ``finalize`` and ``demo``.
+
+``front``, ``report``, ``export`` and ``finalize`` read a finished study from its run directory
+(``hwtune export runs/convnet --trial knee``) or from ``--storage URL [--study NAME]``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hwtune.errors import ConfigError
+from hwtune.cli._run import RunSource, add_source_arguments, parse_trial_spec, resolve_source
+from hwtune.errors import ConfigError, StudyError
 
-__all__ = ["add_parsers", "run_demo", "run_export", "run_finalize", "run_front", "run_tune"]
+__all__ = ["add_parsers", "run_demo", "run_export", "run_finalize", "run_front", "run_report", "run_tune"]
 
 DEMO_RECIPE = "fashion-convnet"
 DEMO_OUT = "hwtune-demo"
 # Sized so the whole demo (data load, search, reports, export) ends well inside 10 minutes on a
 # 2-core machine: the search stops after DEMO_TIMEOUT_S (the trial in flight finishes first).
-DEMO_TIMEOUT_S = 330.0
-DEMO_TRIALS = 40
-DEMO_EPOCHS = 1.0
+DEMO_TIMEOUT_S = 420.0  # parent training included
+DEMO_TRIALS = 60
+DEMO_EPOCHS = 1.0  # fine-tuning epochs at the last rung (inherited weights: rung 0 trains nothing)
 DEMO_RUNGS = (0.25, 1.0)
+DEMO_PARENT_EPOCHS = 2.0
+DEMO_FINALIZE_EPOCHS = 2.0
+DEMO_SHORT_PARENT_EPOCHS = 0.5  # a --timeout below the default (CI runs 240 s)
 
 
 def _positive_float(text: str) -> float:
@@ -28,18 +37,23 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:  # nan/inf parse as floats: a nan timeout never ends
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return v
 
 
 def _rungs(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+        rungs = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.25,1, got {text!r}") from None
+    if not rungs or not all(math.isfinite(r) and 0 < r <= 1 for r in rungs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1] like 0.25,1, got {text!r}")
+    return rungs
 
 
 def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
-    """Register ``tune``, ``front``, ``export`` and ``demo``."""
+    """Register ``tune``, ``front``, ``report``, ``export``, ``finalize`` and ``demo``."""
     p = subparsers.add_parser(
         "tune",
         help="search a recipe for the accuracy/latency Pareto front on a device",
@@ -55,11 +69,12 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         "(the first is the primary device)",
     )
     p.add_argument(
+        "-n",
         "--trials",
         type=int,
         default=None,
         metavar="N",
-        help="target number of completed trials in the study (a resumed run continues up to N)",
+        help="target number of completed trials in the study (a resumed run continues up to N; default 20)",
     )
     p.add_argument(
         "--timeout",
@@ -72,8 +87,16 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         "--storage", default=None, metavar="URL", help="Optuna storage URL (default: sqlite:///OUT/study.db)"
     )
     p.add_argument("--study", default=None, metavar="NAME", help="study name (default RECIPE-DEVICE)")
-    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default hwtune-runs/STUDY)")
-    p.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="X")
+    p.add_argument(
+        "-o", "--out", default=None, metavar="DIR", help="run directory: study.db, artifacts, reports (default hwtune-runs/STUDY)"
+    )
+    p.add_argument(
+        "--max-latency-ms",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="latency limit on the device, ms: slower candidates are recorded as infeasible, never trained",
+    )
     p.add_argument(
         "--max-ram-kb",
         type=_positive_float,
@@ -91,7 +114,7 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         help="comma-separated: accuracy plus latency, memory, size (default accuracy,latency)",
     )
     p.add_argument("--sampler", default="nsga2", metavar="NAME", help="nsga2 (default), tpe, gp or random")
-    p.add_argument("--seed", type=int, default=None, metavar="S")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="seeds the sampler and every training run")
     p.add_argument(
         "--epochs",
         type=_positive_float,
@@ -129,15 +152,34 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         "--runtime",
         default=None,
         metavar="NAME",
-        help="runtime candidates are shipped to and scored on (default: the device profile's; hwtune list-runtimes)",
+        help="runtime candidates are shipped to and scored on: onnxruntime, torch, executorch, litert "
+        "(default: the device profile's; the Python API's hwtune.list_runtimes() lists what is registered)",
     )
-    p.add_argument("--json", action="store_true", help="print the front as JSON at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="K",
+        help="K local worker processes share the study (latency measured while they share the CPU is labelled so; "
+        "the front is measured again alone at the end)",
+    )
+    p.add_argument(
+        "--artifacts",
+        default=None,
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="the study's artifact store, recorded in the study: a directory every worker sees, or an S3 bucket "
+        "(pip install 'hwtune[s3]'); default OUT/artifacts for SQLite; required with a server --storage",
+    )
+    p.add_argument("--json", action="store_true", help="print the front as JSON at the end (knee first)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines, no table, no hints")
     p.set_defaults(func=run_tune)
 
-    f = subparsers.add_parser("front", help="show the Pareto front of a study (knee first in --json)")
-    f.add_argument("--storage", required=True, metavar="URL")
-    f.add_argument("--study", default=None, metavar="NAME", help="study name (optional if the storage has one)")
+    f = subparsers.add_parser(
+        "front",
+        help="show the Pareto front of a finished study (knee first in --json)",
+        description="Show a study's Pareto front: hwtune front RUN_DIR, or --storage URL [--study NAME].",
+    )
+    add_source_arguments(f, what="show")
     f.add_argument("--json", action="store_true", help="JSON list of front trials, knee first")
     f.add_argument(
         "--device", default=None, metavar="ID", help="the front on this device of a multi-device study (default: the primary)"
@@ -150,47 +192,81 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     )
     f.set_defaults(func=run_front)
 
-    e = subparsers.add_parser("export", help="export a trial's model (at its precision) with manifest.json")
-    e.add_argument("--storage", required=True, metavar="URL")
-    e.add_argument("--study", default=None, metavar="NAME")
-    e.add_argument("--trial", required=True, type=int, metavar="N")
+    r = subparsers.add_parser(
+        "report",
+        help="write a study's report (report.md, pareto.png, hypervolume.png, front.json)",
+        description="Write the report files of a study: into its run directory, or into -o DIR.",
+    )
+    add_source_arguments(r, what="report on")
+    r.add_argument("-o", "--out", default=None, metavar="DIR", help="where to write them (default: the run directory)")
+    r.add_argument(
+        "--device", default=None, metavar="ID", help="report on this device of a multi-device study (default: the primary)"
+    )
+    r.add_argument("--json", action="store_true", help="print the written paths as JSON")
+    r.set_defaults(func=run_report)
+
+    e = subparsers.add_parser(
+        "export",
+        help="export a trial's model (at its precision) with manifest.json",
+        description="Export trained trials at their precision with a manifest: hwtune export RUN_DIR --trial knee. "
+        "The exported file is re-evaluated and refused if it disagrees with the recorded accuracy.",
+    )
+    add_source_arguments(e, what="export from")
+    e.add_argument(
+        "--trial",
+        default=None,
+        metavar="knee|front|N",
+        help="which trial: knee (default), front (every member, one directory each) or numbers like 7 or 3,7",
+    )
     e.add_argument(
         "--format",
         default=None,
         metavar="FORMAT",
-        help="file format: onnx, pte or tflite (default: the format of the runtime the study shipped to)",
+        help="model file format: onnx, pte or tflite (default: the format of the runtime the study shipped to); "
+        "--format json|table is the output format, as everywhere",
     )
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output directory (default RUN/export/trial-N; required with --storage); with several trials, "
+        "one trial-N subdirectory each",
+    )
     e.add_argument(
         "--search-weights",
         action="store_true",
         help="export the weights the search scored even when the trial was finalized",
     )
-    e.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    e.add_argument("--json", action="store_true", help="print the manifest as JSON (a list for several trials)")
     e.set_defaults(func=run_export)
 
     z = subparsers.add_parser(
         "finalize",
         help="train chosen front trials to convergence, re-quantize, re-measure (recorded with the study)",
+        description="Fine-tune the chosen trials of a study to convergence: hwtune finalize RUN_DIR --trial knee.",
     )
-    z.add_argument("--storage", required=True, metavar="URL")
-    z.add_argument("--study", default=None, metavar="NAME", help="study name (optional if the storage has one)")
+    add_source_arguments(z, what="finalize")
     which = z.add_mutually_exclusive_group()
-    which.add_argument("--trials", default=None, metavar="N[,N...]", help="trial numbers (default: the knee)")
-    which.add_argument("--front", action="store_true", help="every member of the front")
+    which.add_argument(
+        "--trial", default=None, metavar="knee|front|N", help="knee (default), front (every member) or numbers like 3,7"
+    )
+    which.add_argument("--trials", default=None, metavar="N[,N...]", help="trial numbers (same as --trial N,N)")
+    which.add_argument("--front", action="store_true", help="every member of the front (same as --trial front)")
     z.add_argument(
         "--epochs", type=_positive_float, default=None, metavar="E", help="fine-tuning epochs per trial (default 10)"
     )
-    z.add_argument("--seed", type=int, default=None, metavar="S")
-    z.add_argument("--quiet", action="store_true", help="no progress lines")
+    z.add_argument("--seed", type=int, default=None, metavar="S", help="seed of the fine-tuning (default: the study's)")
+    z.add_argument("--json", action="store_true", help="print the finalized trials as JSON")
+    z.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no table")
     z.set_defaults(func=run_finalize)
 
     d = subparsers.add_parser(
         "demo",
         help="search fashion-convnet on this host with Fashion-MNIST, report, export the knee (< 10 min)",
     )
-    d.add_argument("--out", default=DEMO_OUT, metavar="DIR", help=f"run directory (default ./{DEMO_OUT})")
-    d.add_argument("--device", default="host", metavar="ID")
+    d.add_argument("-o", "--out", default=DEMO_OUT, metavar="DIR", help=f"run directory (default ./{DEMO_OUT})")
+    d.add_argument("--device", default="host", metavar="ID", help="device profile id or path (default host)")
     d.add_argument(
         "--timeout",
         type=_positive_float,
@@ -198,10 +274,13 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         metavar="SECONDS",
         help=f"search time (default {DEMO_TIMEOUT_S:g} s)",
     )
-    d.add_argument("--trials", type=int, default=DEMO_TRIALS, metavar="N")
-    d.add_argument("--seed", type=int, default=0, metavar="S")
+    d.add_argument(
+        "-n", "--trials", type=int, default=DEMO_TRIALS, metavar="N", help=f"trial target (default {DEMO_TRIALS})"
+    )
+    d.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampler and training (default 0)")
+    d.add_argument("--json", action="store_true", help="print the exported knee's manifest as JSON")
     d.set_defaults(func=run_demo)
-    return [p, f, e, z, d]
+    return [p, f, r, e, z, d]
 
 
 def _budget(args: argparse.Namespace) -> Any:
@@ -252,37 +331,72 @@ def run_tune(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         parent_epochs=args.parent_epochs,
         runtime=args.runtime,
+        artifacts=args.artifacts,
+        workers=args.workers,
     )
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif args.quiet:
-        print(result.front_table())
-    _print_next_steps(result)
+    if not args.quiet:
+        _print_next_steps(result)
+        _print_dashboard_hint(result)
     return 130 if result.interrupted else 0
+
+
+def _run_ref(result: Any) -> str:
+    """How a user names this study on the command line: its run directory when that finds it, else --storage."""
+    out = getattr(result.meta, "out_dir", None)
+    if out and (Path(out) / "study.db").is_file() and result.storage.endswith(str(Path(out) / "study.db")):
+        return _shell_word(_display_path(Path(out)))
+    return f"--storage {_shell_word(result.storage)} --study {_shell_word(result.study_name)}"
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _shell_word(text: str) -> str:
+    import shlex
+
+    return shlex.quote(str(text))
 
 
 def _print_next_steps(result: Any) -> None:
     knee = result.knee
     if knee is not None:
         print(
-            f"\nknee: trial #{knee.number}. Export: hwtune export --storage {result.storage} "
-            f"--study {result.study_name} --trial {knee.number} --out DIR",
+            f"\nknee: trial #{knee.number}. Export it: hwtune export {_run_ref(result)} --trial knee -o DIR",
             file=sys.stderr,
         )
 
 
-def run_front(args: argparse.Namespace) -> int:
+def _print_dashboard_hint(result: Any) -> None:
+    from hwtune.tuner.storage import dashboard_command
+
+    print(f"dashboard (pip install optuna-dashboard): {dashboard_command(result)}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, RunSource]:
     from hwtune.tuner import load_result
 
-    result = load_result(args.storage, args.study)
-    if args.device is not None:
+    src = resolve_source(args.run, args.storage, args.study)
+    result = load_result(src.storage, src.study_name)
+    if getattr(args, "device", None) is not None:
         result = result.for_device(args.device)
+    return result, src
+
+
+def run_front(args: argparse.Namespace) -> int:
+    result, _ = _load(args)
     if args.report:
         from hwtune.report import write_reports
 
         paths = write_reports(result, args.report)
-        print(f"reports: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+        if not args.quiet:
+            print(f"reports: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -314,59 +428,123 @@ def _print_export(exp: Any) -> None:
     print(f"  manifest {exp.manifest_path} (sha256 {m['sha256'][:16]}...)")
 
 
-def run_export(args: argparse.Namespace) -> int:
-    from hwtune.exporting import export
+def run_report(args: argparse.Namespace) -> int:
+    """``hwtune report``: write the report files of a study (default: into its run directory)."""
+    from hwtune.report import write_reports
 
-    exp = export(
-        args.storage,
-        args.trial,
-        args.out,
-        args.format,
-        study_name=args.study,
-        finalized=False if args.search_weights else None,
-    )
+    result, src = _load(args)
+    out = args.out or src.run_dir
+    if out is None:
+        raise ConfigError("hwtune report with --storage needs -o DIR (where to write the report)")
+    paths = write_reports(result, out)
     if args.json:
-        json.dump(exp.manifest, sys.stdout, indent=2, default=str)
+        json.dump({k: str(v) for k, v in paths.items()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        _print_export(exp)
+    elif not args.quiet:
+        for path in paths.values():
+            print(path)
     return 0
 
 
-def _trial_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--trials must be comma-separated trial numbers, got {text!r}") from None
+def _trial_numbers(result: Any, text: str | None) -> list[int]:
+    """``--trial`` resolved against a study: the knee, every front member, or the numbers given."""
+    spec = parse_trial_spec(text)
+    if spec.kind == "numbers":
+        return list(spec.numbers)
+    if spec.kind == "front":
+        if not result.front:
+            raise StudyError(f"study {result.study_name!r} has no front yet: nothing to export")
+        return [t.number for t in result.front]
+    if result.knee is None:
+        raise StudyError(f"study {result.study_name!r} has no front yet: no knee to export")
+    return [result.knee.number]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from hwtune.exporting import export
+
+    result, src = _load(args)
+    numbers = _trial_numbers(result, args.trial)
+    if args.out is None and src.run_dir is None:
+        raise ConfigError("hwtune export with --storage needs -o DIR (where to write the model)")
+    base = Path(args.out) if args.out is not None else src.run_dir / "export"  # type: ignore[operator]
+    listed = len(numbers) > 1 or parse_trial_spec(args.trial).kind == "front"  # JSON: a list when asked for several
+    several = listed or args.out is None
+    manifests = []
+    for n in numbers:
+        exp = export(
+            result,
+            n,
+            base / f"trial-{n}" if several else base,
+            args.format,
+            finalized=False if args.search_weights else None,
+        )
+        manifests.append(exp.manifest)
+        if not args.json and not args.quiet:
+            _print_export(exp)
+    if args.json:
+        payload: Any = manifests if listed else manifests[0]
+        json.dump(payload, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    return 0
+
+
+def _finalize_choice(args: argparse.Namespace) -> Any:
+    if args.front:
+        return "front"
+    if args.trials:
+        spec = parse_trial_spec(args.trials, option="--trials")
+        if spec.kind != "numbers":
+            raise ConfigError(f"--trials must be comma-separated trial numbers, got {args.trials!r}")
+        return list(spec.numbers)
+    spec = parse_trial_spec(args.trial)
+    return list(spec.numbers) if spec.kind == "numbers" else spec.kind
 
 
 def run_finalize(args: argparse.Namespace) -> int:
     from hwtune.tuner.finalize import DEFAULT_FINALIZE_EPOCHS, finalize
 
-    trials: Any = "front" if args.front else (_trial_list(args.trials) if args.trials else None)
+    trials = _finalize_choice(args)
+    src = resolve_source(args.run, args.storage, args.study)
     result = finalize(
-        args.storage,
+        src.storage,
         trials,
-        study_name=args.study,
+        study_name=src.study_name,
         epochs=args.epochs or DEFAULT_FINALIZE_EPOCHS,
         seed=args.seed,
         progress=not args.quiet,
     )
-    print(result.front_table(finalized=True))
+    if args.json:
+        done = [
+            {"number": t.number, "precision": t.precision, **(t.figures.finalized or {})}
+            for t in result.trials
+            if t.figures.finalized
+        ]
+        json.dump(done, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        print(result.front_table(finalized=True))
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from hwtune.exporting import export
+    from hwtune.report import write_reports
     from hwtune.tuner import Schedule, tune
+    from hwtune.tuner.finalize import finalize
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     t0 = time.monotonic()
     out = Path(args.out)
-    print(
-        f"hwtune demo: searching {DEMO_RECIPE} for {args.device} on Fashion-MNIST for up to {args.timeout:g} s "
-        f"(run directory {out}; run again to resume)",
+    quiet = bool(getattr(args, "quiet", False))
+    say = (lambda *a, **k: None) if quiet else print
+    # A shorter run (CI's) trains a shorter parent, so the search still gets most of its time.
+    parent_epochs = DEMO_PARENT_EPOCHS if args.timeout >= DEMO_TIMEOUT_S else DEMO_SHORT_PARENT_EPOCHS
+    say(
+        f"hwtune demo: {DEMO_RECIPE} for {args.device} on Fashion-MNIST: a parent network trained once "
+        f"({parent_epochs:g} epochs), candidates inherit its weights; search up to {args.timeout:g} s in all, then "
+        f"the knee is finalized ({DEMO_FINALIZE_EPOCHS:g} epochs) and exported (run directory {out})",
         file=sys.stderr,
     )
     result = tune(
@@ -379,16 +557,25 @@ def run_demo(args: argparse.Namespace) -> int:
         study_name="demo",
         seed=args.seed,
         budget=Schedule(epochs=DEMO_EPOCHS, rungs=DEMO_RUNGS),
-        progress=True,
+        strategy="inherit",
+        parent_epochs=parent_epochs,
+        progress=not quiet,
     )
     if result.interrupted:
         return 130
     knee = result.knee
     if knee is None:
-        print("no feasible trained trial yet: nothing to export", file=sys.stderr)
+        say("no feasible trained trial yet: nothing to export", file=sys.stderr)
         return 1
-    print(f"\nexporting the knee (trial #{knee.number}) and checking it with ONNX Runtime...", file=sys.stderr)
+    result = finalize(result, [knee.number], epochs=DEMO_FINALIZE_EPOCHS, progress=not quiet)
+    write_reports(result, out)
+    say(f"\nexporting the finalized knee (trial #{knee.number}) and checking it with ONNX Runtime...", file=sys.stderr)
     exp = export(result, knee.number, out / "export")
-    _print_export(exp)
-    print(f"report: {out / 'report.md'}; plot: {out / 'pareto.png'}; total {time.monotonic() - t0:.0f} s")
+    if getattr(args, "json", False):
+        json.dump(exp.manifest, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+        return 0
+    if not quiet:
+        _print_export(exp)
+        print(f"report: {out / 'report.md'}; plot: {out / 'pareto.png'}; total {time.monotonic() - t0:.0f} s")
     return 0

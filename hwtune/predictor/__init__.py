@@ -249,6 +249,8 @@ def _notes(cal: ProfileCalibration, plan: PrecisionPlan, batch: int) -> tuple[st
                      "with the profile's peak-throughput ratio")
     if cal.status == "spec":
         notes.append("spec-only profile: no measurement on this device; error measured leave-device-out")
+    if cal.hardware_note:
+        notes.append(cal.hardware_note)
     return tuple(notes)
 
 
@@ -357,8 +359,8 @@ def predict_latency_detail(
         >>> from hwtune.predictor import predict_latency_detail
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU())
         >>> p = predict_latency_detail(net, (1, 3, 32, 32), device="pixel-3")
-        >>> float(p) > 0, p.source, p.form
-        (True, 'predicted', 'macs')
+        >>> float(p) > 0, p.source, p.form in ("macs", "macs_memory_layers", "per_op"), p.spearman is not None
+        (True, 'predicted', True, True)
     """
     profile = load_profile_cached(device)
     cal = profile_calibration(profile)

@@ -19,7 +19,6 @@ Reported error is never measured on the rows that were fitted: micro-benchmark f
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -315,6 +314,30 @@ _MB_CONV = ("conv", "pwconv", "dwconv", "conv_relu", "conv_add")
 STATISTICS = ("median", "min")
 
 
+def _microbench_records(path: Path, required: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The raw case records and device info of a results file (.csv or .json), unvalidated."""
+    from hwtune._io import load_csv, load_json
+
+    kind = "micro-benchmark results file (scripts/profile_device.py)"
+    if path.suffix.lower() == ".csv":
+        raw_rows, columns = load_csv(path, kind=kind, error=CalibrationError)
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise CalibrationError(
+                f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'}); "
+                "expected the CSV that scripts/profile_device.py writes")
+        rows: list[Any] = []
+        for r in raw_rows:
+            r = dict(r)
+            r["input_shapes"] = [s for s in str(r.get("input_shapes") or "").split(";") if s]
+            rows.append(r)
+        return rows, {}
+    data = load_json(path, kind=kind, error=CalibrationError)
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise CalibrationError(f"{path}: expected a JSON object with a 'results' list (scripts/profile_device.py output)")
+    return data["results"], data.get("device") if isinstance(data.get("device"), dict) else {}
+
+
 def read_microbench(path: str | Path, statistic: str = "median") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows and device info of a ``profile_device.py`` results file (.json, or .csv).
 
@@ -331,32 +354,7 @@ def read_microbench(path: str | Path, statistic: str = "median") -> tuple[list[d
                                f"{did_you_mean(str(statistic), STATISTICS)}")
     column = f"{statistic}_ms"
     required = _MB_REQUIRED + (column,)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CalibrationError(f"{path}: cannot read micro-benchmark results ({exc.strerror or exc})") from exc
-    device: dict[str, Any] = {}
-    if path.suffix.lower() == ".csv":
-        raw_rows, columns = _read_csv_text(path, text)
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise CalibrationError(
-                f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'}); "
-                "expected the CSV that scripts/profile_device.py writes")
-        rows = []
-        for r in raw_rows:
-            r = dict(r)
-            r["input_shapes"] = [s for s in str(r.get("input_shapes", "")).split(";") if s]
-            rows.append(r)
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CalibrationError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-            raise CalibrationError(f"{path}: expected a JSON object with a 'results' list (scripts/profile_device.py output)")
-        rows = data["results"]
-        device = data.get("device") if isinstance(data.get("device"), dict) else {}
+    rows, device = _microbench_records(path, required)
     problems: list[str] = []
     clean: list[dict[str, Any]] = []
     for i, r in enumerate(rows, start=1):
@@ -498,20 +496,6 @@ def microbench_samples(rows: Sequence[Mapping[str, Any]], lowering: Lowering = N
     return out
 
 
-def _read_csv_text(path: Path, text: str) -> tuple[list[dict[str, str]], list[str]]:
-    try:
-        reader = csv.DictReader(text.splitlines())
-        rows = [dict(r) for r in reader]
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-    except csv.Error as exc:
-        raise CalibrationError(f"{path}: not valid CSV ({exc})") from exc
-    for r in rows:
-        if None in r:  # more cells than header columns
-            raise CalibrationError(f"{path}: row {rows.index(r) + 1} has more cells than the header's {len(columns)} columns")
-    rows = [{(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items()} for r in rows]
-    return rows, columns
-
-
 @dataclass(frozen=True)
 class NetworkRow:
     """One measured network from a ``--networks`` CSV (``input_shape`` includes the batch)."""
@@ -588,12 +572,10 @@ def read_networks_csv(path: str | Path, *, with_notes: bool = False) -> Any:
     Raises:
         CalibrationError: every problem, one line each, naming the file, row and column.
     """
+    from hwtune._io import load_csv
+
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise CalibrationError(f"{path}: cannot read network measurements ({exc.strerror or exc})") from exc
-    rows, columns = _read_csv_text(path, text)
+    rows, columns = load_csv(path, kind="network measurements CSV (hwtune calibrate --networks)", error=CalibrationError)
     problems = []
     for c in columns:
         if c not in NETWORK_COLUMNS:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hwtune.device import DeviceProfile
 
 __all__ = ["SPEC_FORM", "CalibrationReport", "calibrate_microbench", "calibrate_networks", "calibrate_spec",
-           "network_vectors"]
+           "hardware_snapshot", "network_vectors"]
 
 # The spec-only model: ``latency = compute * MACs / peak + intercept_ms`` (it ranks networks like
 # MACs at one precision), with the coefficients and the stated error measured leave-device-out by
@@ -36,11 +36,12 @@ __all__ = ["SPEC_FORM", "CalibrationReport", "calibrate_microbench", "calibrate_
 # coefficients of the *other* measured devices (Raspberry Pi 4 and Pixel 3 on NAS-Bench-201, this
 # host on family candidates). Re-run the benchmark and copy its "spec_form" here when they change.
 SPEC_FORM: Mapping[str, Any] = {
-    "coefficients": {"compute": 8.0, "intercept_ms": 0.05},
-    "error_pct": 60.0,
-    "spearman": None,
-    "flops_spearman": None,
-    "validation": "leave-device-out over 3 measured devices (benchmarks/bench_predictor.py, spec_only)",
+    "coefficients": {"compute": 8.3649, "intercept_ms": 0.9242},
+    "error_pct": 79.0,
+    "spearman": 0.9372,
+    "flops_spearman": 0.8979,
+    "validation": "leave-device-out over 3 measured devices (raspberry-pi-4, pixel-3, host): each predicted with "
+                  "the median coefficients of the others (benchmarks/bench_predictor.py, spec_only)",
 }
 
 
@@ -88,33 +89,42 @@ def _coeff_tables(coeffs: Coefficients, precisions: Sequence[str]) -> dict[str, 
 
 
 def _write_profile(base: DeviceProfile, out_path: str | Path, table: Mapping[str, Any]) -> Path:
-    """Copy the base profile's TOML to ``out_path`` (if different) with ``[calibration]`` replaced."""
+    """Copy the base profile's TOML to ``out_path`` (if different) with ``[calibration]`` replaced.
+
+    Written through a temporary file that must load (profile and calibration) before it replaces
+    ``out_path``: a failed calibration never leaves an unloadable profile behind.
+    """
+    from hwtune._io import atomic_output, read_text
     from hwtune.device import load_profile
     from hwtune.predictor._toml import replace_table
 
     if base.path is None:
         raise ConfigError(f"profile {base.id!r} has no file to copy; pass a bundled id or a .toml path as --base")
     out = Path(out_path)
-    try:
-        text = Path(base.path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"{base.path}: cannot read base profile ({exc.strerror or exc})") from exc
-    new_text = replace_table(text, "calibration", table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(new_text)
-    try:
-        profile_calibration(load_profile(tmp))  # never leave an unloadable profile behind
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+    new_text = replace_table(read_text(base.path, kind="device profile"), "calibration", table)
+    with atomic_output(out, what="calibrated profile") as tmp:
+        tmp.write_text(new_text)
+        profile_calibration(load_profile(tmp))
     clear_caches()
     return out
 
 
 def _today() -> str:
     return time.strftime("%Y-%m-%d")
+
+
+def hardware_snapshot(profile: DeviceProfile) -> dict[str, Any]:
+    """The profile numbers a calibration's coefficients are relative to (``[calibration.hardware]``).
+
+    Coefficients are efficiencies against the peak throughput and bandwidth of the profile they
+    were fitted with; when those change later (an edited profile, a detected host that is now
+    another machine), predictions say so instead of shifting silently.
+    """
+    out: dict[str, Any] = {"peak_gflops": {k: _round(float(v)) for k, v in profile.peak_gflops.items()},
+                           "bandwidth_gbps": _round(float(profile.bandwidth_gbps)), "threads": int(profile.threads)}
+    if profile.cpu_model:
+        out["cpu_model"] = profile.cpu_model
+    return out
 
 
 def calibrate_microbench(
@@ -188,6 +198,7 @@ def calibrate_microbench(
         "precisions": precs,
         "batch_sizes": [1],
         "statistic": statistic,
+        "hardware": hardware_snapshot(base),
         **lowering.table(),
         "pad_channels_cv_error_pct": pad_errors,
     }
@@ -277,7 +288,7 @@ def calibrate_networks(
     deployed = prior.lowering if prior.method == "microbench" else NO_LOWERING
     vectors, flops = network_vectors(_network_features(rows, deployed), hw)
     y = [r.latency_ms for r in rows]
-    prefer = "eager" if str(base.runtime) in EAGER_RUNTIMES else "deployed"
+    prefer = "eager" if str(base.runtime) in EAGER_RUNTIMES else "deployed"  # every profile names its runtime
     choice = choose_form(vectors, y, flops, prefer=prefer, forms=forms)
     ch, fl = choice.chosen, choice.flops
     table: dict[str, Any] = {
@@ -304,7 +315,11 @@ def calibrate_networks(
         "batch_sizes": sorted({r.input_shape[0] for r in rows}),
         "form_coefficients": {k: _round(v, 6) for k, v in choice.model.coefficients.items()},
         "forms": _forms_table(choice),
+        "hardware": hardware_snapshot(base),
     }
+    if len(table["precisions"]) > 1:
+        notes = [*notes, ("rows at several precisions: one compute coefficient, their relative cost from the "
+                          "profile's peak throughput per precision (calibrate one precision per profile for more)")]
     table.update({k: v for k, v in deployed.table().items() if k != "executes"})
     if choice.model.executes == "eager":
         table["executes"] = "eager"

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from hwtune.precision import ELEMENT_BYTES
 
@@ -80,9 +80,9 @@ def op_key(op_type: str, fused: bool = False) -> str | None:
     return _KEY_OF.get(op_type, "other")
 
 
-@dataclass(frozen=True)
-class LayerFeatures:
-    """What one layer costs in the units of the roofline.
+class LayerFeatures(NamedTuple):
+    """What one layer costs in the units of the roofline (an immutable record; a tuple because
+    every prediction builds hundreds).
 
     Attributes:
         name: Layer name (module path or fx node name).
@@ -114,13 +114,13 @@ class LayerFeatures:
     im2col: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self._asdict()
         d["producers"] = list(self.producers)
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerFeatures:
-        d = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        d = {k: data[k] for k in cls._fields if k in data}
         d["producers"] = tuple(int(p) for p in d.get("producers", ()))
         return cls(**d)
 
@@ -155,9 +155,19 @@ def features_from_spec(
     key = op_key(op_type, fused)
     if key is None:
         return None
+    return _spec(name, op_type, key, precision, input_shapes, output_shape, int(macs), int(weight_bytes),
+                 kernel_size, tuple(int(p) for p in producers), pad)
+
+
+def _spec(
+    name: str, op_type: str, key: str, precision: str, input_shapes: Sequence[Sequence[int]],
+    output_shape: Sequence[int], macs: int, weight_bytes: int, kernel_size: Sequence[int] | None,
+    producers: tuple[int, ...], pad: tuple[int, int],
+) -> LayerFeatures:
+    """``features_from_spec`` for a known category, positional (``lower`` calls it once per layer)."""
     elem = ELEMENT_BYTES[precision]
-    in_elems = sum(_numel(s) for s in input_shapes)
-    out_elems = _numel(output_shape)
+    in_elems = sum(math.prod(s) for s in input_shapes if s)
+    out_elems = math.prod(output_shape) if output_shape else 0
     rows = im2col = 0
     if key in ("conv", "dwconv", "pwconv", "linear"):
         work = int(macs)
@@ -190,7 +200,7 @@ def features_from_spec(
         bytes_moved = (in_elems + out_elems) * elem + int(weight_bytes)
     cin = int(input_shapes[0][1]) if input_shapes and len(input_shapes[0]) > 1 else 0
     return LayerFeatures(name, op_type, key, precision, int(work), int(bytes_moved), int(out_elems),
-                         tuple(int(p) for p in producers), cin, int(rows), int(im2col))
+                         producers, cin, int(rows), int(im2col))
 
 
 # Tensors created from shapes alone: exporters emit them as constants, runtimes run nothing.
@@ -284,9 +294,9 @@ class Lowering:
 NO_LOWERING = Lowering()  # plain TFLite-like behaviour: nothing beyond BN/activation folding
 
 
-@dataclass(frozen=True)
-class RawLayer:
-    """One traced or specified op before lowering.
+class RawLayer(NamedTuple):
+    """One traced or specified op before lowering (an immutable record; a tuple, because a
+    network has hundreds of them and a frozen dataclass costs 4x more to build).
 
     ``producers`` are indices into the same list; ``-1 - k`` is graph input ``k``. ``identity``
     marks ops that pass their input through at inference (dropped like reshapes).
@@ -335,6 +345,48 @@ def raws_from_graph(layers: Sequence[Any], dead: frozenset[str] | set[str] = fro
     return out
 
 
+def _anchors(
+    kept: Sequence[tuple[RawLayer, tuple[int, ...]]], readers: Sequence[int], rules: Lowering
+) -> list[int | None]:
+    """Per kept layer, the conv/linear it is folded into (None: it runs as its own kernel)."""
+    n = len(kept)
+    anchor: list[int | None] = [None] * n  # the conv/linear a fused op was folded into
+    has_act: set[int] = set()
+    has_add: set[int] = set()
+
+    def chain_root(j: int) -> int | None:
+        """The conv/linear whose kernel ``j``'s output comes out of (j itself or what it was fused into)."""
+        return j if kept[j][0].op_type in COMPUTE_OPS else anchor[j]
+
+    if rules.eager:
+        return anchor  # PyTorch eager folds nothing: every op is its own kernel
+    for k, (r, prods) in enumerate(kept):
+        layer_prods = [p for p in prods if p >= 0]
+        single = len(prods) == 1 and len(layer_prods) == 1
+        p = layer_prods[0] if single else None
+        same_prec = p is not None and kept[p][0].precision == r.precision
+        if r.op_type == "bn" and p is not None and same_prec and readers[p] == 1 \
+                and kept[p][0].op_type in COMPUTE_OPS:
+            anchor[k] = p
+        elif r.op_type in FUSABLE_ACTIVATIONS and p is not None and same_prec:
+            root = chain_root(p)
+            if root is not None and readers[p] == 1 and root not in has_act:
+                anchor[k] = root
+                has_act.add(root)
+            elif r.precision == "int8":
+                anchor[k] = root if root is not None else p  # clipped by the quantized range
+        elif r.op_type == "add" and rules.fuse_conv_add and r.precision == "fp32" and len(layer_prods) == 2 \
+                and len(prods) == 2:  # both operands computed in the graph (a graph input is in plain layout)
+            for q in layer_prods:
+                root = chain_root(q)
+                if (root is not None and readers[q] == 1 and kept[q][0].precision == "fp32"
+                        and root not in has_act and root not in has_add and kept[root][0].op_type != "linear"):
+                    anchor[k] = root
+                    has_add.add(root)
+                    break
+    return anchor
+
+
 def lower(raws: Sequence[RawLayer], rules: Lowering = NO_LOWERING) -> tuple[LayerFeatures, ...]:
     """The layers a runtime runs, with fused ops marked and producer links re-indexed.
 
@@ -348,6 +400,12 @@ def lower(raws: Sequence[RawLayer], rules: Lowering = NO_LOWERING) -> tuple[Laye
     new_index: dict[int, int] = {}
 
     def resolve(prods: Sequence[int]) -> tuple[int, ...]:
+        if len(prods) == 1:
+            p = prods[0]
+            if p < 0:
+                return (p,)
+            if p in new_index:
+                return (new_index[p],)
         out: set[int] = set()
         for p in prods:
             if p < 0:
@@ -377,40 +435,7 @@ def lower(raws: Sequence[RawLayer], rules: Lowering = NO_LOWERING) -> tuple[Laye
     if n:
         readers[n - 1] += 1
 
-    anchor: list[int | None] = [None] * n  # the conv/linear a fused op was folded into
-    has_act: set[int] = set()
-    has_add: set[int] = set()
-
-    def chain_root(j: int) -> int | None:
-        """The conv/linear whose kernel ``j``'s output comes out of (j itself or what it was fused into)."""
-        return j if kept[j][0].op_type in COMPUTE_OPS else anchor[j]
-
-    for k, (r, prods) in enumerate(kept):
-        if rules.eager:
-            break  # PyTorch eager folds nothing: every op is its own kernel
-        layer_prods = [p for p in prods if p >= 0]
-        single = len(prods) == 1 and len(layer_prods) == 1
-        p = layer_prods[0] if single else None
-        same_prec = p is not None and kept[p][0].precision == r.precision
-        if r.op_type == "bn" and p is not None and same_prec and readers[p] == 1 \
-                and kept[p][0].op_type in COMPUTE_OPS:
-            anchor[k] = p
-        elif r.op_type in FUSABLE_ACTIVATIONS and p is not None and same_prec:
-            root = chain_root(p)
-            if root is not None and readers[p] == 1 and root not in has_act:
-                anchor[k] = root
-                has_act.add(root)
-            elif r.precision == "int8":
-                anchor[k] = root if root is not None else p  # clipped by the quantized range
-        elif r.op_type == "add" and rules.fuse_conv_add and r.precision == "fp32" and len(layer_prods) == 2 \
-                and len(prods) == 2:  # both operands computed in the graph (a graph input is in plain layout)
-            for q in layer_prods:
-                root = chain_root(q)
-                if (root is not None and readers[q] == 1 and kept[q][0].precision == "fp32"
-                        and root not in has_act and root not in has_add and kept[root][0].op_type != "linear"):
-                    anchor[k] = root
-                    has_add.add(root)
-                    break
+    anchor = _anchors(kept, readers, rules)
     # A folded BN (weights) or activation (kernel epilogue) runs no kernel and costs nothing;
     # it disappears and its readers read the kernel's output. A fused Add stays, as a ``fused``
     # layer: the kernel reads the residual operand, which costs memory traffic.
@@ -418,22 +443,26 @@ def lower(raws: Sequence[RawLayer], rules: Lowering = NO_LOWERING) -> tuple[Laye
     final: dict[int, int] = {}
 
     def remap(prods: Sequence[int]) -> tuple[int, ...]:
+        if len(prods) == 1:
+            p = prods[0]
+            return (p,) if p < 0 else ((final[p],) if p in final else ())
         return tuple(sorted({final[p] if p >= 0 else p for p in prods if p < 0 or p in final}))
 
+    pads: dict[str, tuple[int, int]] = {}
     for k, (r, prods) in enumerate(kept):
-        if anchor[k] is not None and r.op_type != "add":
+        fused = anchor[k] is not None
+        if fused and r.op_type != "add":
             src = [p for p in prods if p >= 0]
             if src and src[0] in final:
                 final[k] = final[src[0]]
                 continue
-        f = features_from_spec(
-            name=r.name, op_type=r.op_type, precision=r.precision, input_shapes=r.input_shapes,
-            output_shape=r.output_shape, macs=r.macs, weight_bytes=r.weight_bytes, kernel_size=r.kernel_size,
-            fused=anchor[k] is not None, producers=remap(prods), pad=rules.pads(r.precision),
-        )
-        assert f is not None  # free ops were dropped above
+        prec = r.precision
+        if prec not in pads:
+            pads[prec] = rules.pads(prec)
+        key = "fused" if fused else _KEY_OF.get(r.op_type, "other")
         final[k] = len(feats)
-        feats.append(f)
+        feats.append(_spec(r.name, r.op_type, key, prec, r.input_shapes, r.output_shape, r.macs, r.weight_bytes,
+                           r.kernel_size, remap(prods), pads[prec]))
     return tuple(feats)
 
 

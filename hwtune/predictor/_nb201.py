@@ -12,7 +12,6 @@ checks the composed features against ``predict`` on the built model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from hwtune.predictor._features import LayerFeatures, lower, raws_from_graph
@@ -71,7 +70,7 @@ class NB201Composer:
                 # wrapped, so the op is a call_module with its geometry (a root module traces as functions)
                 mod = torch.nn.Sequential(_make_op(op, c))
                 gl = trace_layers(mod, x, precision)
-                feats = [replace(f, producers=()) for f in lower(raws_from_graph(gl.layers))]
+                feats = [f._replace(producers=()) for f in lower(raws_from_graph(gl.layers))]
                 # the edge's leading ReLU is counted separately: a runtime fuses it into the
                 # conv that produced its input when nothing else reads that tensor (then it
                 # costs nothing, like every folded activation in lower())
@@ -152,7 +151,7 @@ class NB201Composer:
         cells: list[LayerFeatures] = []
         for (s, op), n in sorted(self.counts(arch).items()):
             cells.extend(list(self.pieces[(s, op)]) * n)
-        skeleton = [replace(f, producers=()) for f in self.skeleton]
+        skeleton = [f._replace(producers=()) for f in self.skeleton]
         return (*skeleton[:2], *cells, *skeleton[2:])
 
     def design_matrix(self, archs: Sequence[str], hw: Hardware, names: Sequence[str]) -> Any:

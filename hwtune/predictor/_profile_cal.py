@@ -53,6 +53,7 @@ class ProfileCalibration:
     flops_spearman: float | None = None
     validation: str = ""
     batch_sizes: tuple[int, ...] = ()
+    hardware_note: str = ""
 
     @property
     def form_name(self) -> str:
@@ -118,8 +119,30 @@ def _from_table(profile: DeviceProfile, table: Mapping[str, Any]) -> ProfileCali
         coeffs, status, method, _num(table, "error_pct"), tuple(table.get("precisions") or ()),
         Lowering.from_table(table), form_from_table(table, where), _num(table, "spearman"),
         _num(table, "within_10pct"), _num(table, "flops_spearman"), str(table.get("validation", "")),
-        tuple(int(b) for b in batches),
+        tuple(int(b) for b in batches), _hardware_note(profile, table.get("hardware")),
     )
+
+
+def _hardware_note(profile: DeviceProfile, snap: Any) -> str:
+    """Why the calibration may not fit this profile any more ('' when its hardware is unchanged)."""
+    if not isinstance(snap, Mapping):
+        return ""
+    diffs = []
+    peaks = snap.get("peak_gflops") or {}
+    for prec, v in peaks.items():
+        now = profile.peak_gflops.get(prec)
+        if isinstance(v, (int, float)) and now is not None and abs(float(now) / float(v) - 1.0) > 0.01:
+            diffs.append(f"peak {prec} {v:g} -> {float(now):g} GFLOP/s")
+    bw = snap.get("bandwidth_gbps")
+    if isinstance(bw, (int, float)) and abs(float(profile.bandwidth_gbps) / float(bw) - 1.0) > 0.01:
+        diffs.append(f"bandwidth {bw:g} -> {float(profile.bandwidth_gbps):g} GB/s")
+    cpu = snap.get("cpu_model")
+    if cpu and profile.cpu_model and cpu != profile.cpu_model:
+        diffs.append(f"CPU {cpu!r} -> {profile.cpu_model!r}")
+    if not diffs:
+        return ""
+    return ("the profile's hardware changed since calibration (" + "; ".join(diffs) + "): the coefficients are "
+            "relative to the old numbers; re-calibrate on this device")
 
 
 def profile_calibration(profile: DeviceProfile) -> ProfileCalibration:
@@ -158,7 +181,7 @@ def label(cal: ProfileCalibration, precision: PrecisionPlan) -> str:
 
 
 def load_profile_cached(device: str | Path | DeviceProfile) -> DeviceProfile:
-    """``load_profile`` memoised on the file's path and modification time (TOML parsing costs ~1 ms)."""
+    """``load_profile`` memoised on the file's path and modification time (loading costs 5-15 ms)."""
     from hwtune.device import DeviceProfile, load_profile
 
     if isinstance(device, DeviceProfile):
@@ -168,11 +191,13 @@ def load_profile_cached(device: str | Path | DeviceProfile) -> DeviceProfile:
     if hit is not None:
         profile, mtime = hit
         try:
-            if profile.path is not None and Path(profile.path).stat().st_mtime_ns == mtime and not profile.detected:
+            if profile.path is not None and Path(profile.path).stat().st_mtime_ns == mtime:
                 return profile
         except OSError:
             pass
+    # a detected profile (this machine: cores, clock, ISA read at load time, ~15 ms) is cached
+    # too: the hardware does not change while the process runs
     profile = load_profile(device)
-    if profile.path is not None and not profile.detected:
+    if profile.path is not None:
         _PROFILE_CACHE[text] = (profile, Path(profile.path).stat().st_mtime_ns)
     return profile

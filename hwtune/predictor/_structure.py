@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwtune.precision import PrecisionPlan
-from hwtune.predictor._features import CONSTANT_TARGETS, IDENTITY_TARGETS, RawLayer, weight_bytes
+from hwtune.predictor._features import CONSTANT_TARGETS, RawLayer, weight_bytes
 
 __all__ = ["StructureUnsupported", "TraceUnit", "module_attrs", "raws_from_structure", "template_count"]
 
@@ -328,19 +328,29 @@ class _Lowerer:
             if r[1] == "bn" and r[2] == "int8" and len(p) == 1 and p[0] >= 0 and users[p[0]] == 1 \
                     and rows[p[0]][1] in ("conv", "dwconv", "pwconv", "linear") and r[6]:
                 r[6] = int(r[4][1]) * 4 if len(r[4]) > 1 else r[6]
-        keep = list(range(n))
+        live = [True] * n
         if prune and n:  # what does not feed the last layer is pruned by exporters (see _liveness)
-            live = {n - 1}
+            live = [False] * n
+            live[-1] = True
             for i in range(n - 1, -1, -1):
-                if i in live:
-                    live.update(p for p in rows[i][8] if p >= 0)
-            keep = sorted(live)
-        index = {old: new for new, old in enumerate(keep)}
+                if live[i]:
+                    for p in rows[i][8]:
+                        if p >= 0:
+                            live[p] = True
+        index = [-1] * n
         out = []
-        for old in keep:
+        for old in range(n):
+            if not live[old]:
+                continue
+            index[old] = len(out)
             r = rows[old]
-            out.append(RawLayer(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                                tuple(sorted({index[p] if p >= 0 else p for p in r[8]})), r[9], r[10]))
+            prods = r[8]
+            if len(prods) == 1:
+                p = prods[0]
+                prods = (index[p] if p >= 0 else p,)
+            else:
+                prods = tuple(sorted({index[p] if p >= 0 else p for p in prods}))
+            out.append(RawLayer(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], prods, r[9], r[10]))
         return out
 
 
@@ -412,7 +422,7 @@ def _template(mod: Any) -> Any:
 
     try:
         graph = _Opaque().trace(mod)
-    except Exception as exc:  # noqa: BLE001 - fx raises many types on dynamic forwards
+    except Exception as exc:
         err = StructureUnsupported(f"{type(mod).__name__}: torch.fx cannot record its forward ({exc})")
         _TEMPLATES[key] = err
         raise err from exc

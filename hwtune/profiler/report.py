@@ -18,6 +18,10 @@ SCHEMA_VERSION = 1
 LATENCY_SOURCES = ("measured", "predicted", "estimated", "unavailable")
 
 
+# How the working memory figure was obtained.
+LIVENESS_SOURCE = "estimated (liveness, lower bound)"
+
+
 @dataclass(frozen=True)
 class Fits:
     """Whether the model fits the device: weights in storage, peak activations in working memory.
@@ -128,6 +132,9 @@ class ProfileReport:
     notes: tuple[str, ...] = ()
     traced_with: str = "fx"
     profile_seconds: float = 0.0
+    working_memory_bytes: int | None = None
+    working_memory_source: str = LIVENESS_SOURCE
+    storage_bytes: int | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -178,6 +185,11 @@ class ProfileReport:
             "notes": list(self.notes),
             "traced_with": self.traced_with,
             "profile_seconds": round(self.profile_seconds, 4),
+            "working_memory_bytes": (
+                self.peak_activation_bytes if self.working_memory_bytes is None else self.working_memory_bytes
+            ),
+            "working_memory_source": self.working_memory_source,
+            "storage_bytes": self.storage_bytes,
         }
 
     @classmethod
@@ -214,5 +226,8 @@ class ProfileReport:
             notes=tuple(str(n) for n in data.get("notes", ())),
             traced_with=str(data.get("traced_with", "fx")),
             profile_seconds=float(data.get("profile_seconds", 0.0)),
+            working_memory_bytes=None if data.get("working_memory_bytes") is None else int(data["working_memory_bytes"]),
+            working_memory_source=str(data.get("working_memory_source", LIVENESS_SOURCE)),
+            storage_bytes=None if data.get("storage_bytes") is None else int(data["storage_bytes"]),
             schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
         )

@@ -240,6 +240,7 @@ def inline_buffers(content: bytes) -> bytes:
     1 MB model; TFLite Micro ignores that layout and reads zeros, so MCU files must carry them inline.
     """
     import flatbuffers
+    import numpy as np
 
     schema = _schema()
     m = schema.ModelT.InitFromPackedBuf(content, 0)
@@ -247,7 +248,7 @@ def inline_buffers(content: bytes) -> bytes:
     for buf in m.buffers or []:
         offset, size = int(buf.offset or 0), int(buf.size or 0)
         if offset > 1:
-            buf.data = list(content[offset : offset + size])
+            buf.data = np.frombuffer(content, dtype=np.uint8, count=size, offset=offset).copy()
             buf.offset, buf.size = 0, 0
             moved += 1
     if not moved:

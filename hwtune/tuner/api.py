@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -12,9 +13,11 @@ from hwtune._util import is_int, is_num, jsonable, versions
 from hwtune.errors import ConfigError, StudyError
 from hwtune.front import TuneResult, resolve_objectives
 from hwtune.records import StudyMeta
+from hwtune.tuner.artifacts import location_for_run, parse_location, redact_url, sqlite_dir
 from hwtune.tuner.config import DEFAULT_N_TRIALS, Constraints, Schedule
 from hwtune.tuner.constraints import check_feasible_at_all
 from hwtune.tuner.context import SearchContext
+from hwtune.tuner.halving import Coordination
 from hwtune.tuner.inherit import DEFAULT_PARENT_EPOCHS, InheritPipeline, choose_strategy, obtain_parent, parent_key
 from hwtune.tuner.inputs import (
     check_meta,
@@ -23,6 +26,7 @@ from hwtune.tuner.inputs import (
     distributions,
     load_data,
     resolve_space,
+    space_from_info,
     space_size,
 )
 from hwtune.tuner.loop import make_log, print_summary, run_trials
@@ -32,27 +36,38 @@ from hwtune.tuner.reference import reference_point as compute_reference_point
 from hwtune.tuner.samplers import check_sampler, make_sampler, sampler_name
 from hwtune.tuner.storage import (
     META_KEY,
+    TARGET_KEY,
+    create_or_load_study,
     open_storage,
     optuna_module,
     quiet_optuna,
     recover_stale,
+    register_worker,
     result_from_study,
     storage_url,
+    study_lock,
     study_meta,
 )
+from hwtune.tuner.workers import check_local_workers, remeasure_front_alone, run_local_workers
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.device import DeviceProfile
     from hwtune.space import SearchSpace
 
-__all__ = ["PipelineFactory", "tune"]
+__all__ = ["PipelineFactory", "join_study", "tune"]
 
 #: Builds the candidate pipeline for a (space, device): ``CandidatePipeline`` or a subclass of it.
 PipelineFactory = Callable[..., CandidatePipeline]
 
 
-def _check_run_args(n_trials: Any, timeout: Any, seed: Any, population_size: Any) -> None:
+def _check_run_args(
+    n_trials: Any, timeout: Any, seed: Any, population_size: Any, workers: Any = 1, parent_epochs: Any = None
+) -> None:
     problems = []
+    if not is_int(workers) or workers < 1:
+        problems.append(f"workers must be an integer >= 1, got {workers!r}")
+    if parent_epochs is not None and (not is_num(parent_epochs) or parent_epochs <= 0):
+        problems.append(f"parent_epochs must be a number > 0, got {parent_epochs!r}")
     if n_trials is not None and (not is_int(n_trials) or n_trials < 1):
         problems.append(f"n_trials must be an integer >= 1, got {n_trials!r}")
     if timeout is not None and (not is_num(timeout) or timeout <= 0):
@@ -65,13 +80,13 @@ def _check_run_args(n_trials: Any, timeout: Any, seed: Any, population_size: Any
         raise ConfigError("\n".join(problems))
 
 
-def _store_source_model(source: Mapping[str, Any], artifact_dir: Path) -> dict[str, Any]:
+def _store_source_model(source: Mapping[str, Any], store: Any) -> dict[str, Any]:
     """Keep the user's model (a ``torch.export`` archive) in the study's artifact store."""
     from hwtune.tuner.storage import upload_to_store
 
     rec = {k: v for k, v in source.items() if k != "archive"}
     if source.get("archive"):
-        rec["artifact_id"] = upload_to_store(artifact_dir, Path(str(source["archive"])))
+        rec["artifact_id"] = upload_to_store(store, Path(str(source["archive"])))
     return rec
 
 
@@ -124,20 +139,68 @@ def _schedule_for(space: SearchSpace, budget: Any) -> Schedule:
     return Schedule.coerce(budget)
 
 
-def _open_study(url: str, study_name: str, objectives: Sequence[Any]) -> tuple[Any, StudyMeta | None]:
-    optuna = optuna_module()
-    st = open_storage(url)
-    with quiet_optuna():
-        study = optuna.create_study(
-            storage=st, study_name=study_name, load_if_exists=True, directions=[o.direction for o in objectives]
-        )
+def _open_study(st: Any, url: str, study_name: str, objectives: Sequence[Any]) -> tuple[Any, StudyMeta | None]:
+    study = create_or_load_study(st, study_name, [o.direction for o in objectives])
     stored = study_meta(study)
     if stored is not None and [d.name.lower() for d in study.directions] != [o.direction for o in objectives]:
         raise StudyError(
             f"study {study_name!r} exists with different settings (objectives {stored.objectives} (stored) != "
             f"{[o.name for o in objectives]} (now)); use another --study name or the same settings to resume"
         )
+    if not study.metric_names:
+        with quiet_optuna():  # optuna-dashboard labels its axes with these (else "0" and "1")
+            study.set_metric_names([o.attr for o in objectives])
     return study, stored
+
+
+# Data options that say where files are (or may be downloaded), not which data: a worker on another
+# machine passes its own; they never take part in "same settings" checks or the parent's cache key.
+_DATA_LOCATION_KEYS = ("root", "download")
+# load_dataset options a worker takes from a study's stored settings.
+_STORED_DATA_KEYS = (
+    "name_or_path",
+    "val_fraction",
+    "seed",
+    "train_limit",
+    "val_limit",
+    "test_limit",
+    "image_size",
+    "max_memory_bytes",
+)
+
+
+def _data_identity(load: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if load is None else {k: v for k, v in load.items() if k not in _DATA_LOCATION_KEYS}
+
+
+def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as compared on resume: data without its location options; the space dict rebuilt from
+    the recipe text when only the text is stored."""
+    out = dict(meta)
+    data = dict(out.get("data") or {})
+    data["load"] = _data_identity(data.get("load"))
+    out["data"] = data
+    recipe = dict(out.get("recipe") or {})
+    if recipe.get("space") is None and recipe.get("text"):
+        with contextlib.suppress(Exception):  # unreadable text: check_meta reports the difference
+            recipe["space"] = space_from_info(recipe).to_dict()
+    out["recipe"] = recipe
+    return out
+
+
+def _compact_recipe(recipe_info: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """The recipe as stored: name, origin and text (what export rebuilds the space from); the space
+    dict only when the text does not rebuild an equal space (a space given as an object)."""
+    info = dict(recipe_info)
+    space_dict = info.get("space")
+    if info.get("text") and not (isinstance(space_dict, Mapping) and space_dict.get("kind") == "compress"):
+        try:
+            same = space_from_info(info) == space
+        except Exception:  # noqa: BLE001 - text that does not rebuild the space: keep the dict
+            same = False
+        if same:
+            info.pop("space", None)
+    return info
 
 
 def _new_meta(
@@ -149,6 +212,7 @@ def _new_meta(
     data_meta: Mapping[str, Any],
     url: str,
     out: Path,
+    artifact_stored: str,
 ) -> dict[str, Any]:
     return {
         "recipe": dict(recipe_info),
@@ -159,7 +223,7 @@ def _new_meta(
         "data": dict(data_meta),
         "storage": url,
         "out_dir": str(out),
-        "artifact_dir": str(out / "artifacts"),
+        "artifact_dir": artifact_stored,
         "created": datetime.now().isoformat(),
         "versions": versions(),
     }
@@ -190,6 +254,8 @@ def tune(
     strategy: str | None = None,
     parent_epochs: float | None = None,
     source_model: Mapping[str, Any] | None = None,
+    artifacts: str | Path | None = None,
+    workers: int = 1,
 ) -> TuneResult:
     """Search ``space_or_recipe`` for the accuracy/latency(/memory) Pareto front on ``device``.
 
@@ -205,10 +271,11 @@ def tune(
             bytes), ``"size"`` (weight bytes).
         constraints: Hard limits: ``{"max_latency_ms": 2.0, "max_ram_kb": 256, "max_storage_kb": 1024}``
             (or ``*_bytes``). The device's RAM/storage and precisions always apply.
-        n_trials: Target number of completed trials **in the study** (a resumed run continues up to
-            it). Default 20 when neither ``n_trials`` nor ``timeout`` is given.
-        timeout: Wall-clock seconds for this call, a parent's training included (a trial in flight
-            finishes first).
+        n_trials: Target number of completed trials **in the study**, whichever worker ran them (a
+            resumed run continues up to it; each worker stops once the study has them, a trial in
+            flight finishes). Default 20 when neither ``n_trials`` nor ``timeout`` is given.
+        timeout: Wall-clock seconds for this call (per worker), a parent's training included (a
+            trial in flight finishes first).
         storage: Optuna storage URL; default ``sqlite:///<out_dir>/study.db``.
         study_name: Default ``<recipe>-<device>``. An existing study of that name is resumed.
         sampler: ``"nsga2"`` (default), ``"tpe"``, ``"gp"``, ``"random"``, or any
@@ -232,6 +299,13 @@ def tune(
             candidate trained from its own initialization). A resumed study keeps its strategy.
         parent_epochs: Epochs of the parent's training (``inherit``; default the recipe's
             ``[parent] epochs``, else 3).
+        artifacts: The study's artifact store: a directory every worker sees, or
+            ``s3://bucket/prefix`` (extra ``hwtune[s3]``). Default for SQLite: ``artifacts/`` next to the
+            study file (stored relative to it, so the run directory can move); required for a server
+            storage (PostgreSQL). Recorded in the study; workers joining later use it.
+        workers: Local worker processes sharing the study (``hwtune worker`` each); latency measured
+            while they share the CPU is labelled so, and the front is measured again alone at the
+            end. ``pipeline`` must then be an importable class and ``data`` a name or mapping.
         source_model: Set by :func:`hwtune.compress`: the user's model this study compresses
             (``sha256``, ``class``, ``source`` and ``archive``, a ``torch.export`` file stored with the study).
 
@@ -252,127 +326,217 @@ def tune(
     # --- validate everything cheap first (all before touching storage or data) ---
     space, recipe_info = resolve_space(space_or_recipe)
     profiles = _load_devices(device)
-    profile = profiles[0]
     objs = resolve_objectives(objectives)
     cons = Constraints.coerce(constraints)
     budget_given = budget is not None
     sched = _schedule_for(space, budget)
-    strategy_arg = strategy
     check_sampler(sampler)
-    _check_run_args(n_trials, timeout, seed, population_size)
-    if parent_epochs is not None and (not is_num(parent_epochs) or parent_epochs <= 0):
-        raise ConfigError(f"parent_epochs must be a number > 0, got {parent_epochs!r}")
+    _check_run_args(n_trials, timeout, seed, population_size, workers, parent_epochs)
     if n_trials is None and timeout is None:
         n_trials = DEFAULT_N_TRIALS
+    strategy_arg = strategy
     strategy = choose_strategy(space, strategy)  # validated before anything is opened
     study_name = study_name or default_study_name(recipe_info["name"], "+".join(p.id for p in profiles))
     out = Path(out_dir) if out_dir is not None else (None if storage is not None else Path("hwtune-runs") / study_name)
     url = storage_url(storage, out)
-    # A remote storage without out_dir: artifacts and reports still need a local home.
+    # A remote storage without out_dir: reports still need a local home.
     out = (out if out is not None else Path("hwtune-runs") / study_name).resolve()
+    data_load, splits = data_spec(data, space)
+    pipeline_ref = check_local_workers(workers, data_load, sampler, pipeline)
+    if artifacts is not None:
+        parse_location(artifacts, url)  # a malformed value fails before the study is opened
 
     log = make_log(progress)
-    study, stored = _open_study(url, study_name, objs)
-    if stored is not None and strategy_arg is None:
-        strategy = stored.strategy or "scratch"  # a resumed study keeps its strategy
-    if strategy in ("inherit", "compress") and not sched.zero_rung:
-        sched = Schedule.from_dict({**sched.to_dict(), "zero_rung": True})
-    default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
-    pipe = (pipeline or default_pipeline)(space, profile, runtime=runtime)
-    data_load, splits = data_spec(data, space)
-    if splits is None:
-        splits = load_data(data_load)  # type: ignore[arg-type]
-    data_meta = {"load": data_load, "sizes": splits.to_dict().get("sizes"), "info": jsonable(splits.to_dict())}
-    meta_new = _new_meta(recipe_info, profile, objs, cons, sched, data_meta, url, out)
-    if len(profiles) > 1:
-        meta_new["devices"] = [jsonable(p.to_dict()) for p in profiles]
-    meta_new["strategy"] = strategy
-    if stored is not None:
-        if not budget_given and stored.budget:
-            # Resuming without an explicit budget continues with the study's own schedule.
-            sched = Schedule.from_dict(stored.budget)
-            meta_new["budget"] = sched.to_dict()
-        check_meta(stored.to_dict(), meta_new, study_name)
-
-    artifact_dir = Path(stored.artifact_dir) if stored is not None and stored.artifact_dir else out / "artifacts"
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    ctx = SearchContext(
-        space=space,
-        device=profile,
-        data=splits,
-        objectives=objs,
-        constraints=cons,
-        schedule=sched,
-        reference={},
-        artifact_dir=artifact_dir,
-        seed=seed,
-        dists=distributions(space),
-        pipeline=pipe,
-        log=log,
-        threads=threads,
-        devices=profiles,
-    )
-    if source_model is not None and stored is None:
-        meta_new["source_model"] = _store_source_model(source_model, artifact_dir)
-    elif stored is not None and stored.source_model:
-        meta_new["source_model"] = stored.source_model
-    if strategy == "inherit":
-        epochs = float(parent_epochs or (space.parent.epochs if space.parent else DEFAULT_PARENT_EPOCHS))
-        key = parent_key(recipe_info["space"], data_load, epochs, int(seed or 0))
-        pipe.parent, meta_new["parent"] = obtain_parent(  # type: ignore[attr-defined]
-            space,
-            splits,
-            key=key,
-            epochs=epochs,
-            batch_size=space.parent.batch_size if space.parent else sched.batch_size,
-            seed=int(seed or 0),
-            artifact_dir=artifact_dir,
-            stored=stored.parent if stored is not None else None,
-            threads=threads,
-            log=log,
+    st = open_storage(url)
+    study, stored = _open_study(st, url, study_name, objs)
+    # One worker at a time creates the study's settings; the others wait here, then find them.
+    with study_lock(url, study_name) if stored is None else contextlib.nullcontext():
+        if stored is None:
+            stored = study_meta(study)
+        location = location_for_run(stored.artifact_dir if stored else None, url, artifacts, study_name)
+        if stored is not None and strategy_arg is None:
+            strategy = stored.strategy or "scratch"  # a resumed study keeps its strategy
+        if strategy == "inherit" and location.is_s3:
+            raise ConfigError("strategy 'inherit' with an s3:// artifact store is not supported yet; use a directory")
+        if strategy in ("inherit", "compress") and not sched.zero_rung:
+            sched = Schedule.from_dict({**sched.to_dict(), "zero_rung": True})
+        if stored is not None and not budget_given and stored.budget:
+            sched = Schedule.from_dict(stored.budget)  # resuming without a budget keeps the study's own
+        default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
+        pipe = (pipeline or default_pipeline)(space, profiles[0], runtime=runtime)
+        if splits is None:
+            splits = load_data(data_load)  # type: ignore[arg-type]
+        data_meta = {"load": data_load, "sizes": splits.to_dict().get("sizes"), "info": jsonable(splits.to_dict())}
+        meta_new = _new_meta(
+            _compact_recipe(recipe_info, space), profiles[0], objs, cons, sched, data_meta, url, out, location.stored
         )
-    optuna = optuna_module()
-    complete = optuna.trial.TrialState.COMPLETE
-    if stored is None:
-        _check_feasible_somewhere(space, profiles, cons, pipe, sched.latency_budget_s, log)
-        refs = {
-            p.id: compute_reference_point(
-                pipe, objs, cons, reference_point, latency_budget_s=sched.latency_budget_s, device=p
-            )
-            for p in profiles
-        }
-        ctx.reference = refs[profile.id]
-        meta_new.update(reference_point=ctx.reference, sampler=sampler_name(sampler), seed=seed)
         if len(profiles) > 1:
-            meta_new["reference_points"] = refs
-        for params in getattr(space, "initial_params", list)():
-            study.enqueue_trial(params)  # e.g. the user's unmodified model: the baseline row (compress)
-        study.set_user_attr(META_KEY, StudyMeta.from_dict(meta_new).to_dict())
-        log(
-            f"study {study_name!r}: {space.family} space of {space_size(space)} candidates on {profile.id} "
-            f"({'measured' if ctx.measured else 'predicted'} latency); storage {url}"
+            meta_new["devices"] = [jsonable(p.to_dict()) for p in profiles]
+        meta_new["strategy"] = strategy
+        if runtime is not None:
+            meta_new["runtime"] = str(runtime)
+        if stored is not None:
+            check_meta(_comparable(stored.to_dict()), _comparable(meta_new), study_name)
+        store = location.store()
+        ctx = SearchContext(
+            space=space, device=profiles[0], data=splits, objectives=objs, constraints=cons, schedule=sched,
+            reference={}, artifact_dir=location.path or out / "artifacts", seed=seed, dists=distributions(space),
+            pipeline=pipe, log=log, threads=threads, devices=profiles,
+        )
+        if source_model is not None and stored is None:
+            meta_new["source_model"] = _store_source_model(source_model, store)
+        elif stored is not None and stored.source_model:
+            meta_new["source_model"] = stored.source_model
+        if strategy == "inherit":
+            _attach_parent(ctx, pipe, space, recipe_info, data_load, parent_epochs, stored, meta_new)
+        if stored is None:
+            _start_study(study, ctx, profiles, reference_point, meta_new, sampler, seed, url)
+        else:
+            _resume_study(study, ctx, stored, meta_new, strategy, url)
+        if n_trials is not None and study.user_attrs.get(TARGET_KEY) != n_trials:
+            study.set_user_attr(TARGET_KEY, int(n_trials))  # workers joining later aim for the same
+    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t_call))
+    if workers > 1:
+        interrupted = _run_local_workers(
+            study, ctx, url, store, workers, n_trials, left, artifacts, pipeline_ref, progress
         )
     else:
-        ctx.reference = {k: float(v) for k, v in (stored.reference_point or {}).items()}
-        n_done = len(study.get_trials(deepcopy=False, states=(complete,)))
-        log(f"resuming study {study_name!r}: {n_done} completed trial(s) kept; storage {url}")
-        recover_stale(study, log)
-        if strategy == "inherit" and meta_new.get("parent") != stored.parent:
-            # the parent was re-created (its artifact was missing): record where it is now
-            study.set_user_attr(META_KEY, stored.updated(parent=meta_new["parent"]).to_dict())
+        interrupted = _run_here(study, ctx, url, store, n_trials, left, sampler, seed, population_size, progress)
+    return _finish(result_from_study(study, interrupted=interrupted, url=url), out, reports, progress, log)
 
-    completed = len(study.get_trials(deepcopy=False, states=(complete,)))
-    # Re-seed on resume so a seeded sampler does not replay the suggestions the study already has.
-    sampler_seed = None if seed is None else seed + len(study.trials)
-    study.sampler = make_sampler(sampler, sampler_seed, population_size)
 
-    interrupted = False
-    if n_trials is None or completed < n_trials:
-        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t_call))
-        interrupted = run_trials(study, ctx, n_trials, left, progress)
-    elif progress:
-        log(f"study {study_name!r} already has {completed} completed trial(s) (target {n_trials}); nothing to run")
-    return _finish(result_from_study(study, interrupted=interrupted), out, reports, progress, log)
+def _attach_parent(
+    ctx: SearchContext,
+    pipe: Any,
+    space: SearchSpace,
+    recipe_info: Mapping[str, Any],
+    data_load: Mapping[str, Any] | None,
+    parent_epochs: float | None,
+    stored: StudyMeta | None,
+    meta_new: dict[str, Any],
+) -> None:
+    """Strategy ``inherit``: the trained parent (from the study, the cache, or trained now)."""
+    seed = int(ctx.seed or 0)
+    epochs = float(parent_epochs or (space.parent.epochs if space.parent else DEFAULT_PARENT_EPOCHS))
+    key = parent_key(recipe_info["space"], _data_identity(data_load), epochs, seed)
+    pipe.parent, meta_new["parent"] = obtain_parent(
+        space,
+        ctx.data,
+        key=key,
+        epochs=epochs,
+        batch_size=space.parent.batch_size if space.parent else ctx.schedule.batch_size,
+        seed=seed,
+        artifact_dir=ctx.artifact_dir,
+        stored=stored.parent if stored is not None else None,
+        threads=ctx.threads,
+        log=ctx.log,
+    )
+
+
+def _start_study(
+    study: Any,
+    ctx: SearchContext,
+    profiles: Sequence[DeviceProfile],
+    reference_point: Mapping[str, float] | None,
+    meta_new: dict[str, Any],
+    sampler: Any,
+    seed: int | None,
+    url: str,
+) -> None:
+    """A new study: check feasibility, fix the reference point, store the settings."""
+    sched, objs, cons, pipe = ctx.schedule, ctx.objectives, ctx.constraints, ctx.pipeline
+    _check_feasible_somewhere(ctx.space, profiles, cons, pipe, sched.latency_budget_s, ctx.log)
+    refs = {
+        p.id: compute_reference_point(pipe, objs, cons, reference_point, latency_budget_s=sched.latency_budget_s, device=p)
+        for p in profiles
+    }
+    ctx.reference = refs[ctx.device.id]
+    meta_new.update(reference_point=ctx.reference, sampler=sampler_name(sampler), seed=seed)
+    if len(profiles) > 1:
+        meta_new["reference_points"] = refs
+    for params in getattr(ctx.space, "initial_params", list)():
+        study.enqueue_trial(params)  # e.g. the user's unmodified model: the baseline row (compress)
+    study.set_user_attr(META_KEY, StudyMeta.from_dict(meta_new).to_dict())
+    ctx.log(
+        f"study {study.study_name!r}: {ctx.space.family} space of {space_size(ctx.space)} candidates on "
+        f"{ctx.device.id} ({'measured' if ctx.measured else 'predicted'} latency); storage {redact_url(url)}"
+    )
+
+
+def _resume_study(
+    study: Any, ctx: SearchContext, stored: StudyMeta, meta_new: Mapping[str, Any], strategy: str, url: str
+) -> None:
+    ctx.reference = {k: float(v) for k, v in (stored.reference_point or {}).items()}
+    complete = optuna_module().trial.TrialState.COMPLETE
+    n_done = len(study.get_trials(deepcopy=False, states=(complete,)))
+    ctx.log(f"resuming study {study.study_name!r}: {n_done} completed trial(s) kept; storage {redact_url(url)}")
+    recover_stale(study, ctx.log)
+    if strategy == "inherit" and meta_new.get("parent") != stored.parent:
+        # the parent was re-created (its artifact was missing): record where it is now
+        study.set_user_attr(META_KEY, stored.updated(parent=meta_new["parent"]).to_dict())
+
+
+def _n_complete(study: Any) -> int:
+    complete = optuna_module().trial.TrialState.COMPLETE
+    return len(study.get_trials(deepcopy=False, states=(complete,)))
+
+
+def _run_here(
+    study: Any,
+    ctx: SearchContext,
+    url: str,
+    store: Any,
+    n_trials: int | None,
+    left: float | None,
+    sampler: Any,
+    seed: int | None,
+    population_size: int,
+    progress: bool,
+) -> bool:
+    """Run trials in this process (one worker of the study); returns True when interrupted."""
+    completed = _n_complete(study)
+    if n_trials is not None and completed >= n_trials:
+        ctx.log(f"study {study.study_name!r} already has {completed} completed trial(s) (target {n_trials}); nothing to run")
+        return False
+    # Every worker (and every resumed run) gets its own index: seeding the sampler with seed + index keeps
+    # workers from proposing the same candidates and a resumed run from replaying the first one's.
+    index = register_worker(study, url)
+    study.sampler = make_sampler(sampler, None if seed is None else seed + index, population_size)
+    coord = Coordination(url, study.study_name)
+    return run_trials(study, ctx, n_trials, left, progress, store=store, coord=coord)
+
+
+def _run_local_workers(
+    study: Any,
+    ctx: SearchContext,
+    url: str,
+    store: Any,
+    workers: int,
+    n_trials: int | None,
+    left: float | None,
+    artifacts: Any,
+    pipeline_ref: str | None,
+    progress: bool,
+) -> bool:
+    """``workers`` local processes on the study, then the front's latency measured again alone."""
+    if n_trials is not None and _n_complete(study) >= n_trials:
+        ctx.log(f"study {study.study_name!r} already has its {n_trials} completed trial(s); nothing to run")
+        return False
+    interrupted = run_local_workers(
+        url,
+        study.study_name,
+        workers,
+        n_trials=n_trials,
+        timeout=left,
+        artifacts=None if artifacts is None else str(artifacts),
+        threads=ctx.threads if ctx.threads is not None else 1,
+        pipeline_ref=pipeline_ref,
+        progress=progress,
+        log=ctx.log,
+    )
+    if not interrupted:
+        remeasure_front_alone(study, ctx, store)
+    return interrupted
 
 
 def _finish(result: TuneResult, out: Path, reports: bool, progress: bool, log: Callable[[str], None]) -> TuneResult:
@@ -388,3 +552,114 @@ def _finish(result: TuneResult, out: Path, reports: bool, progress: bool, log: C
     if progress:
         print_summary(result, log)
     return result
+
+
+def _stored_data(meta: StudyMeta, study_name: str, url: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The study's ``load_dataset`` options for a joining worker, without the stored ``root``/``download``
+    (where files are, or whether to fetch them: the user of this machine says, in ``overrides``)."""
+    load = (meta.data or {}).get("load")
+    if not isinstance(load, Mapping) or not isinstance(load.get("name_or_path"), str):
+        raise StudyError(
+            f"study {study_name!r} was run on data given as loaded splits (no reloadable data spec): "
+            "it cannot be joined by another worker"
+        )
+    unknown = sorted(k for k in load if k not in _STORED_DATA_KEYS and k not in _DATA_LOCATION_KEYS)
+    if unknown:
+        raise StudyError(f"study {study_name!r} settings: unknown data option(s) {', '.join(unknown)}")
+    kw = {k: v for k, v in load.items() if k in _STORED_DATA_KEYS}
+    from hwtune.data import is_dataset_name
+
+    name = kw["name_or_path"]
+    if not is_dataset_name(name) or "/" in name:
+        base = sqlite_dir(url)
+        inside = base is not None and Path(name).expanduser().resolve().is_relative_to(base.resolve())
+        if not inside:
+            raise StudyError(
+                f"study {study_name!r} was run on data at {name[:200]!r}, outside its run directory; a study file "
+                "does not choose what hwtune reads (joining workers take named datasets, with --data-root)"
+            )
+    for k, v in (overrides or {}).items():
+        if k not in _DATA_LOCATION_KEYS:
+            raise ConfigError(f"data: only {', '.join(_DATA_LOCATION_KEYS)} can be given to a joining worker, got {k!r}")
+        if v is not None:
+            kw[k] = v
+    return kw
+
+
+def join_study(
+    storage: str | Path,
+    study_name: str | None = None,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    artifacts: str | Path | None = None,
+    data: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+    pipeline: PipelineFactory | None = None,
+    sampler: str | None = None,
+    progress: bool = True,
+) -> TuneResult:
+    """Run trials for an existing study with its stored settings (what ``hwtune worker`` does).
+
+    The space, device(s), data, objectives, constraints, schedule, strategy, seed and artifact store
+    come from the study (validated like user input). Stored data options ``root``/``download`` and
+    artifact directories outside the SQLite study's directory are not obeyed: pass them again.
+
+    Args:
+        storage: The study's storage URL (or SQLite file).
+        study_name: The study (optional when the storage holds one).
+        n_trials: Target of complete trials in the study (default: the study's stored target).
+        timeout: Seconds this worker runs at most.
+        artifacts: The artifact store on this machine (a directory, or ``s3://...``); default the study's.
+        data: ``{"root": DIR, "download": bool}``: where this machine has the dataset.
+        threads: Torch threads for training.
+        pipeline: A :class:`~hwtune.tuner.CandidatePipeline` subclass (as given to the study's ``tune``).
+        sampler: A registered sampler name, when the study was created with a sampler instance.
+        progress: Progress bar and log lines.
+
+    Raises:
+        StudyError: no such study, or settings that cannot be read or joined.
+        ConfigError: a stored artifact directory outside the run directory without ``artifacts``.
+
+    Example:
+        >>> hwtune.tuner.join_study("postgresql://tuner@db/hw", "fashion-convnet-host")  # doctest: +SKIP
+    """
+    from hwtune.device import DeviceProfile
+    from hwtune.tuner.storage import load_study, study_target
+
+    study, url = load_study(storage, study_name)
+    meta = study_meta(study)
+    assert meta is not None  # load_study refuses studies hwtune did not create
+    name = study.study_name
+    where = f"study {name!r} settings"
+    try:
+        space = space_from_info(meta.recipe or {})
+        devices = [
+            DeviceProfile.from_dict(d, source=f"{where}: device") for d in (meta.devices or [meta.device or {}])
+        ]
+    except ConfigError as exc:
+        raise StudyError(str(exc)) from exc
+    runtime = meta.extra.get("runtime")
+    return tune(
+        space,
+        device=devices,
+        data=_stored_data(meta, name, url, data),
+        objectives=list(meta.objectives or ("accuracy", "latency")),
+        constraints=meta.constraints,
+        n_trials=n_trials if n_trials is not None else study_target(study),
+        timeout=timeout,
+        storage=url,
+        study_name=name,
+        sampler=sampler or meta.sampler or "nsga2",
+        seed=meta.seed,
+        budget=meta.budget,
+        progress=progress,
+        reports=False,
+        threads=threads,
+        runtime=runtime if isinstance(runtime, str) else None,
+        pipeline=pipeline,
+        strategy=meta.strategy or "scratch",
+        parent_epochs=(meta.parent or {}).get("epochs"),
+        artifacts=artifacts,
+    )
+

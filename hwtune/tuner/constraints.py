@@ -44,8 +44,10 @@ def constraint_values(
     out: dict[str, float] = {}
     ram = ram_limit(constraints, device)
     storage = storage_limit(constraints, device)
-    out["ram"] = float(figures["peak_activation_bytes"]) / ram - 1.0
-    out["storage"] = float(figures["weight_bytes"]) / storage - 1.0
+    # Working memory measured by the device's runtime (the TFLite Micro arena) when the profile has
+    # it; otherwise the liveness estimate. Storage: the deployable file's size, else the weight bytes.
+    out["ram"] = float(figures.get("working_memory_bytes") or figures["peak_activation_bytes"]) / ram - 1.0
+    out["storage"] = float(figures.get("storage_bytes") or figures["weight_bytes"]) / storage - 1.0
     if constraints.max_latency_ms is not None:
         lat = figures.get("latency_ms")
         # A latency that cannot be obtained cannot be shown to meet the limit.
@@ -64,9 +66,14 @@ def violations_text(
 ) -> list[str]:
     msgs = []
     if values.get("ram", 0) > 0:
-        msgs.append(f"peak activations {figures['peak_activation_bytes']} B > limit {ram_limit(constraints, device)} B")
+        if figures.get("working_memory_bytes") and figures.get("working_memory_source", "").startswith("measured"):
+            what = f"working memory {figures['working_memory_bytes']} B ({figures['working_memory_source']})"
+        else:
+            what = f"peak activations {figures['peak_activation_bytes']} B"
+        msgs.append(f"{what} > limit {ram_limit(constraints, device)} B")
     if values.get("storage", 0) > 0:
-        msgs.append(f"weights {figures['weight_bytes']} B > limit {storage_limit(constraints, device)} B")
+        what = f"file {figures['storage_bytes']} B" if figures.get("storage_bytes") else f"weights {figures['weight_bytes']} B"
+        msgs.append(f"{what} > limit {storage_limit(constraints, device)} B")
     if values.get("latency", 0) > 0:
         msgs.append(f"latency {figures.get('latency_ms')} ms > limit {constraints.max_latency_ms} ms")
     if values.get("precision", 0) > 0:
@@ -103,9 +110,14 @@ def check_feasible_at_all(
             time_budget_s=latency_budget_s,
             device=device,
         )
-        for k in ("peak_activation_bytes", "weight_bytes", "latency_ms"):
-            if prof.get(k) is not None:
-                best[k] = min(best.get(k, math.inf), float(prof[k]))
+        figures = {
+            "peak_activation_bytes": prof.get("working_memory_bytes") or prof.get("peak_activation_bytes"),
+            "weight_bytes": prof.get("storage_bytes") or prof.get("weight_bytes"),
+            "latency_ms": prof.get("latency_ms"),
+        }
+        for k, v in figures.items():
+            if v is not None:
+                best[k] = min(best.get(k, math.inf), float(v))
     smallest = extreme_candidate(space, largest=False, precision=supported[0])
     desc = getattr(smallest, "label", smallest.key)
     if best.get("peak_activation_bytes", 0) > ram:

@@ -13,21 +13,25 @@ trial ships the finalized weights and says so in its manifest.
 from __future__ import annotations
 
 import math
-import tempfile
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwtune._io import check_writable_dir
+from hwtune._tempdirs import remove_stale, work_dir
 from hwtune._util import is_int, is_num, jsonable
 from hwtune.errors import ConfigError, StudyError
 from hwtune.front import TrialRecord, TuneResult
+from hwtune.tuner.artifacts import sqlite_dir
 from hwtune.tuner.config import Schedule
-from hwtune.tuner.inputs import load_data, space_from_info
+from hwtune.tuner.inputs import load_stored_data, space_from_info
 from hwtune.tuner.loop import make_log
 from hwtune.tuner.pipeline import CandidatePipeline
 from hwtune.tuner.storage import (
     FINALIZED_PREFIX,
+    artifact_location,
     download_artifact_file,
     download_weights,
     load_study,
@@ -171,8 +175,12 @@ def finalize(
     threads: int | None = None,
     progress: bool = True,
     pipeline: Any = None,
+    download: bool = False,
 ) -> TuneResult:
     """Fine-tune the chosen trials to convergence and record their final, shipped accuracy.
+
+    Where the results go (the study file and its artifact directory) is checked writable before
+    any training starts.
 
     Args:
         source: A :class:`TuneResult` or a storage URL (with ``study_name``).
@@ -180,12 +188,15 @@ def finalize(
         epochs: Fine-tuning epochs per trial (cosine schedule; distilled from the parent when the
             study inherited weights).
         study_name: The study, when ``source`` is a storage URL holding several.
-        data: The :class:`~hwtune.data.DataSplits` the search used, when hwtune cannot reload it by name.
+        data: The data the search used, given again (``DataSplits``, a name or directory, or
+            ``load_dataset`` arguments): needed for user datasets and for directories outside the
+            study's run directory (a study file never chooses what is read).
         seed: Seed of the fine-tuning (default: the study's).
         lr: Peak learning rate (default: the trainer's).
         threads: Torch threads.
         progress: Print a line per trial.
         pipeline: The :class:`CandidatePipeline` class the search used.
+        download: Allow downloading a missing named dataset (never taken from the study).
 
     Returns:
         The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
@@ -193,27 +204,29 @@ def finalize(
     Example:
         >>> result = hwtune.finalize(result, "knee", epochs=10)  # doctest: +SKIP
     """
-    if not is_num(epochs) or epochs <= 0:
-        raise ConfigError(f"epochs must be a number > 0, got {epochs!r}")
+    _check_args(epochs, seed, lr, threads)
+    remove_stale()
     storage, name = (source.storage, source.study_name) if isinstance(source, TuneResult) else (source, study_name)
-    study, _ = load_study(storage, name)
-    result = result_from_study(study)
+    study, url = load_study(storage, name)
+    result = result_from_study(study, url=url)  # the storage opened, not the one the study recorded
     chosen = select_trials(result, trials)
     meta = result.meta
     from hwtune.device import DeviceProfile
 
     device = DeviceProfile.from_dict(meta.device or {}, source=f"study {result.study_name}")
     pipe = (pipeline or CandidatePipeline)(space_from_info(meta.recipe or {}), device)
-    if data is None:
-        load = (meta.data or {}).get("load")
-        if not load:
-            raise StudyError(f"study {result.study_name!r} was run on a user dataset; pass data= to finalize()")
-        data = load_data(load)
+    _check_outputs(result)
+    data = load_stored_data(
+        (meta.data or {}).get("load"),
+        study=result.study_name,
+        run_dir=sqlite_dir(result.storage),
+        data=data,
+        download=download,
+    )
     sched = Schedule.from_dict(meta.budget or {})
     seed = int(meta.seed or 0) if seed is None else seed
     log: Callable[[str], None] = make_log(progress)
-    with tempfile.TemporaryDirectory(prefix="hwtune-finalize-") as tmp:
-        work = Path(tmp)
+    with work_dir("finalize") as work:
         parent = _parent_of(result, work)
         for rec in chosen:
             log(f"finalizing trial #{rec.number} ({epochs:g} epochs{', distilled from the parent' if parent else ''})")
@@ -236,7 +249,35 @@ def finalize(
                 f"trial #{rec.number}: validation {100 * before:.2f}% (search) -> {100 * figs['val_accuracy']:.2f}% "
                 f"(finalized, {figs['accuracy_source']}) in {figs['seconds']:.0f} s"
             )
-    return result_from_study(study)
+    return result_from_study(study, url=url)
+
+
+def _check_args(epochs: Any, seed: Any, lr: Any, threads: Any) -> None:
+    problems = []
+    if not is_num(epochs) or epochs <= 0:
+        problems.append(f"epochs must be a number > 0, got {epochs!r}")
+    if seed is not None and (not is_int(seed) or not 0 <= seed < 2**32):
+        problems.append(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if lr is not None and (not is_num(lr) or lr <= 0):
+        problems.append(f"lr must be a number > 0, got {lr!r}")
+    if threads is not None and (not is_int(threads) or threads < 1):
+        problems.append(f"threads must be an integer >= 1, got {threads!r}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _check_outputs(result: TuneResult) -> None:
+    """The study file and the artifact directory finalize writes to must be writable (before training)."""
+    run = sqlite_dir(result.storage)
+    if run is not None:
+        db = Path(result.storage[len("sqlite:///") :])
+        # SQLite writes a journal next to the file: the directory must be writable too
+        check_writable_dir(run, what=f"the results of study {result.study_name!r}", error=StudyError)
+        if db.exists() and not os.access(db, os.W_OK):
+            raise StudyError(f"study file {db} is read-only; finalize records its results there")
+    location = artifact_location(result.meta, result.storage)
+    if location.path is not None:
+        check_writable_dir(location.path, what=f"the artifacts of study {result.study_name!r}", error=StudyError)
 
 
 def finalized_numbers(result: TuneResult) -> Sequence[int]:

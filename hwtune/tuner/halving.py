@@ -1,20 +1,108 @@
-"""Asynchronous multi-objective successive halving (as ASHA / MO-ASHA; see ``docs/tuner.md``).
+"""Asynchronous multi-objective successive halving (as ASHA / MO-ASHA; see ``docs/tuner.md``), and
+the rules that keep several workers from doing the same work.
 
 Optuna's pruners cannot do this (``Trial.report``/``should_prune`` are single-objective): after every
 trial, the best ``1/eta`` of each rung's candidates (Pareto rank, then crowding distance) get a
 continuation trial queued that trains *the same weights* on to the next rung.
+
+With several workers on one study, a trial *claims* its (candidate, rung) under the study lock
+(:func:`~hwtune.tuner.storage.study_lock`) before training: a candidate already being evaluated to the
+same rung by another worker is not started again; the trial waits for it and records its result as
+a repeat (or trains it after all if the other one failed). Promotions are queued under the same lock,
+so two workers never queue the same continuation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from hwtune.front import promotion_order
 from hwtune.tuner.context import SearchContext
-from hwtune.tuner.storage import optuna_module, trial_figures_dict
+from hwtune.tuner.storage import (
+    live_local_workers,
+    optuna_module,
+    quiet_optuna,
+    study_lock,
+    trial_figures_dict,
+    worker_alive,
+)
 
-__all__ = ["completed_by_key", "promote_pending"]
+__all__ = ["CLAIM_KEY", "Coordination", "claim_or_twin", "completed_by_key", "promote_pending", "wait_until_done"]
+
+# Flat trial attribute "<candidate key>@<rung>" written (under the study lock) by the trial that evaluates it.
+CLAIM_KEY = "claim"
+# How often a trial waiting for its twin polls the storage.
+TWIN_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Coordination:
+    """What the workers of one study share besides the storage: the study lock and the census of local workers.
+
+    Attributes:
+        url: Storage URL of the study.
+        study_name: The study.
+    """
+
+    url: str
+    study_name: str
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive section among every worker of the study."""
+        with study_lock(self.url, self.study_name):
+            yield
+
+    def local_workers(self, study: Any) -> int:
+        """Live workers of the study on this machine (this one included)."""
+        return live_local_workers(study)
+
+
+def claim_key(key: str, rung: int) -> str:
+    return f"{key}@{int(rung)}"
+
+
+def claim_or_twin(study: Any, trial: Any, key: str, rung: int) -> Any | None:
+    """Claim (candidate ``key``, ``rung``) for ``trial``, or return the RUNNING trial that already has it.
+
+    Call under :meth:`Coordination.lock` (the caller checks for a completed result in the same section).
+    A RUNNING trial whose worker on this machine is gone is not a twin (it will be failed and re-queued).
+    """
+    optuna = optuna_module()
+    wanted = claim_key(key, rung)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.number == trial.number or t.user_attrs.get(CLAIM_KEY) != wanted:
+            continue
+        worker = t.user_attrs.get("worker")
+        if isinstance(worker, dict) and worker_alive(worker) is False:
+            continue
+        return t
+    trial.set_user_attr(CLAIM_KEY, wanted)
+    return None
+
+
+def wait_until_done(study: Any, twin: Any, *, poll_s: float = TWIN_POLL_S) -> str:
+    """Block until ``twin`` is no longer RUNNING (or its worker is gone); returns its state name.
+
+    Stale trials of workers that stopped sending heartbeats are failed meanwhile (Optuna's
+    ``fail_stale_trials``), so a twin on a dead machine does not block forever.
+    """
+    optuna = optuna_module()
+    storage = study._storage
+    while True:
+        t = storage.get_trial(twin._trial_id)
+        if t.state != optuna.trial.TrialState.RUNNING:
+            return str(t.state.name)
+        worker = t.user_attrs.get("worker")
+        if isinstance(worker, dict) and worker_alive(worker) is False:
+            return "FAIL"
+        time.sleep(poll_s)
+        with contextlib.suppress(Exception), quiet_optuna():
+            optuna.storages.fail_stale_trials(study)
 
 
 def promote_pending(study: Any, ctx: SearchContext) -> list[tuple[int, int]]:

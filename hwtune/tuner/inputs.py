@@ -1,35 +1,46 @@
 """What a search is over: the space (recipe), the data, and the Optuna parameters they become.
 
 Also the study-settings check a resume runs (``check_meta``): a study is resumed only with the
-settings it was created with.
+settings it was created with; the names and run directory a study gets (``check_study_name``,
+``run_dir``: never outside ``hwtune-runs/`` unless the user names another directory); the
+data/model agreement checked before any trial (``check_data_fits``); and the re-use of a study's
+stored data settings (``load_stored_data``): a study is data from possibly someone else, so its
+settings are validated like user input, never download, and name paths only inside its run directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import inspect
+import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtune._util import jsonable
-from hwtune.errors import ConfigError, StudyError
+from hwtune._io import parse_toml, read_text
+from hwtune._util import SAFE_NAME_RULE, is_num, is_safe_name, jsonable, safe_name
+from hwtune.errors import ConfigError, StudyError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.data import DataSplits
     from hwtune.space import Candidate, SearchSpace
 
 __all__ = [
+    "DEFAULT_RUNS_DIR",
     "candidate_seed",
+    "check_data_fits",
     "check_meta",
+    "check_study_name",
     "data_spec",
     "default_study_name",
     "distributions",
     "extreme_candidate",
     "input_spec",
     "load_data",
+    "load_stored_data",
     "resolve_space",
+    "run_dir",
     "space_from_info",
     "space_size",
     "stage_precision_of",
@@ -52,7 +63,7 @@ def resolve_space(space_or_recipe: Any) -> tuple[SearchSpace, dict[str, Any]]:
         name = getattr(space, "name", None) or str(space_or_recipe)
     text = None
     if src and Path(str(src)).is_file():
-        text = Path(str(src)).read_text()
+        text = read_text(str(src), kind="recipe", fmt="TOML")
     info = {"name": str(name), "path": None if not src else str(src), "text": text, "space": _space_dict(space)}
     return space, info
 
@@ -70,23 +81,34 @@ def _space_dict(space: SearchSpace) -> dict[str, Any]:
 
 
 def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
-    from hwtune.space import SearchSpace
+    """The search space a study was created with, from its stored recipe (text first, else a bundled name).
+
+    The stored text is what the study searched; a file at the stored path may have changed since
+    (or be someone else's path), so it is not read.
+
+    Raises:
+        StudyError: the stored recipe is not valid TOML, or no text is stored and the name is not bundled.
+        ConfigError: the stored recipe is invalid (every problem, one line each).
+    """
+    from hwtune.space import SearchSpace, list_recipes
 
     stored = info.get("space")
     if isinstance(stored, Mapping) and stored.get("kind") == "compress":
         from hwtune.tuner.compress import UserModelSpace
 
         return UserModelSpace.from_dict(stored)  # type: ignore[return-value]
-    path = info.get("path")
-    if path and Path(path).is_file():
-        return SearchSpace.from_recipe(path)
+    name = safe_name(Path(str(info.get("path") or info.get("name") or "recipe")).stem, default="recipe")
     text = info.get("text")
-    if text:
-        with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / f"{Path(str(path or info.get('name') or 'recipe')).stem}.toml"
-            p.write_text(text)
-            return SearchSpace.from_recipe(p)
-    return SearchSpace.from_recipe(info["name"])
+    if isinstance(text, str) and text:
+        where = f"recipe {name!r} stored in the study"
+        raw = parse_toml(text, source=where, kind="recipe", error=StudyError)
+        return SearchSpace.from_dict(raw, source=where, name=name)
+    bundled = info.get("name")
+    if isinstance(bundled, str) and bundled in list_recipes():
+        return SearchSpace.from_recipe(bundled)
+    raise StudyError(
+        f"the study stores no recipe text and {bundled!r} is not a bundled recipe ({', '.join(list_recipes())})"
+    )
 
 
 def input_spec(space: SearchSpace) -> tuple[int, int, int]:
@@ -118,17 +140,32 @@ def data_spec(data: Any, space: SearchSpace) -> tuple[dict[str, Any] | None, Any
             kw["name_or_path"] = kw.pop("name")
         kw.setdefault("name_or_path", getattr(space, "dataset", None) or "fashion-mnist")
         kw["name_or_path"] = str(kw["name_or_path"])
+        _check_spec_keys(kw, "data", ConfigError)
         return kw, None
     raise ConfigError(
         f"data must be a dataset name, a mapping of load_dataset arguments or DataSplits, got {type(data).__name__}"
     )
 
 
+def _load_kwargs() -> tuple[str, ...]:
+    from hwtune.data import load_dataset
+
+    return (*inspect.signature(load_dataset).parameters, "normalize")
+
+
+def _check_spec_keys(spec: Mapping[str, Any], where: str, error: type[ConfigError | StudyError]) -> None:
+    allowed = _load_kwargs()
+    unknown = [str(k) for k in spec if k not in allowed]
+    if unknown:
+        raise error("; ".join(f"{where}: unknown key {k!r}{did_you_mean(k, allowed)}" for k in unknown))
+
+
 def load_data(spec: Mapping[str, Any]) -> DataSplits:
-    """``hwtune.data.load_dataset(**spec)`` (the spec stored with a study)."""
+    """``hwtune.data.load_dataset(**spec)`` for a spec the user gave (a study's: :func:`load_stored_data`)."""
     from hwtune.data import load_dataset
 
     kw = dict(spec)
+    _check_spec_keys(kw, "data", ConfigError)
     name = kw.pop("name_or_path")
     normalize = kw.pop("normalize", None)  # the user's preprocessing (hwtune.compress normalize=)
     splits = load_dataset(name, **kw)
@@ -137,6 +174,107 @@ def load_data(spec: Mapping[str, Any]) -> DataSplits:
 
         splits = with_normalization(splits, normalize["mean"], normalize["std"])
     return splits
+
+
+def _inside(path: Path, base: Path | None) -> bool:
+    if base is None:
+        return False
+    try:
+        path.resolve().relative_to(Path(base).resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _stored_spec(spec: Any, study: str, run: Path | None) -> dict[str, Any]:
+    """A study's stored data settings validated like user input (no paths outside ``run``)."""
+    from hwtune.data import is_dataset_name
+
+    where = f"study {study!r}: stored data settings"
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name_or_path"), str):
+        raise StudyError(f"{where} must be a mapping with a dataset name_or_path, got {str(spec)[:80]!r}")
+    _check_spec_keys(spec, where, StudyError)
+    kw = dict(spec)
+    norm = kw.get("normalize")
+    if norm is not None and not (
+        isinstance(norm, Mapping)
+        and all(isinstance(norm.get(k), list) and norm[k] and all(is_num(v) for v in norm[k]) for k in ("mean", "std"))
+    ):
+        raise StudyError(f"{where}: normalize must have mean and std lists of numbers, got {str(norm)[:80]!r}")
+    paths = [("root", kw["root"])] if kw.get("root") is not None else []
+    if not is_dataset_name(kw["name_or_path"]) or os.sep in kw["name_or_path"]:
+        paths.append(("name_or_path", kw["name_or_path"]))
+    for key, value in paths:
+        if not isinstance(value, str) or not _inside(Path(value).expanduser(), run):
+            raise StudyError(
+                f"study {study!r} was run on data at {str(value)[:200]!r} ({key}), outside its run directory "
+                f"{run or '(none: not an SQLite study)'}; a study file does not choose what hwtune reads: "
+                "give the data again (--data / data=)"
+            )
+    return kw
+
+
+# What of a study's stored data settings applies to data the user gives again: how it was split.
+_SPLIT_KEYS = ("val_fraction", "seed", "train_limit", "val_limit", "test_limit", "image_size", "normalize")
+
+
+def load_stored_data(
+    spec: Any, *, study: str, run_dir: Path | None, data: Any = None, download: bool = False
+) -> DataSplits:
+    """Reload the splits a study used, from its stored data settings, treated as untrusted input.
+
+    Args:
+        spec: The study's stored ``load_dataset`` settings (``StudyMeta.data["load"]``).
+        study: The study's name (for messages).
+        run_dir: The study's run directory (an SQLite file's directory), or None.
+        data: The user's data given again: ``DataSplits`` (used as is), a name or directory, or a
+            mapping of ``load_dataset`` arguments; the stored split settings (limits, seed, fractions)
+            still apply, so the splits are the study's.
+        download: Whether this command allows downloading a missing dataset (a stored
+            ``download = true`` never does).
+
+    Raises:
+        StudyError: the stored settings are malformed, or name a path outside ``run_dir`` while
+            ``data`` is not given.
+    """
+    from hwtune.data import DataSplits
+
+    if isinstance(data, DataSplits):
+        return data
+    if data is not None:
+        if not isinstance(data, (str, Path, Mapping)):
+            raise ConfigError(
+                f"data must be DataSplits, a dataset name or directory, or a mapping of load_dataset arguments, "
+                f"got {type(data).__name__}"
+            )
+        given = dict(data) if isinstance(data, Mapping) else {"name_or_path": str(data)}
+        if "name" in given:
+            given["name_or_path"] = given.pop("name")
+        base = {k: v for k, v in (spec.items() if isinstance(spec, Mapping) else ()) if k in _SPLIT_KEYS}
+        kw = {**base, **given}
+        kw["name_or_path"] = str(kw.get("name_or_path") or "fashion-mnist")
+        _check_spec_keys(kw, "data", ConfigError)
+    else:
+        if spec is None:
+            raise StudyError(f"study {study!r} was run on a user dataset hwtune cannot reload; pass data=")
+        kw = _stored_spec(spec, study, run_dir)
+    kw["download"] = bool(download)
+    return load_data(kw)
+
+
+def check_data_fits(space: SearchSpace, splits: DataSplits) -> None:
+    """Raise one line naming both when the data's channels, size or classes differ from the space's input.
+
+    Run before any trial (and before the study is created), so a mismatch costs no failed trials.
+
+    Raises:
+        DataError: ``data 'x' (3x32x32, 3 classes) does not fit recipe 'y' (1x28x28, 10 classes): ...``.
+    """
+    from hwtune.data import check_fits
+
+    ch, size, classes = input_spec(space)
+    kind = "model" if hasattr(space, "cspace") else "recipe"
+    check_fits(splits, (ch, size, size), classes, model=f"{kind} {getattr(space, 'name', space.family)!r}")
 
 
 def _knob_label(v: Any) -> Any:
@@ -229,8 +367,38 @@ def check_meta(stored: Mapping[str, Any], new: Mapping[str, Any], study_name: st
 # ---------------------------------------------------------------------------------------------
 
 
+#: Parent of the run directories named after their study (``hwtune-runs/<study>``).
+DEFAULT_RUNS_DIR = Path("hwtune-runs")
+
+
+def check_study_name(name: Any) -> str:
+    """``name`` if it is a safe study name (it names a directory), else one ``ConfigError`` line."""
+    if not is_safe_name(name):
+        raise ConfigError(f"study name must be a name of {SAFE_NAME_RULE}, got {str(name)[:120]!r}")
+    return str(name)
+
+
 def default_study_name(recipe_name: str, device_id: str) -> str:
-    return f"{Path(recipe_name).stem}-{device_id}"
+    """``<recipe>-<device>``, made safe (it names the default run directory)."""
+    return safe_name(f"{Path(str(recipe_name)).stem}-{device_id}", default="study")
+
+
+def run_dir(study_name: str, out_dir: str | Path | None = None, *, parent: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """The run directory (absolute): ``out_dir`` when the user names one, else ``parent/<study_name>``.
+
+    A name-derived directory cannot leave ``parent``: the name is checked (no separators, no
+    leading dot) and the result must lie directly inside ``parent``.
+
+    Raises:
+        ConfigError: an unsafe study name (when no ``out_dir`` is given).
+    """
+    if out_dir is not None:
+        return Path(out_dir).expanduser().resolve()
+    base = Path(parent).expanduser().resolve()
+    out = base / check_study_name(study_name)
+    if out.parent != base:  # pragma: no cover - a checked name is one plain component
+        raise ConfigError(f"study name {study_name!r} would leave {base}")
+    return out
 
 
 def space_size(space: SearchSpace) -> str:

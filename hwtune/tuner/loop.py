@@ -10,7 +10,7 @@ from typing import Any
 
 from hwtune.front import TuneResult, hypervolume, pareto_front
 from hwtune.tuner.context import SearchContext
-from hwtune.tuner.halving import promote_pending
+from hwtune.tuner.halving import Coordination, promote_pending
 from hwtune.tuner.objective import TrialFailed, make_objective
 from hwtune.tuner.storage import optuna_module, quiet_optuna, record_of, requeue
 
@@ -57,10 +57,23 @@ def print_summary(result: TuneResult, log: Callable[[str], None]) -> None:
 
 
 class TrialMonitor:
-    """Optuna callback after every trial: logs, promotions, progress bar and the stop rules."""
+    """Optuna callback after every trial: logs, promotions, progress bar and the stop rules.
 
-    def __init__(self, study: Any, ctx: SearchContext, target: int | None, progress: bool) -> None:
+    The trial target is the study's: complete trials of every worker count, and this worker stops
+    starting trials once the study has them (its trial in flight, if any, finishes).
+    """
+
+    def __init__(
+        self,
+        study: Any,
+        ctx: SearchContext,
+        target: int | None,
+        progress: bool,
+        coord: Coordination | None = None,
+    ) -> None:
         self.study, self.ctx = study, ctx
+        self.target = target
+        self.coord = coord
         self.successes = 0
         self.bar = None
         if progress:
@@ -117,9 +130,13 @@ class TrialMonitor:
             self.successes += 1
             if rec.state == "complete" and not rec.feasible and rec.duplicate_of is None:
                 ctx.log(f"trial {rec.number} infeasible (not trained): {'; '.join(rec.figures.infeasible or [])}")
-        for origin, rung in promote_pending(study, ctx):
+        for origin, rung in self.promote():
             ctx.log(f"trial {origin} promoted to rung {rung} ({ctx.schedule.rung_epochs[rung]:g} epochs): queued")
         records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+        if self.target is not None:
+            n_complete = sum(1 for r in records if r.state == "complete")
+            if n_complete >= self.target:
+                self.study.stop()  # the study has its trials (counted over every worker)
         if self.bar is not None:
             front = pareto_front(records, ctx.objectives, ctx.reference)
             hv = hypervolume(records, ctx.objectives, ctx.reference)
@@ -136,22 +153,37 @@ class TrialMonitor:
             if len(keys) >= self.space_size:
                 self.stop(f"all {self.space_size} candidates of the space are evaluated")
 
+    def promote(self) -> list[tuple[int, int]]:
+        """Queue due promotions (under the study lock: two workers never queue the same one)."""
+        with self.coord.lock() if self.coord is not None else contextlib.nullcontext():
+            return promote_pending(self.study, self.ctx)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def run_trials(study: Any, ctx: SearchContext, target: int | None, timeout: float | None, progress: bool) -> bool:
+def run_trials(
+    study: Any,
+    ctx: SearchContext,
+    target: int | None,
+    timeout: float | None,
+    progress: bool,
+    *,
+    store: Any = None,
+    coord: Coordination | None = None,
+) -> bool:
     """Run trials until ``target`` completed trials are in the study (or the timeout, or a stop).
 
-    Failed trials do not count towards the target, so the loop goes on after a failure; a run
-    makes at most ``2 * missing + 10`` attempts so a space where everything fails still ends.
-    Returns True when interrupted by Ctrl-C.
+    ``target`` counts the study's complete trials, whichever worker ran them. Failed trials do not
+    count towards it, so the loop goes on after a failure; a run makes at most ``2 * missing + 10``
+    attempts so a space where everything fails still ends. ``store`` is the study's artifact store,
+    ``coord`` the study lock shared with other workers. Returns True when interrupted by Ctrl-C.
     """
-    monitor = TrialMonitor(study, ctx, target, progress)
+    monitor = TrialMonitor(study, ctx, target, progress, coord)
     deadline = None if timeout is None else time.monotonic() + timeout
     ctx.deadline = deadline
-    for origin, rung in promote_pending(study, ctx):  # promotions left pending by an earlier run
+    for origin, rung in monitor.promote():  # promotions left pending by an earlier run
         ctx.log(f"trial {origin} promoted to rung {rung}: queued")
     max_attempts = None if target is None else 2 * max(0, target - monitor.n_complete()) + 10
     interrupted = False
@@ -174,7 +206,7 @@ def run_trials(study: Any, ctx: SearchContext, target: int | None, timeout: floa
                         )
                         break
                 study.optimize(
-                    make_objective(ctx, study),
+                    make_objective(ctx, study, store=store, coord=coord),
                     n_trials=n_trials,
                     timeout=left,
                     catch=(TrialFailed,),

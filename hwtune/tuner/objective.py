@@ -9,7 +9,13 @@
 4. **What ships is what is scored**: int8/fp16/mixed candidates are shipped to the runtime
    (quantized with calibration from the train split) and evaluated there; on ``measure`` devices their
    latency is measured on the shipped file.
-5. The trained weights are stored as an Optuna artifact, so any trial can be exported later.
+5. The trained weights and the shipped model file are stored as Optuna artifacts (in the study's
+   artifact store), so any trial can be exported later and the dashboard shows both.
+
+With several workers, a trial first claims its (candidate, rung) under the study lock
+(:mod:`hwtune.tuner.halving`); latency measured while other workers of the study run on this machine
+is labelled "shared CPU" (``latency_conditions``) and re-measured alone at the end of
+``tune(workers=K)``.
 
 A failure in any step fails this trial only, with the step's name and the reason.
 """
@@ -26,7 +32,7 @@ from typing import Any
 
 from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
-from hwtune.tuner.halving import completed_by_key
+from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
 from hwtune.tuner.inputs import candidate_seed, stage_precision_of
 from hwtune.tuner.storage import BufferedTrial, optuna_module, trial_figures_dict, worker_id
 
@@ -39,6 +45,9 @@ PROFILE_KEYS = (
     "params",
     "weight_bytes",
     "peak_activation_bytes",
+    "working_memory_bytes",
+    "working_memory_source",
+    "storage_bytes",
     "latency_ms",
     "latency_source",
     "latency_label",
@@ -57,9 +66,21 @@ _DEVICE_KEYS = (
     "fits",
     "peak_activation_bytes",
     "weight_bytes",
+    "working_memory_bytes",
+    "working_memory_source",
+    "storage_bytes",
 )
 # Figures a repeat of an evaluated candidate does not copy from it (they describe the run itself).
-_NO_COPY = {"worker", "wall_seconds", "retry_of", "duplicate_of", "continue_from", "rung_target", "retried"}
+_NO_COPY = {
+    "worker",
+    "wall_seconds",
+    "retry_of",
+    "duplicate_of",
+    "continue_from",
+    "rung_target",
+    "retried",
+    "claim",
+}
 
 
 class TrialFailed(Exception):
@@ -83,11 +104,22 @@ def _finite_or_none(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def make_objective(ctx: SearchContext, study: Any) -> Callable[[Any], list[float]]:
-    """The function ``study.optimize`` calls once per trial."""
+def make_objective(
+    ctx: SearchContext, study: Any, *, store: Any = None, coord: Coordination | None = None
+) -> Callable[[Any], list[float]]:
+    """The function ``study.optimize`` calls once per trial.
+
+    Args:
+        ctx: The run's settings and counters.
+        study: The Optuna study.
+        store: The study's Optuna artifact store (default: a file-system store at ``ctx.artifact_dir``).
+        coord: The study lock and worker census (several workers); None for a lone in-process run.
+    """
+    if store is None:
+        store = optuna_module().artifacts.FileSystemArtifactStore(str(ctx.artifact_dir))
 
     def objective(optuna_trial: Any) -> list[float]:
-        return CandidateTrial(ctx, study, optuna_trial).run()
+        return CandidateTrial(ctx, study, optuna_trial, store=store, coord=coord).run()
 
     return objective
 
@@ -95,14 +127,19 @@ def make_objective(ctx: SearchContext, study: Any) -> Callable[[Any], list[float
 class CandidateTrial:
     """The steps of one trial; ``stage`` names the step running now (for the failure message)."""
 
-    def __init__(self, ctx: SearchContext, study: Any, optuna_trial: Any) -> None:
+    def __init__(
+        self, ctx: SearchContext, study: Any, optuna_trial: Any, *, store: Any, coord: Coordination | None = None
+    ) -> None:
         self.ctx = ctx
         self.study = study
         self.optuna_trial = optuna_trial
         self.trial = BufferedTrial(optuna_trial)
+        self.store = store
+        self.coord = coord
         self.t_start = time.monotonic()
         self.stage = "suggest"
         self._infeasible_values: list[float] = []
+        self._sharing: int | None = None
 
     # -- entry ----------------------------------------------------------------------------------
     def run(self) -> list[float]:
@@ -122,7 +159,7 @@ class CandidateTrial:
             trial.set_user_attr("failure", reason)
             trial.set_user_attr("failure_stage", self.stage)
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
-            trial.flush()
+            trial.flush(final=True)
             raise TrialFailed(reason) from exc
 
     def _dispatch(self) -> list[float]:
@@ -135,22 +172,41 @@ class CandidateTrial:
         trial.set_user_attr("precision", cand.precision)
         trial.set_user_attr("label", getattr(cand, "label", key))
         top = self.optuna_trial.user_attrs
-        target = top.get("rung_target")
-        prior = completed_by_key(study).get(key)
+        promotion = top.get("rung_target") is not None and top.get("continue_from") is not None
+        rung = int(top["rung_target"]) if promotion else 0
+        done = self._claim(key, rung, promotion)
+        if done is not None:
+            return self._copy_result(done)  # a repeat, or already done by another worker
         origin = None
-        if target is not None and top.get("continue_from") is not None:
-            # A promotion: continue the stored weights of the origin trial to rung `target`.
+        if promotion:
+            # A promotion: continue the stored weights of the origin trial to rung `rung`.
             origin = study._storage.get_trial(
                 study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(top["continue_from"]))
             )
-            if prior is not None and int(trial_figures_dict(prior).get("rung", 0) or 0) >= int(target):
-                return self._copy_result(prior)  # already done by another worker
-        elif prior is not None and prior.number != trial.number:
-            # Same candidate already evaluated (a sampler repeat, or a resumed run): reuse it.
-            return self._copy_result(prior)
         ctx.consecutive_duplicates = 0
         trial.flush()
-        return self._evaluate(cand, origin=origin, target_rung=None if target is None else int(target))
+        return self._evaluate(cand, origin=origin, target_rung=rung if promotion else None)
+
+    def _claim(self, key: str, rung: int, promotion: bool) -> Any | None:
+        """Claim (candidate, rung) for this trial; returns a completed trial to copy instead, if any.
+
+        A twin RUNNING elsewhere is waited for (its result is then copied; if it failed, this trial
+        claims the candidate and evaluates it).
+        """
+        study = self.study
+        while True:
+            with self.coord.lock() if self.coord is not None else contextlib.nullcontext():
+                prior = completed_by_key(study).get(key)
+                if prior is not None and (
+                    not promotion or int(trial_figures_dict(prior).get("rung", 0) or 0) >= rung
+                ):
+                    return prior
+                twin = claim_or_twin(study, self.optuna_trial, key, rung)
+            if twin is None:
+                return None
+            self.stage = f"wait for trial {twin.number}"
+            self.ctx.log(f"trial {self.trial.number}: its candidate is being evaluated by trial {twin.number}; waiting")
+            wait_until_done(study, twin)
 
     def _copy_result(self, prior: Any) -> list[float]:
         """Record this trial as a repeat of the completed ``prior`` (nothing trained)."""
@@ -163,7 +219,7 @@ class CandidateTrial:
         trial.set_user_attr("duplicate_of", prior.number)
         trial.set_user_attr("epochs_trained", 0.0)
         trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
-        trial.flush()
+        trial.flush(final=True)
         self.ctx.consecutive_duplicates += 1
         return list(prior.values)
 
@@ -190,7 +246,7 @@ class CandidateTrial:
         self._save_weights(model, cand, seed)
         trial.set_user_attr("val_accuracy", val_accuracy)
         trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
-        trial.flush()
+        trial.flush(final=True)
         return ctx.values_for({**figures, "val_accuracy": val_accuracy})
 
     def _profile_fresh(self, cand: Any, plan: Any, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
@@ -220,6 +276,7 @@ class CandidateTrial:
             }
             for k, v in cons.items():
                 combined[k] = min(combined.get(k, v), v)
+        self._label_sharing(per_device)
         primary = per_device[ctx.device.id]
         prof_primary = {k: primary.get(k) for k in _DEVICE_KEYS}
         figures: dict[str, Any] = {**{k: prof.get(k) for k in PROFILE_KEYS}, **prof_primary}
@@ -229,6 +286,7 @@ class CandidateTrial:
             trial.set_user_attr(k, v)
         if len(ctx.devices) > 1:
             trial.set_user_attr("per_device", per_device)
+            trial.set_user_attr("devices", ",".join(per_device))
         trial.flush()
         for k, v in combined.items():
             trial.set_constraint(k, v)
@@ -239,7 +297,7 @@ class CandidateTrial:
             for k, v in (("trained", False), ("budget_epochs", 0.0), ("epochs_trained", 0.0), ("val_accuracy", None)):
                 trial.set_user_attr(k, v)
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
-            trial.flush()
+            trial.flush(final=True)
             self._infeasible_values = ctx.values_for({**figures, "val_accuracy": None})
             return None
         if primary["infeasible"]:
@@ -265,6 +323,10 @@ class CandidateTrial:
         figures["profile_seconds"] = 0.0
         for k, v in figures.items():
             trial.set_user_attr(k, v)
+        if oa.get("latency_conditions") is not None:
+            trial.set_user_attr("latency_conditions", oa["latency_conditions"])
+        if oa.get("devices") is not None:
+            trial.set_user_attr("devices", oa["devices"])
         for k, v in origin.constraints.items():
             trial.set_constraint(k, v)
         trial.set_user_attr("continue_from", origin.number)
@@ -274,9 +336,10 @@ class CandidateTrial:
         self.stage = "load weights"
         optuna = optuna_module()
         with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
-            store = optuna.artifacts.FileSystemArtifactStore(str(ctx.artifact_dir))
             path = Path(tmp) / "weights.pt"
-            optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=oa["artifact_id"])
+            optuna.artifacts.download_artifact(
+                artifact_store=self.store, file_path=str(path), artifact_id=oa["artifact_id"]
+            )
             blob = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(blob["state_dict"])
         start_rung = int(oa.get("rung", 0)) + 1
@@ -348,27 +411,57 @@ class CandidateTrial:
     def _ship_and_score(
         self, model: Any, cand: Any, plan: Any, acc_fp32: float, figures: dict[str, Any], *, measure: bool
     ) -> float:
-        """Accuracy of what ships; on measure devices, the latency of the shipped file (once, at rung 0)."""
+        """Accuracy of what ships; on measure devices, the latency of the shipped file (once, at rung 0).
+
+        Every trained candidate is shipped and the file stored as an artifact beside its weights;
+        fp32 candidates keep their torch accuracy (the fp32 file computes the same function).
+        """
         ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
         accuracy_by_precision = {"fp32": acc_fp32}
         val_accuracy, accuracy_source = acc_fp32, "torch (fp32)"
-        if plan.precisions != ("fp32",):
-            with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
-                self.stage = "quantize"
-                calib = ctx.calibration_batch() if "int8" in plan.precisions else None
-                shipped = pipeline.ship(model, plan, Path(tmp), calibration=calib, seed=int(ctx.seed or 0))
+        quantized = plan.precisions != ("fp32",)
+        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+            self.stage = "quantize" if quantized else "ship"
+            calib = ctx.calibration_batch() if "int8" in plan.precisions else None
+            shipped = pipeline.ship(model, plan, Path(tmp), calibration=calib, seed=int(ctx.seed or 0))
+            trial.set_user_attr("onnx_bytes" if shipped.format == "onnx" else "shipped_bytes", shipped.size_bytes)
+            self._upload(Path(shipped.path), "shipped_artifact_id", "application/octet-stream")
+            if quantized:
                 trial.set_user_attr("quantization", shipped.info)
                 self.stage = "evaluate quantized"
                 val_accuracy = pipeline.evaluate(shipped, ctx.data.val, batch_size=ctx.schedule.val_batch_size)
                 accuracy_by_precision[getattr(plan, "label", cand.precision)] = val_accuracy
                 accuracy_source = f"{shipped.runtime} (shipped file)"
-                trial.set_user_attr("onnx_bytes" if shipped.format == "onnx" else "shipped_bytes", shipped.size_bytes)
                 if measure:
                     # The graph of the shipped file does not change with training: measured once, at rung 0.
                     self._measure_shipped(shipped, plan, figures)
         trial.set_user_attr("accuracy_by_precision", accuracy_by_precision)
         trial.set_user_attr("accuracy_source", accuracy_source)
         return val_accuracy
+
+    def _sharing_workers(self) -> int:
+        """Live workers of this study on this machine, counted once per trial (1 when running alone)."""
+        if self._sharing is None:
+            self._sharing = 1
+            if self.coord is not None:
+                with contextlib.suppress(Exception):
+                    self._sharing = self.coord.local_workers(self.study)
+        return self._sharing
+
+    def _label_sharing(self, per_device: dict[str, dict[str, Any]]) -> None:
+        """Say whether measured latencies were taken alone or while other workers of the study ran here."""
+        measured = [d for d in self.ctx.devices if d.latency_source == "measure"]
+        if not measured:
+            return
+        n = self._sharing_workers()
+        conditions = "alone" if n <= 1 else f"shared CPU ({n} workers)"
+        self.trial.set_user_attr("latency_conditions", conditions)
+        if n <= 1:
+            return
+        for dev in measured:
+            figs = per_device.get(dev.id)
+            if figs is not None and figs.get("latency_ms") is not None:
+                figs["latency_label"] = f"{figs.get('latency_label') or 'measured'} [{conditions}]"
 
     def _measure_shipped(self, shipped: Any, plan: Any, figures: dict[str, Any]) -> None:
         """Latency of the shipped file on every device measured here (this machine)."""
@@ -382,6 +475,8 @@ class CandidateTrial:
             if lat.get("median_ms") is None:
                 continue
             lat["label"] = f"{lat.get('label', 'measured')} (the shipped {plan.label} file)"
+            if self._sharing_workers() > 1:
+                lat["label"] += f" [shared CPU ({self._sharing_workers()} workers)]"
             update = {"latency": lat, "latency_label": lat["label"], "latency_ms": float(lat["median_ms"])}
             if dev.id == ctx.device.id:
                 for k, v in update.items():
@@ -395,20 +490,16 @@ class CandidateTrial:
         import torch
 
         self.stage = "save weights"
-        optuna = optuna_module()
         with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
             weights = Path(tmp) / "weights.pt"
             torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "seed": seed}, weights)
-            store = optuna.artifacts.FileSystemArtifactStore(str(self.ctx.artifact_dir))
-            artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=store,
-                file_path=str(weights),
-                study_or_trial=self.trial.trial,
-                mimetype="application/x-pytorch",
-            )
-            self.trial.set_user_attr("artifact_id", artifact_id)
+            self._upload(weights, "artifact_id", "application/x-pytorch")
             for key, path in self.ctx.pipeline.extra_artifacts(model, Path(tmp)).items():
-                extra_id = optuna.artifacts.upload_artifact(
-                    artifact_store=store, file_path=str(path), study_or_trial=self.trial.trial
-                )
-                self.trial.set_user_attr(key, extra_id)
+                self._upload(path, key, "application/octet-stream")  # e.g. a compress trial's .pt2 model
+
+    def _upload(self, path: Path, attr: str, mimetype: str) -> None:
+        """Store ``path`` as an artifact of this trial (listed by optuna-dashboard); its id goes to ``attr``."""
+        artifact_id = optuna_module().artifacts.upload_artifact(
+            artifact_store=self.store, file_path=str(path), study_or_trial=self.trial.trial, mimetype=mimetype
+        )
+        self.trial.set_user_attr(attr, artifact_id)

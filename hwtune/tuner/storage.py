@@ -12,27 +12,40 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import re
 import socket
+import threading
+import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hwtune._util import jsonable
+from hwtune._util import is_num, jsonable
 from hwtune.errors import ConfigError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
 from hwtune.records import StudyMeta, TrialFigures
+from hwtune.tuner.artifacts import ArtifactLocation, location_for_reading, redact_url, sqlite_dir
 
 __all__ = [
+    "DASHBOARD_KEYS",
     "FIG_KEY",
     "FINALIZED_PREFIX",
     "META_KEY",
+    "REMEASURED_PREFIX",
+    "TARGET_KEY",
+    "WORKERS_KEY",
     "BufferedTrial",
+    "artifact_location",
+    "create_or_load_study",
+    "dashboard_command",
     "download_artifact_file",
     "download_weights",
+    "fetch_artifact",
+    "live_local_workers",
     "load_result",
     "load_study",
     "open_storage",
@@ -40,12 +53,15 @@ __all__ = [
     "quiet_optuna",
     "record_of",
     "recover_stale",
+    "register_worker",
     "requeue",
     "resolve_artifact_dir",
     "result_from_study",
     "sha256_file",
     "storage_url",
+    "study_lock",
     "study_meta",
+    "study_target",
     "trial_figures_dict",
     "upload_study_artifact",
     "upload_to_store",
@@ -58,6 +74,29 @@ META_KEY = "hwtune"
 FIG_KEY = "hw"
 # Study attribute per finalized trial: "hwtune.finalized.<number>" -> the finalize figures.
 FINALIZED_PREFIX = "hwtune.finalized."
+# Study attribute per trial whose latency was measured again with no other worker of the study running:
+# "hwtune.remeasured.<number>" -> {device id: {latency_ms, latency, latency_label, latency_conditions}}.
+REMEASURED_PREFIX = "hwtune.remeasured."
+# The study's target of complete trials (any worker) and the workers that joined it (index = seed offset).
+TARGET_KEY = "hwtune.n_trials"
+WORKERS_KEY = "hwtune.workers"
+# Flat, sortable trial attributes for optuna-dashboard, written once when a trial ends (next to the typed
+# "hw" record, which is what hwtune reads).
+DASHBOARD_KEYS = (
+    "precision",
+    "rung",
+    "budget_epochs",
+    "latency_ms",
+    "latency_source",
+    "latency_conditions",
+    "macs",
+    "params",
+    "peak_activation_bytes",
+    "weight_bytes",
+    "devices",
+)
+# Schema creation / study creation races between workers starting at once are retried this often.
+_CREATE_ATTEMPTS = 8
 # A RUNNING trial that never recorded its worker is taken as dead after this long (Optuna's
 # heartbeat grace period below uses the same figure).
 STALE_UNKNOWN_WORKER_S = 120
@@ -101,35 +140,220 @@ def storage_url(storage: str | Path | None, out_dir: Path | None) -> str:
     return text
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> Any:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A race between workers creating the same schema/study at once (not a bad URL or a dead server)."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sqlalchemy.exc.OperationalError) and ("locked" in text or "already exists" in text)
+
+
+def _with_retry(what: Callable[[], Any]) -> Any:
+    """Call ``what`` again (with a jittered back-off) while it fails with a start-up race."""
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return what()
+        except Exception as exc:
+            if attempt == _CREATE_ATTEMPTS - 1 or not _retryable(exc):
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    # SQLite serialises writers; several local workers wait for the lock instead of failing after 5 s.
+    return {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+
+
+def _check_exists(url: str) -> None:
+    """Raise StudyError unless ``url`` already holds Optuna tables (read-only commands create nothing)."""
+    import sqlalchemy
+
+    base = sqlite_dir(url)
+    if base is not None:
+        path = Path(url[len("sqlite:///") :])
+        if not path.is_file():
+            raise StudyError(f"no study database at {path} (the file does not exist)")
+    try:
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+        try:
+            has = sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+    except StudyError:
+        raise
+    except Exception as exc:
+        raise StudyError(f"cannot open study storage {redact_url(url)!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if not has:
+        raise StudyError(f"storage {redact_url(url)!r} holds no Optuna study (no 'studies' table)")
+
+
+def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> Any:
     """An Optuna ``RDBStorage`` for ``url``, with a heartbeat so stale trials of dead workers fail.
 
+    Args:
+        url: Storage URL.
+        heartbeat: Heartbeat and stale-trial recovery (workers).
+        create: Create the database file and schema when missing (workers). With ``False`` (read-only
+            commands) a missing file or schema is a :class:`StudyError` and nothing is written.
+
     Raises:
-        StudyError: the URL is malformed, its driver is missing or the database is unreachable.
+        StudyError: the URL is malformed, its driver is missing, the database is unreachable, or
+            (``create=False``) it holds no study.
     """
     optuna = optuna_module()
-    if url.startswith("sqlite:///"):
+    if not create:
+        _check_exists(url)
+    elif url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         if str(path) not in ("", ":memory:"):
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StudyError(f"storage {url!r}: cannot create directory {path.parent}: {exc}") from exc
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"engine_kwargs": _engine_kwargs(url), "skip_table_creation": not create}
     if heartbeat:
         # Workers on other machines are known dead only by their silence: a trial without a
         # heartbeat for grace_period seconds is failed and re-queued by the next worker.
-        kw = {
-            "heartbeat_interval": 30,
-            "grace_period": STALE_UNKNOWN_WORKER_S,
-            "heartbeat_stale_trial_callback": requeue_stale,
-        }
-    try:
+        kw.update(
+            heartbeat_interval=30, grace_period=STALE_UNKNOWN_WORKER_S, heartbeat_stale_trial_callback=requeue_stale
+        )
+
+    def make() -> Any:
         with quiet_optuna():
             return optuna.storages.RDBStorage(url, **kw)
+
+    try:
+        if create and "://" in url and not url.startswith("sqlite:///:memory:"):
+            with study_lock(url, ""):  # schema creation: one worker at a time
+                return _with_retry(make)
+        return _with_retry(make)
+    except StudyError:
+        raise
     except Exception as exc:  # sqlalchemy raises ArgumentError, NoSuchModuleError, OperationalError...
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudyError(f"cannot open study storage {url!r}: {type(exc).__name__}: {msg}") from exc
+        raise StudyError(
+            f"cannot open study storage {redact_url(url)!r}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+
+
+def create_or_load_study(storage: Any, study_name: str, directions: Sequence[str]) -> Any:
+    """``optuna.create_study(load_if_exists=True)`` that survives many workers starting at once."""
+    optuna = optuna_module()
+
+    def make() -> Any:
+        with quiet_optuna():
+            return optuna.create_study(
+                storage=storage, study_name=study_name, load_if_exists=True, directions=list(directions)
+            )
+
+    return _with_retry(make)
+
+
+# -- locks -------------------------------------------------------------------------------------------
+_held: dict[tuple[str, str], int] = {}
+_held_guard = threading.Lock()
+_pg_engines: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """Exclusive access to a study among all its workers (re-entrant within a process).
+
+    SQLite: ``fcntl.flock`` on ``<study file>.lock`` next to the database (every worker of an SQLite
+    study is on a machine that sees the file). PostgreSQL: a session advisory lock, released by the
+    server if the worker dies. Other servers: no lock (the retries and the RUNNING-twin check still
+    apply).
+    """
+    key = (url, "" if sqlite_dir(url) is not None else study_name)  # SQLite: one lock file per database
+    with _held_guard:
+        if _held.get(key):
+            _held[key] += 1
+            reentrant = True
+        else:
+            reentrant = False
+    if reentrant:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    with _acquire(url, study_name):
+        with _held_guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held.pop(key, None)
+
+
+@contextlib.contextmanager
+def _acquire(url: str, study_name: str) -> Iterator[None]:
+    base = sqlite_dir(url)
+    if base is not None:
+        import fcntl
+
+        base.mkdir(parents=True, exist_ok=True)
+        with open(base / (Path(url[len("sqlite:///") :]).name + ".lock"), "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return
+    if url.startswith(("postgresql", "postgres")):
+        import sqlalchemy
+
+        engine = _pg_engines.get(url)
+        if engine is None:
+            engine = _pg_engines[url] = sqlalchemy.create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
+        lock_id = int.from_bytes(hashlib.sha256(f"hwtune:{study_name}".encode()).digest()[:8], "big", signed=True)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
+                conn.commit()
+        return
+    yield
+
+
+def register_worker(study: Any, url: str) -> int:
+    """Record this process as a worker of the study; returns its index (0 for the first ever).
+
+    The index offsets the sampler seed, so workers started with the same study seed do not propose
+    the same candidates.
+    """
+    with study_lock(url, study.study_name):
+        workers = list(study.user_attrs.get(WORKERS_KEY) or [])
+        index = len(workers)
+        workers.append({**worker_id(), "index": index, "since": datetime.now().isoformat(timespec="seconds")})
+        study.set_user_attr(WORKERS_KEY, workers)
+    return index
+
+
+def live_local_workers(study: Any) -> int:
+    """How many registered workers of the study are alive on this machine (at least 1: this one)."""
+    n = 0
+    for w in study.user_attrs.get(WORKERS_KEY) or []:
+        if isinstance(w, Mapping) and worker_alive(w) is True:
+            n += 1
+    return max(n, 1)
+
+
+def study_target(study: Any) -> int | None:
+    """The study's stored target of complete trials (``tune(n_trials=...)``), if any."""
+    v = study.user_attrs.get(TARGET_KEY)
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
 
 
 def requeue(study: Any, trial: Any) -> bool:
@@ -191,16 +415,52 @@ def _with_finalized(rec: TrialRecord, finalized: Mapping[int, Any]) -> TrialReco
     return replace(rec, figures=rec.figures.updated(finalized=dict(figs)))
 
 
-def result_from_study(study: Any, *, interrupted: bool = False) -> TuneResult:
+def _with_remeasured(rec: TrialRecord, remeasured: Mapping[int, Any], primary: str) -> TrialRecord:
+    """The trial with its latency measured alone (after the search) in place of the shared-CPU figure."""
+    per = remeasured.get(rec.number)
+    if not isinstance(per, Mapping):
+        return rec
+    f = rec.figures
+    changes: dict[str, Any] = {}
+    devices = dict(f.per_device or {})
+    for dev, m in per.items():
+        if not isinstance(m, Mapping) or not is_num(m.get("latency_ms")):
+            continue
+        update = {k: m[k] for k in ("latency_ms", "latency", "latency_label") if m.get(k) is not None}
+        if dev in devices:
+            devices[dev] = replace(devices[dev], **update)
+        if dev == primary:
+            changes.update(update)
+    if not changes:
+        return rec
+    try:
+        figures = f.updated(**changes)
+    except StudyError:
+        return rec  # unreadable stored re-measurement: keep the search figure
+    extra = {**f.extra, "latency_conditions": "alone (re-measured)", "latency_shared_ms": f.latency_ms}
+    return replace(rec, figures=replace(figures, extra=extra, per_device=devices or f.per_device))
+
+
+def _numbered(attrs: Mapping[str, Any], prefix: str) -> dict[int, Any]:
+    return {
+        int(k[len(prefix) :]): v for k, v in attrs.items() if k.startswith(prefix) and k[len(prefix) :].isdigit()
+    }
+
+
+def result_from_study(study: Any, *, interrupted: bool = False, url: str | None = None) -> TuneResult:
+    """The study as a :class:`TuneResult`; ``url`` is where it was opened (the stored one may be stale:
+    a run directory that was moved)."""
     meta = study_meta(study) or StudyMeta()
-    finalized = {}
-    for k, v in study.user_attrs.items():
-        if k.startswith(FINALIZED_PREFIX) and k[len(FINALIZED_PREFIX) :].isdigit():
-            finalized[int(k[len(FINALIZED_PREFIX) :])] = v
-    trials = tuple(_with_finalized(record_of(t), finalized) for t in study.get_trials(deepcopy=False))
+    attrs = study.user_attrs
+    finalized = _numbered(attrs, FINALIZED_PREFIX)
+    remeasured = _numbered(attrs, REMEASURED_PREFIX)
+    trials = tuple(
+        _with_remeasured(_with_finalized(record_of(t), finalized), remeasured, meta.device_ids[0])
+        for t in study.get_trials(deepcopy=False)
+    )
     return TuneResult(
         study_name=study.study_name,
-        storage=meta.storage or "",
+        storage=url or meta.storage or "",
         out_dir=None if meta.out_dir is None else Path(meta.out_dir),
         device=str((meta.device or {}).get("id", "?")),
         recipe=str((meta.recipe or {}).get("name", "?")),
@@ -213,36 +473,24 @@ def result_from_study(study: Any, *, interrupted: bool = False) -> TuneResult:
     )
 
 
-def _sqlite_dir(url: str) -> Path | None:
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if path and path != ":memory:":
-            return Path(path).parent
-    return None
-
-
 def resolve_artifact_dir(meta: StudyMeta, url: str) -> Path:
-    """Where a study's artifacts are: relative paths are relative to the SQLite file's directory; an
-    absolute path that no longer exists (a run directory that was moved) falls back to ``artifacts/``
-    next to the study file.
+    """Where a study's artifact directory is on this machine (see :func:`artifact_location`)."""
+    loc = artifact_location(meta, url)
+    return loc.path if loc.path is not None else Path(loc.describe())
+
+
+def artifact_location(meta: StudyMeta, url: str) -> ArtifactLocation:
+    """The study's artifact store for reading: relative paths are relative to the SQLite file's
+    directory; an absolute path that no longer exists (a run directory that was moved) falls back to
+    ``artifacts/`` next to the study file; ``s3://`` URLs name an S3 store.
     """
-    stored = meta.artifact_dir
-    base = _sqlite_dir(url)
-    if stored:
-        p = Path(stored)
-        if not p.is_absolute() and base is not None:
-            return base / p
-        if p.is_dir() or base is None:
-            return p
-    if base is not None and (base / "artifacts").is_dir():
-        return base / "artifacts"
-    return Path(stored) if stored else Path("artifacts")
+    return location_for_reading(meta.artifact_dir, url)
 
 
 def load_study(storage: str | Path, study_name: str | None) -> tuple[Any, str]:
     optuna = optuna_module()
     url = storage_url(storage, None)
-    st = open_storage(url, heartbeat=False)
+    st = open_storage(url, heartbeat=False, create=False)
     with quiet_optuna():
         names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
         if study_name is None:
@@ -269,8 +517,8 @@ def load_result(storage: str | Path, study_name: str | None = None) -> TuneResul
     Raises:
         StudyError: bad storage URL, no such study, or a study hwtune did not create.
     """
-    study, _ = load_study(storage, study_name)
-    return result_from_study(study)
+    study, url = load_study(storage, study_name)
+    return result_from_study(study, url=url)
 
 
 def download_weights(result: TuneResult, number: int, dest: str | Path, *, finalized: bool = False) -> Path:
@@ -289,18 +537,32 @@ def download_weights(result: TuneResult, number: int, dest: str | Path, *, final
     return download_artifact_file(result, str(artifact_id), dest, what=f"the weights of trial {number}")
 
 
+def dashboard_command(result: TuneResult) -> str:
+    """The one command that opens optuna-dashboard on this study with its artifacts (``pip install optuna-dashboard``)."""
+    import shlex
+
+    loc = artifact_location(result.meta, result.storage)
+    if not loc.is_s3:
+        return f"optuna-dashboard {shlex.quote(result.storage)} --artifact-dir {shlex.quote(str(loc.path))}"
+    code = (
+        "import optuna_dashboard as d, hwtune.tuner.artifacts as a; "
+        f"d.run_server({result.storage!r}, artifact_store=a.parse_location({loc.stored!r}, '').store())"
+    )
+    return f"python -c {shlex.quote(code)}"
+
+
 def upload_study_artifact(result: TuneResult, path: Path) -> str:
     """Put a file into the study's artifact store (not attached to a trial); returns its id."""
-    base = resolve_artifact_dir(result.meta, result.storage)
-    return upload_to_store(base, path)
+    return upload_to_store(artifact_location(result.meta, result.storage).store(), path)
 
 
-def upload_to_store(base: Path, path: Path) -> str:
-    """Write ``path`` into the file-system artifact store at ``base`` under a new id."""
+def upload_to_store(base: Path | Any, path: Path) -> str:
+    """Write ``path`` into an artifact store (an Optuna store, or a directory for a file-system one) under a new id."""
     import uuid
 
-    optuna = optuna_module()
-    store = optuna.artifacts.FileSystemArtifactStore(str(base))
+    store = base
+    if isinstance(base, (str, Path)):
+        store = optuna_module().artifacts.FileSystemArtifactStore(str(base))
     artifact_id = str(uuid.uuid4())
     with open(path, "rb") as fh:
         store.write(artifact_id, fh)
@@ -309,23 +571,27 @@ def upload_to_store(base: Path, path: Path) -> str:
 
 def download_artifact_file(result: TuneResult, artifact_id: str, dest: str | Path, *, what: str = "") -> Path:
     """Fetch one artifact of the study into ``dest`` (a file path)."""
-    optuna = optuna_module()
     what = what or f"artifact {artifact_id}"
+    loc = artifact_location(result.meta, result.storage)
+    if loc.path is not None and not loc.path.is_dir():
+        raise StudyError(f"artifact directory {str(loc.path)!r} of study {result.study_name!r} is missing")
+    return fetch_artifact(loc.store(), artifact_id, dest, what=what, where=loc.describe())
+
+
+def fetch_artifact(store: Any, artifact_id: str, dest: str | Path, *, what: str, where: str) -> Path:
+    """Download ``artifact_id`` from ``store`` into ``dest`` (replaced if present); ids are validated first."""
+    optuna = optuna_module()
     if not _ARTIFACT_ID.fullmatch(str(artifact_id)):
         # ids come from the study file: never let one name a path outside the store
-        raise StudyError(f"study {result.study_name!r}: artifact id {str(artifact_id)[:80]!r} is not a valid id")
-    base = resolve_artifact_dir(result.meta, result.storage)
-    if not base.is_dir():
-        raise StudyError(f"artifact directory {str(base)!r} of study {result.study_name!r} is missing")
+        raise StudyError(f"{what}: artifact id {str(artifact_id)[:80]!r} is not a valid id")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         dest.unlink()
-    store = optuna.artifacts.FileSystemArtifactStore(str(base))
     try:
         optuna.artifacts.download_artifact(artifact_store=store, file_path=str(dest), artifact_id=artifact_id)
     except Exception as exc:
-        raise StudyError(f"cannot read {what} ({artifact_id}) from {base}: {exc}") from exc
+        raise StudyError(f"cannot read {what} ({artifact_id}) from {where}: {_first_line(exc)}") from exc
     return dest
 
 
@@ -344,9 +610,15 @@ class BufferedTrial:
     def set_user_attr(self, key: str, value: Any) -> None:
         self.attrs[key] = jsonable(value)
 
-    def flush(self) -> None:
+    def flush(self, *, final: bool = False) -> None:
+        """Write the figures (one ``hw`` attribute); ``final`` also writes the flat dashboard attributes."""
         figures = TrialFigures.from_dict(self.attrs, where=f"trial {self.trial.number}")
         self.trial.set_user_attr(FIG_KEY, figures.to_dict())
+        if final:
+            for key in DASHBOARD_KEYS:
+                value = self.attrs.get(key)
+                if value is not None and not isinstance(value, (dict, list)):
+                    self.trial.set_user_attr(key, value)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.trial, name)

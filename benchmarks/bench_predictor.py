@@ -320,6 +320,7 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
         }
         if dev in DEVICES:
             res["targets"]["within_10pct_ge_0.80"] = bool((s["within_10pct_mean"] or 0) >= 0.80)
+            res["noise_floor"] = noise_floor(rows, y)
             res["calibration_archs"] = [int(rows[i]["arch_idx"]) for i in res["calibration_rows"]]
         devices[dev] = res
         print(f"{dev:15s} rho {s['spearman_mean']} (min {s['spearman_min']}) FLOPs {s['flops_spearman_mean']} "
@@ -328,6 +329,29 @@ def hwnasbench(quick: bool, write_csv_dir: Path | None = None) -> dict:
     if write_csv_dir is not None:
         _write_csvs(write_csv_dir, rows, lat, devices)
     return {"method": method, "devices": devices, "leave_device_out": leave_device_out(devices), "features": info}
+
+
+def noise_floor(rows: list[dict], y: np.ndarray) -> dict:
+    """How well the measurements of identical executed networks agree (the best any predictor can do).
+
+    Architectures whose executed edges (after dead-edge pruning) are the same run the same network;
+    each is "predicted" by the median of its twins. A share within +-10% below a target caps it.
+    """
+    from hwtune.predictor._nb201 import executed_edges
+
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(tuple(sorted(executed_edges(r["arch_str"]))), []).append(i)
+    rel = []
+    for idx in groups.values():
+        if len(idx) > 1:
+            for j in idx:
+                rel.append(abs(y[j] / np.median(y[[i for i in idx if i != j]]) - 1.0))
+    rel_a = np.array(rel)
+    return {"twins": len(rel), "twin_groups": sum(len(v) > 1 for v in groups.values()),
+            "within_10pct_of_twins_median": round(float(np.mean(rel_a <= 0.10)), 4),
+            "within_20pct_of_twins_median": round(float(np.mean(rel_a <= 0.20)), 4),
+            "median_error_pct": round(float(np.median(rel_a) * 100), 2)}
 
 
 def leave_device_out(devices: dict) -> dict:

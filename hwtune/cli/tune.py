@@ -23,13 +23,11 @@ DEMO_RECIPE = "fashion-convnet"
 DEMO_OUT = "hwtune-demo"
 # Sized so the whole demo (data load, search, reports, export) ends well inside 10 minutes on a
 # 2-core machine: the search stops after DEMO_TIMEOUT_S (the trial in flight finishes first).
-DEMO_TIMEOUT_S = 420.0  # parent training included
-DEMO_TRIALS = 60
-DEMO_EPOCHS = 1.0  # fine-tuning epochs at the last rung (inherited weights: rung 0 trains nothing)
+DEMO_TIMEOUT_S = 330.0
+DEMO_TRIALS = 40
+DEMO_EPOCHS = 1.0
 DEMO_RUNGS = (0.25, 1.0)
-DEMO_PARENT_EPOCHS = 2.0
 DEMO_FINALIZE_EPOCHS = 2.0
-DEMO_SHORT_PARENT_EPOCHS = 0.5  # a --timeout below the default (CI runs 240 s)
 
 
 def _positive_float(text: str) -> float:
@@ -539,14 +537,13 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     quiet = bool(getattr(args, "quiet", False))
     say = (lambda *a, **k: None) if quiet else print
-    # A shorter run (CI's) trains a shorter parent, so the search still gets most of its time.
-    parent_epochs = DEMO_PARENT_EPOCHS if args.timeout >= DEMO_TIMEOUT_S else DEMO_SHORT_PARENT_EPOCHS
     say(
-        f"hwtune demo: {DEMO_RECIPE} for {args.device} on Fashion-MNIST: a parent network trained once "
-        f"({parent_epochs:g} epochs), candidates inherit its weights; search up to {args.timeout:g} s in all, then "
-        f"the knee is finalized ({DEMO_FINALIZE_EPOCHS:g} epochs) and exported (run directory {out})",
+        f"hwtune demo: {DEMO_RECIPE} for {args.device} on Fashion-MNIST: search up to {args.timeout:g} s, then the "
+        f"knee is finalized ({DEMO_FINALIZE_EPOCHS:g} more epochs) and exported (run directory {out})",
         file=sys.stderr,
     )
+    # Strategy scratch: measured here, 10 minutes of weight inheritance (parent training included) did not
+    # yet reach the front of 10 minutes of the scratch schedule (benchmarks/results/search.json).
     result = tune(
         DEMO_RECIPE,
         device=args.device,
@@ -557,8 +554,7 @@ def run_demo(args: argparse.Namespace) -> int:
         study_name="demo",
         seed=args.seed,
         budget=Schedule(epochs=DEMO_EPOCHS, rungs=DEMO_RUNGS),
-        strategy="inherit",
-        parent_epochs=parent_epochs,
+        strategy="scratch",
         progress=not quiet,
     )
     if result.interrupted:

@@ -10,13 +10,17 @@ Modules, in the order a search uses them (imports flow down this list only):
 * :mod:`~hwtune.tuner.constraints`, :mod:`~hwtune.tuner.reference` -- hard limits and the HV reference.
 * :mod:`~hwtune.tuner.context`, :mod:`~hwtune.tuner.halving`, :mod:`~hwtune.tuner.objective`,
   :mod:`~hwtune.tuner.loop` -- one trial, successive halving and the run loop.
-* :mod:`~hwtune.tuner.api` -- :func:`tune`.
+* :mod:`~hwtune.tuner.artifacts`, :mod:`~hwtune.tuner.workers` -- the study's artifact store (a
+  directory or ``s3://``), local worker processes and the study lock.
+* :mod:`~hwtune.tuner.inherit`, :mod:`~hwtune.tuner.compress`, :mod:`~hwtune.tuner.finalize` -- weight
+  inheritance, a user's model as a study, training the chosen trials to convergence.
+* :mod:`~hwtune.tuner.api` -- :func:`tune`, :func:`join_study`.
 
 Optuna is imported lazily (inside functions), so importing this package stays fast.
 """
 
 from hwtune.front import TuneResult
-from hwtune.tuner.api import tune
+from hwtune.tuner.api import join_study, tune
 from hwtune.tuner.config import DEFAULT_N_TRIALS, STRATEGIES, Constraints, Schedule
 from hwtune.tuner.constraints import constraint_values
 from hwtune.tuner.inputs import load_data
@@ -35,6 +39,7 @@ __all__ = [
     "TuneResult",
     "constraint_values",
     "download_weights",
+    "join_study",
     "load_data",
     "load_result",
     "open_storage",

@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._io import check_writable_dir
+from hwtune._tempdirs import remove_stale
 from hwtune._util import is_int, is_num, jsonable, versions
 from hwtune.errors import ConfigError, StudyError
 from hwtune.front import TuneResult, resolve_objectives
@@ -20,12 +22,15 @@ from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination
 from hwtune.tuner.inherit import DEFAULT_PARENT_EPOCHS, InheritPipeline, choose_strategy, obtain_parent, parent_key
 from hwtune.tuner.inputs import (
+    check_data_fits,
     check_meta,
+    check_study_name,
     data_spec,
     default_study_name,
     distributions,
     load_data,
     resolve_space,
+    run_dir,
     space_from_info,
     space_size,
 )
@@ -336,12 +341,20 @@ def tune(
         n_trials = DEFAULT_N_TRIALS
     strategy_arg = strategy
     strategy = choose_strategy(space, strategy)  # validated before anything is opened
-    study_name = study_name or default_study_name(recipe_info["name"], "+".join(p.id for p in profiles))
-    out = Path(out_dir) if out_dir is not None else (None if storage is not None else Path("hwtune-runs") / study_name)
+    remove_stale()  # work directories left by killed hwtune processes
+    if study_name is not None:
+        study_name = check_study_name(study_name)
+    else:
+        study_name = default_study_name(recipe_info["name"], "+".join(p.id for p in profiles))
+    # The run directory (reports; artifacts and study.db by default) cannot leave hwtune-runs/ when
+    # derived from the study name.
+    out = run_dir(study_name, out_dir)
     url = storage_url(storage, out)
-    # A remote storage without out_dir: reports still need a local home.
-    out = (out if out is not None else Path("hwtune-runs") / study_name).resolve()
     data_load, splits = data_spec(data, space)
+    if splits is None:
+        splits = load_data(data_load)  # type: ignore[arg-type]
+    check_data_fits(space, splits)  # before any storage is opened: a mismatch creates no study
+    check_writable_dir(out, what=f"the run directory of study {study_name!r}")
     pipeline_ref = check_local_workers(workers, data_load, sampler, pipeline)
     if artifacts is not None:
         parse_location(artifacts, url)  # a malformed value fails before the study is opened

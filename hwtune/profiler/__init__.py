@@ -23,6 +23,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +35,7 @@ from hwtune.errors import ConfigError, HwtuneError, RuntimeUnavailableError
 from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers
 from hwtune.precision import PrecisionPlan
 from hwtune.profiler.latency import compare_op_times, measure_latency, ort_session
-from hwtune.profiler.report import Fits, ProfileReport
+from hwtune.profiler.report import LIVENESS_SOURCE, Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
 from hwtune.runtimes import LatencyMeasurement, Runtime, get_runtime, list_runtimes, runtime_for_file
 
@@ -150,7 +152,12 @@ def profile_model(
     model_name = name or (str(model) if onnx_file else type(model).__name__)
     notes.extend(graph.notes)
 
-    working, working_source, storage = _working_memory(model, example, plan, profile, calibration_data, notes, say)
+    fits_lower_bound = (
+        graph.total_weight_bytes <= profile.storage_bytes and graph.peak_activation_bytes <= profile.ram_bytes
+    )
+    working, working_source, storage = (None, LIVENESS_SOURCE, None)
+    if fits_lower_bound:  # a model over the limits by its lower bounds needs no arena measurement to say so
+        working, working_source, storage = _working_memory(model, example, plan, profile, calibration_data, notes, say)
     fits = Fits.check(
         graph.total_weight_bytes if storage is None else storage,
         graph.peak_activation_bytes if working is None else working,
@@ -228,8 +235,6 @@ def _working_memory(
     "fits"; 1.6-2.4x the liveness estimate on typical CNNs). Otherwise the liveness estimate stands,
     labelled as the lower bound it is.
     """
-    from hwtune.profiler.report import LIVENESS_SOURCE
-
     if profile.kind != "mcu" or profile.runtime != "tflite-micro" or _is_onnx(model):
         return None, LIVENESS_SOURCE, None
     rt = get_runtime("tflite-micro")
@@ -248,7 +253,8 @@ def _working_memory(
     calib = calibration_data
     if calib is None:
         calib = np.random.default_rng(0).standard_normal((16, *tuple(example.shape[1:]))).astype(np.float32)
-    with tempfile.TemporaryDirectory(prefix="hwtune-tflm-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hwtune-tflm-") as tmp, contextlib.redirect_stderr(io.StringIO()):
+        # (the converter and quantizer draw their own progress bars on stderr)
         shipped = rt.export(model, example, plan, Path(tmp) / "model.tflite", calibration=calib, device=profile)
         arena = int(shipped.info["arena_bytes"])
         return arena, str(shipped.info.get("arena_source", "measured (tflite-micro arena)")), shipped.size_bytes

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -406,9 +405,9 @@ def _diverged(
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from hwtune.progress import progress_bar
 
-    return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="batch", desc="train", leave=False)
+    return progress_bar(total, desc="train", unit="batch", enabled=enabled)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -255,11 +256,18 @@ def test_recipes_lists_the_bundled_recipes(capsys):
     assert "did you mean 'fashion-convnet'" in capsys.readouterr().err
 
 
-def test_profile_of_a_model_that_does_not_fit_exits_1(capsys):
-    argv = ["profile", "torchvision:resnet18", "--device", "stm32h743", "--no-latency", "--precision", "int8"]
+def test_profile_of_a_model_that_does_not_fit_exits_1(tmp_path, capsys):
+    # a Raspberry Pi 4 with 1 MiB of RAM and 2 MiB of storage: ResNet-18 fits neither (and the runtime stays ORT)
+    text = (Path(__file__).parent.parent / "profiles" / "raspberry-pi-4.toml").read_text()
+    text = re.sub(r"(?m)^ram_kb = .*$", "ram_kb = 1024", text)
+    text = re.sub(r"(?m)^storage_kb = .*$", "storage_kb = 2048", text)
+    text = re.sub(r'(?m)^id = .*$', 'id = "tiny-pi"', text)
+    small = tmp_path / "tiny-pi.toml"
+    small.write_text(text)
+    argv = ["profile", "torchvision:resnet18", "--device", str(small), "--no-latency", "--precision", "int8"]
     assert main(argv) == 1
     captured = capsys.readouterr()
-    assert "DOES NOT FIT" in captured.out and "does not fit stm32h743" in captured.err
+    assert "DOES NOT FIT" in captured.out and "does not fit tiny-pi" in captured.err
     assert main([*argv, "--json", "-q"]) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["fits"]["overall"] is False and captured.err == ""

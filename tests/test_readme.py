@@ -69,6 +69,13 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
      "as for README.md"),
     ("README.pypi.md", "-n 30 -o runs/convnet", f"-n 4 -o runs/convnet --epochs 0.1 {SMALL_DATA}",
      "as for README.md"),
+    ("README.md", "--trials 40 --workers 2 --out runs/fc",
+     f"--trials 4 --workers 2 --out runs/fc --epochs 0.1 {SMALL_DATA}",
+     "same reason: 4 short trials shared by the two workers"),
+    ("README.md", "--strategy inherit --trials 30 -o runs/inherit",
+     f"--strategy inherit --trials 3 -o runs/inherit --epochs 0.1 --parent-epochs 0.2 {SMALL_DATA}",
+     "a parent of 0.2 epoch and 3 short trials on 2,000 images take the same path"),
+    ("README.md", "--trial knee --epochs 10", "--trial knee --epochs 0.1", "a tenth of an epoch instead of ten"),
     ("README.md", 'n_trials=30, out_dir="runs/api"',
      ('n_trials=3, out_dir="runs/api", budget=0.1, data={{"name": "fashion-mnist", "train_limit": 2000, '
       '"val_limit": 500}}'),

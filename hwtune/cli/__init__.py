@@ -178,7 +178,8 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """A usage error is bad input like any other: one line on stderr (the value named), exit code 2."""
-        raise ConfigError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        where = "" if self.prog == "hwtune" else f"{self.prog}: "  # main() prints "hwtune: error:" already
+        raise ConfigError(f"{where}{message} (see '{self.prog} --help')")
 
 
 def _command_modules() -> list[str]:

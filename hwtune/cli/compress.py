@@ -148,6 +148,4 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif args.quiet:
-        print(result.front_table())
     return 130 if result.interrupted else 0

@@ -58,6 +58,14 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
         description="Multi-objective search (Optuna) with a successive-halving schedule; resumable: run the "
         "same command again to continue the study.",
     )
+    _add_search_options(p)
+    _add_training_options(p)
+    p.set_defaults(func=run_tune)
+    return [p, *_add_study_commands(subparsers), _add_demo(subparsers)]
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    """``tune``: what to search, for which device, where the study lives, limits and objectives."""
     p.add_argument("recipe", metavar="RECIPE", help="search-space recipe name (models/*.toml) or path")
     p.add_argument(
         "--device",
@@ -113,6 +121,10 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     )
     p.add_argument("--sampler", default="nsga2", metavar="NAME", help="nsga2 (default), tpe, gp or random")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="seeds the sampler and every training run")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    """``tune``: training budget, data, strategy, runtime and output options."""
     p.add_argument(
         "--epochs",
         type=_positive_float,
@@ -170,8 +182,14 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     )
     p.add_argument("--json", action="store_true", help="print the front as JSON at the end (knee first)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines, no table, no hints")
-    p.set_defaults(func=run_tune)
 
+
+def _add_study_commands(subparsers: Any) -> list[argparse.ArgumentParser]:
+    """``front``, ``report``, ``export`` and ``finalize``: commands that read a finished study."""
+    return [*_add_front_and_report(subparsers), *_add_export_and_finalize(subparsers)]
+
+
+def _add_front_and_report(subparsers: Any) -> list[argparse.ArgumentParser]:
     f = subparsers.add_parser(
         "front",
         help="show the Pareto front of a finished study (knee first in --json)",
@@ -202,7 +220,10 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     )
     r.add_argument("--json", action="store_true", help="print the written paths as JSON")
     r.set_defaults(func=run_report)
+    return [f, r]
 
+
+def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
     e = subparsers.add_parser(
         "export",
         help="export a trial's model (at its precision) with manifest.json",
@@ -258,7 +279,11 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     z.add_argument("--json", action="store_true", help="print the finalized trials as JSON")
     z.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no table")
     z.set_defaults(func=run_finalize)
+    return [e, z]
 
+
+def _add_demo(subparsers: Any) -> argparse.ArgumentParser:
+    """``demo``: the README's first command."""
     d = subparsers.add_parser(
         "demo",
         help="search fashion-convnet on this host with Fashion-MNIST, report, export the knee (< 10 min)",
@@ -278,7 +303,7 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     d.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampler and training (default 0)")
     d.add_argument("--json", action="store_true", help="print the exported knee's manifest as JSON")
     d.set_defaults(func=run_demo)
-    return [p, f, r, e, z, d]
+    return d
 
 
 def _budget(args: argparse.Namespace) -> Any:

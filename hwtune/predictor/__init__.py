@@ -45,7 +45,7 @@ from hwtune.predictor._calibration_api import (
 from hwtune.predictor._features import NO_LOWERING, LayerFeatures, Lowering, RawLayer, lower, raws_from_graph
 from hwtune.predictor._forms import base_vector, layer_split
 from hwtune.predictor._model import Coefficients, Hardware, predict_terms
-from hwtune.predictor._prediction import LatencyPrediction, LayerPrediction, Prediction
+from hwtune.predictor._prediction import LatencyPrediction, LayerPrediction, PredictedMilliseconds, Prediction
 from hwtune.predictor._profile_cal import (
     UNCALIBRATED_LABEL,
     ProfileCalibration,
@@ -388,8 +388,12 @@ def predict_latency(
     *,
     device: str | Path | DeviceProfile = "host",
     precision: str | PrecisionPlan = "fp32",
-) -> float:
-    """Predicted latency in milliseconds (:func:`predict_latency_detail` has its error bars).
+) -> PredictedMilliseconds:
+    """Predicted latency in milliseconds, a ``float`` that carries its provenance.
+
+    ``float(x)`` is the milliseconds; ``x.source`` (``predicted`` / ``estimated``), ``x.form``,
+    ``x.error_pct``, ``x.spearman`` (and FLOPs' ``x.flops_spearman``) and ``x.label`` say where it
+    comes from and how far to trust it (:func:`predict_latency_detail` returns the record itself).
 
     Example:
         >>> import torch, hwtune
@@ -397,4 +401,4 @@ def predict_latency(
         >>> hwtune.predict_latency(net, (1, 3, 32, 32), device="pixel-3") > 0
         True
     """
-    return predict_latency_detail(model, input_shape, device=device, precision=precision).latency_ms
+    return PredictedMilliseconds(predict_latency_detail(model, input_shape, device=device, precision=precision))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["LatencyPrediction", "LayerPrediction", "Prediction"]
 
@@ -214,3 +214,28 @@ class LatencyPrediction:
             batch_size=int(data.get("batch_size", 1)), executes=str(data.get("executes", "deployed")),
             validation=str(data.get("validation", "")), notes=tuple(str(n) for n in data.get("notes", ())),
         )
+
+
+class PredictedMilliseconds(float):
+    """A predicted latency that is a ``float`` (milliseconds) and carries where it comes from.
+
+    Returned by :func:`hwtune.predict_latency`: arithmetic, comparisons and ``isinstance(x, float)``
+    keep working for callers written against a bare float, while ``x.source``, ``x.form``,
+    ``x.error_pct``, ``x.spearman``, ``x.flops_spearman``, ``x.label`` ... read the
+    :class:`LatencyPrediction` behind it (``x.detail``).
+    """
+
+    detail: LatencyPrediction
+
+    def __new__(cls, detail: LatencyPrediction) -> Self:
+        obj = super().__new__(cls, float(detail.latency_ms))
+        obj.detail = detail
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "detail":  # not set yet (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.detail, name)
+
+    def __repr__(self) -> str:
+        return f"{float(self)!r} ms ({self.detail.label})"

@@ -7,7 +7,6 @@ then cosine decay, no weight decay on BatchNorm and biases), from the helpers it
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -134,9 +133,9 @@ class Clock:
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from hwtune.progress import progress_bar as bar
 
-    return tqdm(total=total, disable=not enabled, file=sys.stderr, unit="batch", desc=desc, leave=False)
+    return bar(total, desc=desc, unit="batch", enabled=enabled)
 
 
 def run_steps(

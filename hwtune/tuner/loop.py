@@ -33,14 +33,10 @@ MAX_CONSECUTIVE_SAME_FAILURES = 5
 
 def make_log(progress: bool) -> Callable[[str], None]:
     def log(msg: str) -> None:
-        if not progress:
-            return
-        try:
-            from tqdm import tqdm
+        if progress:
+            from hwtune.progress import write
 
-            tqdm.write(msg, file=sys.stderr)
-        except ImportError:  # pragma: no cover
-            print(msg, file=sys.stderr)
+            write(msg, file=sys.stderr)  # without breaking a progress bar; nothing under --quiet
 
     return log
 
@@ -77,16 +73,11 @@ class TrialMonitor:
         self.successes = 0
         self.bar = None
         if progress:
-            from tqdm import tqdm
+            from hwtune.progress import progress_bar
 
-            self.bar = tqdm(
-                total=target,
-                initial=self.n_complete() if target else 0,
-                desc="trials",
-                unit="trial",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=True,
+            # a bar on a terminal, plain periodic lines in a log, nothing with --quiet
+            self.bar = progress_bar(
+                target, initial=self.n_complete() if target else 0, desc="trials", unit="trial", leave=True
             )
         self.space_size = None
         with contextlib.suppress(Exception):

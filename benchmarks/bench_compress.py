@@ -26,6 +26,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_compress.py                           # short budget (~10 min, loaded host)
     .venv/bin/python benchmarks/bench_compress.py --baseline-epochs 15 --finetune-epochs 1 --val-limit 0
+    .venv/bin/python benchmarks/bench_compress.py --search hwtune --search-budget-s 600   # hwtune.compress's front
     .venv/bin/python benchmarks/bench_compress.py --search mypkg.tuner:search --search-budget-s 600
 """
 
@@ -71,7 +72,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime latency column")
-    p.add_argument("--search", default="", help="package.module:function implementing SearchFn (the tuner hook)")
+    p.add_argument(
+        "--search", default="hwtune", help="'hwtune' (hwtune.compress), package.module:function (SearchFn), or '' to skip"
+    )
     p.add_argument("--search-budget-s", type=float, default=600.0)
     p.add_argument("--out", type=Path, default=RESULTS / "compress.json")
     return p.parse_args()
@@ -171,10 +174,24 @@ def _scratch(pruned: nn.Module, data: DataSplits, x: torch.Tensor, args: argpars
 # The searched front (hook for the tuner)
 
 
+def hwtune_search(parent: nn.Module, data: DataSplits, budget_s: float) -> list[CompressCandidate]:
+    """hwtune's own search (``hwtune.compress`` on this host within ``budget_s``): its front's candidates."""
+    import tempfile
+
+    from hwtune.tuner.compress import compress
+
+    with tempfile.TemporaryDirectory(prefix="bench-compress-") as tmp:
+        res = compress(parent, data, device="host", timeout=budget_s, out_dir=tmp, study_name="bench", seed=0,
+                       progress=False, reports=False)
+        return [CompressCandidate.from_dict(t.candidate) for t in res.front if t.candidate]
+
+
 def load_search(spec: str) -> SearchFn | None:
-    """``package.module:function`` -> the function (``None`` for ``""``)."""
+    """``hwtune`` (hwtune.compress) or ``package.module:function`` -> the function (``None`` for ``""``)."""
     if not spec:
         return None
+    if spec == "hwtune":
+        return hwtune_search
     module, _, fn = spec.rpartition(":")
     return getattr(importlib.import_module(module), fn)
 

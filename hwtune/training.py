@@ -407,7 +407,7 @@ def _diverged(
 def _progress_bar(total: int, enabled: bool) -> Any:
     from hwtune.progress import progress_bar
 
-    return progress_bar(total, desc="train", unit="batch", enabled=enabled)
+    return progress_bar(total, desc="train", unit="batch", enabled=enabled, leave=True)  # a last line in a log
 
 
 # --------------------------------------------------------------------------------------------

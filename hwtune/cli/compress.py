@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from hwtune.cli.profile import parse_input_shape
+from hwtune.cli.tune import _positive_float
 from hwtune.errors import ConfigError
 
 __all__ = ["add_parser", "run_compress"]
@@ -22,28 +24,6 @@ def _floats(text: str) -> list[float]:
     if not values or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
     return values
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a shape like 1x1x28x28, got {text!r}") from None
-    if len(dims) != 4 or any(d < 1 for d in dims):
-        raise argparse.ArgumentTypeError(f"expected a 4-d shape NxCxHxW of positive sizes, got {text!r}")
-    return dims
-
-
-def _positive(text: str) -> float:
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return v
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -63,7 +43,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, metavar="FILE", help=".pt/.pth state dict or .safetensors")
     p.add_argument("--data", default="fashion-mnist", metavar="NAME_OR_DIR", help="dataset name or directory")
     p.add_argument("--device", default="host", metavar="ID[,ID...]", help="device profile id(s) (default host)")
-    p.add_argument("--input", type=_shape, default=None, metavar="NxCxHxW", help="example input shape")
+    p.add_argument("--input", default=None, metavar="NxCxHxW", help="example input shape")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="factory/builder num_classes= argument")
     p.add_argument(
         "--mean", type=_floats, default=None, metavar="M[,M...]", help="per-channel mean of your preprocessing"
@@ -74,15 +54,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--show-space", action="store_true", help="print the derived space as an editable recipe and exit")
     p.add_argument("--space", default=None, metavar="FILE", help="an edited recipe from --show-space")
     p.add_argument("--trials", "-n", type=int, default=None, metavar="N", help="completed trials in the study")
-    p.add_argument("--timeout", type=_positive, default=None, metavar="SECONDS", help="wall-clock budget")
+    p.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS", help="wall-clock budget")
     p.add_argument("--out", "-o", default=None, metavar="DIR", help="run directory (default hwtune-runs/STUDY)")
     p.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL (default OUT/study.db)")
     p.add_argument("--study", default=None, metavar="NAME", help="study name")
     p.add_argument("--objectives", default="accuracy,latency", metavar="LIST", help="accuracy plus latency/memory/size")
-    p.add_argument("--max-latency-ms", type=_positive, default=None, metavar="X", help="latency limit")
-    p.add_argument("--max-ram-kb", type=_positive, default=None, metavar="X", help="working-memory limit, KiB")
-    p.add_argument("--max-storage-kb", type=_positive, default=None, metavar="X", help="storage limit, KiB")
-    p.add_argument("--epochs", type=_positive, default=None, metavar="E", help="fine-tuning epochs at the last rung")
+    p.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="X", help="latency limit")
+    p.add_argument("--max-ram-kb", type=_positive_float, default=None, metavar="X", help="working-memory limit, KiB")
+    p.add_argument("--max-storage-kb", type=_positive_float, default=None, metavar="X", help="storage limit, KiB")
+    p.add_argument("--epochs", type=_positive_float, default=None, metavar="E", help="fine-tuning epochs at the last rung")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="seed of sampler and fine-tuning")
     p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")
     p.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only N validation samples")
@@ -107,7 +87,12 @@ def run_compress(args: argparse.Namespace) -> int:
         data["train_limit"] = args.train_limit
     if args.val_limit:
         data["val_limit"] = args.val_limit
-    example = torch.zeros(*args.input) if args.input else None
+    example = None
+    if args.input:
+        shape = parse_input_shape(args.input)
+        if len(shape) != 4:
+            raise ConfigError(f"--input must be a 4-d shape NxCxHxW (e.g. 1x1x28x28), got {args.input!r}")
+        example = torch.zeros(*shape)
     if args.show_space:
         from hwtune.tuner.inputs import data_spec, load_data
 

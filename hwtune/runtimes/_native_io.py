@@ -1,4 +1,4 @@
-"""File and stream plumbing the optional runtimes share: atomic writes, C-level stderr capture.
+"""File and stream plumbing the optional runtimes share: C-level stderr capture (atomic writes: hwtune._io).
 
 The converters and interpreters behind ``executorch``, ``litert`` and ``tflite-micro`` are C++
 libraries that print to file descriptor 2 directly (``print_allocations()`` of TFLite Micro reports
@@ -12,9 +12,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
-__all__ = ["CapturedText", "atomic_write_bytes", "capture_fd2"]
+__all__ = ["CapturedText", "capture_fd2"]
 
 
 class CapturedText:
@@ -45,22 +44,3 @@ def capture_fd2() -> Iterator[CapturedText]:
             os.close(saved)
             tmp.seek(0)
             out.text = tmp.read().decode("utf-8", errors="replace")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``.
-
-    A reader never sees a half-written model file, and a failed write leaves no partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path

@@ -31,10 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._io import write_atomic
 from hwtune.errors import ConfigError, ExportError, ModelError, QuantizationError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
-from hwtune.runtimes._native_io import atomic_write_bytes, capture_fd2
+from hwtune.runtimes._native_io import capture_fd2
 from hwtune.runtimes._plan_check import check_overrides
 from hwtune.runtimes._timing import LatencyMeasurement, OpTime, check_timing_args, measure_callable
 
@@ -268,7 +269,7 @@ class ExecuTorchRuntime(Runtime):
             }
         if notes:
             info["notes"] = notes
-        path = atomic_write_bytes(out_path, content)
+        path = write_atomic(out_path, content, what="the .pte program", error=ExportError)
         return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
 
     def load(self, target: Path | ShippedModel | Any, *, threads: int | None = 1) -> ExecuTorchModel:

@@ -25,10 +25,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._io import write_atomic
+from hwtune.errors import ExportError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes import _tflite_common as tfl
 from hwtune.runtimes._base import Runtime, ShippedModel
-from hwtune.runtimes._native_io import atomic_write_bytes
 from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +67,7 @@ class LiteRTRuntime(Runtime):
         self.require()
         plan = PrecisionPlan.coerce(plan)
         content, info = tfl.export_tflite(model, example, plan, calibration=calibration, seed=seed, runtime=self.name)
-        path = atomic_write_bytes(out_path, content)
+        path = write_atomic(out_path, content, what="the .tflite model", error=ExportError)
         return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
 
     def load(self, target: Path | ShippedModel | Any, *, threads: int | None = 1) -> tfl.TfliteInterpreterModel:

@@ -27,11 +27,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._io import write_atomic
 from hwtune.errors import ConfigError, ExportError, ModelError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes import _tflite_common as tfl
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
-from hwtune.runtimes._native_io import atomic_write_bytes, capture_fd2
+from hwtune.runtimes._native_io import capture_fd2
 from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -196,7 +197,7 @@ class TFLiteMicroRuntime(Runtime):
             info.setdefault("notes", []).append(f"{external} weight buffers moved inside the flatbuffer for TFLM")
         check = calibration if calibration is not None else tfl.random_calibration(tuple(example.shape), seed + 1)
         steps = _check_against_reference(content, check[: CHECK_SAMPLES * int(example.shape[0])])
-        path = atomic_write_bytes(out_path, content)
+        path = write_atomic(out_path, content, what="the .tflite model", error=ExportError)
         info.update(arena_bytes=self.arena_bytes(path), arena_source=ARENA_SOURCE, reference_max_diff_steps=steps)
         return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
 

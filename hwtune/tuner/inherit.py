@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._io import atomic_output
 from hwtune._util import jsonable
 from hwtune.errors import ConfigError
 from hwtune.tuner.pipeline import CandidatePipeline
@@ -91,14 +92,10 @@ def _save_cache(blob: Mapping[str, Any], key: str) -> None:
     import torch
 
     try:
-        d = _cache_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".tmp", dir=d)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_output(_cache_dir() / f"{key}.pt", what="the parent cache") as tmp, open(tmp, "wb") as fh:
             torch.save(dict(blob), fh)
-        os.replace(tmp, d / f"{key}.pt")
-    except OSError:
-        pass  # the cache is an optimisation; the study artifact is the record
+    except ConfigError:
+        pass  # an unwritable cache is not an error: the cache is an optimisation, the study artifact is the record
 
 
 def obtain_parent(

@@ -124,3 +124,41 @@ def test_four_workers_started_at_once_on_a_fresh_postgres_study(pg_url, tmp_path
     for member in res.front:
         exp = export(res, member.number, fresh / f"t{member.number}", pipeline=FastPipeline)
         assert exp.model_path.is_file()
+
+
+def test_a_claim_sees_a_twin_committed_out_of_id_order(pg_url):
+    """Concurrent workers commit PostgreSQL trial ids out of order. Optuna's per-process cache skips a
+    trial whose id is below the last finished one it has read, so a claim must read past the cache."""
+    import optuna
+    import sqlalchemy
+
+    from hwtune.tuner.halving import CLAIM_KEY, claim_key, claim_or_twin, completed_by_key
+    from hwtune.tuner.storage import fresh_trials, open_storage
+
+    running, complete = optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE
+    here = optuna.create_study(study_name="gap", storage=open_storage(pg_url, heartbeat=False),
+                               directions=["maximize"])
+    there = optuna.load_study(study_name="gap", storage=open_storage(pg_url, heartbeat=False))
+    engine = sqlalchemy.create_engine(pg_url)
+
+    def next_trial_id(n: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f"ALTER SEQUENCE trials_trial_id_seq RESTART WITH {n}"))
+
+    next_trial_id(100)
+    done = there.ask()
+    there.tell(done, [0.5])
+    assert len(here.get_trials(states=(complete,))) == 1  # this process has now read a finished trial, id 100
+    next_trial_id(50)  # another worker's trial whose id was taken before, committed only now
+    twin = there.ask()
+    twin.set_user_attr(CLAIM_KEY, claim_key("convnet-abc", 0))
+    twin.set_user_attr("candidate_key", "convnet-abc")
+    next_trial_id(200)
+    mine = here.ask()
+    assert [t.number for t in fresh_trials(here, states=(running,))] == sorted([twin.number, mine.number])
+    found = claim_or_twin(here, mine, "convnet-abc", 0)
+    assert found is not None and found._trial_id == twin._trial_id
+    assert CLAIM_KEY not in mine.user_attrs
+    there.tell(twin, [0.9])
+    assert completed_by_key(here)["convnet-abc"]._trial_id == twin._trial_id
+    engine.dispose()

@@ -43,6 +43,7 @@ from hwtune.tuner.storage import (
     META_KEY,
     TARGET_KEY,
     create_or_load_study,
+    fresh_trials,
     open_storage,
     optuna_module,
     quiet_optuna,
@@ -481,7 +482,7 @@ def _resume_study(
 ) -> None:
     ctx.reference = {k: float(v) for k, v in (stored.reference_point or {}).items()}
     complete = optuna_module().trial.TrialState.COMPLETE
-    n_done = len(study.get_trials(deepcopy=False, states=(complete,)))
+    n_done = len(fresh_trials(study, states=(complete,)))
     ctx.log(f"resuming study {study.study_name!r}: {n_done} completed trial(s) kept; storage {redact_url(url)}")
     recover_stale(study, ctx.log)
     if strategy == "inherit" and meta_new.get("parent") != stored.parent:
@@ -491,7 +492,7 @@ def _resume_study(
 
 def _n_complete(study: Any) -> int:
     complete = optuna_module().trial.TrialState.COMPLETE
-    return len(study.get_trials(deepcopy=False, states=(complete,)))
+    return len(fresh_trials(study, states=(complete,)))
 
 
 def _run_here(

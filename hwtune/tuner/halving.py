@@ -23,6 +23,7 @@ from typing import Any
 from hwtune.front import promotion_order
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.storage import (
+    fresh_trials,
     live_local_workers,
     optuna_module,
     quiet_optuna,
@@ -74,7 +75,7 @@ def claim_or_twin(study: Any, trial: Any, key: str, rung: int) -> Any | None:
     """
     optuna = optuna_module()
     wanted = claim_key(key, rung)
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    for t in fresh_trials(study, states=(optuna.trial.TrialState.RUNNING,)):
         if t.number == trial.number or t.user_attrs.get(CLAIM_KEY) != wanted:
             continue
         worker = t.user_attrs.get("worker")
@@ -123,7 +124,7 @@ def promote_pending(study: Any, ctx: SearchContext) -> list[tuple[int, int]]:
     complete = optuna.trial.TrialState.COMPLETE
     results: list[dict[str, tuple[list[float], Any]]] = [{} for _ in range(n_rungs - 1)]
     promoted: list[set[str]] = [set() for _ in range(n_rungs - 1)]
-    for t in study.get_trials(deepcopy=False):
+    for t in fresh_trials(study):
         a = trial_figures_dict(t)
         key = a.get("candidate_key")
         if not key or a.get("duplicate_of") is not None:
@@ -173,7 +174,7 @@ def completed_by_key(study: Any) -> dict[str, Any]:
     """Candidate key -> its best completed original trial (highest rung reached, then lowest number)."""
     optuna = optuna_module()
     out: dict[str, Any] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in fresh_trials(study, states=(optuna.trial.TrialState.COMPLETE,)):
         a = trial_figures_dict(t)
         key = a.get("candidate_key")
         if not key or a.get("duplicate_of") is not None:

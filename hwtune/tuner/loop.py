@@ -12,7 +12,7 @@ from hwtune.front import TuneResult, hypervolume, pareto_front
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, promote_pending
 from hwtune.tuner.objective import TrialFailed, make_objective
-from hwtune.tuner.storage import optuna_module, quiet_optuna, record_of, requeue
+from hwtune.tuner.storage import fresh_trials, optuna_module, quiet_optuna, record_of, requeue
 
 __all__ = [
     "MAX_CONSECUTIVE_DUPLICATES",
@@ -85,7 +85,7 @@ class TrialMonitor:
 
     def n_complete(self) -> int:
         complete = optuna_module().trial.TrialState.COMPLETE
-        return len(self.study.get_trials(deepcopy=False, states=(complete,)))
+        return len(fresh_trials(self.study, states=(complete,)))
 
     def stop(self, reason: str) -> None:
         if self.ctx.stop_reason is None:
@@ -123,7 +123,7 @@ class TrialMonitor:
                 ctx.log(f"trial {rec.number} infeasible (not trained): {'; '.join(rec.figures.infeasible or [])}")
         for origin, rung in self.promote():
             ctx.log(f"trial {origin} promoted to rung {rung} ({ctx.schedule.rung_epochs[rung]:g} epochs): queued")
-        records = [record_of(t) for t in study.get_trials(deepcopy=False)]
+        records = [record_of(t) for t in fresh_trials(study)]
         if self.target is not None:
             n_complete = sum(1 for r in records if r.state == "complete")
             if n_complete >= self.target:

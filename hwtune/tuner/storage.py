@@ -45,6 +45,7 @@ __all__ = [
     "download_artifact_file",
     "download_weights",
     "fetch_artifact",
+    "fresh_trials",
     "live_local_workers",
     "load_result",
     "load_study",
@@ -456,7 +457,7 @@ def result_from_study(study: Any, *, interrupted: bool = False, url: str | None 
     remeasured = _numbered(attrs, REMEASURED_PREFIX)
     trials = tuple(
         _with_remeasured(_with_finalized(record_of(t), finalized), remeasured, meta.device_ids[0])
-        for t in study.get_trials(deepcopy=False)
+        for t in fresh_trials(study)
     )
     return TuneResult(
         study_name=study.study_name,
@@ -624,6 +625,24 @@ class BufferedTrial:
         return getattr(self.trial, name)
 
 
+def fresh_trials(study: Any, states: Sequence[Any] | None = None) -> list[Any]:
+    """The study's trials as its database holds them now (ordered by number).
+
+    Optuna's per-process cache re-reads only the trials it knows to be unfinished and those whose id is
+    above the last finished one it has seen. On PostgreSQL, concurrent workers take trial ids from a
+    sequence and commit them out of order, so a trial another worker created can stay invisible to this
+    process for good: a claim would then miss a twin and a count would miss a completed trial. Server
+    storages are therefore read past the cache; SQLite commits in id order, and its cached reads are exact.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", None)
+    engine = getattr(backend, "engine", None)
+    if backend is None or engine is None or engine.dialect.name == "sqlite":
+        return list(study.get_trials(deepcopy=False, states=states))
+    trials = backend.get_all_trials(study._study_id, deepcopy=False, states=states)
+    return sorted(trials, key=lambda t: t.number)
+
+
 def trial_figures_dict(t: Any) -> dict[str, Any]:
     """A trial's figures: its user attributes with the buffered ``"hw"`` dict merged in."""
     out = {k: v for k, v in t.user_attrs.items() if k != FIG_KEY}
@@ -667,7 +686,7 @@ def recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
     """Fail RUNNING trials whose worker process on this host is gone, and re-queue their candidates."""
     optuna = optuna_module()
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    for t in fresh_trials(study, states=(optuna.trial.TrialState.RUNNING,)):
         worker = trial_figures_dict(t).get("worker")
         if worker:
             if worker_alive(worker) is not False:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ConfigError
-from hwtune.tuner.storage import REMEASURED_PREFIX, fetch_artifact, result_from_study
+from hwtune.tuner.storage import REMEASURED_PREFIX, fetch_artifact, fresh_trials, result_from_study
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.tuner.context import SearchContext
@@ -196,7 +196,7 @@ def _watch(procs: list[subprocess.Popen[bytes]], url: str, study_name: str, bar:
                 from hwtune.tuner.storage import load_study
 
                 study, _ = load_study(url, study_name)
-            states = [t.state.name for t in study.get_trials(deepcopy=False)]
+            states = [t.state.name for t in fresh_trials(study)]
             bar.n = states.count("COMPLETE")
             bar.set_postfix_str(f"running={states.count('RUNNING')} failed={states.count('FAIL')}")
             bar.refresh()

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwtune.augment import augmenter
 from hwtune.errors import ConfigError, ModelError
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
@@ -93,6 +94,7 @@ class FinetuneStats:
         threads: Torch threads.
         seed: Seed of the sample order.
         stopped_early: The time limit ended the run.
+        augment: The augmentation of the training batches (``"none"``: the images as they are).
     """
 
     epochs: float
@@ -108,6 +110,7 @@ class FinetuneStats:
     threads: int
     seed: int
     stopped_early: bool = False
+    augment: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -133,6 +136,7 @@ def finetune(
     warmup_fraction: float = WARMUP_FRACTION,
     time_limit_s: float | None = None,
     progress: bool = False,
+    augment: str | None = None,
 ) -> FinetuneStats:
     """Fine-tune ``model`` in place, distilled from ``teacher`` when one is given.
 
@@ -156,14 +160,17 @@ def finetune(
         warmup_fraction: Share of the steps of linear warm-up.
         time_limit_s: Stop after this much wall-clock time (the schedule is not shortened).
         progress: A tqdm bar on stderr.
+        augment: A registered augmentation of the training batches (:mod:`hwtune.augment`; the
+            teacher sees the same augmented batch); ``None`` trains on the images as they are.
 
     Raises:
-        ConfigError: a setting out of range.
+        ConfigError: a setting out of range, or an unknown augmentation.
         TrainingDivergedError: the loss became NaN/inf.
     """
     check_positive(epochs=epochs, lr=lr, time_limit_s=time_limit_s)
     check_kd(kd_weight, temperature)
     check_batch_size(batch_size)
+    augment_fn = augmenter(augment, seed)
     if teacher is None:
         kd_weight = 0.0
     ds = train_split(data)
@@ -178,6 +185,8 @@ def finetune(
     teacher_training = teacher.training if teacher is not None else False
 
     def step_fn(x: torch.Tensor, y: torch.Tensor, step: int, lr_now: float) -> float:
+        if augment_fn is not None:
+            x = augment_fn(x)
         with torch.no_grad():
             t_logits = teacher(x) if teacher is not None else None
         loss = distill_loss(model(x), t_logits, y, kd_weight=kd_weight, temperature=temperature)
@@ -220,4 +229,5 @@ def finetune(
         threads=n_threads,
         seed=seed,
         stopped_early=len(losses) < len(batches),
+        augment=augment or "none",
     )

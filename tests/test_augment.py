@@ -1,0 +1,79 @@
+"""Batch augmentations (hwtune.augment) and their use in fine-tuning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hwtune.augment import AUGMENTATIONS, MAX_SHIFT_PX, augmenter, random_hflip, random_shift
+from hwtune.errors import ConfigError
+
+
+def _batch(n: int = 64) -> torch.Tensor:
+    return torch.randn(n, 2, 9, 11, generator=torch.Generator().manual_seed(1))
+
+
+def test_every_shifted_image_is_a_window_of_its_edge_padded_original():
+    x = _batch()
+    m = 2
+    out = random_shift(x, m, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = F.pad(x, (m, m, m, m), mode="replicate")
+    offsets = set()
+    for i in range(len(x)):
+        hits = [
+            (dy, dx)
+            for dy in range(2 * m + 1)
+            for dx in range(2 * m + 1)
+            if torch.equal(out[i], padded[i, :, dy : dy + 9, dx : dx + 11])
+        ]
+        assert hits, f"image {i} is not a shifted copy"
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # the offsets vary per image (25 possible)
+    assert (m, m) in offsets or len(offsets) >= 20
+
+
+def test_flip_mirrors_about_half_of_the_images_and_keeps_the_rest():
+    x = _batch(400)
+    out = random_hflip(x, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(out[i], x[i].flip(-1)) for i in range(len(x))]
+    kept = [torch.equal(out[i], x[i]) for i in range(len(x))]
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 150 < sum(flipped) < 250
+
+
+def test_augmenter_is_reproducible_and_checks_its_name():
+    x = _batch()
+    a, b = augmenter("shift-flip", 3), augmenter("shift-flip", 3)
+    assert torch.equal(a(x), b(x))
+    assert not torch.equal(augmenter("shift-flip", 4)(x), augmenter("shift-flip", 3)(x))
+    assert augmenter(None, 0) is None and augmenter("none", 0) is None
+    flat = torch.randn(4, 10)
+    assert augmenter("shift", 0)(flat) is flat  # not an image batch: unchanged
+    with pytest.raises(ConfigError, match="unknown augmentation 'shfit'.*shift") as exc:
+        augmenter("shfit", 0)
+    assert "\n" not in str(exc.value)
+    assert set(AUGMENTATIONS) == {"none", "shift", "shift-flip"} and MAX_SHIFT_PX == 2
+
+
+def test_finetune_trains_on_augmented_batches(fashion_dir):
+    from hwtune.data import load_dataset
+    from hwtune.supernet import finetune
+
+    splits = load_dataset("fashion-mnist", root=fashion_dir, train_limit=256, val_limit=64)
+
+    def run(augment):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)
+        )
+        stats = finetune(model, splits, epochs=1, lr=0.05, batch_size=64, seed=0, augment=augment)
+        return stats, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    (s_plain, w_plain), (s_aug, w_aug), (_, w_aug2) = run(None), run("shift-flip"), run("shift-flip")
+    assert torch.equal(w_aug, w_aug2)  # seeded
+    assert not torch.equal(w_plain, w_aug)
+    assert s_aug.augment == "shift-flip" and s_plain.augment == "none"
+    with pytest.raises(ConfigError, match="unknown augmentation"):
+        run("rotate")

@@ -10,7 +10,8 @@ never used for selection, is evaluated here to fill ``test_accuracy``.
 Example:
     >>> import hwtune
     >>> result = hwtune.tune("fashion-convnet", device="host", n_trials=8)   # doctest: +SKIP
-    >>> exp = hwtune.export(result, result.knee.number, "deploy/")          # doctest: +SKIP
+    >>> exp = hwtune.export(result, "knee", "deploy/")                      # doctest: +SKIP
+    >>> exp = hwtune.export("hwtune-runs/my-run", "knee", "deploy/")        # doctest: +SKIP
     >>> exp.manifest["val_accuracy"], exp.manifest["latency"]["latency_ms"]  # doctest: +SKIP
 """
 
@@ -25,12 +26,13 @@ from typing import Any
 
 from hwtune._io import atomic_output, check_writable_dir
 from hwtune._tempdirs import remove_stale, work_dir
-from hwtune._util import is_num, versions
+from hwtune._util import is_int, is_num, versions
 from hwtune.errors import ConfigError, ExportError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
 from hwtune.tuner import CandidatePipeline, Schedule, download_weights, load_result, sha256_file
 from hwtune.tuner.artifacts import sqlite_dir
 from hwtune.tuner.inputs import input_spec, load_stored_data, space_from_info
+from hwtune.tuner.rundir import locate_study
 from hwtune.tuner.storage import download_artifact_file
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
@@ -60,22 +62,42 @@ class ExportResult:
 
 
 def _resolve(source: Any, study_name: str | None) -> TuneResult:
+    """The study of ``source`` as stored now (see :func:`~hwtune.tuner.rundir.locate_study`)."""
     if isinstance(source, TuneResult):
         # Re-read the study: the result may be older than the storage (another worker, a resume).
         try:
             return load_result(source.storage, source.study_name)
         except StudyError:
             return source
-    if isinstance(source, (str, Path)):
-        return load_result(source, study_name)
-    if hasattr(source, "study_name") and hasattr(source, "_storage"):  # an optuna.Study
-        url = getattr(getattr(source, "_storage", None), "url", None)
-        if url is None:
-            raise StudyError("export needs a study in an RDB storage (sqlite:///..., postgresql://...)")
-        return load_result(url, source.study_name)
-    raise ConfigError(
-        f"export source must be a TuneResult, a storage URL or an optuna.Study, got {type(source).__name__}"
-    )
+    src = locate_study(source, study_name, what="export source")
+    return load_result(src.storage, src.study_name)
+
+
+def _trial_selector(trial: Any) -> int | None:
+    """``trial`` checked before any work: its number, or None for ``"knee"``.
+
+    Raises:
+        ConfigError: ``"front"`` (several trials, one ``out_dir``) or anything else unknown.
+    """
+    if isinstance(trial, TrialRecord):
+        return trial.number
+    if is_int(trial):
+        return int(trial)
+    word = trial.strip().lower() if isinstance(trial, str) else None
+    if word == "knee":
+        return None
+    if word == "front":
+        raise ConfigError(
+            "trial 'front' names every front member but export writes one out_dir: loop over result.front, "
+            "e.g. for t in result.front: export(result, t.number, f'deploy/trial-{t.number}')"
+        )
+    raise ConfigError(f"trial must be a trial number (int) or 'knee', got {trial!r}")
+
+
+def _knee_number(result: TuneResult) -> int:
+    if result.knee is None:
+        raise StudyError(f"study {result.study_name!r} has no front yet: no knee to export")
+    return result.knee.number
 
 
 def _pick_format(format: str | None, pipeline: CandidatePipeline) -> str:
@@ -131,7 +153,7 @@ def _load_trained(
 
 def export(
     source: Any,
-    trial: int,
+    trial: int | str | TrialRecord,
     out_dir: str | Path,
     format: str | None = None,
     *,
@@ -150,9 +172,12 @@ def export(
     before any work starts.
 
     Args:
-        source: a :class:`~hwtune.front.TuneResult`, a storage URL (with ``study_name``) or an
-            ``optuna.Study``.
-        trial: trial number.
+        source: a :class:`~hwtune.front.TuneResult`, a run directory (``tune(out_dir=DIR)``,
+            ``hwtune tune --out DIR``: the directory holding ``study.db``), a study ``.db`` file, a
+            storage URL (with ``study_name`` when it holds several studies) or an ``optuna.Study``.
+        trial: a trial number, ``"knee"`` (the knee of the study's front as stored now) or a
+            :class:`~hwtune.front.TrialRecord` (``result.knee``). To export every front member,
+            loop over ``result.front`` with one ``out_dir`` each (``"front"`` is refused).
         out_dir: output directory (created).
         format: ``"onnx"`` (or another registered runtime's format); default: the format of the
             runtime the study shipped to.
@@ -170,23 +195,25 @@ def export(
         An :class:`ExportResult` (paths and the manifest).
 
     Raises:
-        StudyError: unknown study or trial, or a trial without trained weights (infeasible, failed).
+        StudyError: unknown study or trial, no front yet (``"knee"``), or a trial without trained
+            weights (infeasible, failed).
         ExportError: the exported file disagrees with the recorded validation accuracy, or ``out_dir``
             cannot be written.
-        ConfigError: unknown format, or a bad argument.
+        ConfigError: unknown format, a source that is not a run, an unknown trial selector, or a
+            bad argument.
     """
     from hwtune.device import DeviceProfile
 
-    if isinstance(trial, bool) or not isinstance(trial, int):
-        raise ConfigError(f"trial must be an integer trial number, got {trial!r}")
+    number = _trial_selector(trial)
     if not is_num(tolerance) or not 0 <= tolerance <= 1:
         raise ConfigError(f"tolerance must be a number in [0, 1] (a fraction of accuracy), got {tolerance!r}")
     remove_stale()
     result = _resolve(source, study_name)
-    rec = result.trial(trial)
+    number = _knee_number(result) if number is None else number
+    rec = result.trial(number)
     if rec.state != "complete" or not rec.trained:
         why = rec.failure if rec.state == "fail" else ("; ".join(rec.figures.infeasible or []) or "not trained")
-        raise StudyError(f"trial {trial} of study {result.study_name!r} cannot be exported: {rec.state}, {why}")
+        raise StudyError(f"trial {number} of study {result.study_name!r} cannot be exported: {rec.state}, {why}")
     if rec.duplicate_of is not None:
         rec = result.trial(rec.duplicate_of)
     final = rec.figures.finalized if finalized is not False else None

@@ -17,7 +17,9 @@ Exit codes:
 * ``2``: bad input: an unknown name, an invalid value or file, a usage error (one line on
   stderr; the traceback with ``--debug``);
 * ``3``: an unexpected internal error (a bug: run again with ``--debug`` and report the traceback);
-* ``130``: interrupted (Ctrl-C) after the command saved what it had finished.
+* ``130``: interrupted (Ctrl-C) after the command saved what it had finished;
+* ``143``: stopped by SIGTERM (``kill``, ``timeout``, a batch scheduler), handled like Ctrl-C: what
+  was finished is saved, and running the same command again resumes a search.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, NoReturn
 
 from hwtune._version import __version__
 from hwtune.errors import ConfigError, HwtuneError
+from hwtune.signals import SigtermGuard, Terminated
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -39,6 +42,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NO",
     "EXIT_OK",
+    "EXIT_TERMINATED",
     "GlobalOptions",
     "build_parser",
     "main",
@@ -50,6 +54,7 @@ EXIT_NO = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 # Command modules, in the order their commands appear in --help. Each has
 # add_parser(subparsers) (or add_parsers) which registers its command(s), either with
@@ -73,7 +78,7 @@ _VALUE_LIKE = re.compile(r"-(?:\.?\d|(?:inf|infinity|nan)$)", re.IGNORECASE)
 EPILOG = (
     "global options (--debug, -q/--quiet, -v/--verbose, --json, --format json|table) work anywhere on the line.\n"
     "exit codes: 0 ok, 1 the answer is 'no' (e.g. the model does not fit the device), 2 bad input, "
-    "3 internal error, 130 interrupted."
+    "3 internal error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (run the same command to resume)."
 )
 
 
@@ -146,13 +151,27 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("global options (anywhere on the line)")
     S = argparse.SUPPRESS
     group.add_argument("--debug", action="store_true", default=S, help="show full tracebacks on errors")
-    group.add_argument("-q", "--quiet", action="store_true", default=S,
-                       help="no progress bars, progress lines or hints; only the answer (and errors)")
-    group.add_argument("-v", "--verbose", action="count", default=S,
-                       help="more progress detail (progress lines every 5 s in logs; every profiling step)")
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=S,
+        help="no progress bars, progress lines or hints; only the answer (and errors)",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=S,
+        help="more progress detail (progress lines every 5 s in logs; every profiling step)",
+    )
     group.add_argument("--json", action="store_true", default=S, help="machine-readable JSON on stdout")
-    group.add_argument("--format", choices=OUTPUT_FORMATS, default=S,
-                       help="output format: table (default, for people) or json (same as --json)")
+    group.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default=S,
+        help="output format: table (default, for people) or json (same as --json)",
+    )
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -242,12 +261,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_BAD_INPUT
         _apply(opts, args)
-        return int(args.func(args) or 0)
+        # SIGTERM stops a command the way Ctrl-C does (a search saves its finished trials and stays resumable)
+        with SigtermGuard() as guard:
+            code = int(args.func(args) or 0)
+        return _terminated() if guard.received else code
     except HwtuneError as exc:
         if debug:
             raise
         print(f"hwtune: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        return _terminated()
     except KeyboardInterrupt:
         print("hwtune: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -260,11 +284,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the CLI boundary: a bug becomes one line, not a wall of text
         if debug:
             raise
-        print(f"hwtune: internal error: {type(exc).__name__}: {_one_line(exc)} "
-              "(run again with --debug for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"hwtune: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(run again with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
     finally:
         _reset_output()
+
+
+def _terminated() -> int:
+    """The one line after a SIGTERM (printed under --quiet too, like an error) and its exit code."""
+    print(
+        "hwtune: terminated (SIGTERM): finished work is saved; run the same command again to resume",
+        file=sys.stderr,
+    )
+    return EXIT_TERMINATED
 
 
 def _reset_output() -> None:

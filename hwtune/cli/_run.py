@@ -2,33 +2,23 @@
 
 ``hwtune tune --out DIR`` writes ``DIR/study.db`` (the SQLite study) and ``DIR/front.json`` (which
 also names the storage and study, so a run that used a remote ``--storage`` is found from its
-directory too). ``front``, ``report``, ``export`` and ``finalize`` take ``DIR`` directly; ``--storage``
-and ``--study`` keep working. ``--trial`` takes ``knee``, ``front`` (every member) or numbers.
+directory too; see :mod:`hwtune.tuner.rundir`, shared with the Python API). ``front``, ``report``,
+``export`` and ``finalize`` take ``DIR`` directly; ``--storage`` and ``--study`` keep working.
+``--trial`` takes ``knee``, ``front`` (every member) or numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hwtune.errors import ConfigError
 
-__all__ = ["RunSource", "TrialSpec", "add_source_arguments", "parse_trial_spec", "resolve_source"]
+if TYPE_CHECKING:  # imported when used: building the parser must not load the tuner (numpy, Optuna)
+    from hwtune.tuner.rundir import RunSource
 
-STUDY_FILE = "study.db"
-FRONT_FILE = "front.json"
-
-
-@dataclass(frozen=True)
-class RunSource:
-    """A study to read: its storage URL, its name (None: the only one there) and its run directory."""
-
-    storage: str
-    study_name: str | None
-    run_dir: Path | None = None
+__all__ = ["TrialSpec", "add_source_arguments", "parse_trial_spec", "resolve_source"]
 
 
 @dataclass(frozen=True)
@@ -56,48 +46,21 @@ def add_source_arguments(p: argparse.ArgumentParser, *, what: str) -> None:
     )
 
 
-def _front_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable run summary ({exc})") from exc
-    return data if isinstance(data, dict) else {}
-
-
-def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path.resolve()}"
-
-
 def resolve_source(run: str | None, storage: str | None, study: str | None) -> RunSource:
-    """The study named by ``RUN`` or by ``--storage``/``--study``.
+    """The study named by ``RUN`` or by ``--storage``/``--study`` (``RUN`` as :func:`~hwtune.tuner.rundir.locate_run`).
 
     Raises:
         ConfigError: neither or both given, or ``RUN`` is not a run directory, ``.db`` file or URL.
     """
+    from hwtune.tuner.rundir import RunSource, locate_run
+
     if run is not None and storage is not None:
         raise ConfigError(f"give a run directory or --storage, not both (got {run!r} and --storage {storage!r})")
     if run is None and storage is None:
         raise ConfigError("which study? give its run directory (hwtune tune --out DIR) or --storage URL")
     if storage is not None:
         return RunSource(storage, study)
-    run = str(run)  # not None: refused above
-    if "://" in run:
-        return RunSource(run, study)
-    path = Path(run)
-    if path.is_file():
-        if path.suffix != ".db":
-            raise ConfigError(f"{run}: expected a run directory, a study .db file or a storage URL")
-        return RunSource(_sqlite_url(path), study, path.parent)
-    if not path.is_dir():
-        raise ConfigError(f"{run}: no such run directory (hwtune tune --out DIR writes one)")
-    summary = _front_json(path / FRONT_FILE) if (path / FRONT_FILE).is_file() else {}
-    if study is None and summary.get("study"):
-        study = str(summary["study"])
-    if (path / STUDY_FILE).is_file():
-        return RunSource(_sqlite_url(path / STUDY_FILE), study, path)
-    if summary.get("storage"):
-        return RunSource(str(summary["storage"]), study, path)
-    raise ConfigError(f"{run}: not a hwtune run directory (no {STUDY_FILE} or {FRONT_FILE}); give --storage URL")
+    return locate_run(str(run), study)
 
 
 def parse_trial_spec(text: str | None, *, option: str = "--trial") -> TrialSpec:

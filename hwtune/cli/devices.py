@@ -6,9 +6,10 @@ import argparse
 from typing import Any
 
 from hwtune.cli._output import format_bytes, print_json, print_table
+from hwtune.cli.calibrate import calibration_lines
 from hwtune.device import DeviceProfile, list_profiles, load_profile
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "predictor_lines"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -50,6 +51,27 @@ def _latency_label(p: DeviceProfile) -> str:
     return f"predicted ({p.calibration.get('method')}, ±{err:.0f}%)" if err is not None else "predicted"
 
 
+def predictor_lines(p: DeviceProfile) -> list[str]:
+    """What a predicted latency on ``p`` is worth: the held-out error of its calibration, FLOPs' next to it.
+
+    A profile without a calibration says so: its predictions are the uncalibrated roofline, with no
+    measured error.
+    """
+    if not p.calibration:
+        return [
+            (
+                "latency predictor: none calibrated -- predicted latency is the uncalibrated roofline from the spec "
+                "sheet (peak throughput, bandwidth), with no held-out error; hwtune calibrate fits one"
+            )
+        ]
+    use = (
+        "used only where latency is predicted: this device is measured"
+        if p.latency_source == "measure"
+        else "every latency predicted for this device carries it"
+    )
+    return [f"latency predictor, held-out error ({use}):", *(f"  {line}" for line in calibration_lines(p.calibration))]
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "devices_command", None) == "show":
         profile = load_profile(args.device)
@@ -71,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         for key, source in profile.sources.items():
             rows.append((f"source: {key}", source))
         print_table(("field", "value"), rows)
+        print()
+        for line in predictor_lines(profile):
+            print(line)
         return 0
     profiles = [load_profile(name) for name in list_profiles()]
     if args.json:

@@ -12,10 +12,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hwtune.cli._run import RunSource, add_source_arguments, parse_trial_spec, resolve_source
+from hwtune.cli._run import add_source_arguments, parse_trial_spec, resolve_source
 from hwtune.errors import ConfigError, StudyError
+
+if TYPE_CHECKING:
+    from hwtune.tuner.rundir import RunSource
 
 __all__ = ["add_parsers", "run_demo", "run_export", "run_finalize", "run_front", "run_report", "run_tune"]
 
@@ -28,6 +31,8 @@ DEMO_TRIALS = 40
 DEMO_EPOCHS = 1.0
 DEMO_RUNGS = (0.25, 1.0)
 DEMO_FINALIZE_EPOCHS = 2.0
+# Exit codes of an interrupted search (as shells report a process ended by the signal: 128 + its number).
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 
 
 def _positive_float(text: str) -> float:
@@ -94,7 +99,11 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--study", default=None, metavar="NAME", help="study name (default RECIPE-DEVICE)")
     p.add_argument(
-        "-o", "--out", default=None, metavar="DIR", help="run directory: study.db, artifacts, reports (default hwtune-runs/STUDY)"
+        "-o",
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="run directory: study.db, artifacts, reports (default hwtune-runs/STUDY)",
     )
     p.add_argument(
         "--max-latency-ms",
@@ -198,7 +207,10 @@ def _add_front_and_report(subparsers: Any) -> list[argparse.ArgumentParser]:
     add_source_arguments(f, what="show")
     f.add_argument("--json", action="store_true", help="JSON list of front trials, knee first")
     f.add_argument(
-        "--device", default=None, metavar="ID", help="the front on this device of a multi-device study (default: the primary)"
+        "--device",
+        default=None,
+        metavar="ID",
+        help="the front on this device of a multi-device study (default: the primary)",
     )
     f.add_argument(
         "--report",
@@ -216,7 +228,10 @@ def _add_front_and_report(subparsers: Any) -> list[argparse.ArgumentParser]:
     add_source_arguments(r, what="report on")
     r.add_argument("-o", "--out", default=None, metavar="DIR", help="where to write them (default: the run directory)")
     r.add_argument(
-        "--device", default=None, metavar="ID", help="report on this device of a multi-device study (default: the primary)"
+        "--device",
+        default=None,
+        metavar="ID",
+        help="report on this device of a multi-device study (default: the primary)",
     )
     r.add_argument("--json", action="store_true", help="print the written paths as JSON")
     r.set_defaults(func=run_report)
@@ -317,9 +332,8 @@ def _budget(args: argparse.Namespace) -> Any:
     return Schedule(**kw)
 
 
-def run_tune(args: argparse.Namespace) -> int:
-    from hwtune.tuner import tune
-
+def _tune_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """``tune()`` keyword arguments from the ``hwtune tune`` options."""
     constraints = {
         k: v
         for k, v in (
@@ -336,34 +350,40 @@ def run_tune(args: argparse.Namespace) -> int:
             for k, v in (("name", args.data), ("train_limit", args.train_limit), ("val_limit", args.val_limit))
             if v is not None
         }
-    result = tune(
-        args.recipe,
-        device=args.device,
-        data=data,
-        objectives=args.objectives,
-        constraints=constraints,
-        n_trials=args.trials,
-        timeout=args.timeout,
-        storage=args.storage,
-        study_name=args.study,
-        sampler=args.sampler,
-        seed=args.seed,
-        budget=_budget(args),
-        out_dir=args.out,
-        progress=not args.quiet,
-        strategy=args.strategy,
-        parent_epochs=args.parent_epochs,
-        runtime=args.runtime,
-        artifacts=args.artifacts,
-        workers=args.workers,
-    )
+    return {
+        "device": args.device,
+        "data": data,
+        "objectives": args.objectives,
+        "constraints": constraints,
+        "n_trials": args.trials,
+        "timeout": args.timeout,
+        "storage": args.storage,
+        "study_name": args.study,
+        "sampler": args.sampler,
+        "seed": args.seed,
+        "budget": _budget(args),
+        "out_dir": args.out,
+        "progress": not args.quiet,
+        "strategy": args.strategy,
+        "parent_epochs": args.parent_epochs,
+        "runtime": args.runtime,
+        "artifacts": args.artifacts,
+        "workers": args.workers,
+    }
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """``hwtune tune``: exit 0, or 130 after Ctrl-C (``main`` makes it 143 after SIGTERM); the study stays resumable."""
+    from hwtune.tuner import tune
+
+    result = tune(args.recipe, **_tune_arguments(args))
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     if not args.quiet:
         _print_next_steps(result)
         _print_dashboard_hint(result)
-    return 130 if result.interrupted else 0
+    return EXIT_INTERRUPTED if result.interrupted else 0
 
 
 def _run_ref(result: Any) -> str:

@@ -29,6 +29,7 @@ from hwtune.tuner.config import Schedule
 from hwtune.tuner.inputs import load_stored_data, space_from_info
 from hwtune.tuner.loop import make_log
 from hwtune.tuner.pipeline import CandidatePipeline
+from hwtune.tuner.rundir import locate_study
 from hwtune.tuner.storage import (
     FINALIZED_PREFIX,
     artifact_location,
@@ -183,8 +184,11 @@ def finalize(
     any training starts.
 
     Args:
-        source: A :class:`TuneResult` or a storage URL (with ``study_name``).
-        trials: ``None`` or ``"knee"`` (the knee), ``"front"`` (every front member) or trial numbers.
+        source: A :class:`TuneResult`, a run directory (``tune(out_dir=DIR)``, ``hwtune tune --out
+            DIR``: the directory holding ``study.db``), a study ``.db`` file, a storage URL (with
+            ``study_name`` when it holds several studies) or an ``optuna.Study``.
+        trials: ``None`` or ``"knee"`` (the knee), ``"front"`` (every front member), a trial number
+            or a list of trial numbers.
         epochs: Fine-tuning epochs per trial (cosine schedule; distilled from the parent when the
             study inherited weights).
         study_name: The study, when ``source`` is a storage URL holding several.
@@ -201,13 +205,20 @@ def finalize(
     Returns:
         The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
 
+    Raises:
+        ConfigError: a bad argument, a source that is not a run, or an unknown ``trials`` selector.
+        StudyError: no such study or trial, no front yet, a trial without trained weights, or
+            results that cannot be written.
+
     Example:
         >>> result = hwtune.finalize(result, "knee", epochs=10)  # doctest: +SKIP
+        >>> result = hwtune.finalize("hwtune-runs/my-run", "front")  # doctest: +SKIP
     """
     _check_args(epochs, seed, lr, threads)
+    trials = _check_selector(trials)
     remove_stale()
-    storage, name = (source.storage, source.study_name) if isinstance(source, TuneResult) else (source, study_name)
-    study, url = load_study(storage, name)
+    src = locate_study(source, study_name, what="finalize source")
+    study, url = load_study(src.storage, src.study_name)
     result = result_from_study(study, url=url)  # the storage opened, not the one the study recorded
     chosen = select_trials(result, trials)
     meta = result.meta
@@ -250,6 +261,27 @@ def finalize(
                 f"(finalized, {figs['accuracy_source']}) in {figs['seconds']:.0f} s"
             )
     return result_from_study(study, url=url)
+
+
+def _check_selector(trials: Any) -> Any:
+    """``trials`` checked before any work: ``"knee"``/``"front"`` (any case), an int or a non-empty list of ints.
+
+    Raises:
+        ConfigError: anything else (one line naming the value and what is expected).
+    """
+    expected = "'knee', 'front', a trial number or a list of trial numbers"
+    if trials is None:
+        return "knee"
+    if isinstance(trials, str):
+        word = trials.strip().lower()
+        if word not in ("knee", "front"):
+            raise ConfigError(f"trials must be {expected}, got {trials!r}")
+        return word
+    if is_int(trials):
+        return [int(trials)]
+    if not isinstance(trials, (list, tuple)) or not trials or not all(is_int(t) for t in trials):
+        raise ConfigError(f"trials must be {expected}, got {trials!r}")
+    return [int(t) for t in trials]
 
 
 def _check_args(epochs: Any, seed: Any, lr: Any, threads: Any) -> None:

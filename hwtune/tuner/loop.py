@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hwtune.front import TuneResult, hypervolume, pareto_front
+from hwtune.signals import SigtermGuard, Terminated
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, promote_pending
 from hwtune.tuner.objective import TrialFailed, make_objective
@@ -169,50 +170,67 @@ def run_trials(
     ``target`` counts the study's complete trials, whichever worker ran them. Failed trials do not
     count towards it, so the loop goes on after a failure; a run makes at most ``2 * missing + 10``
     attempts so a space where everything fails still ends. ``store`` is the study's artifact store,
-    ``coord`` the study lock shared with other workers. Returns True when interrupted by Ctrl-C.
+    ``coord`` the study lock shared with other workers. Returns True when interrupted by Ctrl-C
+    or SIGTERM (handled alike while the loop runs in the main thread: see :mod:`hwtune.signals`).
     """
     monitor = TrialMonitor(study, ctx, target, progress, coord)
     deadline = None if timeout is None else time.monotonic() + timeout
     ctx.deadline = deadline
     for origin, rung in monitor.promote():  # promotions left pending by an earlier run
         ctx.log(f"trial {origin} promoted to rung {rung}: queued")
-    max_attempts = None if target is None else 2 * max(0, target - monitor.n_complete()) + 10
     interrupted = False
-    try:
-        with quiet_optuna():
-            while ctx.stop_reason is None:
-                missing = None if target is None else target - monitor.n_complete()
-                if missing is not None and missing <= 0:
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                n_trials = None
-                if max_attempts is not None and missing is not None:
-                    n_trials = min(missing, max_attempts - ctx.attempts)
-                    if n_trials <= 0:
-                        ctx.log(
-                            f"stopping: {ctx.attempts} attempts made, {missing} trial(s) short of {target} "
-                            "(too many failures)"
-                        )
-                        break
-                study.optimize(
-                    make_objective(ctx, study, store=store, coord=coord),
-                    n_trials=n_trials,
-                    timeout=left,
-                    catch=(TrialFailed,),
-                    callbacks=[monitor],
-                )
-                if target is None:
-                    break  # timeout-only run: optimize returned because time is up or a stop
-    except KeyboardInterrupt:
-        interrupted = True
-        ctx.log("interrupted: finished trials are saved; the interrupted candidate will be retried on resume")
-        # The interrupted trial is already FAIL (Optuna marks it); queue its candidate for the next run.
-        with contextlib.suppress(Exception):
-            last = study.trials[-1]
-            if last.state.name == "FAIL":
-                requeue(study, last)
-    finally:
-        monitor.close()
+    # the guard covers the clean-up too: a second SIGTERM must not cut the requeue short
+    with SigtermGuard():
+        try:
+            with quiet_optuna():
+                _optimize(study, ctx, monitor, target, deadline, store=store, coord=coord)
+        except KeyboardInterrupt as exc:
+            interrupted = True
+            how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            ctx.log(f"{how}: finished trials are saved; the interrupted candidate will be retried on resume")
+            # The interrupted trial is already FAIL (Optuna marks it); queue its candidate for the next run.
+            with contextlib.suppress(Exception):
+                last = study.trials[-1]
+                if last.state.name == "FAIL":
+                    requeue(study, last)
+        finally:
+            monitor.close()
     return interrupted
+
+
+def _optimize(
+    study: Any,
+    ctx: SearchContext,
+    monitor: TrialMonitor,
+    target: int | None,
+    deadline: float | None,
+    *,
+    store: Any,
+    coord: Coordination | None,
+) -> None:
+    """``study.optimize`` in rounds until the target, the deadline, a stop or the attempt limit."""
+    max_attempts = None if target is None else 2 * max(0, target - monitor.n_complete()) + 10
+    while ctx.stop_reason is None:
+        missing = None if target is None else target - monitor.n_complete()
+        if missing is not None and missing <= 0:
+            break
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        n_trials = None
+        if max_attempts is not None and missing is not None:
+            n_trials = min(missing, max_attempts - ctx.attempts)
+            if n_trials <= 0:
+                ctx.log(
+                    f"stopping: {ctx.attempts} attempts made, {missing} trial(s) short of {target} (too many failures)"
+                )
+                break
+        study.optimize(
+            make_objective(ctx, study, store=store, coord=coord),
+            n_trials=n_trials,
+            timeout=left,
+            catch=(TrialFailed,),
+            callbacks=[monitor],
+        )
+        if target is None:
+            break  # timeout-only run: optimize returned because time is up or a stop

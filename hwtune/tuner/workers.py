@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ConfigError
+from hwtune.signals import SigtermGuard
 from hwtune.tuner.storage import REMEASURED_PREFIX, fetch_artifact, fresh_trials, result_from_study
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,9 +100,13 @@ def check_local_workers(workers: int, data_load: Mapping[str, Any] | None, sampl
     if workers <= 1:
         return None
     if data_load is None:
-        raise ConfigError("workers > 1: give data as a name or a mapping of load_dataset arguments (each worker loads it)")
+        raise ConfigError(
+            "workers > 1: give data as a name or a mapping of load_dataset arguments (each worker loads it)"
+        )
     if not isinstance(sampler, str):
-        raise ConfigError(f"workers > 1: give the sampler by name (each worker builds its own), got {type(sampler).__name__}")
+        raise ConfigError(
+            f"workers > 1: give the sampler by name (each worker builds its own), got {type(sampler).__name__}"
+        )
     return pipeline_ref(pipeline)
 
 
@@ -153,7 +158,13 @@ def run_local_workers(
 ) -> bool:
     """Run ``workers`` ``hwtune worker`` processes on the study until they end; True when interrupted."""
     cmd = worker_command(
-        url, study_name, n_trials=n_trials, timeout=timeout, artifacts=artifacts, threads=threads, pipeline_ref=pipeline_ref
+        url,
+        study_name,
+        n_trials=n_trials,
+        timeout=timeout,
+        artifacts=artifacts,
+        threads=threads,
+        pipeline_ref=pipeline_ref,
     )
     log(f"starting {workers} local workers on study {study_name!r} (each: {' '.join(cmd[1:4])} ...)")
     env = _child_env()
@@ -161,7 +172,8 @@ def run_local_workers(
     interrupted = False
     bar = _progress_bar(n_trials) if progress else None
     try:
-        _watch(procs, url, study_name, bar)
+        with SigtermGuard():  # a SIGTERM to this process stops the workers like Ctrl-C
+            _watch(procs, url, study_name, bar)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping the workers (finished trials are saved)")
@@ -174,9 +186,9 @@ def run_local_workers(
         if bar is not None:
             bar.close()
     for i, p in enumerate(procs):
-        if p.returncode not in (0, 130, -signal.SIGINT):
+        if p.returncode not in (0, 130, 143, -signal.SIGINT, -signal.SIGTERM):
             log(f"warning: worker {i} (pid {p.pid}) exited with code {p.returncode}")
-    return interrupted or any(p.returncode in (130, -signal.SIGINT) for p in procs)
+    return interrupted or any(p.returncode in (130, 143, -signal.SIGINT, -signal.SIGTERM) for p in procs)
 
 
 def _progress_bar(total: int | None) -> Any:
@@ -223,14 +235,23 @@ def _measure_alone(rec: Any, ctx: SearchContext, store: Any, work: Path) -> dict
             shipped_id = rec.figures.shipped_artifact_id
             if not shipped_id:
                 continue  # written before shipped files were stored: keep the search figure
-            path = fetch_artifact(store, shipped_id, work / f"{rec.number}{pipe.runtime.suffix}", what="shipped file", where="store")
+            path = fetch_artifact(
+                store, shipped_id, work / f"{rec.number}{pipe.runtime.suffix}", what="shipped file", where="store"
+            )
             shipped = ShippedModel(path, pipe.runtime_name, pipe.runtime.format, plan.label, pipe.input_shape, {})
             lat = pipe.measure(shipped, time_budget_s=budget, device=dev)
             ms = lat.get("median_ms")
-            label = f"{lat.get('label', 'measured')} (the shipped {plan.label} file) [alone, re-measured after the search]"
+            label = (
+                f"{lat.get('label', 'measured')} (the shipped {plan.label} file) [alone, re-measured after the search]"
+            )
         if ms is not None:
             lat["label"] = label
-            out[dev.id] = {"latency_ms": float(ms), "latency": lat, "latency_label": label, "latency_conditions": "alone"}
+            out[dev.id] = {
+                "latency_ms": float(ms),
+                "latency": lat,
+                "latency_label": label,
+                "latency_conditions": "alone",
+            }
     return out
 
 
@@ -263,5 +284,7 @@ def remeasure_front_alone(study: Any, ctx: SearchContext, store: Any) -> list[in
                     study.set_user_attr(f"{REMEASURED_PREFIX}{rec.number}", per)
                 done.append(rec.number)
     if done:
-        ctx.log(f"front latency measured again alone (no other worker running) for trial(s) {', '.join(map(str, done))}")
+        ctx.log(
+            f"front latency measured again alone (no other worker running) for trial(s) {', '.join(map(str, done))}"
+        )
     return done

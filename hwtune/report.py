@@ -182,6 +182,12 @@ def _budget_summary(result: TuneResult) -> dict[str, Any]:
     }
 
 
+def _shipped_runtime(result: TuneResult) -> str:
+    """The runtime the study's trials were shipped to (``onnxruntime`` for studies that predate the field)."""
+    names = {t.figures.runtime for t in result.trials if t.trained and t.figures.runtime}
+    return ", ".join(sorted(names)) or "onnxruntime"
+
+
 def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
     c = result.counts()
     knee = result.knee
@@ -217,7 +223,7 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
             (
                 f"Knee (balanced pick): trial **#{knee.number}**, {knee.precision}, "
                 f"{100 * (knee.accuracy or 0):.2f}% validation accuracy, {knee.latency_ms:.3f} ms "
-                f"({knee.latency_source}). Export it with "
+                f"({knee.figures.latency_label or knee.latency_source}). Export it with "
                 f"`hwtune export --storage {result.storage} --study {result.study_name} --trial {knee.number} --out DIR`."
             ),
             "",
@@ -246,8 +252,9 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
     lines += [
         (
             "Accuracy is measured on the validation split (carved from the training set) on what ships: the "
-            "quantized ONNX file for int8/fp16 candidates. Candidates stopped early by the successive-halving "
-            "schedule report the accuracy at the budget they reached (column `epochs`). Latency is "
+            f"quantized file run by {_shipped_runtime(result)} for int8/fp16/mixed candidates. Candidates stopped "
+            "early by the successive-halving schedule report the accuracy at the budget they reached (column "
+            "`epochs`). Latency is "
             f"{'measured' if (meta.device or {}).get('latency_source') == 'measure' else 'predicted'} on the device "
             "(`source` column). The test split is used only when a model is exported."
         ),

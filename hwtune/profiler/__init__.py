@@ -470,8 +470,15 @@ def _predict(
             else:
                 source = pred.latency_source
                 label = pred.source
+                notes.extend(str(n) for n in pred.notes)  # e.g. "int8 not measured: extrapolated from fp32 ..."
                 if source == "predicted" and pred.error_pct is not None:
-                    label = f"predicted (±{pred.error_pct:.0f}%, calibrated: {pred.method or 'unknown method'})"
+                    # The held-out error holds for the calibrated precisions only: say when this one is not.
+                    beyond = ""
+                    for note in pred.notes:  # "int8 not measured: extrapolated from fp32 with ..."
+                        what, sep, how = str(note).partition(" not measured: ")
+                        if sep and how.startswith("extrapolated"):
+                            beyond += f"; {what} {how.split(' with ')[0]}"
+                    label = f"predicted (±{pred.error_pct:.0f}%, calibrated: {pred.method or 'unknown method'}{beyond})"
                 elif source != "predicted" and not label.startswith("estimated"):
                     label = f"estimated ({label})"
                 return LatencyEstimate(

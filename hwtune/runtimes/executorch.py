@@ -8,7 +8,8 @@ The PyTorch-native path to ARM phones and boards. Export: ``torch.export`` -> (i
   ``nn_module_stack`` path) out of quantization; XNNPACK runs them in fp32.
 - ``info["float_ops"]`` lists the compute ops of the quantized graph whose inputs are not
   dequantized int8 tensors (they run in float); ``info["non_delegated_ops"]`` lists ops XNNPACK did
-  not take (they run in ExecuTorch's portable kernels).
+  not take (they run in ExecuTorch's portable kernels); ``info["input"]`` / ``info["output"]`` are the
+  program's tensors read back from the ``.pte`` (float32 even for int8: XNNPACK quantizes inside).
 - Threads: ExecuTorch's CPU thread pool is process-wide; :meth:`ExecuTorchRuntime.load` resets it to
   ``threads`` before loading the method, so the last load decides for every loaded program.
 - Per-op times come from the ETDump the runtime writes when loaded with ``enable_etdump``, read by
@@ -56,6 +57,19 @@ _DEQUANTIZE = re.compile(r"quantized_decomposed\.dequantize_per_|dequantize_affi
 # Ops XNNPACK profiles that are not computation of the model (aggregates and layout copies).
 _NOT_OPS = frozenset({"Method::execute", "DELEGATE_CALL", "Method::init", "Program::load_method"})
 RANDOM_CALIBRATION_SAMPLES = 16
+# ExecuTorch's tensor metadata gives c10::ScalarType codes (c10/core/ScalarType.h).
+_SCALAR_TYPES = {
+    0: "uint8",
+    1: "int8",
+    2: "int16",
+    3: "int32",
+    4: "int64",
+    5: "float16",
+    6: "float32",
+    7: "float64",
+    11: "bool",
+    15: "bfloat16",
+}
 
 
 def _op_name(node: Any) -> str:
@@ -151,6 +165,28 @@ def _lower(exported: Any) -> tuple[bytes, list[str]]:
         and "getitem" not in str(n.target)
     ]
     return bytes(edge.to_executorch().buffer), left
+
+
+def _io_spec(content: bytes) -> dict[str, dict[str, Any]]:
+    """The program's ``forward`` input and output tensors (dtype, fixed shape), read back from the ``.pte``.
+
+    Quantized programs keep float32 I/O: the XNNPACK delegate quantizes and dequantizes inside, so
+    ``scale`` and ``zero_point`` are None (same keys as :func:`hwtune.runtimes.litert.io_spec`).
+    """
+    from executorch.runtime import Runtime as EtRuntime
+
+    def spec(meta: Any) -> dict[str, Any]:
+        code = int(meta.dtype())
+        return {
+            "dtype": _SCALAR_TYPES.get(code, f"ScalarType {code}"),
+            "shape": [int(d) for d in meta.sizes()],
+            "scale": None,
+            "zero_point": None,
+        }
+
+    with capture_fd2():
+        method = EtRuntime.get().load_program(content).metadata("forward")
+    return {"input": spec(method.input_tensor_meta(0)), "output": spec(method.output_tensor_meta(0))}
 
 
 class ExecuTorchModel(LoadedModel):
@@ -260,6 +296,7 @@ class ExecuTorchRuntime(Runtime):
         finally:
             model.train(was_training)
         info: dict[str, Any] = {"delegate": "XnnpackBackend", "float_ops": float_ops, "non_delegated_ops": left}
+        info.update(_io_spec(content))
         if "int8" in plan.precisions:
             info["quantization"] = {
                 "tool": "PT2E XNNPACKQuantizer",

@@ -8,8 +8,10 @@ and quantizes the float file with ``ai-edge-quantizer`` (see :mod:`hwtune.runtim
   model quantizes and dequantizes with the file's own scales), calibrated on ``calibration``;
 - mixed: the plan's fp32 modules are left out of quantization (QUANTIZE/DEQUANTIZE at the borders).
 
-``info["float_ops"]`` lists every op still computing in float. The Python interpreter exposes no
-per-op profiler, so :meth:`LiteRTRuntime.op_times` returns None.
+``info["float_ops"]`` lists every op still computing in float; ``info["input"]`` / ``info["output"]``
+describe the file's own tensors (:func:`io_spec`: dtype, shape, and for int8 the scale and zero
+point a deployer quantizes with). The Python interpreter exposes no per-op profiler, so
+:meth:`LiteRTRuntime.op_times` returns None.
 
 Example:
     >>> from hwtune.runtimes import get_runtime
@@ -30,6 +32,7 @@ from hwtune.errors import ExportError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes import _tflite_common as tfl
 from hwtune.runtimes._base import Runtime, ShippedModel
+from hwtune.runtimes._native_io import capture_fd2
 from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +41,35 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hwtune.device import DeviceProfile
 
-__all__ = ["LiteRTRuntime"]
+__all__ = ["LiteRTRuntime", "io_spec"]
+
+
+def _tensor_spec(details: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    scale, zero = details.get("quantization", (0.0, 0))
+    quantized = np.dtype(details["dtype"]).kind in "iu" and bool(scale)
+    return {
+        "dtype": np.dtype(details["dtype"]).name,
+        "shape": [int(d) for d in details["shape"]],
+        "scale": float(scale) if quantized else None,
+        "zero_point": int(zero) if quantized else None,
+    }
+
+
+def io_spec(content: bytes) -> dict[str, dict[str, Any]]:
+    """The ``.tflite``'s input and output tensors as read back from the file by ai-edge-litert.
+
+    Returns:
+        ``{"input": {...}, "output": {...}}``, each with ``dtype`` (``int8``, ``float32``), ``shape``
+        (batch first, fixed) and, for quantized tensors, ``scale`` and ``zero_point``
+        (``real = scale * (q - zero_point)``), else None.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    with capture_fd2():  # "Created TensorFlow Lite XNNPACK delegate" on fd 2
+        it = Interpreter(model_content=content)
+    return {"input": _tensor_spec(it.get_input_details()[0]), "output": _tensor_spec(it.get_output_details()[0])}
 
 
 class LiteRTRuntime(Runtime):
@@ -67,6 +98,7 @@ class LiteRTRuntime(Runtime):
         self.require()
         plan = PrecisionPlan.coerce(plan)
         content, info = tfl.export_tflite(model, example, plan, calibration=calibration, seed=seed, runtime=self.name)
+        info.update(io_spec(content))
         path = write_atomic(out_path, content, what="the .tflite model", error=ExportError)
         return ShippedModel(path, self.name, self.format, plan.label, tuple(example.shape), info)
 

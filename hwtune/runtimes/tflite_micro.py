@@ -34,6 +34,7 @@ from hwtune.runtimes import _tflite_common as tfl
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
 from hwtune.runtimes._native_io import capture_fd2
 from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
+from hwtune.runtimes.litert import io_spec
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -175,8 +176,9 @@ class TFLiteMicroRuntime(Runtime):
     ) -> ShippedModel:
         """Write the int8 ``.tflite``, check TFLite Micro against LiteRT's reference kernels, measure its arena.
 
-        ``info`` gains ``arena_bytes`` / ``arena_source`` and ``reference_max_diff_steps`` (largest
-        output difference, in output quantization steps, over ``CHECK_SAMPLES`` inputs).
+        ``info`` gains ``arena_bytes`` / ``arena_source``, ``reference_max_diff_steps`` (largest
+        output difference, in output quantization steps, over ``CHECK_SAMPLES`` inputs) and the file's
+        ``input`` / ``output`` tensors (:func:`hwtune.runtimes.litert.io_spec`).
 
         Raises:
             ConfigError: an fp32 plan (microcontroller deployments are int8 here; use ``litert`` for fp32).
@@ -195,6 +197,7 @@ class TFLiteMicroRuntime(Runtime):
             content = tfl.inline_buffers(content)
             info["external_buffers"] = 0
             info.setdefault("notes", []).append(f"{external} weight buffers moved inside the flatbuffer for TFLM")
+        info.update(io_spec(content))
         check = calibration if calibration is not None else tfl.random_calibration(tuple(example.shape), seed + 1)
         steps = _check_against_reference(content, check[: CHECK_SAMPLES * int(example.shape[0])])
         path = write_atomic(out_path, content, what="the .tflite model", error=ExportError)

@@ -162,8 +162,9 @@ class CandidatePipeline:
         """Validation accuracy of a module (torch) or of a shipped file (its runtime)."""
         from hwtune.training import evaluate
 
-        path = getattr(target, "path", target)
-        return float(evaluate(path, dataset, batch_size=batch_size).accuracy)
+        # A ShippedModel runs on the runtime that shipped it (tflite-micro's .tflite in TFLite Micro,
+        # not in LiteRT, which a bare .tflite path would pick).
+        return float(evaluate(target, dataset, batch_size=batch_size).accuracy)
 
     def ship(
         self,

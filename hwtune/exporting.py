@@ -106,11 +106,14 @@ def _knee_number(result: TuneResult) -> int:
     return result.knee.number
 
 
-def _pick_format(format: str | None, pipeline: CandidatePipeline) -> str:
-    """The runtime that writes ``format`` (default: the runtime the study ships to for its device)."""
+def _pick_format(format: str | None, pipeline: CandidatePipeline, scored_on: str | None = None) -> str:
+    """The runtime that writes ``format`` (default: the runtime the trial was scored on -- a study tuned
+    with ``runtime=`` keeps it -- else the one the study ships to for its device)."""
     from hwtune.runtimes import get_runtime, list_runtimes
 
     if format is None:
+        if scored_on and scored_on in list_runtimes() and get_runtime(scored_on).format != "torch":
+            return scored_on
         return pipeline.runtime_name
     by_format: dict[str, str] = {}
     for n in list_runtimes():  # sorted: for .tflite, litert comes before tflite-micro
@@ -230,7 +233,7 @@ def export(
     space = space_from_info(meta.recipe or {})
     device = DeviceProfile.from_dict(meta.device or {}, source=f"study {result.study_name}")
     pipe = (pipeline or CandidatePipeline)(space, device)
-    pipe.runtime_name = _pick_format(format, pipe)
+    pipe.runtime_name = _pick_format(format, pipe, rec.figures.runtime)
     data_meta = meta.data or {}
     data = load_stored_data(
         data_meta.get("load"), study=result.study_name, run_dir=sqlite_dir(result.storage), data=data, download=download
@@ -416,9 +419,21 @@ def _manifest(
         "candidate": rec.candidate,
         "training": {"epochs": f.budget_epochs, "rung": f.rung, "max_rung": f.max_rung, "seed": f.seed},
         "study": {"name": result.study_name, "storage": result.storage, "trial": rec.number, "recipe": result.recipe},
-        "versions": versions(),
+        "versions": versions(_runtime_packages(shipped.runtime)),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
+
+
+def _runtime_packages(runtime: str) -> tuple[str, ...]:
+    """Distributions behind a runtime's modules (their versions go into the manifest)."""
+    from importlib import metadata
+
+    from hwtune.runtimes import get_runtime, list_runtimes
+
+    if runtime not in list_runtimes():
+        return ()
+    dists = metadata.packages_distributions()
+    return tuple(sorted({d for m in get_runtime(runtime).modules for d in dists.get(m, ())}))
 
 
 def _json_default(o: Any) -> Any:

@@ -297,6 +297,8 @@ def test_default_export_is_the_device_runtime_file(deployed, device_id):
     assert m["sha256"] == hashlib.sha256(content).hexdigest() and m["file_bytes"] == len(content)
     assert m["study"]["trial"] == dep.result.knee.number
     assert abs(m["val_accuracy"] - m["recorded_val_accuracy"]) <= 0.01
+    wanted = {"ai-edge-litert"} | ({"tflite_micro", "tflite-micro"} if runtime == "tflite-micro" else set())
+    assert {k.replace("_", "-") for k in m["versions"]} >= {w.replace("_", "-") for w in wanted}, m["versions"]
 
 
 @pytest.mark.parametrize("device_id", DEVICES)

@@ -120,3 +120,14 @@ def test_finalize_takes_a_run_directory_and_the_knee(run_dir, tmp_path):
     done = [t.number for t in result.trials if t.figures.finalized]
     assert done == [before.knee.number]
     assert result.storage == f"sqlite:///{(copy / 'study.db').resolve()}"
+
+
+def test_finalize_augments_when_asked_and_refuses_unknown_augmentations(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with pytest.raises(ConfigError, match="unknown augmentation 'flip'") as exc:
+        hwtune.finalize(copy, "knee", epochs=0.05, pipeline=FastPipeline, progress=False, augment="flip")
+    assert "\n" not in str(exc.value)
+    assert not [t for t in load_result(f"sqlite:///{copy / 'study.db'}").trials if t.figures.finalized]  # nothing ran
+    result = hwtune.finalize(copy, "knee", epochs=0.05, pipeline=FastPipeline, progress=False, augment="shift-flip")
+    assert [t.figures.finalized["augment"] for t in result.trials if t.figures.finalized] == ["shift-flip"]

@@ -291,6 +291,12 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
         "--epochs", type=_positive_float, default=None, metavar="E", help="fine-tuning epochs per trial (default 10)"
     )
     z.add_argument("--seed", type=int, default=None, metavar="S", help="seed of the fine-tuning (default: the study's)")
+    z.add_argument(
+        "--augment",
+        default=None,
+        metavar="NAME",
+        help="augment the fine-tuning batches: shift or shift-flip (only for data whose labels survive it); default none",
+    )
     z.add_argument("--json", action="store_true", help="print the finalized trials as JSON")
     z.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no table")
     z.set_defaults(func=run_finalize)
@@ -556,6 +562,7 @@ def run_finalize(args: argparse.Namespace) -> int:
         epochs=args.epochs or DEFAULT_FINALIZE_EPOCHS,
         seed=args.seed,
         progress=not args.quiet,
+        augment=args.augment,
     )
     if args.json:
         done = [

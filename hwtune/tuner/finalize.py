@@ -106,6 +106,7 @@ def _finalize_one(
     threads: int | None,
     lr: float | None,
     work: Path,
+    augment: str | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -124,7 +125,15 @@ def _finalize_one(
         blob = torch.load(download_weights(result, rec.number, work / f"w{rec.number}.pt"), weights_only=True)
         model.load_state_dict(blob["state_dict"])
     stats = finetune(
-        model, data, epochs=epochs, teacher=parent, lr=lr, batch_size=sched.batch_size, seed=seed, threads=threads
+        model,
+        data,
+        epochs=epochs,
+        teacher=parent,
+        lr=lr,
+        batch_size=sched.batch_size,
+        seed=seed,
+        threads=threads,
+        augment=augment,
     )
     acc_fp32 = pipe.evaluate(model, data.val, batch_size=sched.val_batch_size)
     if not math.isfinite(acc_fp32):
@@ -133,6 +142,7 @@ def _finalize_one(
     figures: dict[str, Any] = {
         "epochs": epochs,
         "teacher": "parent" if parent is not None else None,
+        "augment": augment or "none",
         "val_accuracy_fp32": acc_fp32,
         "val_accuracy": acc_fp32,
         "accuracy_source": "torch (fp32)",
@@ -177,6 +187,7 @@ def finalize(
     progress: bool = True,
     pipeline: Any = None,
     download: bool = False,
+    augment: str | None = None,
 ) -> TuneResult:
     """Fine-tune the chosen trials to convergence and record their final, shipped accuracy.
 
@@ -201,6 +212,9 @@ def finalize(
         progress: Print a line per trial.
         pipeline: The :class:`CandidatePipeline` class the search used.
         download: Allow downloading a missing named dataset (never taken from the study).
+        augment: Augmentation of the fine-tuning batches (:data:`hwtune.augment.AUGMENTATIONS`:
+            ``"shift"``, ``"shift-flip"``; default none). Only for data it keeps the labels of (a flip
+            turns a digit into another shape).
 
     Returns:
         The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
@@ -215,6 +229,9 @@ def finalize(
         >>> result = hwtune.finalize("hwtune-runs/my-run", "front")  # doctest: +SKIP
     """
     _check_args(epochs, seed, lr, threads)
+    from hwtune.augment import augmenter
+
+    augmenter(augment, 0)  # an unknown name fails before any work
     trials = _check_selector(trials)
     remove_stale()
     src = locate_study(source, study_name, what="finalize source")
@@ -253,6 +270,7 @@ def finalize(
                 threads=threads,
                 lr=lr,
                 work=work,
+                augment=augment,
             )
             study.set_user_attr(f"{FINALIZED_PREFIX}{rec.number}", figs)
             before = rec.accuracy or 0.0

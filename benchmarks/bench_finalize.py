@@ -1,0 +1,145 @@
+"""Finalized-front benchmark: the best small model of a search, trained on, as shipped, on the test split.
+
+Issue 9's target: >= 92.5% Fashion-MNIST test accuracy, int8 as shipped, at <= 50 K parameters, within
+30 minutes of total compute on 2 cores (search + finalize). This script takes a finished study (for
+instance the ``inherit`` run of ``bench_search.py``), picks its most accurate trained trial under the
+parameter cap (or the trials given), finalizes it with ``hwtune.finalize`` and writes what the shipped
+file scored, with the compute that went into it: the search's wall time, the parent's one-off training
+(``inherit``) and the finalize time.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_finalize.py RUN_DIR --epochs 15
+    .venv/bin/python benchmarks/bench_finalize.py RUN_DIR --epochs 15 --augment shift-flip --trial 54
+    .venv/bin/python benchmarks/bench_finalize.py RUN_DIR RUN_DIR2 --no-run     # collect finalized studies
+
+Writes ``benchmarks/results/finalize.json`` (one row per finalized trial of every study given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+TARGET_TEST_ACCURACY = 0.925
+TARGET_MAX_PARAMS = 50_000
+TARGET_COMPUTE_S = 1800.0
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories of finished studies (each holding study.db)")
+    p.add_argument("--trial", type=int, default=None, help="finalize this trial (default: best under --max-params)")
+    p.add_argument("--max-params", type=int, default=TARGET_MAX_PARAMS)
+    p.add_argument("--epochs", type=float, default=15.0)
+    p.add_argument("--augment", default=None, help="finalize augmentation (shift, shift-flip)")
+    p.add_argument("--no-run", action="store_true", help="only collect trials finalized before")
+    p.add_argument("--out", default=str(RESULTS / "finalize.json"))
+    return p.parse_args()
+
+
+def _search_seconds(result: Any) -> float | None:
+    stamps = [(t.started, t.finished) for t in result.trials if t.started and t.finished]
+    if not stamps:
+        return None
+    first = min(datetime.fromisoformat(s) for s, _ in stamps)
+    last = max(datetime.fromisoformat(f) for _, f in stamps)
+    return (last - first).total_seconds()
+
+
+def _best_small(result: Any, max_params: int) -> Any:
+    small = [
+        t
+        for t in result.trials
+        if t.complete and t.trained and t.duplicate_of is None and t.figures.params and t.figures.params <= max_params
+    ]
+    if not small:
+        raise SystemExit(f"study {result.study_name}: no trained trial with <= {max_params} parameters")
+    return max(small, key=lambda t: (t.accuracy or 0.0, -t.number))
+
+
+def _rows(result: Any, run: Path) -> list[dict[str, Any]]:
+    search_s = _search_seconds(result)
+    parent_s = (result.meta.parent or {}).get("seconds")
+    rows = []
+    for t in result.trials:
+        fin = t.figures.finalized
+        if not fin:
+            continue
+        params = int(t.figures.params or 0)
+        test = fin.get("test_accuracy")
+        compute = (search_s or 0.0) + float(fin.get("seconds") or 0.0)
+        rows.append(
+            {
+                "run": str(run),
+                "study": result.study_name,
+                "strategy": result.meta.strategy,
+                "trial": t.number,
+                "precision": t.precision,
+                "params": params,
+                "macs": t.figures.macs,
+                "search_val_accuracy": t.accuracy,
+                "finalized": fin,
+                "test_accuracy_as_shipped": test,
+                "latency_ms": fin.get("latency_ms"),
+                "search_seconds": search_s,
+                "finalize_seconds": fin.get("seconds"),
+                "parent_seconds_one_off": parent_s,
+                "compute_seconds_search_plus_finalize": compute,
+                "target": {
+                    "test_accuracy": TARGET_TEST_ACCURACY,
+                    "max_params": TARGET_MAX_PARAMS,
+                    "int8": True,
+                    "compute_s": TARGET_COMPUTE_S,
+                },
+                "met": {
+                    "test_accuracy": test is not None and test >= TARGET_TEST_ACCURACY,
+                    "params": params <= TARGET_MAX_PARAMS,
+                    "int8": t.precision == "int8",
+                    "compute_without_parent": compute <= TARGET_COMPUTE_S,
+                    "compute_with_parent": compute + float(parent_s or 0.0) <= TARGET_COMPUTE_S,
+                },
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    args = _parse()
+    import hwtune
+    from hwtune.tuner import load_result
+
+    rows: list[dict[str, Any]] = []
+    for run in map(Path, args.runs):
+        url = f"sqlite:///{(run / 'study.db').resolve()}"
+        result = load_result(url)
+        if not args.no_run:
+            chosen = args.trial if args.trial is not None else _best_small(result, args.max_params).number
+            print(f"{result.study_name}: finalizing trial {chosen} for {args.epochs:g} epochs", flush=True)
+            result = hwtune.finalize(url, chosen, epochs=args.epochs, augment=args.augment)
+        rows.extend(_rows(result, run))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows}, indent=2, default=str) + "\n")
+    print(
+        f"\n{'study':<14} {'trial':>5} {'prec':>6} {'params':>7} {'aug':>10} {'test (shipped)':>15} {'compute s':>10}"
+    )
+    for r in rows:
+        test = r["test_accuracy_as_shipped"]
+        print(
+            f"{r['study']:<14} {r['trial']:>5} {r['precision']:>6} {r['params']:>7} "
+            f"{r['finalized'].get('augment', 'none'):>10} {'-' if test is None else f'{100 * test:.2f}%':>15} "
+            f"{r['compute_seconds_search_plus_finalize']:>10.0f}"
+        )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,7 +35,21 @@ _KIND = re.compile(r"[a-z0-9]{1,20}")
 _OWNED = re.compile(r"hwtune-[a-z0-9]{1,20}-p(?P<pid>\d{1,10})-(?P<start>\d{1,20}|x)-[A-Za-z0-9_]+")
 # Older versions' names: a known kind and tempfile's 8 random characters (nothing broader, so a
 # user's own /tmp/hwtune-something is never matched).
-_LEGACY_KINDS = ("trial", "quant", "export", "finalize", "parent", "profile", "ortprof", "etdump", "microbench")
+# Kinds still made with plain ``tempfile`` somewhere are listed too, so a killed run's leftovers go after a day.
+_LEGACY_KINDS = (
+    "trial",
+    "quant",
+    "export",
+    "finalize",
+    "parent",
+    "profile",
+    "ortprof",
+    "etdump",
+    "microbench",
+    "remeasure",
+    "compress",
+    "tflm",
+)
 _LEGACY = re.compile(rf"hwtune-(?:{'|'.join(_LEGACY_KINDS)})-[a-z0-9_]{{8}}")
 
 

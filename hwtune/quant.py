@@ -30,13 +30,13 @@ import io
 import logging
 import math
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError, did_you_mean
 from hwtune.onnx_export import onnx_node_module
 from hwtune.precision import PrecisionPlan
@@ -592,7 +592,7 @@ def _to_int8(
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     qtypes = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    with tempfile.TemporaryDirectory(prefix="hwtune-quant-") as tmp, _quiet_ort_logging():
+    with work_dir("quant") as tmp, _quiet_ort_logging():
         source_path = src
         try:
             if config.preprocess:

@@ -114,14 +114,11 @@ def test_idx_loader(tmp_path):
     check_loader(lambda p: read_idx(p, ndim=3), gzip.compress(plain), tmp_path / "m-idx3-ubyte.gz", seed=9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tuner/storage.load_study lets optuna's StorageInternalError / sqlalchemy errors of a damaged "
-    "study.db through (issue 13 owns storage.py)",
-)
 def test_study_loader(tmp_path):
-    """A damaged or foreign ``study.db`` (copied from the 0.1.0 fixture) never gives a traceback."""
+    """A damaged ``study.db`` (copied from the 0.1.0 fixture) never gives a traceback and is never written,
+    whether a report reads it or a worker resumes it."""
     from hwtune.tuner import load_result
+    from hwtune.tuner.storage import open_storage
 
     run = tmp_path / "run"
     shutil.copytree(STUDY_FIXTURE, run)
@@ -129,17 +126,24 @@ def test_study_loader(tmp_path):
     valid = db.read_bytes()
     rng = random.Random(10)
     cases = [("random", bytes(rng.getrandbits(8) for _ in range(4096))), ("empty", b"")]
+    cases += [("sqlite-header-only", valid[:100])]
     cases += [(f"truncated{f}", valid[: int(len(valid) * f)]) for f in (0.001, 0.1, 0.5, 0.9)]
     for i in range(6):  # damage inside the pages that hold the tables
         data = bytearray(valid)
         start = rng.randrange(100, len(valid) - 512)
         data[start : start + 512] = bytes(rng.getrandbits(8) for _ in range(512))
         cases.append((f"page{i}@{start}", bytes(data)))
+    rejected = 0
     for name, data in cases:
         db.write_bytes(data)
-        try:
-            load_result(f"sqlite:///{db}", "tiny")
-        except HwtuneError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - the point of the test
-            pytest.fail(f"study.db {name}: {type(exc).__name__} instead of a HwtuneError: {exc!s:.300}")
+        for what, read in (("load_result", lambda: load_result(f"sqlite:///{db}", "tiny")),
+                           ("open_storage", lambda: open_storage(f"sqlite:///{db}", heartbeat=False))):
+            try:
+                read()
+            except HwtuneError as exc:
+                rejected += what == "load_result"
+                assert "\n" not in str(exc) and str(db) in str(exc), f"{name} {what}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"study.db {name} {what}: {type(exc).__name__} instead of a HwtuneError: {exc!s:.300}")
+            assert db.read_bytes() == data, f"study.db {name}: {what} changed the file"
+    assert rejected >= 8  # random bytes, empty, header only and every truncation at least

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._io import atomic_output
+from hwtune._tempdirs import work_dir
 from hwtune._util import jsonable
 from hwtune.errors import ConfigError
 from hwtune.tuner.pipeline import CandidatePipeline
@@ -120,7 +120,7 @@ def obtain_parent(
     optuna = optuna_module()
     store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
     parent = space.build(largest_candidate(space))
-    with tempfile.TemporaryDirectory(prefix="hwtune-parent-") as tmp:
+    with work_dir("parent") as tmp:
         path = Path(tmp) / "parent.pt"
         blob = None
         if stored and stored.get("artifact_id") and stored.get("key") == key:

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hwtune._tempdirs import work_dir
 from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
@@ -335,7 +335,7 @@ class CandidateTrial:
         model = ctx.pipeline.build(cand)
         self.stage = "load weights"
         optuna = optuna_module()
-        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+        with work_dir("trial") as tmp:
             path = Path(tmp) / "weights.pt"
             optuna.artifacts.download_artifact(
                 artifact_store=self.store, file_path=str(path), artifact_id=oa["artifact_id"]
@@ -420,7 +420,7 @@ class CandidateTrial:
         accuracy_by_precision = {"fp32": acc_fp32}
         val_accuracy, accuracy_source = acc_fp32, "torch (fp32)"
         quantized = plan.precisions != ("fp32",)
-        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+        with work_dir("trial") as tmp:
             self.stage = "quantize" if quantized else "ship"
             calib = ctx.calibration_batch() if "int8" in plan.precisions else None
             shipped = pipeline.ship(model, plan, Path(tmp), calibration=calib, seed=int(ctx.seed or 0))
@@ -490,7 +490,7 @@ class CandidateTrial:
         import torch
 
         self.stage = "save weights"
-        with tempfile.TemporaryDirectory(prefix="hwtune-trial-") as tmp:
+        with work_dir("trial") as tmp:
             weights = Path(tmp) / "weights.pt"
             torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "seed": seed}, weights)
             self._upload(weights, "artifact_id", "application/x-pytorch")

@@ -24,11 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hwtune._tempdirs import process_start
 from hwtune._util import is_num, jsonable
-from hwtune.errors import ConfigError, StudyError, did_you_mean
+from hwtune.errors import ConfigError, HwtuneError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
 from hwtune.records import StudyMeta, TrialFigures
 from hwtune.tuner.artifacts import ArtifactLocation, location_for_reading, redact_url, sqlite_dir
+from hwtune.tuner.dbcheck import check_study_database, sqlite_file
 
 __all__ = [
     "DASHBOARD_KEYS",
@@ -40,11 +42,13 @@ __all__ = [
     "WORKERS_KEY",
     "BufferedTrial",
     "artifact_location",
+    "check_database",
     "create_or_load_study",
     "dashboard_command",
     "download_artifact_file",
     "download_weights",
     "fetch_artifact",
+    "figures_dict",
     "fresh_trials",
     "live_local_workers",
     "load_result",
@@ -52,6 +56,7 @@ __all__ = [
     "open_storage",
     "optuna_module",
     "quiet_optuna",
+    "reading_errors",
     "record_of",
     "recover_stale",
     "register_worker",
@@ -173,27 +178,25 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
 
-def _check_exists(url: str) -> None:
-    """Raise StudyError unless ``url`` already holds Optuna tables (read-only commands create nothing)."""
-    import sqlalchemy
+def check_database(url: str, *, create: bool) -> None:
+    """Read the database at ``url`` before Optuna does: a damaged or foreign file is one StudyError line.
 
-    base = sqlite_dir(url)
-    if base is not None:
-        path = Path(url[len("sqlite:///") :])
-        if not path.is_file():
-            raise StudyError(f"no study database at {path} (the file does not exist)")
-    try:
-        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
-        try:
-            has = sqlalchemy.inspect(engine).has_table("studies")
-        finally:
-            engine.dispose()
-    except StudyError:
-        raise
-    except Exception as exc:
-        raise StudyError(f"cannot open study storage {redact_url(url)!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
-    if not has:
-        raise StudyError(f"storage {redact_url(url)!r} holds no Optuna study (no 'studies' table)")
+    Checks the file, Optuna's schema and version, everything Optuna parses when it loads trials, and
+    hwtune's records (the study's settings, every trial's figures). Nothing is written. With
+    ``create`` a missing file or an empty database passes (a worker creates it).
+
+    Raises:
+        StudyError: ``"<file>: <what is wrong>"`` (see :mod:`hwtune.tuner.dbcheck`).
+    """
+    check_study_database(url, create=create, check_study=_check_study_attrs, check_trial=_check_trial_attrs)
+
+
+def _check_study_attrs(name: str, attrs: Mapping[str, Any]) -> None:
+    _meta_of(name, attrs)
+
+
+def _check_trial_attrs(label: str, attrs: Mapping[str, Any]) -> None:
+    TrialFigures.from_dict(figures_dict(attrs, where=label), where=label)
 
 
 def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> Any:
@@ -210,15 +213,14 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> An
             (``create=False``) it holds no study.
     """
     optuna = optuna_module()
+    path = sqlite_file(url)
     if not create:
-        _check_exists(url)
-    elif url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
-        if str(path) not in ("", ":memory:"):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StudyError(f"storage {url!r}: cannot create directory {path.parent}: {exc}") from exc
+        check_database(url, create=False)
+    elif path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(f"storage {url!r}: cannot create directory {path.parent}: {exc}") from exc
     kw: dict[str, Any] = {"engine_kwargs": _engine_kwargs(url), "skip_table_creation": not create}
     if heartbeat:
         # Workers on other machines are known dead only by their silence: a trial without a
@@ -234,6 +236,8 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> An
     try:
         if create and "://" in url and not url.startswith("sqlite:///:memory:"):
             with study_lock(url, ""):  # schema creation: one worker at a time
+                # Checked under the lock: another worker may be creating the schema right now.
+                check_database(url, create=True)
                 return _with_retry(make)
         return _with_retry(make)
     except StudyError:
@@ -380,14 +384,14 @@ _STATE_NAMES = {"COMPLETE": "complete", "FAIL": "fail", "RUNNING": "running", "W
 
 
 def record_of(t: Any) -> TrialRecord:
-    """An Optuna trial as a :class:`TrialRecord` (figures validated; unreadable figures fail the trial only)."""
+    """An Optuna trial as a :class:`TrialRecord`.
+
+    Raises:
+        StudyError: the stored figures are not a valid record (a damaged or crafted study; the
+            readers check every trial when they open the study, see :func:`check_database`).
+    """
     state = _STATE_NAMES.get(t.state.name, t.state.name.lower())
-    raw = trial_figures_dict(t)
-    try:
-        figures = TrialFigures.from_dict(raw, where=f"trial {t.number}")
-    except StudyError as exc:
-        figures = TrialFigures(failure=f"stored figures unreadable: {exc}")
-        state = "fail" if state == "complete" else state
+    figures = TrialFigures.from_dict(trial_figures_dict(t), where=f"trial {t.number}")
     if state == "fail" and figures.failure is None:
         figures = figures.updated(failure="the worker stopped while the trial was running (killed?); marked failed")
     return TrialRecord(
@@ -403,10 +407,17 @@ def record_of(t: Any) -> TrialRecord:
 
 def study_meta(study: Any) -> StudyMeta | None:
     """The study's stored settings, validated; None for a study hwtune did not create."""
-    raw = study.user_attrs.get(META_KEY)
+    return _meta_of(study.study_name, study.user_attrs)
+
+
+def _meta_of(study_name: str, attrs: Mapping[str, Any]) -> StudyMeta | None:
+    raw = attrs.get(META_KEY)
     if raw is None:
         return None
-    return StudyMeta.from_dict(raw, where=f"study {study.study_name!r} settings")
+    where = f"study {study_name!r} settings"
+    if not isinstance(raw, Mapping):  # StudyMeta.from_dict would fail on dict(raw) with a TypeError
+        raise StudyError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    return StudyMeta.from_dict(raw, where=where)
 
 
 def _with_finalized(rec: TrialRecord, finalized: Mapping[int, Any]) -> TrialRecord:
@@ -443,21 +454,21 @@ def _with_remeasured(rec: TrialRecord, remeasured: Mapping[int, Any], primary: s
 
 
 def _numbered(attrs: Mapping[str, Any], prefix: str) -> dict[int, Any]:
-    return {
-        int(k[len(prefix) :]): v for k, v in attrs.items() if k.startswith(prefix) and k[len(prefix) :].isdigit()
-    }
+    return {int(k[len(prefix) :]): v for k, v in attrs.items() if k.startswith(prefix) and k[len(prefix) :].isdigit()}
 
 
 def result_from_study(study: Any, *, interrupted: bool = False, url: str | None = None) -> TuneResult:
     """The study as a :class:`TuneResult`; ``url`` is where it was opened (the stored one may be stale:
     a run directory that was moved)."""
-    meta = study_meta(study) or StudyMeta()
-    attrs = study.user_attrs
+    with reading_errors(url or f"study {study.study_name!r}"):
+        meta = study_meta(study) or StudyMeta()
+        attrs = study.user_attrs
+        stored_trials = fresh_trials(study)
     finalized = _numbered(attrs, FINALIZED_PREFIX)
     remeasured = _numbered(attrs, REMEASURED_PREFIX)
     trials = tuple(
         _with_remeasured(_with_finalized(record_of(t), finalized), remeasured, meta.device_ids[0])
-        for t in fresh_trials(study)
+        for t in stored_trials
     )
     return TuneResult(
         study_name=study.study_name,
@@ -488,27 +499,51 @@ def artifact_location(meta: StudyMeta, url: str) -> ArtifactLocation:
     return location_for_reading(meta.artifact_dir, url)
 
 
+@contextlib.contextmanager
+def reading_errors(url: str) -> Iterator[None]:
+    """Optuna / SQLAlchemy / JSON errors while reading a study as one StudyError naming the database.
+
+    :func:`check_database` catches what it can before Optuna opens a file; this is the net under
+    it (e.g. damage SQLite's quick check does not see, or a file changed since).
+    """
+    optuna = optuna_module()
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except HwtuneError:
+        raise
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ValueError, LookupError, TypeError) as exc:
+        path = sqlite_file(url)
+        where = str(path) if path is not None else redact_url(url)
+        raise StudyError(f"{where}: cannot read the study database ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
 def load_study(storage: str | Path, study_name: str | None) -> tuple[Any, str]:
     optuna = optuna_module()
     url = storage_url(storage, None)
     st = open_storage(url, heartbeat=False, create=False)
-    with quiet_optuna():
+    with quiet_optuna(), reading_errors(url):
         names = [s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False)]
         if study_name is None:
             if len(names) == 1:
                 study_name = names[0]
             else:
                 raise StudyError(
-                    f"storage {url!r} holds {len(names)} studies; name one with --study ({', '.join(names) or 'none'})"
+                    f"storage {redact_url(url)!r} holds {len(names)} studies; name one with --study "
+                    f"({', '.join(names) or 'none'})"
                 )
         if study_name not in names:
             raise StudyError(
-                f"no study {study_name!r} in {url}{did_you_mean(study_name, names)}"
+                f"no study {study_name!r} in {redact_url(url)}{did_you_mean(study_name, names)}"
                 + (f" (studies: {', '.join(names)})" if names else " (it holds no study)")
             )
         study = optuna.load_study(study_name=study_name, storage=st)
-    if study_meta(study) is None:
-        raise StudyError(f"study {study_name!r} in {url} was not created by hwtune (no '{META_KEY}' attributes)")
+        meta = study_meta(study)
+    if meta is None:
+        raise StudyError(
+            f"study {study_name!r} in {redact_url(url)} was not created by hwtune (no '{META_KEY}' attributes)"
+        )
     return study, url
 
 
@@ -516,7 +551,8 @@ def load_result(storage: str | Path, study_name: str | None = None) -> TuneResul
     """Read a study back as a :class:`TuneResult` (front, hypervolume, every trial) without running it.
 
     Raises:
-        StudyError: bad storage URL, no such study, or a study hwtune did not create.
+        StudyError: bad storage URL, no such study, a study hwtune did not create, or a damaged or
+            foreign database (one line naming the file and what is wrong; the file is not modified).
     """
     study, url = load_study(storage, study_name)
     return result_from_study(study, url=url)
@@ -645,17 +681,21 @@ def fresh_trials(study: Any, states: Sequence[Any] | None = None) -> list[Any]:
 
 def trial_figures_dict(t: Any) -> dict[str, Any]:
     """A trial's figures: its user attributes with the buffered ``"hw"`` dict merged in."""
-    out = {k: v for k, v in t.user_attrs.items() if k != FIG_KEY}
-    out.update(t.user_attrs.get(FIG_KEY) or {})
+    return figures_dict(t.user_attrs, where=f"trial {t.number}")
+
+
+def figures_dict(user_attrs: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """Trial user attributes with the buffered ``"hw"`` dict merged in (``where`` names the trial in errors).
+
+    Raises:
+        StudyError: ``"hw"`` is not a JSON object.
+    """
+    out = {k: v for k, v in user_attrs.items() if k != FIG_KEY}
+    buffered = user_attrs.get(FIG_KEY)
+    if buffered is not None and not isinstance(buffered, Mapping):
+        raise StudyError(f"{where}: attribute {FIG_KEY!r} must be a JSON object, got {type(buffered).__name__}")
+    out.update(buffered or {})
     return out
-
-
-def process_start(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def worker_id() -> dict[str, Any]:

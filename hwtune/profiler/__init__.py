@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError, HwtuneError, RuntimeUnavailableError
 from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers
 from hwtune.precision import PrecisionPlan
@@ -253,7 +253,7 @@ def _working_memory(
     calib = calibration_data
     if calib is None:
         calib = np.random.default_rng(0).standard_normal((16, *tuple(example.shape[1:]))).astype(np.float32)
-    with tempfile.TemporaryDirectory(prefix="hwtune-tflm-") as tmp, contextlib.redirect_stderr(io.StringIO()):
+    with work_dir("tflm") as tmp, contextlib.redirect_stderr(io.StringIO()):
         # (the converter and quantizer draw their own progress bars on stderr)
         shipped = rt.export(model, example, plan, Path(tmp) / "model.tflite", calibration=calib, device=profile)
         arena = int(shipped.info["arena_bytes"])
@@ -370,7 +370,7 @@ def _measure(
 
     x = example.detach().cpu().numpy() if hasattr(example, "detach") else np.asarray(example)
     plural = "s" if threads > 1 else ""
-    with tempfile.TemporaryDirectory(prefix="hwtune-profile-") as tmp:
+    with work_dir("profile") as tmp:
         target = _ship(
             model,
             example,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hwtune._tempdirs import work_dir
 from hwtune.onnx_export import clean_node_name, onnx_node_module
 from hwtune.runtimes._timing import OpTime
 
@@ -58,7 +58,7 @@ def collect_op_times(
     Node names are those of the optimized graph: fused nodes are named after their fused output, e.g.
     ``/features/features.0/features.0.2/Clip`` for conv+bn+relu6 (see :func:`attribute_op_times`).
     """
-    with tempfile.TemporaryDirectory(prefix="hwtune-ortprof-") as tmp:
+    with work_dir("ortprof") as tmp:
         session = session_for(Path(tmp) / "ort")
         feed = feed_for(session)
         for _ in range(max(warmup_runs, 0)):

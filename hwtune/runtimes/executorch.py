@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import functools
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._io import write_atomic
+from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError, ExportError, ModelError, QuantizationError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
@@ -381,7 +381,7 @@ class ExecuTorchRuntime(Runtime):
 def _etdump_frame(program: Any) -> Any:
     from executorch.devtools import Inspector
 
-    with tempfile.TemporaryDirectory(prefix="hwtune-etdump-") as tmp:
+    with work_dir("etdump") as tmp:
         etdump = Path(tmp) / "run.etdp"
         program.write_etdump_result_to_file(str(etdump), str(Path(tmp) / "debug.bin"))
         with capture_fd2():

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._tempdirs import work_dir
 from hwtune._util import jsonable
 from hwtune.errors import ConfigError, ModelError, RuntimeUnavailableError
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
@@ -291,7 +292,7 @@ class OnnxRuntime(Runtime):
             from hwtune.onnx_export import export_onnx
 
             x = example if isinstance(example, torch.Tensor) else torch.as_tensor(example)
-            with tempfile.TemporaryDirectory(prefix="hwtune-") as tmp:
+            with work_dir("ortrun") as tmp:
                 path = export_onnx(target, x, Path(tmp) / "model.onnx")
                 return self._measure_file(path, example, threads, loop)
         return self._measure_file(self._path_of(target), example, threads, loop)

@@ -20,11 +20,11 @@ devices):
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._tempdirs import work_dir
 from hwtune._util import is_num
 from hwtune.errors import ConfigError, DataError
 from hwtune.front import TuneResult
@@ -329,7 +329,7 @@ def compress(
     name = f"compress-{type(model).__name__.lower()}"
     adapter = UserModelSpace(cspace, name=name, dataset=splits.name)
     src = {"sha256": state_sha256(model), "class": type(model).__name__, "source": source}
-    with tempfile.TemporaryDirectory(prefix="hwtune-compress-") as tmp:
+    with work_dir("compress") as tmp:
         archive = export_archive(model, (1, *shape), Path(tmp) / "source.pt2")
         return tune(
             adapter,

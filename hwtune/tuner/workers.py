@@ -21,12 +21,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError
 from hwtune.signals import SigtermGuard
 from hwtune.tuner.storage import REMEASURED_PREFIX, fetch_artifact, fresh_trials, result_from_study
@@ -264,7 +264,7 @@ def remeasure_front_alone(study: Any, ctx: SearchContext, store: Any) -> list[in
     done: list[int] = []
     if not any(d.latency_source == "measure" for d in ctx.devices):
         return done
-    with tempfile.TemporaryDirectory(prefix="hwtune-remeasure-") as tmp:
+    with work_dir("remeasure") as tmp:
         for _ in range(MAX_REMEASURE_ROUNDS):
             result = result_from_study(study)
             todo = [

@@ -305,7 +305,7 @@ class TrialFigures(_Record):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "trial figures") -> TrialFigures:
         """Validate and read stored figures (0.1.0's flat dict or this release's)."""
-        kw = cls._parse(dict(data or {}), where)
+        kw = cls._parse(_mapping(data, where), where)
         per = kw.get("per_device")
         if per is not None:
             kw["per_device"] = {
@@ -429,7 +429,7 @@ class StudyMeta(_Record):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "study settings") -> StudyMeta:
-        kw = cls._parse(dict(data or {}), where)
+        kw = cls._parse(_mapping(data, where), where)
         ref = kw.get("reference_point")
         if ref is not None:
             for k, v in ref.items():
@@ -459,3 +459,12 @@ class StudyMeta(_Record):
 def field_names(cls: type) -> list[str]:
     """Field names of a record class (for docs and tests)."""
     return [f.name for f in fields(cls) if f.name != "extra"]
+
+
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    """``data`` as a dict; anything but a mapping (or None) is a one-line StudyError naming ``where``."""
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise StudyError(f"{where}: expected a mapping, got {type(data).__name__}")
+    return dict(data)

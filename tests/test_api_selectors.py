@@ -28,8 +28,18 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe.write_text(RECIPE)
     out = base / "run"
     hwtune.tune(
-        recipe, device="host", data=DATA, n_trials=3, out_dir=out, study_name="sel", sampler="random", seed=0,
-        budget=BUDGET, pipeline=FastPipeline, reports=False, progress=False,
+        recipe,
+        device="host",
+        data=DATA,
+        n_trials=3,
+        out_dir=out,
+        study_name="sel",
+        sampler="random",
+        seed=0,
+        budget=BUDGET,
+        pipeline=FastPipeline,
+        reports=False,
+        progress=False,
     )
     return out
 
@@ -131,3 +141,22 @@ def test_finalize_augments_when_asked_and_refuses_unknown_augmentations(run_dir,
     assert not [t for t in load_result(f"sqlite:///{copy / 'study.db'}").trials if t.figures.finalized]  # nothing ran
     result = hwtune.finalize(copy, "knee", epochs=0.05, pipeline=FastPipeline, progress=False, augment="shift-flip")
     assert [t.figures.finalized["augment"] for t in result.trials if t.figures.finalized] == ["shift-flip"]
+
+
+def test_load_result_takes_a_run_directory_like_the_cli(run_dir):
+    by_dir = load_result(run_dir)
+    by_url = load_result(f"sqlite:///{run_dir / 'study.db'}")
+    assert by_dir.study_name == by_url.study_name and [t.number for t in by_dir.front] == [
+        t.number for t in by_url.front
+    ]
+
+
+@pytest.mark.parametrize("stored", ["text", 3, ["a"]])
+def test_stored_settings_that_are_not_a_mapping_are_one_line(stored):
+    from hwtune.errors import StudyError
+    from hwtune.records import StudyMeta, TrialFigures
+
+    for cls in (StudyMeta, TrialFigures):
+        with pytest.raises(StudyError, match="expected a mapping, got") as exc:
+            cls.from_dict(stored)
+        assert "\n" not in str(exc.value)

@@ -554,6 +554,11 @@ def load_result(storage: str | Path, study_name: str | None = None) -> TuneResul
         StudyError: bad storage URL, no such study, a study hwtune did not create, or a damaged or
             foreign database (one line naming the file and what is wrong; the file is not modified).
     """
+    if isinstance(storage, (str, Path)) and "://" not in str(storage) and Path(storage).is_dir():
+        from hwtune.tuner.rundir import locate_run  # a run directory, as the CLI takes it
+
+        src = locate_run(storage, study_name)
+        storage, study_name = src.storage, src.study_name
     study, url = load_study(storage, study_name)
     return result_from_study(study, url=url)
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import TUNER_TINY_RECIPE
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEVICES = ("pixel-3", "stm32h743")
@@ -33,30 +34,9 @@ EXTRA_MODULES = {"pixel-3": LITERT_MODULES, "stm32h743": (*LITERT_MODULES, "tfli
 TEST_LIMIT = 300  # the manifest's test accuracy is over the first 300 t10k images: the ones re-run here
 
 # int8 only: the MCU ships int8 and the phone's int8 file is the one worth checking (fully int8 kernels).
-RECIPE = """\
-schema_version = 1
-family = "convnet"
-dataset = "fashion-mnist"
-
-[input]
-channels = 1
-size = 28
-classes = 10
-
-[knobs]
-stem_stride = 2
-stem_width = [4, 8]
-width = [[4, 8], [8, 16]]
-depth = 1
-kernel_size = 3
-
-[precision]
-choices = ["int8"]
-
-[train]
-epochs = 1.0
-batch_size = 32
-"""
+RECIPE = TUNER_TINY_RECIPE.replace('choices = ["fp32", "int8"]', 'choices = ["int8"]').replace(
+    "batch_size = 64", "batch_size = 32"
+)
 DATA = {"name": "fashion-mnist", "train_limit": 8000, "val_limit": 300, "test_limit": TEST_LIMIT}
 BUDGET = {"epochs": 1.0, "rungs": [1.0], "batch_size": 32, "latency_budget_s": 0.05, "calibration_samples": 64}
 

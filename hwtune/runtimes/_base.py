@@ -127,6 +127,21 @@ class LoadedModel(abc.ABC):
         """
 
 
+@dataclass(frozen=True)
+class TimedCall:
+    """What :meth:`Runtime.measure_latency` times: one prepared batch run.
+
+    Attributes:
+        run: Runs one batch (the input already set up); its result is ignored.
+        label: Runtime name the measurement is labelled with (default: the runtime's own).
+        threads: Threads the run really uses, when not the ones asked for.
+    """
+
+    run: Callable[[], Any]
+    label: str | None = None
+    threads: int | None = None
+
+
 class Runtime(abc.ABC):
     """One deployment runtime. Subclasses are registered with :func:`hwtune.runtimes.register_runtime`.
 
@@ -202,7 +217,6 @@ class Runtime(abc.ABC):
         ``threads`` intra-op threads; None keeps the runtime's own default.
         """
 
-    @abc.abstractmethod
     def measure_latency(
         self,
         target: Path | ShippedModel | torch.nn.Module,
@@ -218,9 +232,29 @@ class Runtime(abc.ABC):
     ) -> LatencyMeasurement:
         """Batch latency of ``target`` on this machine (median with its 95% CI, labelled measured).
 
-        Implementations prepare one ``run()`` call and hand it with these arguments to
+        The run prepared by :meth:`timed_call` goes with these arguments to
         :func:`hwtune.runtimes.measure_callable`, so every runtime uses the same stopping rule.
+        Runtimes with more to set up (sessions that need the example's shape) override this.
         """
+        from hwtune.runtimes._timing import check_timing_args, measure_callable
+
+        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
+        call = self.timed_call(target, example, threads=threads)
+        return measure_callable(
+            call.run,
+            runtime=call.label or self.name,
+            threads=threads if call.threads is None else call.threads,
+            time_budget_s=time_budget_s,
+            target_ci_pct=target_ci_pct,
+            min_runs=min_runs,
+            max_runs=max_runs,
+            warmup_runs=warmup_runs,
+            min_time_s=min_time_s,
+        )
+
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
+        """One batch run of ``target``, loaded and with its input prepared, for :meth:`measure_latency`."""
+        raise NotImplementedError(f"runtime {self.name!r} defines neither timed_call nor measure_latency")
 
     def op_times(
         self, target: Path | ShippedModel, example: Any, *, threads: int = 1, runs: int = 50, warmup_runs: int = 3

@@ -35,10 +35,10 @@ from hwtune._io import write_atomic
 from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError, ExportError, ModelError, QuantizationError
 from hwtune.precision import PrecisionPlan
-from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
+from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._native_io import capture_fd2
 from hwtune.runtimes._plan_check import check_overrides
-from hwtune.runtimes._timing import LatencyMeasurement, OpTime, check_timing_args, measure_callable
+from hwtune.runtimes._timing import OpTime, check_timing_args
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -324,34 +324,11 @@ class ExecuTorchRuntime(Runtime):
             raise ModelError(f"{path}: no such .pte file")
         return path
 
-    def measure_latency(
-        self,
-        target: Path | ShippedModel | Any,
-        example: Any,
-        *,
-        threads: int = 1,
-        time_budget_s: float = 10.0,
-        target_ci_pct: float = 2.0,
-        min_runs: int = 10,
-        max_runs: int = 100_000,
-        warmup_runs: int = 3,
-        min_time_s: float | None = None,
-    ) -> LatencyMeasurement:
-        """Time ``method.execute`` on one batch (``example`` or zeros of the program's input shape)."""
-        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
+        """``method.execute`` on one batch (``example`` or zeros of the program's input shape)."""
         loaded = self.load(target, threads=threads)
         x = _example_tensor(example, loaded.input_shape)
-        return measure_callable(
-            lambda: loaded.execute(x),
-            runtime=self.name,
-            threads=threads,
-            time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct,
-            min_runs=min_runs,
-            max_runs=max_runs,
-            warmup_runs=warmup_runs,
-            min_time_s=min_time_s,
-        )
+        return TimedCall(lambda: loaded.execute(x))
 
     def op_times(
         self, target: Path | ShippedModel, example: Any, *, threads: int = 1, runs: int = 50, warmup_runs: int = 3

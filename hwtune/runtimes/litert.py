@@ -31,9 +31,8 @@ from hwtune._io import write_atomic
 from hwtune.errors import ExportError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes import _tflite_common as tfl
-from hwtune.runtimes._base import Runtime, ShippedModel
+from hwtune.runtimes._base import Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._native_io import capture_fd2
-from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -107,31 +106,8 @@ class LiteRTRuntime(Runtime):
         self.require()
         return tfl.TfliteInterpreterModel(tfl.read_target(self, target), threads=threads)
 
-    def measure_latency(
-        self,
-        target: Path | ShippedModel | Any,
-        example: Any,
-        *,
-        threads: int = 1,
-        time_budget_s: float = 10.0,
-        target_ci_pct: float = 2.0,
-        min_runs: int = 10,
-        max_runs: int = 100_000,
-        warmup_runs: int = 3,
-        min_time_s: float | None = None,
-    ) -> LatencyMeasurement:
-        """Time set-input + invoke + get-output of one batch (``example`` or zeros of the file's shape)."""
-        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
+        """Set-input + invoke + get-output of one batch (``example`` or zeros of the file's shape)."""
         loaded = self.load(target, threads=threads)
         x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
-        return measure_callable(
-            lambda: loaded.run_native(x),
-            runtime=self.name,
-            threads=threads,
-            time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct,
-            min_runs=min_runs,
-            max_runs=max_runs,
-            warmup_runs=warmup_runs,
-            min_time_s=min_time_s,
-        )
+        return TimedCall(lambda: loaded.run_native(x))

@@ -31,9 +31,8 @@ from hwtune._io import write_atomic
 from hwtune.errors import ConfigError, ExportError, ModelError
 from hwtune.precision import PrecisionPlan
 from hwtune.runtimes import _tflite_common as tfl
-from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
+from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._native_io import capture_fd2
-from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
 from hwtune.runtimes.litert import io_spec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,34 +220,11 @@ class TFLiteMicroRuntime(Runtime):
         content = tfl.read_target(self, target)
         return _load_with_room(content)[0]
 
-    def measure_latency(
-        self,
-        target: Path | ShippedModel | Any,
-        example: Any,
-        *,
-        threads: int = 1,
-        time_budget_s: float = 10.0,
-        target_ci_pct: float = 2.0,
-        min_runs: int = 10,
-        max_runs: int = 100_000,
-        warmup_runs: int = 3,
-        min_time_s: float | None = None,
-    ) -> LatencyMeasurement:
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
         """Host latency of TFLite Micro's reference kernels, labelled as such: NOT a microcontroller latency."""
-        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
         loaded = self.load(target, threads=threads)
         x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
-        return measure_callable(
-            lambda: loaded.run_native(x),
-            runtime=HOST_LATENCY_RUNTIME,
-            threads=1,
-            time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct,
-            min_runs=min_runs,
-            max_runs=max_runs,
-            warmup_runs=warmup_runs,
-            min_time_s=min_time_s,
-        )
+        return TimedCall(lambda: loaded.run_native(x), label=HOST_LATENCY_RUNTIME, threads=1)
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:

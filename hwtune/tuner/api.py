@@ -368,14 +368,7 @@ def tune(
         if stored is None:
             stored = study_meta(study)
         location = location_for_run(stored.artifact_dir if stored else None, url, artifacts, study_name)
-        if stored is not None and strategy_arg is None:
-            strategy = stored.strategy or "scratch"  # a resumed study keeps its strategy
-        if strategy == "inherit" and location.is_s3:
-            raise ConfigError("strategy 'inherit' with an s3:// artifact store is not supported yet; use a directory")
-        if strategy in ("inherit", "compress") and not sched.zero_rung:
-            sched = Schedule.from_dict({**sched.to_dict(), "zero_rung": True})
-        if stored is not None and not budget_given and stored.budget:
-            sched = Schedule.from_dict(stored.budget)  # resuming without a budget keeps the study's own
+        strategy, sched = _run_settings(stored, strategy_arg, strategy, sched, budget_given, location.is_s3)
         default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
         pipe = (pipeline or default_pipeline)(space, profiles[0], runtime=runtime)
         if splits is None:
@@ -384,11 +377,7 @@ def tune(
         meta_new = _new_meta(
             _compact_recipe(recipe_info, space), profiles[0], objs, cons, sched, data_meta, url, out, location.stored
         )
-        if len(profiles) > 1:
-            meta_new["devices"] = [jsonable(p.to_dict()) for p in profiles]
-        meta_new["strategy"] = strategy
-        if runtime is not None:
-            meta_new["runtime"] = str(runtime)
+        meta_new.update(_run_extras(profiles, strategy, runtime))
         if stored is not None:
             check_meta(_comparable(stored.to_dict()), _comparable(meta_new), study_name)
         store = location.store()
@@ -396,7 +385,7 @@ def tune(
             space=space, device=profiles[0], data=splits, objectives=objs, constraints=cons, schedule=sched,
             reference={}, artifact_dir=location.path or out / "artifacts", seed=seed, dists=distributions(space),
             pipeline=pipe, log=log, threads=threads, devices=profiles,
-        )
+        )  # fmt: skip
         if source_model is not None and stored is None:
             meta_new["source_model"] = _store_source_model(source_model, store)
         elif stored is not None and stored.source_model:
@@ -417,6 +406,31 @@ def tune(
     else:
         interrupted = _run_here(study, ctx, url, store, n_trials, left, sampler, seed, population_size, progress)
     return _finish(result_from_study(study, interrupted=interrupted, url=url), out, reports, progress, log)
+
+
+def _run_settings(
+    stored: StudyMeta | None, strategy_arg: str | None, strategy: str, sched: Schedule, budget_given: bool, s3: bool
+) -> tuple[str, Schedule]:
+    """The strategy and schedule this run uses: a resumed study keeps its own unless the caller named them."""
+    if stored is not None and strategy_arg is None:
+        strategy = stored.strategy or "scratch"
+    if strategy == "inherit" and s3:
+        raise ConfigError("strategy 'inherit' with an s3:// artifact store is not supported yet; use a directory")
+    if strategy in ("inherit", "compress") and not sched.zero_rung:
+        sched = Schedule.from_dict({**sched.to_dict(), "zero_rung": True})
+    if stored is not None and not budget_given and stored.budget:
+        sched = Schedule.from_dict(stored.budget)  # resuming without a budget keeps the study's own
+    return strategy, sched
+
+
+def _run_extras(profiles: Sequence[DeviceProfile], strategy: str, runtime: str | None) -> dict[str, Any]:
+    """Study settings beyond the basics: every device (several), the strategy, a runtime the caller chose."""
+    extras: dict[str, Any] = {"strategy": strategy}
+    if len(profiles) > 1:
+        extras["devices"] = [jsonable(p.to_dict()) for p in profiles]
+    if runtime is not None:
+        extras["runtime"] = str(runtime)
+    return extras
 
 
 def _attach_parent(
@@ -461,7 +475,9 @@ def _start_study(
     sched, objs, cons, pipe = ctx.schedule, ctx.objectives, ctx.constraints, ctx.pipeline
     _check_feasible_somewhere(ctx.space, profiles, cons, pipe, sched.latency_budget_s, ctx.log)
     refs = {
-        p.id: compute_reference_point(pipe, objs, cons, reference_point, latency_budget_s=sched.latency_budget_s, device=p)
+        p.id: compute_reference_point(
+            pipe, objs, cons, reference_point, latency_budget_s=sched.latency_budget_s, device=p
+        )
         for p in profiles
     }
     ctx.reference = refs[ctx.device.id]
@@ -510,7 +526,9 @@ def _run_here(
     """Run trials in this process (one worker of the study); returns True when interrupted."""
     completed = _n_complete(study)
     if n_trials is not None and completed >= n_trials:
-        ctx.log(f"study {study.study_name!r} already has {completed} completed trial(s) (target {n_trials}); nothing to run")
+        ctx.log(
+            f"study {study.study_name!r} already has {completed} completed trial(s) (target {n_trials}); nothing to run"
+        )
         return False
     # Every worker (and every resumed run) gets its own index: seeding the sampler with seed + index keeps
     # workers from proposing the same candidates and a resumed run from replaying the first one's.
@@ -594,7 +612,9 @@ def _stored_data(meta: StudyMeta, study_name: str, url: str, overrides: Mapping[
             )
     for k, v in (overrides or {}).items():
         if k not in _DATA_LOCATION_KEYS:
-            raise ConfigError(f"data: only {', '.join(_DATA_LOCATION_KEYS)} can be given to a joining worker, got {k!r}")
+            raise ConfigError(
+                f"data: only {', '.join(_DATA_LOCATION_KEYS)} can be given to a joining worker, got {k!r}"
+            )
         if v is not None:
             kw[k] = v
     return kw
@@ -648,9 +668,7 @@ def join_study(
     where = f"study {name!r} settings"
     try:
         space = space_from_info(meta.recipe or {})
-        devices = [
-            DeviceProfile.from_dict(d, source=f"{where}: device") for d in (meta.devices or [meta.device or {}])
-        ]
+        devices = [DeviceProfile.from_dict(d, source=f"{where}: device") for d in (meta.devices or [meta.device or {}])]
     except ConfigError as exc:
         raise StudyError(str(exc)) from exc
     runtime = meta.extra.get("runtime")
@@ -676,4 +694,3 @@ def join_study(
         parent_epochs=(meta.parent or {}).get("epochs"),
         artifacts=artifacts,
     )
-

@@ -328,3 +328,21 @@ def test_s3_artifact_store(recipe, tmp_path, fashion_dir, s3_server, monkeypatch
     exp = export(again, again.front[0].number, tmp_path / "exp", pipeline=FastPipeline)
     assert exp.model_path.is_file()
     assert json.loads(exp.manifest_path.read_text())["study"]["trial"] == again.front[0].number
+
+
+def test_inherit_keeps_its_parent_in_an_s3_store(recipe, tmp_path, fashion_dir, s3_server, monkeypatch):
+    import shutil
+
+    import boto3
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kw = {"artifacts": "s3://hwtune-test/runs/inh", "strategy": "inherit", "parent_epochs": 0.2, "pipeline": None}
+    res = run(recipe, tmp_path / "run", n_trials=2, **kw)
+    parent = res.meta.parent
+    assert parent["source"] == "trained" and not (tmp_path / "run" / "artifacts").exists()
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="hwtune-test")["Contents"]]
+    assert f"runs/inh/{parent['artifact_id']}" in keys
+    shutil.rmtree(tmp_path / "cache")  # a resume on another machine: no local cache, the store has the parent
+    again = run(recipe, tmp_path / "run", n_trials=3, **kw)
+    assert again.meta.parent["artifact_id"] == parent["artifact_id"]
+    assert again.counts()["complete"] >= 3

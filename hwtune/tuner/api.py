@@ -368,7 +368,7 @@ def tune(
         if stored is None:
             stored = study_meta(study)
         location = location_for_run(stored.artifact_dir if stored else None, url, artifacts, study_name)
-        strategy, sched = _run_settings(stored, strategy_arg, strategy, sched, budget_given, location.is_s3)
+        strategy, sched = _run_settings(stored, strategy_arg, strategy, sched, budget_given)
         default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
         pipe = (pipeline or default_pipeline)(space, profiles[0], runtime=runtime)
         if splits is None:
@@ -391,7 +391,7 @@ def tune(
         elif stored is not None and stored.source_model:
             meta_new["source_model"] = stored.source_model
         if strategy == "inherit":
-            _attach_parent(ctx, pipe, space, recipe_info, data_load, parent_epochs, stored, meta_new)
+            _attach_parent(ctx, pipe, space, recipe_info, data_load, parent_epochs, stored, meta_new, store)
         if stored is None:
             _start_study(study, ctx, profiles, reference_point, meta_new, sampler, seed, url)
         else:
@@ -409,13 +409,11 @@ def tune(
 
 
 def _run_settings(
-    stored: StudyMeta | None, strategy_arg: str | None, strategy: str, sched: Schedule, budget_given: bool, s3: bool
+    stored: StudyMeta | None, strategy_arg: str | None, strategy: str, sched: Schedule, budget_given: bool
 ) -> tuple[str, Schedule]:
     """The strategy and schedule this run uses: a resumed study keeps its own unless the caller named them."""
     if stored is not None and strategy_arg is None:
         strategy = stored.strategy or "scratch"
-    if strategy == "inherit" and s3:
-        raise ConfigError("strategy 'inherit' with an s3:// artifact store is not supported yet; use a directory")
     if strategy in ("inherit", "compress") and not sched.zero_rung:
         sched = Schedule.from_dict({**sched.to_dict(), "zero_rung": True})
     if stored is not None and not budget_given and stored.budget:
@@ -442,6 +440,7 @@ def _attach_parent(
     parent_epochs: float | None,
     stored: StudyMeta | None,
     meta_new: dict[str, Any],
+    store: Any,
 ) -> None:
     """Strategy ``inherit``: the trained parent (from the study, the cache, or trained now)."""
     seed = int(ctx.seed or 0)
@@ -454,7 +453,7 @@ def _attach_parent(
         epochs=epochs,
         batch_size=space.parent.batch_size if space.parent else ctx.schedule.batch_size,
         seed=seed,
-        artifact_dir=ctx.artifact_dir,
+        artifact_store=store,
         stored=stored.parent if stored is not None else None,
         threads=ctx.threads,
         log=ctx.log,

@@ -106,7 +106,7 @@ def obtain_parent(
     epochs: float,
     batch_size: int,
     seed: int,
-    artifact_dir: Path,
+    artifact_store: Path | Any,
     stored: Mapping[str, Any] | None,
     threads: int | None,
     log: Callable[[str], None],
@@ -114,11 +114,14 @@ def obtain_parent(
     """The trained parent and its record (``artifact_id``, ``key``, ``epochs``, ``seconds``, ``source``).
 
     Order: the study's own parent artifact, the user cache, else train it now (and store both).
+    ``artifact_store`` is the study's artifact store: a directory, or an Optuna store (S3).
     """
     from hwtune.supernet import largest_candidate, train_parent
 
     optuna = optuna_module()
-    store = optuna.artifacts.FileSystemArtifactStore(str(artifact_dir))
+    store = artifact_store
+    if isinstance(artifact_store, (str, Path)):
+        store = optuna.artifacts.FileSystemArtifactStore(str(artifact_store))
     parent = space.build(largest_candidate(space))
     with work_dir("parent") as tmp:
         path = Path(tmp) / "parent.pt"
@@ -153,7 +156,7 @@ def obtain_parent(
         import torch
 
         torch.save(blob, path)
-        artifact_id = upload_to_store(artifact_dir, path)
+        artifact_id = upload_to_store(store, path)
     record = {
         "artifact_id": artifact_id,
         "key": key,

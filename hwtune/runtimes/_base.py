@@ -13,6 +13,7 @@ stopping rule (:func:`hwtune.runtimes.measure_callable`) and the evaluation loop
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -234,26 +235,32 @@ class Runtime(abc.ABC):
 
         The run prepared by :meth:`timed_call` goes with these arguments to
         :func:`hwtune.runtimes.measure_callable`, so every runtime uses the same stopping rule.
-        Runtimes with more to set up (sessions that need the example's shape) override this.
         """
         from hwtune.runtimes._timing import check_timing_args, measure_callable
 
         check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
-        call = self.timed_call(target, example, threads=threads)
-        return measure_callable(
-            call.run,
-            runtime=call.label or self.name,
-            threads=threads if call.threads is None else call.threads,
-            time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct,
-            min_runs=min_runs,
-            max_runs=max_runs,
-            warmup_runs=warmup_runs,
-            min_time_s=min_time_s,
-        )
+        with self.timed_call(target, example, threads=threads) as call:
+            return measure_callable(
+                call.run,
+                runtime=call.label or self.name,
+                threads=threads if call.threads is None else call.threads,
+                time_budget_s=time_budget_s,
+                target_ci_pct=target_ci_pct,
+                min_runs=min_runs,
+                max_runs=max_runs,
+                warmup_runs=warmup_runs,
+                min_time_s=min_time_s,
+            )
 
-    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
-        """One batch run of ``target``, loaded and with its input prepared, for :meth:`measure_latency`."""
+    def timed_call(
+        self, target: Path | ShippedModel | Any, example: Any, *, threads: int
+    ) -> contextlib.AbstractContextManager[TimedCall]:
+        """A context holding one batch run of ``target``, loaded and with its input prepared.
+
+        :meth:`measure_latency` times ``run`` inside it; what the run needs for as long as it is
+        timed (a temporary file, a thread setting, ``inference_mode``) lives in the context.
+        Every built-in runtime defines it; a runtime may override :meth:`measure_latency` instead.
+        """
         raise NotImplementedError(f"runtime {self.name!r} defines neither timed_call nor measure_latency")
 
     def op_times(

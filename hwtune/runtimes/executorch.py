@@ -25,9 +25,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -324,11 +325,12 @@ class ExecuTorchRuntime(Runtime):
             raise ModelError(f"{path}: no such .pte file")
         return path
 
-    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
+    @contextlib.contextmanager
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> Iterator[TimedCall]:
         """``method.execute`` on one batch (``example`` or zeros of the program's input shape)."""
         loaded = self.load(target, threads=threads)
         x = _example_tensor(example, loaded.input_shape)
-        return TimedCall(lambda: loaded.execute(x))
+        yield TimedCall(lambda: loaded.execute(x))
 
     def op_times(
         self, target: Path | ShippedModel, example: Any, *, threads: int = 1, runs: int = 50, warmup_runs: int = 3

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +108,9 @@ class LiteRTRuntime(Runtime):
         self.require()
         return tfl.TfliteInterpreterModel(tfl.read_target(self, target), threads=threads)
 
-    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
+    @contextlib.contextmanager
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> Iterator[TimedCall]:
         """Set-input + invoke + get-output of one batch (``example`` or zeros of the file's shape)."""
         loaded = self.load(target, threads=threads)
         x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
-        return TimedCall(lambda: loaded.run_native(x))
+        yield TimedCall(lambda: loaded.run_native(x))

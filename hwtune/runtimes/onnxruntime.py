@@ -8,19 +8,20 @@ measurement, per-op profiling and evaluation run the same graph optimizations an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
 from hwtune._util import jsonable
 from hwtune.errors import ConfigError, ModelError, RuntimeUnavailableError
-from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
+from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._ort_profile import attribute_op_times, collect_op_times
-from hwtune.runtimes._timing import LatencyMeasurement, OpTime, check_timing_args, measure_callable
+from hwtune.runtimes._timing import OpTime
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -263,48 +264,28 @@ class OnnxRuntime(Runtime):
         path = self._path_of(target)
         return OnnxLoadedModel(ort_session(path, threads), str(path))
 
-    def measure_latency(
-        self,
-        target: Any,
-        example: Any,
-        *,
-        threads: int = 1,
-        time_budget_s: float = 10.0,
-        target_ci_pct: float = 2.0,
-        min_runs: int = 10,
-        max_runs: int = 100_000,
-        warmup_runs: int = 3,
-        min_time_s: float | None = None,
-    ) -> LatencyMeasurement:
-        """Median batch latency of a ``.onnx`` file (or a module, exported to fp32 ONNX first) on ONNX Runtime."""
-        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
-        loop = {
-            "time_budget_s": time_budget_s,
-            "target_ci_pct": target_ci_pct,
-            "min_runs": min_runs,
-            "max_runs": max_runs,
-            "warmup_runs": warmup_runs,
-            "min_time_s": min_time_s,
-        }
-        if self._is_module(target):
-            import torch
+    @contextlib.contextmanager
+    def timed_call(self, target: Any, example: Any, *, threads: int) -> Iterator[TimedCall]:
+        """``session.run`` on one batch of a ``.onnx`` file (or a module, exported to fp32 ONNX first)."""
+        if not self._is_module(target):
+            yield self._timed_file(self._path_of(target), example, threads)
+            return
+        import torch
 
-            from hwtune.onnx_export import export_onnx
+        from hwtune.onnx_export import export_onnx
 
-            x = example if isinstance(example, torch.Tensor) else torch.as_tensor(example)
-            with work_dir("ortrun") as tmp:
-                path = export_onnx(target, x, Path(tmp) / "model.onnx")
-                return self._measure_file(path, example, threads, loop)
-        return self._measure_file(self._path_of(target), example, threads, loop)
+        x = example if isinstance(example, torch.Tensor) else torch.as_tensor(example)
+        with work_dir("ortrun") as tmp:
+            yield self._timed_file(export_onnx(target, x, Path(tmp) / "model.onnx"), example, threads)
 
-    def _measure_file(self, path: Path, example: Any, threads: int, loop: dict[str, Any]) -> LatencyMeasurement:
+    def _timed_file(self, path: Path, example: Any, threads: int) -> TimedCall:
         session = ort_session(path, threads)
         feed = _feed(session, example, f"{path}: ")
         try:
             session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own types for shape/type mismatches
             raise ModelError(f"{path}: ONNX Runtime rejected the input: {_first_line(exc)}") from exc
-        return measure_callable(lambda: session.run(None, feed), runtime=self.name, threads=threads, **loop)
+        return TimedCall(lambda: session.run(None, feed))
 
     # -- per-op times -------------------------------------------------------------------------
     def op_times(

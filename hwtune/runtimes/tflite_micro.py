@@ -23,7 +23,9 @@ latency; MCU profiles predict latency instead.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,11 +222,12 @@ class TFLiteMicroRuntime(Runtime):
         content = tfl.read_target(self, target)
         return _load_with_room(content)[0]
 
-    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> TimedCall:
+    @contextlib.contextmanager
+    def timed_call(self, target: Path | ShippedModel | Any, example: Any, *, threads: int) -> Iterator[TimedCall]:
         """Host latency of TFLite Micro's reference kernels, labelled as such: NOT a microcontroller latency."""
         loaded = self.load(target, threads=threads)
         x = loaded.prepare(tfl.example_array(example, loaded.input_shape))
-        return TimedCall(lambda: loaded.run_native(x), label=HOST_LATENCY_RUNTIME, threads=1)
+        yield TimedCall(lambda: loaded.run_native(x), label=HOST_LATENCY_RUNTIME, threads=1)
 
 
 def _zeros(shape: tuple[int, ...]) -> np.ndarray:

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ConfigError, ExportError, ModelError
-from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel
-from hwtune.runtimes._timing import LatencyMeasurement, check_timing_args, measure_callable
+from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -187,20 +186,9 @@ class TorchRuntime(Runtime):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{path}: not a torch.export program torch can load: {first}") from exc
 
-    def measure_latency(
-        self,
-        target: Any,
-        example: Any,
-        *,
-        threads: int = 1,
-        time_budget_s: float = 10.0,
-        target_ci_pct: float = 2.0,
-        min_runs: int = 10,
-        max_runs: int = 100_000,
-        warmup_runs: int = 3,
-        min_time_s: float | None = None,
-    ) -> LatencyMeasurement:
-        """Eager batch latency of a module (or a ``.pt2`` program) under ``inference_mode`` with ``threads`` threads.
+    @contextlib.contextmanager
+    def timed_call(self, target: Any, example: Any, *, threads: int) -> Iterator[TimedCall]:
+        """Eager forward of a module (or a ``.pt2`` program) under ``inference_mode`` with ``threads`` threads.
 
         Raises:
             ModelError: The model rejects ``example`` (the message names expected and given shape).
@@ -209,7 +197,6 @@ class TorchRuntime(Runtime):
 
         from hwtune.graph import shape_message
 
-        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
         is_module = self._is_module(target)
         model = target if is_module else self._load_program(target)
         x = _as_input(model, example)
@@ -218,17 +205,7 @@ class TorchRuntime(Runtime):
                 model(x)
             except Exception as exc:  # any torch error on the first call means the input does not fit
                 raise ModelError(shape_message(model, tuple(x.shape), exc)) from exc
-            return measure_callable(
-                lambda: model(x),
-                runtime=self.name,
-                threads=threads,
-                time_budget_s=time_budget_s,
-                target_ci_pct=target_ci_pct,
-                min_runs=min_runs,
-                max_runs=max_runs,
-                warmup_runs=warmup_runs,
-                min_time_s=min_time_s,
-            )
+            yield TimedCall(lambda: model(x))
 
     @staticmethod
     def _is_module(target: Any) -> bool:

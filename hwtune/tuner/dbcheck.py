@@ -417,6 +417,27 @@ def _check_trials(conn: Any, problems: _Problems, studies: Mapping[int, Any], se
     return names
 
 
+def _user_attrs(conn: Any, problems: _Problems, kind: str, owners: Mapping[int, str]) -> dict[int, dict[str, Any]]:
+    """Every ``kind`` (``study`` / ``trial``) attribute checked as JSON; the user attributes parsed, by owner id.
+
+    ``owners`` maps the ids to check to the label their problems start with.
+    """
+    attrs: dict[int, dict[str, Any]] = {oid: {} for oid in owners}
+    for table, label in ((f"{kind}_user_attributes", "attribute"), (f"{kind}_system_attributes", "system attribute")):
+        for oid, key, text in _rows(conn, f"SELECT {kind}_id, key, value_json FROM {table}"):
+            if oid not in owners:
+                continue
+            if not isinstance(key, str):
+                problems.add(f"{owners[oid]}: {label} name {_short(key)} is not text")
+                continue
+            value, error = _parse_json(text)
+            if error is not None:
+                problems.add(f"{owners[oid]}: {label} {_short(key)} {error}")
+            elif label == "attribute":
+                attrs[oid][str(key)] = value
+    return attrs
+
+
 def _check_study_rows(
     conn: Any, problems: _Problems, studies: Mapping[int, Any], check_study: StudyCheck | None
 ) -> None:
@@ -425,19 +446,7 @@ def _check_study_rows(
             problems.add(
                 f"study {studies[sid]!r}: objective {_short(objective)} direction {_short(direction)} is not valid"
             )
-    attrs: dict[int, dict[str, Any]] = {sid: {} for sid in studies}
-    for table, label in (("study_user_attributes", "attribute"), ("study_system_attributes", "system attribute")):
-        for sid, key, text in _rows(conn, f"SELECT study_id, key, value_json FROM {table}"):
-            if sid not in studies:
-                continue
-            if not isinstance(key, str):
-                problems.add(f"study {studies[sid]!r}: {label} name {_short(key)} is not text")
-                continue
-            value, error = _parse_json(text)
-            if error is not None:
-                problems.add(f"study {studies[sid]!r}: {label} {_short(key)} {error}")
-            elif table == "study_user_attributes":
-                attrs[sid][str(key)] = value
+    attrs = _user_attrs(conn, problems, "study", {sid: f"study {name!r}" for sid, name in studies.items()})
     if check_study is None:
         return
     for sid, name in studies.items():
@@ -450,19 +459,7 @@ def _check_study_rows(
 def _check_trial_attrs(
     conn: Any, problems: _Problems, trials: Mapping[int, str], check_trial: TrialCheck | None
 ) -> None:
-    attrs: dict[int, dict[str, Any]] = {tid: {} for tid in trials}
-    for table, label in (("trial_user_attributes", "attribute"), ("trial_system_attributes", "system attribute")):
-        for tid, key, text in _rows(conn, f"SELECT trial_id, key, value_json FROM {table}"):
-            if tid not in trials:
-                continue
-            if not isinstance(key, str):
-                problems.add(f"{trials[tid]}: {label} name {_short(key)} is not text")
-                continue
-            value, error = _parse_json(text)
-            if error is not None:
-                problems.add(f"{trials[tid]}: {label} {_short(key)} {error}")
-            elif table == "trial_user_attributes":
-                attrs[tid][str(key)] = value
+    attrs = _user_attrs(conn, problems, "trial", trials)
     if check_trial is None:
         return
     for tid, label in trials.items():

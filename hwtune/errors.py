@@ -19,6 +19,7 @@ __all__ = [
     "ModelError",
     "QuantizationError",
     "RuntimeUnavailableError",
+    "StorageUnavailableError",
     "StudyError",
     "TrainingDivergedError",
     "UnknownNameError",
@@ -68,6 +69,10 @@ class ExportError(HwtuneError, RuntimeError):
 
 class StudyError(HwtuneError, ValueError):
     """A study, storage URL or trial cannot be used."""
+
+
+class StorageUnavailableError(HwtuneError, ConnectionError):
+    """The study database stayed unreachable longer than the outage bound (``hwtune worker`` exits 1)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

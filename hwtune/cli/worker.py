@@ -50,25 +50,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from hwtune.errors import ConfigError
+    """Run trials for the study; exit 1 (one line) when its database stayed unreachable past the outage bound."""
+    from hwtune.errors import ConfigError, StorageUnavailableError
     from hwtune.tuner.api import join_study
     from hwtune.tuner.workers import import_pipeline
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     data = {"root": args.data_root, "download": True if args.download else None}
-    result = join_study(
-        args.storage,
-        args.study,
-        n_trials=args.trials,
-        timeout=args.timeout,
-        artifacts=args.artifacts,
-        data={k: v for k, v in data.items() if v is not None},
-        threads=args.threads,
-        pipeline=import_pipeline(args.pipeline) if args.pipeline else None,
-        sampler=args.sampler,
-        progress=not getattr(args, "quiet", False),
-    )
+    try:
+        result = join_study(
+            args.storage,
+            args.study,
+            n_trials=args.trials,
+            timeout=args.timeout,
+            artifacts=args.artifacts,
+            data={k: v for k, v in data.items() if v is not None},
+            threads=args.threads,
+            pipeline=import_pipeline(args.pipeline) if args.pipeline else None,
+            sampler=args.sampler,
+            progress=not getattr(args, "quiet", False),
+        )
+    except StorageUnavailableError as exc:
+        # Not bad input (exit 2): the server is down. Finished trials are saved; the same command resumes.
+        print(f"hwtune: error: {exc}", file=sys.stderr)
+        return 1
     if not getattr(args, "quiet", False):
         c = result.counts()
         print(

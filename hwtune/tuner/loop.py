@@ -13,7 +13,15 @@ from hwtune.signals import SigtermGuard, Terminated
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, promote_pending
 from hwtune.tuner.objective import TrialFailed, make_objective
-from hwtune.tuner.storage import fresh_trials, optuna_module, quiet_optuna, record_of, requeue
+from hwtune.tuner.storage import (
+    fresh_trials,
+    liveness_text,
+    optuna_module,
+    quiet_optuna,
+    record_of,
+    recover_stale,
+    requeue,
+)
 
 __all__ = [
     "MAX_CONSECUTIVE_DUPLICATES",
@@ -111,6 +119,9 @@ class TrialMonitor:
     def __call__(self, study: Any, frozen: Any) -> None:
         ctx = self.ctx
         ctx.attempts += 1
+        # A worker of this machine that died mid-trial: its trial is failed and re-queued now, not
+        # after the heartbeat grace period (Optuna checks heartbeats when the next trial starts).
+        recover_stale(study, ctx.log)
         rec = record_of(frozen)
         if rec.state == "fail":
             ctx.failures.append(str(rec.failure))
@@ -176,6 +187,9 @@ def run_trials(
     monitor = TrialMonitor(study, ctx, target, progress, coord)
     deadline = None if timeout is None else time.monotonic() + timeout
     ctx.deadline = deadline
+    if coord is not None:
+        ctx.log(f"study {study.study_name!r}: {liveness_text()}")
+    recover_stale(study, ctx.log)
     for origin, rung in monitor.promote():  # promotions left pending by an earlier run
         ctx.log(f"trial {origin} promoted to rung {rung}: queued")
     interrupted = False

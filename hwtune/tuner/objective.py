@@ -34,9 +34,10 @@ from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
 from hwtune.tuner.inputs import candidate_seed, stage_precision_of
-from hwtune.tuner.storage import BufferedTrial, optuna_module, trial_figures_dict, worker_id
+from hwtune.errors import StorageUnavailableError
+from hwtune.tuner.storage import BufferedTrial, optuna_module, requeue, trial_figures_dict, worker_id
 
-__all__ = ["PROFILE_KEYS", "TrialFailed", "failure_reason", "make_objective"]
+__all__ = ["PROFILE_KEYS", "ArtifactStoreFailed", "TrialFailed", "failure_reason", "make_objective"]
 
 # Figures of the cheap profile that a trial records (and a promotion inherits).
 PROFILE_KEYS = (
@@ -85,6 +86,11 @@ _NO_COPY = {
 
 class TrialFailed(Exception):
     """A candidate could not be evaluated; the reason is in the trial's ``failure`` figure."""
+
+
+class ArtifactStoreFailed(Exception):
+    """Writing a trial's file to the artifact store failed (disk full, S3 unreachable): the candidate is
+    not at fault, so its trial is failed with this reason and the candidate re-queued (once)."""
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -148,6 +154,8 @@ class CandidateTrial:
         trial = self.trial
         try:
             return self._dispatch()
+        except StorageUnavailableError:
+            raise  # the study database is gone: nothing can be recorded; the worker stops
         except KeyboardInterrupt:
             trial.set_user_attr("failure", "interrupted (Ctrl-C) while running; the candidate may be retried")
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
@@ -159,6 +167,9 @@ class CandidateTrial:
             trial.set_user_attr("failure", reason)
             trial.set_user_attr("failure_stage", self.stage)
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
+            if isinstance(exc, ArtifactStoreFailed) and requeue(self.study, self.optuna_trial):
+                trial.set_user_attr("requeued", True)
+                reason += " (candidate re-queued)"
             trial.flush(final=True)
             raise TrialFailed(reason) from exc
 
@@ -498,8 +509,17 @@ class CandidateTrial:
                 self._upload(path, key, "application/octet-stream")  # e.g. a compress trial's .pt2 model
 
     def _upload(self, path: Path, attr: str, mimetype: str) -> None:
-        """Store ``path`` as an artifact of this trial (listed by optuna-dashboard); its id goes to ``attr``."""
-        artifact_id = optuna_module().artifacts.upload_artifact(
-            artifact_store=self.store, file_path=str(path), study_or_trial=self.trial.trial, mimetype=mimetype
-        )
+        """Store ``path`` as an artifact of this trial (listed by optuna-dashboard); its id goes to ``attr``.
+
+        The id is recorded only once the store has the whole file, and a trial is COMPLETE only after
+        all its uploads: a store that fails leaves a failed trial, never a complete one without files.
+        """
+        try:
+            artifact_id = optuna_module().artifacts.upload_artifact(
+                artifact_store=self.store, file_path=str(path), study_or_trial=self.trial.trial, mimetype=mimetype
+            )
+        except StorageUnavailableError:
+            raise
+        except Exception as exc:  # OSError (disk full), botocore's EndpointConnectionError / ClientError, ...
+            raise ArtifactStoreFailed(f"artifact store: cannot write {path.name}: {failure_reason(exc)}") from exc
         self.trial.set_user_attr(attr, artifact_id)

@@ -15,6 +15,7 @@ import os
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -31,6 +32,7 @@ from hwtune.front import TrialRecord, TuneResult
 from hwtune.records import StudyMeta, TrialFigures
 from hwtune.tuner.artifacts import ArtifactLocation, location_for_reading, redact_url, sqlite_dir
 from hwtune.tuner.dbcheck import check_study_database, sqlite_file
+from hwtune.tuner.retry import SQLITE_BUSY_S, outage_bound_s, retry_storage_call, retrying_rdb_storage
 
 __all__ = [
     "DASHBOARD_KEYS",
@@ -50,7 +52,9 @@ __all__ = [
     "fetch_artifact",
     "figures_dict",
     "fresh_trials",
+    "heartbeat_settings",
     "live_local_workers",
+    "liveness_text",
     "load_result",
     "load_study",
     "open_storage",
@@ -103,9 +107,12 @@ DASHBOARD_KEYS = (
 )
 # Schema creation / study creation races between workers starting at once are retried this often.
 _CREATE_ATTEMPTS = 8
-# A RUNNING trial that never recorded its worker is taken as dead after this long (Optuna's
-# heartbeat grace period below uses the same figure).
-STALE_UNKNOWN_WORKER_S = 120
+# Worker liveness. A trial's worker writes a heartbeat every HEARTBEAT_S; a RUNNING trial silent for the
+# grace period (HWTUNE_HEARTBEAT_GRACE_S, default 60 s) is failed and its candidate re-queued by the next
+# worker that starts a trial. A worker on this machine whose process is gone is known dead at once
+# (its pid); a RUNNING trial that never recorded its worker is taken as dead after the grace period.
+GRACE_ENV = "HWTUNE_HEARTBEAT_GRACE_S"
+DEFAULT_GRACE_S = 60
 
 
 def optuna_module() -> Any:
@@ -174,8 +181,35 @@ def _with_retry(what: Callable[[], Any]) -> Any:
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
-    # SQLite serialises writers; several local workers wait for the lock instead of failing after 5 s.
-    return {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    # SQLite serialises writers; several local workers wait for the lock (then the outage retry takes over).
+    # A server's pooled connections are checked before use: after a restart they are all dead.
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": min(SQLITE_BUSY_S, max(1.0, outage_bound_s() / 4))}}
+    return {"pool_pre_ping": True}
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """``(heartbeat interval, grace period)`` in seconds for this process's workers (``HWTUNE_HEARTBEAT_GRACE_S``).
+
+    Raises:
+        ConfigError: the variable is not a whole number of seconds >= 2.
+    """
+    raw = os.environ.get(GRACE_ENV, "").strip()
+    grace = DEFAULT_GRACE_S
+    if raw:
+        if not raw.isdigit() or int(raw) < 2:
+            raise ConfigError(f"environment variable {GRACE_ENV} must be a whole number of seconds >= 2, got {raw!r}")
+        grace = int(raw)
+    return max(1, grace // 6), grace
+
+
+def liveness_text() -> str:
+    """The worker-liveness settings as printed with the study settings."""
+    interval, grace = heartbeat_settings()
+    return (
+        f"worker heartbeat every {interval} s, grace period {grace} s (a trial whose worker is gone is failed "
+        f"and re-run once); storage outages retried for up to {outage_bound_s():g} s"
+    )
 
 
 def check_database(url: str, *, create: bool) -> None:
@@ -225,13 +259,13 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> An
     if heartbeat:
         # Workers on other machines are known dead only by their silence: a trial without a
         # heartbeat for grace_period seconds is failed and re-queued by the next worker.
-        kw.update(
-            heartbeat_interval=30, grace_period=STALE_UNKNOWN_WORKER_S, heartbeat_stale_trial_callback=requeue_stale
-        )
+        interval, grace = heartbeat_settings()
+        kw.update(heartbeat_interval=interval, grace_period=grace, heartbeat_stale_trial_callback=requeue_stale)
+    where = redact_url(url)
 
     def make() -> Any:
         with quiet_optuna():
-            return optuna.storages.RDBStorage(url, **kw)
+            return retrying_rdb_storage(url, where, **kw)
 
     try:
         if create and "://" in url and not url.startswith("sqlite:///:memory:"):
@@ -321,13 +355,25 @@ def _acquire(url: str, study_name: str) -> Iterator[None]:
         if engine is None:
             engine = _pg_engines[url] = sqlalchemy.create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
         lock_id = int.from_bytes(hashlib.sha256(f"hwtune:{study_name}".encode()).digest()[:8], "big", signed=True)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+
+        def lock() -> Any:
+            conn = engine.connect()
             try:
-                yield
-            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": lock_id})
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        conn = retry_storage_call(lock, where=redact_url(url))
+        try:
+            yield
+        finally:
+            # A connection lost meanwhile took the lock with it (the server releases it).
+            with contextlib.suppress(Exception):
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": lock_id})
                 conn.commit()
+            conn.close()
         return
     yield
 
@@ -377,7 +423,19 @@ def requeue(study: Any, trial: Any) -> bool:
 def requeue_stale(study: Any, trial: Any) -> None:
     """Heartbeat callback: a stale trial's candidate goes back in the queue (once)."""
     with contextlib.suppress(Exception):
-        requeue(study, trial)
+        with contextlib.suppress(Exception):
+            study._storage.set_trial_user_attr(
+                trial._trial_id,
+                "failure",
+                f"no heartbeat from its worker for {heartbeat_settings()[1]} s (worker gone?); marked failed",
+            )
+        again = requeue(study, trial)
+        print(
+            f"trial {trial.number}: no heartbeat from its worker for {heartbeat_settings()[1]} s (worker gone?); "
+            f"marked failed{', candidate re-queued' if again else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 _STATE_NAMES = {"COMPLETE": "complete", "FAIL": "fail", "RUNNING": "running", "WAITING": "waiting", "PRUNED": "pruned"}
@@ -739,14 +797,14 @@ def recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
         else:
             # Killed between creating the trial and recording its worker: only an old one is surely dead.
             started = t.datetime_start
-            if started is None or (datetime.now() - started).total_seconds() < STALE_UNKNOWN_WORKER_S:
+            if started is None or (datetime.now() - started).total_seconds() < heartbeat_settings()[1]:
                 continue
         with contextlib.suppress(Exception):
             study._storage.set_trial_user_attr(
                 t._trial_id,
                 "failure",
                 "the worker process ended (killed?) while the trial was running; "
-                "marked failed on resume and its candidate re-queued",
+                "marked failed and its candidate re-queued",
             )
         try:
             ok = study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
@@ -757,7 +815,7 @@ def recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
             requeue(study, t)
     if failed:
         log(
-            f"resume: trial(s) {', '.join(map(str, failed))} were left running by a killed process; "
+            f"trial(s) {', '.join(map(str, failed))} were left running by a worker process that is gone (killed?); "
             "marked failed, candidates re-queued"
         )
     return failed

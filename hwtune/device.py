@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -25,16 +24,21 @@ from hwtune._io import load_toml
 from hwtune._resources import resource_dir, resource_files
 from hwtune._util import SAFE_NAME_RULE, is_int, is_num, is_safe_name
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
+from hwtune.hostcpu import detect_cpu, isa_summary, read_cpuinfo
 from hwtune.precision import PRECISIONS
 
 __all__ = [
     "KINDS",
     "LATENCY_SOURCES",
     "DeviceProfile",
+    "calibrated_elsewhere",
     "list_profiles",
     "load_profile",
+    "profile_files",
+    "profile_origin",
     "registered_runtimes",
     "use_runtime_names",
+    "user_profile_dir",
 ]
 
 SCHEMA_VERSION = 1
@@ -342,25 +346,10 @@ def _check_profile(p: DeviceProfile, src: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Host detection (for profiles with compute.detect = true).
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in info:
-            info[key.strip()] = value.strip()
-    return info
-
-
 def _detect_host() -> dict[str, Any]:
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni",
-              "avx512_fp16", "amx_int8", "neon", "asimd", "asimdhp", "asimddp", "sve")
-    isa = tuple(f for f in wanted if f in flags)
+    info = read_cpuinfo()
+    cpu = detect_cpu()
+    isa = cpu.isa
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -405,7 +394,7 @@ def _detect_host() -> dict[str, Any]:
         "cores": cores,
         "clock_ghz": clock_ghz,
         "isa": list(isa),
-        "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_model": cpu.model,
         "peak_gflops": {"fp32": round(fp32, 1), "fp16": round(fp32, 1), "int8": round(fp32 * (4 if vnni else 2), 1)},
         "ram_kb": mem_kb or 1024 * 1024,
         "storage_kb": storage_kb,
@@ -466,33 +455,99 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def list_profiles() -> list[str]:
-    """Ids of the bundled device profiles, sorted."""
-    return list(resource_files("profiles"))
+def user_profile_dir() -> Path:
+    """Where user profiles live: ``$XDG_CONFIG_HOME/hwtune/profiles`` (default ``~/.config/hwtune/profiles``).
+
+    A ``<id>.toml`` there shadows the bundled profile of the same id (``hwtune calibrate --host``
+    writes ``host.toml`` there); ``hwtune devices`` shows which file each id comes from.
+    """
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / "hwtune" / "profiles"
+
+
+def _user_files() -> dict[str, Path]:
+    folder = user_profile_dir()
+    try:
+        return {p.stem: p for p in sorted(folder.glob("*.toml")) if p.is_file()}
+    except OSError:
+        return {}
+
+
+def profile_files(*, user: bool = True) -> dict[str, Path]:
+    """Profile id -> the file ``load_profile(id)`` reads: user profiles shadow bundled ones of the same id."""
+    files = dict(resource_files("profiles"))
+    if user:
+        files.update(_user_files())
+    return dict(sorted(files.items()))
+
+
+def profile_origin(profile: DeviceProfile) -> str:
+    """``user`` (from :func:`user_profile_dir`), ``bundled`` (shipped with hwtune) or ``file`` (a path given)."""
+    if profile.path is None:
+        return "file"
+    path = Path(profile.path).resolve()
+    if path.parent == user_profile_dir().resolve():
+        return "user"
+    if path.parent == resource_dir("profiles").resolve():
+        return "bundled"
+    return "file"
+
+
+def list_profiles(*, user: bool = True) -> list[str]:
+    """Ids of the device profiles, sorted: the bundled ones and (``user``) those in :func:`user_profile_dir`."""
+    return list(profile_files(user=user))
 
 
 def load_profile(name_or_path: str | Path | DeviceProfile) -> DeviceProfile:
-    """Load a bundled profile by id, or a user profile from a ``.toml`` path.
+    """Load a profile by id (a user profile first, then the bundled one), or from a ``.toml`` path.
 
     Raises:
-        UnknownNameError: the id is not bundled (the message suggests close matches).
+        UnknownNameError: no profile has that id (the message suggests close matches).
         ConfigError: the file is unreadable or invalid (every problem listed, one per line).
     """
     if isinstance(name_or_path, DeviceProfile):
         return name_or_path
     text = str(name_or_path)
-    bundled = resource_files("profiles")
-    if text in bundled:
-        path = bundled[text]
+    known = profile_files()
+    user = _user_files()
+    if text in known:
+        path = known[text]
     elif text.endswith(".toml") or os.sep in text or Path(text).exists():
         path = Path(text)
     else:
         raise UnknownNameError(
-            f"unknown device {text!r}{did_you_mean(text, bundled)} (hwtune devices lists {len(bundled)} bundled "
+            f"unknown device {text!r}{did_you_mean(text, known)} (hwtune devices lists {len(known)} "
             "profiles; a path to a .toml profile also works)"
         )
     raw = load_toml(path, kind="profile")
+    if text in user and path == user[text] and isinstance(raw.get("id"), str) and raw["id"] != text:
+        raise ConfigError(
+            f"{path}: id must be the file's name {text!r} (a user profile shadows the bundled profile of its "
+            f"id), got {raw['id']!r}"
+        )
     return _profile_from_toml(raw, path)
+
+
+def calibrated_elsewhere(profile: DeviceProfile) -> str:
+    """``calibrated on AMD EPYC with AVX2, not this CPU (...)``, or '' when that does not apply.
+
+    Applies to profiles of this machine (``compute.detect = true``) whose calibration records the CPU
+    it was fitted on (``[calibration.hardware]`` ``cpu_model`` and ``isa``) when that CPU is not the
+    one detected now (model name or the ISA flags that pick kernels differ). A calibration that
+    does not record its CPU's ISA says that instead: nobody can tell whether it fits.
+    """
+    cal = profile.calibration
+    if not profile.detected or not isinstance(cal, Mapping):
+        return ""
+    hw = cal.get("hardware")
+    hw = hw if isinstance(hw, Mapping) else {}
+    model, isa = hw.get("cpu_model"), hw.get("isa")
+    if not isinstance(isa, list) or not isinstance(model, str):
+        return "calibrated on a CPU it did not record, maybe not this one"
+    cpu = detect_cpu()
+    if cpu.same_as(model, isa):
+        return ""
+    return f"calibrated on {model} with {isa_summary(isa)}, not this CPU ({cpu.describe()})"
 
 
 def with_calibration(profile: DeviceProfile, calibration: Mapping[str, Any] | None) -> DeviceProfile:

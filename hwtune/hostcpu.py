@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ISA_FLAGS", "HostCPU", "detect_cpu", "isa_families", "isa_summary", "parse_cpuinfo"]
+__all__ = ["ISA_FLAGS", "HostCPU", "detect_cpu", "isa_families", "isa_summary", "parse_cpuinfo", "read_cpuinfo"]
 
 # Flags whose presence changes which kernels ONNX Runtime / XNNPACK run (or hwtune's peak estimate).
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni",
@@ -47,8 +47,8 @@ class HostCPU:
         return isa_families(self.isa)
 
     def describe(self) -> str:
-        """``AMD EPYC (AVX2, AVX-512, VNNI)``: the model and the ISA families it has."""
-        return f"{self.model or 'unknown CPU'} ({isa_summary(self.isa)})"
+        """``AMD EPYC with AVX2, AVX-512, VNNI``: the model and the ISA families it has."""
+        return f"{self.model or 'unknown CPU'} with {isa_summary(self.isa)}"
 
     def same_as(self, model: str, isa: Iterable[str]) -> bool:
         """Whether a CPU recorded as ``model`` with flags ``isa`` runs the same kernels as this one.
@@ -84,6 +84,14 @@ def parse_cpuinfo(text: str) -> dict[str, str]:
         if sep and key.strip() and key.strip() not in info:
             info[key.strip()] = value.strip()
     return info
+
+
+def read_cpuinfo() -> dict[str, str]:
+    """``parse_cpuinfo`` of this machine's ``/proc/cpuinfo`` ({} where there is none)."""
+    try:
+        return parse_cpuinfo(CPUINFO.read_text())
+    except OSError:
+        return {}
 
 
 def _keep(flags: Iterable[str]) -> tuple[str, ...]:
@@ -136,6 +144,10 @@ def detect_cpu(cpuinfo: str | None = None, *, machine: str | None = None, system
 @functools.lru_cache(maxsize=1)
 def _detect_cached() -> HostCPU:
     return _detect(None, platform.machine(), platform.system())
+
+
+# ``detect_cpu.cache_clear()`` forgets the cached CPU (tests that swap ``CPUINFO``), like functools' caches.
+detect_cpu.cache_clear = _detect_cached.cache_clear  # type: ignore[attr-defined]
 
 
 def _detect(cpuinfo: str | None, machine: str, system: str) -> HostCPU:

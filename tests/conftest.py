@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Tests must not touch the network and must be reproducible on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# User profiles ($XDG_CONFIG_HOME/hwtune/profiles) shadow bundled ones: tests see only the bundled set
+# unless they write their own (an empty config dir per session; subprocesses inherit it).
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="hwtune-test-config-")
+atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

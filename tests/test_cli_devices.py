@@ -63,3 +63,42 @@ def test_console_error_has_traceback_only_with_debug(debug):
     proc = subprocess.run(args, capture_output=True, text=True)
     assert proc.returncode == (1 if debug else 2)
     assert ("Traceback" in proc.stderr) is debug
+
+
+def _user_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    folder = tmp_path / "hwtune" / "profiles"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def test_devices_says_which_file_each_id_uses(tmp_path, monkeypatch, capsys):
+    from hwtune.device import profile_files
+
+    folder = _user_dir(tmp_path, monkeypatch)
+    (folder / "pixel-3.toml").write_text(profile_files(user=False)["pixel-3"].read_text())
+    assert main(["devices", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["pixel-3"]["origin"] == "user" and rows["pixel-3"]["path"] == str(folder / "pixel-3.toml")
+    assert rows["raspberry-pi-4"]["origin"] == "bundled"
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert f"user: {folder / 'pixel-3.toml'}" in out and str(folder) in out.splitlines()[-1]
+    assert main(["devices", "show", "pixel-3"]) == 0
+    assert f"user: {folder / 'pixel-3.toml'}" in capsys.readouterr().out
+
+
+def test_devices_with_a_bad_user_profile_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    folder = _user_dir(tmp_path, monkeypatch)
+    (folder / "host.toml").write_text('schema_version = 1\nid = "host"\nkind = "tpu"\n')
+    assert main(["devices"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"hwtune: error: {folder / 'host.toml'}: kind must be one of cpu, gpu, npu, mcu, got 'tpu'")
+
+
+def test_devices_show_host_says_when_its_calibration_is_from_another_cpu(monkeypatch, capsys):
+    import hwtune.cli.devices as devices_cli
+
+    monkeypatch.setattr(devices_cli, "calibrated_elsewhere", lambda p: "calibrated on X with AVX2, not this CPU (Y)")
+    assert main(["devices", "show", "host"]) == 0
+    assert "calibrated on X with AVX2, not this CPU (Y): its predictions describe that CPU" in capsys.readouterr().out

@@ -3,6 +3,7 @@
     hwtune calibrate RESULTS.json --base raspberry-pi-4 --out profiles/my-pi.toml
     hwtune calibrate --networks measurements.csv --base raspberry-pi-4 --out profiles/my-pi.toml
     hwtune calibrate --spec --base jetson-nano --out profiles/jetson-nano.toml
+    hwtune calibrate --host        # measure this machine (~2 min); writes the user profile 'host'
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--networks", metavar="CSV", help="whole-network measurements instead of micro-benchmarks")
     p.add_argument("--spec", action="store_true",
                    help="write the spec-only model (no measurements; error measured on other devices)")
-    p.add_argument("--base", required=True, help="profile to start from: bundled id or path to a .toml")
-    p.add_argument("--out", required=True, help="profile TOML to write (may be the --base file itself)")
+    p.add_argument("--host", action="store_true",
+                   help="measure this machine now (the device script, bounded by --budget-s) and write the user "
+                        "profile 'host' ($XDG_CONFIG_HOME/hwtune/profiles/host.toml), which --device host then uses")
+    p.add_argument("--budget-s", type=float, default=120.0, metavar="S",
+                   help="--host: total measurement time in seconds (default 120)")
+    p.add_argument("--quick", action="store_true", help="--host: every 6th micro-benchmark only (a coarse fit)")
+    p.add_argument("--base", default=None, help="profile to start from: bundled id or path to a .toml (required "
+                                                "except with --host)")
+    p.add_argument("--out", default=None, help="profile TOML to write (may be the --base file itself; required "
+                                               "except with --host)")
     p.add_argument("--description", default=None, help="one line describing the measurements")
-    p.add_argument("--statistic", choices=("median", "min"), default="median",
+    p.add_argument("--statistic", choices=("median", "min"), default=None,
                    help="micro-benchmarks: fit the per-case median (quiet device, default) or the fastest run "
-                        "(steadier when other jobs share the machine)")
+                        "(steadier when other jobs share the machine; the default of --host)")
     p.add_argument("--json", action="store_true", help="print the written [calibration] table as JSON")
     p.set_defaults(func=run)
     return p
@@ -84,14 +93,19 @@ def calibration_lines(t: Mapping[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from hwtune.predictor import calibrate_microbench, calibrate_networks, calibrate_spec
 
-    modes = sum(bool(x) for x in (args.results, args.networks, args.spec))
+    modes = sum(bool(x) for x in (args.results, args.networks, args.spec, args.host))
     if modes != 1:
         raise ConfigError(
-            "hwtune calibrate needs exactly one of RESULTS (micro-benchmarks), --networks CSV or --spec, got "
+            "hwtune calibrate needs exactly one of RESULTS (micro-benchmarks), --networks CSV, --spec or --host, got "
             f"{modes}")
+    if args.host:
+        return _run_host(args)
+    missing = [flag for flag, v in (("--base", args.base), ("--out", args.out)) if v is None]
+    if missing:
+        raise ConfigError(f"hwtune calibrate needs {' and '.join(missing)} (except with --host)")
     if args.results:
         report = calibrate_microbench(args.results, args.base, args.out, description=args.description,
-                                      statistic=args.statistic)
+                                      statistic=args.statistic or "median")
     elif args.networks:
         report = calibrate_networks(args.networks, args.base, args.out, description=args.description)
     else:
@@ -103,5 +117,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote [calibration] ({t['method']}, {t['n_samples']} samples) to {report.path}")
     for line in calibration_lines(t):
+        print(line)
+    return 0
+
+
+def _run_host(args: argparse.Namespace) -> int:
+    """``--host``: measure here, write the user host profile (``--base`` is always the bundled host)."""
+    from hwtune.host_calibration import calibrate_host
+
+    if args.base not in (None, "host"):
+        raise ConfigError(f"--host calibrates this machine from the bundled 'host' profile; --base must be omitted, "
+                          f"got {args.base!r}")
+    done = calibrate_host(args.out, budget_s=args.budget_s, quick=args.quick, statistic=args.statistic or "min")
+    if args.json:
+        json.dump({"path": str(done.profile_path), "results": str(done.results_path), "seconds": done.seconds,
+                   "calibration": done.table}, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"wrote the host profile {done.profile_path} ({done.cases} micro-benchmarks in {done.seconds:.0f} s; "
+          f"measurements in {done.results_path}); --device host uses it from now on")
+    for line in calibration_lines(done.table):
         print(line)
     return 0

@@ -7,13 +7,28 @@ from typing import Any
 
 from hwtune.cli._output import format_bytes, print_json, print_table
 from hwtune.cli.calibrate import calibration_lines
-from hwtune.device import DeviceProfile, list_profiles, load_profile
+from hwtune.device import (
+    DeviceProfile,
+    calibrated_elsewhere,
+    list_profiles,
+    load_profile,
+    profile_origin,
+    user_profile_dir,
+)
 
 __all__ = ["add_parser", "predictor_lines"]
 
 
 def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("devices", help="list bundled device profiles, or show one")
+    p = subparsers.add_parser(
+        "devices",
+        help="list device profiles (bundled, and user profiles that shadow them), or show one",
+        description=(
+            "List the device profiles: the bundled ones and those in the user profile directory "
+            "($XDG_CONFIG_HOME/hwtune/profiles, default ~/.config/hwtune/profiles), where a <id>.toml shadows the "
+            "bundled profile of that id. The 'from' column says which file each id uses."
+        ),
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     inner = p.add_subparsers(dest="devices_command", metavar="show")
     show = inner.add_parser("show", help="show one profile (bundled id or path to a .toml)")
@@ -39,6 +54,9 @@ def _summary(p: DeviceProfile) -> dict[str, Any]:
         "storage_bytes": p.storage_bytes,
         "precisions": list(p.precisions),
         "calibrated": p.calibration is not None,
+        "origin": profile_origin(p),
+        "path": str(p.path) if p.path is not None else None,
+        "calibration_note": calibrated_elsewhere(p) or None,
     }
 
 
@@ -48,7 +66,10 @@ def _latency_label(p: DeviceProfile) -> str:
     if p.calibration is None:
         return "estimated (roofline, uncalibrated)"
     err = p.calibration.get("error_pct")
-    return f"predicted ({p.calibration.get('method')}, ±{err:.0f}%)" if err is not None else "predicted"
+    elsewhere = calibrated_elsewhere(p)
+    where = f"; {elsewhere}" if elsewhere else ""
+    return f"predicted ({p.calibration.get('method')}, ±{err:.0f}%{where})" if err is not None else \
+        f"predicted{f' ({elsewhere})' if elsewhere else ''}"
 
 
 def predictor_lines(p: DeviceProfile) -> list[str]:
@@ -69,7 +90,11 @@ def predictor_lines(p: DeviceProfile) -> list[str]:
         if p.latency_source == "measure"
         else "every latency predicted for this device carries it"
     )
-    return [f"latency predictor, held-out error ({use}):", *(f"  {line}" for line in calibration_lines(p.calibration))]
+    lines = [f"latency predictor, held-out error ({use}):", *(f"  {line}" for line in calibration_lines(p.calibration))]
+    elsewhere = calibrated_elsewhere(p)
+    if elsewhere:
+        lines.append(f"  {elsewhere}: its predictions describe that CPU; hwtune calibrate --host fits this one")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             ("bandwidth", f"{d['bandwidth_gbps']} GB/s"), ("ram", format_bytes(d["ram_bytes"])),
             ("storage", format_bytes(d["storage_bytes"])), ("precisions", ", ".join(d["precisions"])),
             ("runtime", d["runtime"]), ("latency", _latency_label(profile)),
+            ("from", f"{profile_origin(profile)}: {profile.path or '-'}"),
         ]
         if profile.calibration:
             rows.append(("calibration", str(profile.calibration.get("description", profile.calibration.get("method")))))
@@ -102,14 +128,21 @@ def run(args: argparse.Namespace) -> int:
         print_json([_summary(p) for p in profiles])
         return 0
     print_table(
-        ("id", "kind", "cores", "clock", "ram", "storage", "precisions", "runtime", "latency"),
+        ("id", "kind", "cores", "clock", "ram", "storage", "precisions", "runtime", "latency", "from"),
         [
             (p.id, p.kind, p.cores, f"{p.clock_ghz:g} GHz", format_bytes(p.ram_bytes), format_bytes(p.storage_bytes),
-             ",".join(p.precisions), p.runtime, _latency_label(p))
+             ",".join(p.precisions), p.runtime, _latency_label(p), _origin(p))
             for p in profiles
         ],
     )
+    print(f"\nuser profiles: {user_profile_dir()} (a <id>.toml there shadows the bundled profile of that id)")
     return 0
+
+
+def _origin(p: DeviceProfile) -> str:
+    """``bundled`` or ``user: PATH`` (the file a user profile was read from)."""
+    origin = profile_origin(p)
+    return f"{origin}: {p.path}" if origin == "user" else origin
 
 
 def run_families(args: argparse.Namespace) -> int:

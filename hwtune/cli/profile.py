@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import re
 import sys
@@ -68,6 +69,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="latency measurement time budget in seconds (default 10)",
     )
     p.add_argument("--no-latency", action="store_true", help="skip latency (structure and memory only)")
+    p.add_argument(
+        "--latency",
+        choices=("measure", "predict"),
+        default=None,
+        help="predict: use the device's latency predictor even where it could measure (host); "
+        "default: what the profile says",
+    )
     p.add_argument("--layers", action="store_true", help="print the per-layer table")
     p.add_argument("--json", action="store_true", help="machine-readable output (layers included)")
     p.set_defaults(func=run)
@@ -307,6 +315,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("; ".join(problems))
     check_precision(args.precision)
     profile = load_profile(args.device)  # unknown device fails before any model is built
+    if args.latency is not None and args.latency != profile.latency_source:
+        if args.latency == "measure":
+            raise ConfigError(
+                f"--latency measure: {profile.id} is a remote device (latency = 'predict' in its profile); only "
+                "this machine's profile (host) can measure"
+            )
+        profile = dataclasses.replace(profile, latency_source="predict")
 
     verbose = int(getattr(args, "verbose", 0) or 0)
     progress = _Progress(0.0 if verbose else PROGRESS_AFTER_S, enabled=not getattr(args, "quiet", False))

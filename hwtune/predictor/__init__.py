@@ -251,6 +251,8 @@ def _notes(cal: ProfileCalibration, plan: PrecisionPlan, batch: int) -> tuple[st
         notes.append("spec-only profile: no measurement on this device; error measured leave-device-out")
     if cal.hardware_note:
         notes.append(cal.hardware_note)
+    if cal.cpu_note:
+        notes.append(f"{cal.cpu_note}: predictions describe that CPU; hwtune calibrate --host fits this one")
     return tuple(notes)
 
 
@@ -378,7 +380,7 @@ def predict_latency_detail(
         form=cal.form_name, error_pct=cal.error_pct, spearman=cal.spearman, flops_spearman=cal.flops_spearman,
         within_10pct=cal.within_10pct, runtime=str(profile.runtime), device=profile.id, precision=plan.label,
         batch_size=batch, executes=cal.lowering.executes, validation=cal.validation,
-        notes=_notes(cal, plan, batch),
+        notes=_notes(cal, plan, batch), cpu_note=cal.cpu_note,
     )
 
 

@@ -124,6 +124,8 @@ def hardware_snapshot(profile: DeviceProfile) -> dict[str, Any]:
                            "bandwidth_gbps": _round(float(profile.bandwidth_gbps)), "threads": int(profile.threads)}
     if profile.cpu_model:
         out["cpu_model"] = profile.cpu_model
+    if profile.detected:  # this machine: the ISA flags decide whether the fit holds on another CPU
+        out["isa"] = list(profile.isa)
     return out
 
 

@@ -156,6 +156,8 @@ class LatencyPrediction:
         executes: ``deployed`` or ``eager`` lowering.
         validation: How ``error_pct`` and ``spearman`` were measured.
         notes: Caveats, e.g. a batch or precision the calibration did not cover.
+        cpu_note: ``calibrated on <CPU>, not this CPU (...)`` when the profile describes this machine
+            but was fitted on another CPU ('' otherwise); ``label`` carries it.
 
     Example:
         >>> p = LatencyPrediction(2.5, "predicted", "macs", 6.0, 0.97, 0.88, 0.8, "tflite", "pi", "fp32")
@@ -178,6 +180,7 @@ class LatencyPrediction:
     validation: str = ""
     notes: tuple[str, ...] = ()
     schema_version: int = 1
+    cpu_note: str = ""
 
     def __float__(self) -> float:
         return float(self.latency_ms)
@@ -193,7 +196,8 @@ class LatencyPrediction:
             if self.flops_spearman is not None:
                 rho += f" vs FLOPs {self.flops_spearman:.2f}"
             rho += "; "
-        return f"{self.source} {self.latency_ms:.3g} ms{err} ({rho}form {self.form})"
+        cpu = f"; {self.cpu_note}" if self.cpu_note else ""
+        return f"{self.source} {self.latency_ms:.3g} ms{err} ({rho}form {self.form}{cpu})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +206,7 @@ class LatencyPrediction:
             "flops_spearman": self.flops_spearman, "within_10pct": self.within_10pct, "runtime": self.runtime,
             "device": self.device, "precision": self.precision, "batch_size": self.batch_size,
             "executes": self.executes, "validation": self.validation, "notes": list(self.notes),
+            "cpu_note": self.cpu_note,
         }
 
     @classmethod
@@ -213,6 +218,7 @@ class LatencyPrediction:
             runtime=str(data.get("runtime", "")), device=str(data["device"]), precision=str(data["precision"]),
             batch_size=int(data.get("batch_size", 1)), executes=str(data.get("executes", "deployed")),
             validation=str(data.get("validation", "")), notes=tuple(str(n) for n in data.get("notes", ())),
+            cpu_note=str(data.get("cpu_note", "")),
         )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune.device import calibrated_elsewhere
 from hwtune.errors import CalibrationError
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor._features import NO_LOWERING, Lowering
@@ -54,13 +55,15 @@ class ProfileCalibration:
     validation: str = ""
     batch_sizes: tuple[int, ...] = ()
     hardware_note: str = ""
+    # "calibrated on AMD EPYC with AVX2, not this CPU (...)": a profile of this machine fitted on another CPU
+    cpu_note: str = ""
 
     @property
     def form_name(self) -> str:
         return self.form.form if self.form is not None else "roofline"
 
 
-_COEFF_CACHE: dict[tuple[str, str], ProfileCalibration] = {}
+_COEFF_CACHE: dict[tuple[str, str, str], ProfileCalibration] = {}
 # profile object id -> (profile, its calibration): skips repr() of the table on repeated calls;
 # the profile is held so its id cannot be reused while the entry exists
 _CAL_BY_OBJECT: dict[int, tuple[Any, ProfileCalibration]] = {}
@@ -120,6 +123,7 @@ def _from_table(profile: DeviceProfile, table: Mapping[str, Any]) -> ProfileCali
         Lowering.from_table(table), form_from_table(table, where), _num(table, "spearman"),
         _num(table, "within_10pct"), _num(table, "flops_spearman"), str(table.get("validation", "")),
         tuple(int(b) for b in batches), _hardware_note(profile, table.get("hardware")),
+        calibrated_elsewhere(profile),
     )
 
 
@@ -151,7 +155,8 @@ def profile_calibration(profile: DeviceProfile) -> ProfileCalibration:
     if quick is not None and quick[0] is profile:
         return quick[1]
     table = profile.calibration
-    key = (profile.id + str(profile.path), repr(table))
+    # the CPU note is part of the key: the same file reads differently on another CPU
+    key = (profile.id + str(profile.path), repr(table), calibrated_elsewhere(profile))
     hit = _COEFF_CACHE.get(key)
     if hit is None:
         hit = _from_table(profile, table) if table else ProfileCalibration(
@@ -177,7 +182,8 @@ def label(cal: ProfileCalibration, precision: PrecisionPlan) -> str:
     if missing:
         extra = f"; {', '.join(missing)} extrapolated from {', '.join(cal.precisions)}"
     form = f"{cal.form_name}/{cal.lowering.executes}" if cal.form is not None else cal.form_name
-    return f"predicted (calibrated: {cal.method}, form {form}, {err}{extra})"
+    cpu = f"; {cal.cpu_note}" if cal.cpu_note else ""
+    return f"predicted (calibrated: {cal.method}, form {form}, {err}{extra}{cpu})"
 
 
 def load_profile_cached(device: str | Path | DeviceProfile) -> DeviceProfile:

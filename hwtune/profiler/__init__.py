@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
+from hwtune.device import calibrated_elsewhere
 from hwtune.errors import ConfigError, HwtuneError, RuntimeUnavailableError
 from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers
 from hwtune.precision import PrecisionPlan
@@ -478,6 +479,9 @@ def _predict(
                         what, sep, how = str(note).partition(" not measured: ")
                         if sep and how.startswith("extrapolated"):
                             beyond += f"; {what} {how.split(' with ')[0]}"
+                    # a profile of this machine fitted on another CPU says so (hwtune.device.calibrated_elsewhere)
+                    elsewhere = calibrated_elsewhere(profile)
+                    beyond += f"; {elsewhere}" if elsewhere else ""
                     label = f"predicted (±{pred.error_pct:.0f}%, calibrated: {pred.method or 'unknown method'}{beyond})"
                 elif source != "predicted" and not label.startswith("estimated"):
                     label = f"estimated ({label})"

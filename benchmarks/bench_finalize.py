@@ -113,7 +113,10 @@ def _rows(result: Any, run: Path) -> list[dict[str, Any]]:
 def main() -> int:
     args = _parse()
     import hwtune
+    from _provenance import machine_info
     from hwtune.tuner import load_result
+
+    machine = machine_info(threads=1)  # latency timed on the host profile's 1 thread; training uses torch's default
 
     rows: list[dict[str, Any]] = []
     for run in map(Path, args.runs):
@@ -126,7 +129,11 @@ def main() -> int:
         rows.extend(_rows(result, run))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows}, indent=2, default=str) + "\n")
+    machine["loadavg_after"] = machine_info()["loadavg"]
+    if args.no_run:  # collected from finished studies: this machine only read them
+        machine = {"note": "rows collected with --no-run: the machine that finalized them is not recorded here",
+                   "collected_on": machine}
+    out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2, default=str) + "\n")
     print(
         f"\n{'study':<14} {'trial':>5} {'prec':>6} {'params':>7} {'aug':>10} {'test (shipped)':>15} {'compute s':>10}"
     )

@@ -59,6 +59,9 @@ def main() -> int:
     p.add_argument("--train-limit", type=int, default=3000)
     p.add_argument("--out", default=str(RESULTS / "multidevice.json"))
     args = p.parse_args()
+    from _provenance import machine_info
+
+    machine = machine_info(threads=1)  # host latency timed on the host profile's 1 thread; training: torch's default
     primary = args.devices.split(",")[0]
     runs = []
     for rep in range(args.reps):
@@ -70,7 +73,8 @@ def main() -> int:
     one = [r["seconds"] for r in runs if r["devices"] == primary]
     many = [r["seconds"] for r in runs if r["devices"] == args.devices]
     ratio = statistics.median(m / o for m, o in zip(many, one, strict=True))
-    out = {"devices": args.devices, "trials": args.trials, "runs": runs, "ratio_median": ratio}
+    machine["loadavg_after"] = machine_info()["loadavg"]
+    out = {"devices": args.devices, "trials": args.trials, "runs": runs, "ratio_median": ratio, "machine": machine}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     n = len(args.devices.split(","))
     print(f"{n} devices cost {ratio:.2f}x one device (median of {len(one)} pair(s)); wrote {args.out}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -115,17 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import hwtune
+    from _provenance import machine_info
 
     host = hwtune.load_profile("host")
     results: dict[str, object] = {
         "models": {},
         "settings": {"reps": args.reps, "time_budget_s": args.budget_s, "quick": args.quick},
         "machine": {
-            "cpu_model": host.cpu_model,
-            "cores": host.cores,
-            "threads_used": host.threads,
-            "isa": list(host.isa),
-            "python": platform.python_version(),
+            **machine_info(threads=host.threads),
             "load_average_before": list(os.getloadavg()),
         },
     }

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -258,6 +257,7 @@ def table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
+    from _provenance import machine_info
     from hwtune._util import jsonable, versions
     from hwtune.data import calibration_batch
 
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.budget, args.min_runs, args.test_images, args.rounds = 1.0, 20, 200, 2
     load_before = os.getloadavg()
+    machine = machine_info(threads=args.threads, packages=EXTRA_VERSIONS)
     start = time.perf_counter()
     results: dict[str, Any] = {}
 
@@ -308,9 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
         },
         "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
+            **machine,
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
             "note": "shared host: other jobs ran at the same time; differences under ~1.3x are noise",

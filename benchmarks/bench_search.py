@@ -314,6 +314,9 @@ def main() -> int:
     if unknown:
         print(f"unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
         return 2
+    from _provenance import machine_info
+
+    machine = machine_info(threads=args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     budgets = {m: args.budget_s for m in methods}
     for item in filter(None, (x.strip() for x in args.method_budget.split(","))):
@@ -449,7 +452,9 @@ def main() -> int:
                     f"at {c:g} s hwtune HV {base['hv_mean']:.4f} vs {other} {o['hv_mean']:.4f} "
                     f"({diff:+.4f}, {rel:+.1f}%)"
                 )
+    machine["loadavg_after"] = machine_info()["loadavg"]
     out = {
+        "machine": machine,
         "reference_point": ref,
         "latency_budget_ms": lat_budget,
         "budget_s": args.budget_s,

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -96,6 +97,7 @@ class DeviceProfile:
     cpu_model: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     calibration: Mapping[str, Any] | None = None
+    int8: Mapping[str, Any] | None = None
     detected: bool = False
     path: Path | None = field(default=None, compare=False)
     schema_version: int = SCHEMA_VERSION
@@ -181,6 +183,8 @@ class DeviceProfile:
             out["compute"]["cpu_model"] = self.cpu_model
         if self.calibration is not None:
             out["calibration"] = dict(self.calibration)
+        if self.int8 is not None:
+            out["int8"] = dict(self.int8)
         return out
 
 
@@ -268,7 +272,7 @@ def _check_table(table: Mapping[str, Any], rules: Mapping[str, _Rule], prefix: s
 
 def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
     problems: list[str] = []
-    allowed = set(_TOP) | set(_SECTIONS) | set(_FREE_TABLES)
+    allowed = set(_TOP) | set(_SECTIONS) | set(_FREE_TABLES) | {"int8"}
     top_scalars = {k: v for k, v in raw.items() if k in _TOP or k not in allowed}
     problems += _check_table(top_scalars, _TOP, "", src)
     problems += _runtime_problem(raw.get("runtime"), src)
@@ -292,6 +296,8 @@ def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
             problems.append(f"{src}: calibration.method must be a non-empty string, got {calibration.get('method')!r}")
         if "error_pct" in calibration and not (is_num(calibration["error_pct"]) and calibration["error_pct"] >= 0):
             problems.append(f"{src}: calibration.error_pct must be a number >= 0, got {calibration['error_pct']!r}")
+    if "int8" in raw:
+        problems += int8_table_problems(raw["int8"], src)
     detect = isinstance(raw.get("compute"), dict) and raw["compute"].get("detect") is True
     for key in _REQUIRED_TOP:
         if key not in raw:
@@ -340,6 +346,65 @@ def _check_profile(p: DeviceProfile, src: str) -> list[str]:
     if not _nonempty_str(p.runtime):
         problems.append(f"{src}: runtime must be a non-empty string naming a registered runtime, got {p.runtime!r}")
     problems += _runtime_problem(p.runtime, src)
+    if p.int8 is not None:
+        problems += int8_table_problems(p.int8, src)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# [int8]: the int8 scheme measured on the device (python -m hwtune.device_script; see
+# hwtune.int8_scheme). Also the schema of the host's int8 scheme cache file.
+
+def _finite_pos(v: Any) -> bool:
+    return is_num(v) and math.isfinite(v) and v > 0
+
+
+_INT8_KEYS: dict[str, _Rule] = {
+    "scheme": (_nonempty_str, "the name of an int8 scheme"),
+    "reason": (_str, "a string"),
+    "runtime": (_nonempty_str, "a non-empty string naming the runtime measured"),
+    "runtime_version": (_str, "a string"),
+    "threads": (_positive_int, "an integer > 0"),
+    "cpu_model": (_str, "a string"),
+    "machine": (_str, "a string"),
+    "isa": (_str_list, "a list of strings"),
+    "probe": (_str, "a string"),
+    "created": (_str, "a string"),
+    "runs": (_positive_int, "an integer > 0"),
+    "seconds": (lambda v: is_num(v) and math.isfinite(v) and v >= 0, "a number >= 0"),
+    "latency_ms": (lambda v: isinstance(v, dict) and bool(v), "a table of scheme = milliseconds"),
+    "rel_error": (lambda v: isinstance(v, dict), "a table of scheme = relative output error"),
+    "relative": (lambda v: isinstance(v, dict), "a table of scheme = time relative to the round's median"),
+}
+
+
+def int8_table_problems(table: Any, src: str) -> list[str]:
+    """Problems of an ``[int8]`` table (one line each, naming ``src``, the key and the value)."""
+    from hwtune.device_script import INT8_SCHEMES  # the one list of schemes; numpy only, no torch
+
+    if not isinstance(table, Mapping):
+        return [f"{src}: [int8] must be a table, got {table!r}"]
+    problems = _check_table(table, _INT8_KEYS, "int8.", src)
+    for key in ("scheme", "runtime", "threads", "latency_ms"):
+        if key not in table:
+            problems.append(f"{src}: missing required key 'int8.{key}'")
+    scheme = table.get("scheme")
+    if isinstance(scheme, str) and scheme not in INT8_SCHEMES:
+        problems.append(f"{src}: int8.scheme must be one of {', '.join(INT8_SCHEMES)}, got {scheme!r}"
+                        f"{did_you_mean(scheme, INT8_SCHEMES)}")
+    for name, positive in (("latency_ms", True), ("rel_error", False), ("relative", True)):
+        values = table.get(name)
+        if not isinstance(values, Mapping):
+            continue
+        for k, v in values.items():
+            if k not in INT8_SCHEMES and not (positive and k == "fp32"):
+                problems.append(f"{src}: int8.{name} keys must be int8 schemes ({', '.join(INT8_SCHEMES)})"
+                                f"{' or fp32' if positive else ''}, got {k!r}{did_you_mean(str(k), INT8_SCHEMES)}")
+            elif not (_finite_pos(v) if positive else (is_num(v) and math.isfinite(v) and v >= 0)):
+                problems.append(f"{src}: int8.{name}.{k} must be a number {'> 0' if positive else '>= 0'}, got {v!r}")
+    latency = table.get("latency_ms")
+    if isinstance(scheme, str) and scheme in INT8_SCHEMES and isinstance(latency, Mapping) and scheme not in latency:
+        problems.append(f"{src}: int8.latency_ms must give the chosen scheme {scheme!r}, has {sorted(latency)}")
     return problems
 
 
@@ -441,6 +506,7 @@ def _profile_from_toml(raw: dict[str, Any], path: Path) -> DeviceProfile:
         cpu_model=compute.get("cpu_model", ""),
         sources=dict(raw.get("sources", {})),
         calibration=raw.get("calibration"),
+        int8=raw.get("int8"),
         detected=detected,
         path=path,
     )

@@ -54,6 +54,7 @@ error later.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -600,6 +601,238 @@ def default_act_type() -> str:
     return "u8" if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686") else "s8"
 
 
+# --------------------------------------------------------------------------------------------
+# int8 scheme: which int8 variant of a network runs fastest here, measured, not assumed.
+#
+# The choices that decide ONNX Runtime int8 speed on a CPU are the activation type (u8 or s8),
+# 7-bit weights (reduce_range) and per-channel vs per-tensor weight scales. Which combination is
+# fast depends on the CPU *and* the runtime build: on an AMD EPYC with AVX-512 VNNI and ONNX Runtime
+# 1.32, u8 activations ran ResNet-18 2.5x faster than s8, where an "x86 with VNNI -> s8" rule
+# shipped s8. So the probe below quantizes one small convolution-heavy network every offered way
+# (with onnxruntime.quantization.quantize_static, as hwtune ships int8) and times them interleaved.
+
+#: Scheme name -> settings. ``-rr``: reduce_range (7-bit weights); ``-pt``: one weight scale per tensor.
+INT8_SCHEMES: dict[str, dict] = {
+    "u8s8": {"activation_type": "u8", "reduce_range": False, "per_channel": True},
+    "s8s8": {"activation_type": "s8", "reduce_range": False, "per_channel": True},
+    "u8s8-pt": {"activation_type": "u8", "reduce_range": False, "per_channel": False},
+    "u8s8-rr": {"activation_type": "u8", "reduce_range": True, "per_channel": True},
+    "u8s8-rr-pt": {"activation_type": "u8", "reduce_range": True, "per_channel": False},
+}
+#: Among schemes within TIE_FRACTION of the fastest, the earliest here wins: full 8-bit
+#: per-channel weights are the most accurate, 7-bit per-tensor ones the least.
+ACCURACY_ORDER = ("u8s8", "s8s8", "u8s8-pt", "u8s8-rr", "u8s8-rr-pt")
+TIE_FRACTION = 0.10  # the u8 variants run the same kernels; their medians differ by 5-8 % on a loaded host
+#: A scheme whose output error on the probe exceeds both of these is not offered (measured accuracy).
+MAX_ERROR_RATIO, MAX_ERROR_FLOOR = 3.0, 0.05
+PROBE_VERSION = 2
+PROBE_INPUT = [1, 3, 96, 96]
+
+
+def _cpu_flags() -> tuple[str, ...]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("flags", "Features"):
+                return tuple(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return ()
+
+
+def offered_int8_schemes(isa: tuple[str, ...] | list[str] | None = None, machine: str | None = None) -> list[str]:
+    """The schemes worth measuring on a CPU with these ISA flags (default: this machine's).
+
+    On x86 without VNNI, ONNX Runtime multiplies u8 x s8 with ``vpmaddubsw``, which saturates the
+    int16 sum of two products: u8 activations with full 8-bit weights lose accuracy there (relative
+    logit error 0.10 vs 0.02 with reduce_range, measured on the AVX2 EPYC of v0.1), so u8 schemes
+    come only with reduce_range on those CPUs. That is a correctness constraint; speed is measured.
+    """
+    flags = set(_cpu_flags() if isa is None else isa)
+    machine = (machine or platform.machine()).lower()
+    x86 = bool(flags & {"sse4_2", "avx", "avx2", "avx512f"}) or (isa is None and machine in ("x86_64", "amd64"))
+    vnni = bool(flags & {"avx512_vnni", "avx512vnni", "avx_vnni"})
+    if x86 and not vnni:
+        return [s for s in INT8_SCHEMES if INT8_SCHEMES[s]["activation_type"] == "s8" or INT8_SCHEMES[s]["reduce_range"]]
+    return list(INT8_SCHEMES)
+
+
+def int8_probe_case() -> dict:
+    """The probe network (fp32): a stem, ResNet basic blocks (one strided, with a 1x1 shortcut), a
+    MobileNetV2 inverted residual, global pool and a classifier. About 140 M MACs at 96x96."""
+    g = _Graph([list(PROBE_INPUT)])
+    x = g.conv(-1, 32, 3, 2, act="relu")
+
+    def basic(x: int, cout: int, s: int) -> int:
+        y = g.conv(g.conv(x, cout, 3, s, act="relu"), cout, 3)
+        short = x if s == 1 and g.shape(x)[1] == cout else g.conv(x, cout, 1, s)
+        return g.unary("relu", g.binary("add", y, short))
+
+    x = basic(x, 32, 1)
+    x = basic(x, 64, 2)
+    y = g.conv(g.conv(g.conv(x, 256, 1, act="clip"), 256, 3, groups=256, act="clip"), 64, 1)
+    x = g.binary("add", x, y)
+    x = basic(x, 128, 2)
+    g.linear(g.flatten(g.gap(x)), 10)
+    return _case("block", "fp32", g, f"int8-probe-v{PROBE_VERSION}", block="int8_probe")
+
+
+def _quantize_probe(src: str, dst: str, scheme: str, calib: list[np.ndarray], input_name: str) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    settings = INT8_SCHEMES[scheme]
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{input_name: x} for x in calib])
+
+        def get_next(self):  # noqa: ANN201 - ORT's interface
+            return next(self._it, None)
+
+    qtype = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[settings["activation_type"]]
+    quantize_static(src, dst, _Reader(), quant_format=QuantFormat.QDQ, per_channel=settings["per_channel"],
+                    reduce_range=settings["reduce_range"], activation_type=qtype, weight_type=QuantType.QInt8)
+
+
+def time_interleaved(sessions: dict, feeds: dict, *, budget_s: float, min_rounds: int = 9,
+                     max_rounds: int = 400) -> dict[str, list[float]]:
+    """Run every session once per round, rotating the order, until ``budget_s`` is spent; ms per run.
+
+    Interleaving puts every candidate through the same load changes of a shared machine, so their
+    ratio holds even when the absolute times drift.
+    """
+    names = list(sessions)
+    for name in names:  # warm-up: first runs allocate and pack weights
+        for _ in range(2):
+            sessions[name].run(None, feeds[name])
+    times: dict[str, list[float]] = {n: [] for n in names}
+    end = time.perf_counter() + budget_s
+    r = 0
+    while r < max_rounds and (r < min_rounds or time.perf_counter() < end):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter_ns()
+            sessions[name].run(None, feeds[name])
+            times[name].append((time.perf_counter_ns() - t0) / 1e6)
+        r += 1
+    return times
+
+
+def paired_ratios(times: dict[str, list[float]], names: list[str]) -> dict[str, float]:
+    """Per scheme, the median over rounds of its time / the median of ``names`` in the same round.
+
+    Interleaved rounds are paired: a load change slows a whole round, so these ratios are steadier
+    than ratios of per-scheme medians."""
+    rounds = min(len(times[n]) for n in names)
+    ref = [statistics.median(times[n][r] for n in names) for r in range(rounds)]
+    return {n: round(statistics.median(times[n][r] / ref[r] for r in range(rounds)), 4) for n in names}
+
+
+def choose_int8_scheme(latency_ms: dict[str, float], rel_error: dict[str, float] | None = None,
+                       relative: dict[str, float] | None = None) -> tuple[str, str]:
+    """The scheme to ship, and why: the fastest of those accurate enough, preferring the more
+    accurate scheme when it is within ``TIE_FRACTION`` of the fastest. ``relative`` (paired
+    ratios, :func:`paired_ratios`) decides when given; ``latency_ms`` otherwise."""
+    rel_error = rel_error or {}
+    speed = relative or latency_ms
+    cands = [s for s in latency_ms if s in INT8_SCHEMES]
+    if not cands:
+        raise ValueError("no int8 scheme was measured")
+    errs = [rel_error[s] for s in cands if s in rel_error]
+    limit = max(MAX_ERROR_RATIO * min(errs), MAX_ERROR_FLOOR) if errs else float("inf")
+    accurate = [s for s in cands if rel_error.get(s, 0.0) <= limit] or cands
+    fastest = min(accurate, key=lambda s: speed[s])
+    near = [s for s in accurate if speed[s] <= speed[fastest] * (1 + TIE_FRACTION)]
+    chosen = min(near, key=ACCURACY_ORDER.index)
+    others = sorted((s for s in latency_ms if s != chosen), key=lambda s: speed.get(s, latency_ms[s]))
+    reason = f"measured: {chosen} {latency_ms[chosen]:.2f} ms vs " + ", ".join(
+        f"{s} {latency_ms[s]:.2f} ms" for s in others)
+    dropped = [s for s in cands if s not in accurate]
+    if dropped:
+        reason += f"; not accurate enough here: {', '.join(dropped)} (output error > {limit:.3f})"
+    if chosen != fastest:
+        reason += f"; {chosen} preferred over {fastest} (within {TIE_FRACTION:.0%}, more accurate)"
+    return chosen, reason
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime.quantization logs through the root logger and warns; keep that off the terminal
+    without touching the caller's logging set-up (a NullHandler stands in for basicConfig)."""
+    import logging
+    import warnings
+
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # "Removing initializer ..." from the quantizer's own sessions
+    root = logging.getLogger()
+    null = logging.NullHandler()
+    drop = lambda record: "onnxruntime" not in record.pathname  # noqa: E731
+    root.addHandler(null)
+    root.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.removeFilter(drop)
+        root.removeHandler(null)
+
+
+def measure_int8_schemes(threads: int = 1, *, budget_s: float = 4.0, schemes: list[str] | None = None,
+                         isa: tuple[str, ...] | list[str] | None = None) -> dict:
+    """Quantize the probe network every offered way, time the variants interleaved; the ``[int8]`` table.
+
+    Returns a JSON-able dict: ``scheme`` (chosen), ``reason``, ``latency_ms`` (median per scheme,
+    plus ``fp32`` for reference), ``rel_error`` (relative L2 error of the logits against fp32 on
+    held-out random inputs), ``runs``, ``threads``, ``runtime``, ``runtime_version``, ``cpu_model``,
+    ``isa`` (flags that decide the offer), ``probe`` and ``seconds``.
+    """
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    t0 = time.perf_counter()
+    flags = tuple(_cpu_flags() if isa is None else isa)
+    names = list(schemes) if schemes else offered_int8_schemes(flags if isa is not None else None)
+    unknown = [s for s in names if s not in INT8_SCHEMES]
+    if unknown:
+        raise ValueError(f"unknown int8 scheme(s) {unknown}; known: {', '.join(INT8_SCHEMES)}")
+    case = int8_probe_case()
+    rng = np.random.default_rng(SUITE_SEED)
+    calib = [rng.standard_normal(PROBE_INPUT).astype(np.float32) for _ in range(8)]
+    check = rng.standard_normal(PROBE_INPUT).astype(np.float32)
+    paths: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="hwtune-int8-probe-") as tmp, _quiet_quantizer():
+        src, pre = str(Path(tmp) / "fp32.onnx"), str(Path(tmp) / "pre.onnx")
+        Path(src).write_bytes(build_model(case).SerializeToString())
+        quant_pre_process(src, pre)
+        paths["fp32"] = src
+        for s in names:
+            paths[s] = str(Path(tmp) / f"{s}.onnx")
+            _quantize_probe(pre, paths[s], s, calib, "input")
+        sessions = {k: _session(p, threads) for k, p in paths.items()}
+    feeds = {k: {"input": check} for k in sessions}
+    ref = sessions["fp32"].run(None, feeds["fp32"])[0]
+    rel_error = {s: float(np.linalg.norm(sessions[s].run(None, feeds[s])[0] - ref) / (np.linalg.norm(ref) + 1e-12))
+                 for s in names}
+    times = time_interleaved(sessions, feeds, budget_s=budget_s)
+    latency = {k: round(statistics.median(v), 4) for k, v in times.items()}
+    relative = paired_ratios(times, names)
+    chosen, reason = choose_int8_scheme({s: latency[s] for s in names}, rel_error, relative)
+    reason += f" (probe network, {threads} thread(s), onnxruntime {ort.__version__}, fp32 {latency['fp32']:.2f} ms)"
+    return {
+        "scheme": chosen, "reason": reason, "runtime": "onnxruntime", "runtime_version": ort.__version__,
+        "threads": threads, "cpu_model": _cpu_model(), "machine": platform.machine(),
+        "isa": sorted(set(flags) & _ISA_FLAGS), "probe": f"int8-probe-v{PROBE_VERSION}",
+        "created": time.strftime("%Y-%m-%d"), "latency_ms": latency,
+        "relative": relative, "rel_error": {s: round(e, 5) for s, e in rel_error.items()}, "runs": len(times["fp32"]),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+# ISA flags that matter for int8 kernels (recorded with a measurement; the cache key of the host's).
+_ISA_FLAGS = {"sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512vnni", "avx_vnni",
+              "avx512_bf16", "amx_int8", "neon", "asimd", "asimddp", "i8mm", "sve"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="microbench.json", help="results file (.json; .csv also writes a CSV)")
@@ -612,7 +845,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ops", default=None, help="comma list: only these case ops (conv, chain, block ...)")
     ap.add_argument("--export-models", metavar="DIR", help="write the suite's .onnx files to DIR and exit")
     ap.add_argument("--models", metavar="DIR", help="measure pre-built models from DIR (no onnx package needed)")
+    ap.add_argument("--int8-schemes", choices=("auto", "yes", "no", "only"), default="auto",
+                    help="measure which int8 scheme (u8/s8 activations, reduce_range, per-channel) is fastest here "
+                         "and store it as the results' 'int8' table (auto: when int8 is measured and the onnx "
+                         "package is present; only: just that, about 10-30 s)")
     args = ap.parse_args(argv)
+    if args.int8_schemes == "only":
+        return _main_int8_only(args)
 
     act = args.act_type or default_act_type()
     precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
@@ -670,6 +909,9 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "device": _device_info(args.threads, act), "suite_seed": SUITE_SEED, "passes": passes,
                "results": results}
+    int8 = _int8_table_for(args, precisions)
+    if int8 is not None:
+        payload["int8"] = int8
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
@@ -679,6 +921,34 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(payload, indent=1))
     print(f"wrote {len(results)} results to {out} in {time.perf_counter() - t_start:.0f}s "
           f"({args.threads} thread(s), activations {act}, {passes} pass(es))")
+    return 0
+
+
+def _int8_table_for(args: argparse.Namespace, precisions: tuple[str, ...]) -> dict | None:
+    """The int8 scheme table when asked for (``--int8-schemes``), or None (printed why on stderr)."""
+    if args.int8_schemes == "no" or (args.int8_schemes == "auto" and ("int8" not in precisions or args.models)):
+        return None
+    try:
+        table = measure_int8_schemes(args.threads)
+    except ImportError as exc:  # no onnx package: the probe is built and quantized here
+        if args.int8_schemes == "yes":
+            raise
+        print(f"int8 scheme not measured ({exc}); install the onnx package to measure it", file=sys.stderr)
+        return None
+    print(f"int8 scheme: {table['scheme']} ({table['reason']}) in {table['seconds']:.0f}s", file=sys.stderr)
+    return table
+
+
+def _main_int8_only(args: argparse.Namespace) -> int:
+    table = measure_int8_schemes(args.threads)
+    payload = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "device": _device_info(args.threads, "u8" if INT8_SCHEMES[table["scheme"]]["activation_type"] == "u8"
+                                      else "s8"),
+               "suite_seed": SUITE_SEED, "passes": 0, "results": [], "int8": table}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"int8 scheme: {table['scheme']} ({table['reason']}); wrote {out} in {table['seconds']:.0f}s")
     return 0
 
 

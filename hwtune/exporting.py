@@ -363,6 +363,7 @@ def _manifest(
         "precision_label": plan.label,
         "precision_per_stage": dict(f.stage_precision or {}),
         "quantization": shipped.info if plan.precisions != ("fp32",) else None,
+        "int8_scheme": shipped.info.get("int8_scheme") if "int8" in plan.precisions else None,
         "input": {
             "name": "input",
             "shape": shape,

@@ -6,8 +6,10 @@ precision name) and a typed :class:`QuantConfig`, and writes the converted model
 - ``fp32``: the file is copied unchanged.
 - ``fp16``: ``onnxconverter_common.float16`` converts weights and ops; inputs and outputs stay
   float32 (``keep_io_types``), so callers feed the same arrays as for fp32.
-- ``int8``: ONNX Runtime's ``quantize_static`` in QDQ format with signed int8 per-channel weights
-  and the activation type that is fast on the target ISA (see :func:`choose_activation_type`).
+- ``int8``: ONNX Runtime's ``quantize_static`` in QDQ format with signed int8 weights; the scheme
+  (u8/s8 activations, reduce_range, per-channel) is the one measured fastest on the target device
+  (:func:`hwtune.int8_scheme.int8_scheme_for`: measured on this host, the profile's ``[int8]``
+  table for a remote device, else a labelled rule of thumb).
 - mixed (a plan with overrides): the nodes of modules whose precision differs from the converted
   one are excluded (``nodes_to_exclude`` for int8, ``node_block_list`` for fp16). ONNX node names
   carry the module path (``/stages/stages.0/conv/Conv`` -> ``stages.0.conv``), see
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError, did_you_mean
+from hwtune.int8_scheme import INT8_SCHEMES, int8_scheme_for
 from hwtune.onnx_export import onnx_node_module
 from hwtune.precision import PrecisionPlan
 
@@ -88,11 +91,12 @@ class QuantConfig:
     Attributes:
         calibration_samples: images used to calibrate activation ranges (drawn at random with
             ``seed`` when more are given). At least ``MIN_CALIBRATION_SAMPLES``.
-        activation_type: ``"auto"`` picks per target ISA (:func:`choose_activation_type`);
-            ``"u8"`` or ``"s8"`` force it.
-        reduce_range: 7-bit weights. ``None`` = automatic (on exactly when u8 activations run on
-            x86 without VNNI, where ``vpmaddubsw`` saturates int16 pair sums with 8-bit weights).
-        per_channel: one weight scale per output channel (recommended for convs).
+        activation_type: ``"auto"`` ships the int8 scheme measured fastest on the target device
+            (activation type, reduce_range and per-channel together; :mod:`hwtune.int8_scheme`);
+            ``"u8"`` or ``"s8"`` force the activation type.
+        reduce_range: 7-bit weights. ``None`` = the scheme's (auto) or off (forced type).
+        per_channel: one weight scale per output channel (recommended for convs); with ``"auto"``
+            False forces per-tensor, True takes the scheme's.
         calibrate_method: ``"minmax"``, ``"percentile"`` or ``"entropy"`` (ORT calibrators).
         preprocess: run ORT's ``quant_pre_process`` (shape inference + graph cleanup) first. It
             folds the ``Identity`` nodes the torch exporter emits for shared bias tensors; without
@@ -175,6 +179,9 @@ class QuantResult:
             accuracy) or ``"none"``.
         weight_bytes: bytes of all initializers in the written file.
         notes: human-readable remarks the profiler and CLI print (e.g. random calibration).
+        int8_scheme: int8 only — the scheme shipped and why (``name``, ``source``: measured /
+            profile / rule, ``reason``: "measured: u8s8 1.02 ms vs s8s8 6.45 ms ..."; see
+            :class:`hwtune.int8_scheme.Int8Scheme`). None for fp32/fp16.
     """
 
     path: Path
@@ -187,6 +194,7 @@ class QuantResult:
     calibration_source: str
     weight_bytes: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    int8_scheme: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,28 +223,18 @@ class QuantResult:
 # Activation type per ISA
 
 
-def choose_activation_type(device: str | Path | DeviceProfile | None = None) -> tuple[str, bool, str]:
-    """Pick the int8 activation type and ``reduce_range`` for a device (default: this host).
+def choose_activation_type(
+    device: str | Path | DeviceProfile | None = None, *, measure: bool = True
+) -> tuple[str, bool, str]:
+    """The int8 activation type and ``reduce_range`` shipped for a device (default: this host).
 
-    Returns ``(activation_type, reduce_range, reason)``.
-
-    - x86 without VNNI (AVX2/AVX-512F only): ``u8`` activations with ``reduce_range``. ONNX
-      Runtime's MLAS runs u8 x s8 products with ``vpmaddubsw``, measured 1.2-1.7x faster than
-      s8 x s8 on this AVX2 host; that instruction saturates the int16 sum of two u8 x s8
-      products, so weights are limited to 7 bits (relative logit error 0.10 -> 0.02 measured).
-    - x86 with VNNI, ARM (NEON/dot-product), GPUs/NPUs/MCUs: ``s8`` activations, full range. No
-      saturation there (VNNI/SDOT accumulate in int32), s8 symmetric is ORT's default and what
-      TensorRT and TFLite-Micro kernels expect.
+    Returns ``(activation_type, reduce_range, reason)`` of :func:`hwtune.int8_scheme.int8_scheme_for`:
+    measured on this host (cached), the profile's measured ``[int8]`` table, or the ISA rule of
+    thumb (its reason says "rule of thumb, not measured"). ``measure=False`` never starts a
+    measurement (cache, profile table or rule only).
     """
-    from hwtune.device import load_profile
-
-    profile = load_profile(device if device is not None else "host")
-    x86 = any(flag in profile.isa for flag in ("sse4_2", "avx", "avx2", "avx512f"))
-    if x86 and not profile.has_vnni:
-        return "u8", True, f"{profile.id}: x86 without VNNI -> u8 activations, s8 weights, reduce_range (7-bit)"
-    if x86:
-        return "s8", False, f"{profile.id}: x86 with VNNI -> s8 activations and weights, full range"
-    return "s8", False, f"{profile.id}: {profile.kind} ({', '.join(profile.isa) or 'no ISA flags'}) -> s8 activations and weights"
+    scheme = int8_scheme_for(device, measure=measure)
+    return scheme.activation_type, scheme.reduce_range, scheme.reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,14 +567,23 @@ def _to_int8(
     input_name, dims = _input_spec(model)
     data, source, notes = _calibration_array(calibration, dims, config)
 
+    per_channel = config.per_channel
     if config.activation_type == "auto":
-        act, reduce_range, reason = choose_activation_type(device)
-        notes.append(f"activation type: {reason}")
+        scheme = int8_scheme_for(device)
+        act, reduce_range, per_channel = scheme.activation_type, scheme.reduce_range, per_channel and scheme.per_channel
+        scheme_info: dict[str, Any] = {"name": scheme.name, "source": scheme.source, "reason": scheme.reason}
+        notes.append(f"int8 scheme {scheme.name} ({scheme.description}): {scheme.reason}")
     else:
         act = config.activation_type
         reduce_range = False
+        scheme_info = {"name": None, "source": "config", "reason": f"QuantConfig.activation_type={act!r} (forced)"}
     if config.reduce_range is not None:
         reduce_range = config.reduce_range
+    settings = {"activation_type": act, "reduce_range": reduce_range, "per_channel": per_channel}
+    shipped = next((n for n, v in INT8_SCHEMES.items() if v == settings), None)
+    if scheme_info["name"] is not None and shipped != scheme_info["name"]:
+        scheme_info["reason"] += f"; QuantConfig overrides it to {shipped or settings}"
+    scheme_info.update(settings, name=shipped)
 
     batch = dims[0] if dims and dims[0] is not None else config.calibration_batch_size
 
@@ -605,7 +612,7 @@ def _to_int8(
                 str(dst),
                 _Reader(),
                 quant_format=QuantFormat.QDQ,
-                per_channel=config.per_channel,
+                per_channel=per_channel,
                 reduce_range=reduce_range,
                 activation_type=qtypes[act],
                 weight_type=QuantType.QInt8,
@@ -622,10 +629,8 @@ def _to_int8(
     return QuantResult(
         path=dst, precision_label=plan.label, activation_type=act, weight_type="s8", reduce_range=reduce_range,
         excluded_nodes=excluded, calibration_samples=len(data), calibration_source=source,
-        weight_bytes=onnx_weight_bytes(dst), notes=tuple(notes),
+        weight_bytes=onnx_weight_bytes(dst), notes=tuple(notes), int8_scheme=scheme_info,
     )
-
-
 
 
 # --------------------------------------------------------------------------------------------

@@ -302,6 +302,13 @@ class TrialFigures(_Record):
     failure_stage: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def int8_scheme(self) -> dict[str, Any] | None:
+        """The int8 scheme the trial shipped and why (``name``, ``source``, ``reason``), from its
+        ``quantization`` record; None for float trials and for studies made before it was recorded."""
+        scheme = (self.quantization or {}).get("int8_scheme")
+        return dict(scheme) if isinstance(scheme, Mapping) else None
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "trial figures") -> TrialFigures:
         """Validate and read stored figures (0.1.0's flat dict or this release's)."""

@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, v in (("--base", args.base), ("--out", args.out)) if v is None]
     if missing:
         raise ConfigError(f"hwtune calibrate needs {' and '.join(missing)} (except with --host)")
+    int8 = _results_int8(args.results) if args.results else None
+    if int8 is not None and not _has_microbench_rows(args.results):
+        return _write_int8_only(args, int8)  # device_script --int8-schemes only
     if args.results:
         report = calibrate_microbench(args.results, args.base, args.out, description=args.description,
                                       statistic=args.statistic or "median")
@@ -111,13 +114,57 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = calibrate_spec(args.base, args.out, description=args.description)
     t = report.table
+    if int8 is not None:
+        from hwtune.int8_scheme import write_int8_table
+
+        write_int8_table(report.path, int8)
     if args.json:
-        json.dump({"path": str(report.path), "calibration": dict(t)}, sys.stdout, indent=1)
+        json.dump({"path": str(report.path), "calibration": dict(t), "int8": int8}, sys.stdout, indent=1)
         print()
         return 0
     print(f"wrote [calibration] ({t['method']}, {t['n_samples']} samples) to {report.path}")
     for line in calibration_lines(t):
         print(line)
+    if int8 is not None:
+        print(f"wrote [int8]: scheme {int8['scheme']} ({int8.get('reason', '')})")
+    return 0
+
+
+def _results_int8(path: str) -> dict[str, Any] | None:
+    """The ``int8`` table of a device-script results JSON (validated when written), or None."""
+    from hwtune._io import load_json
+
+    if not str(path).endswith(".json"):
+        return None
+    data = load_json(path, kind="device-script results file")
+    table = data.get("int8") if isinstance(data, dict) else None
+    if table is not None and not isinstance(table, dict):
+        raise ConfigError(f"{path}: int8 must be an object (the int8 scheme table), got {table!r}")
+    return table
+
+
+def _has_microbench_rows(path: str) -> bool:
+    from hwtune._io import load_json
+
+    data = load_json(path, kind="device-script results file")
+    return bool(isinstance(data, dict) and data.get("results"))
+
+
+def _write_int8_only(args: argparse.Namespace, int8: dict[str, Any]) -> int:
+    """Results with only the int8 scheme (``--int8-schemes only``): the ``[int8]`` table into a copy
+    of --base, no predictor fit."""
+    from hwtune.device import load_profile
+    from hwtune.int8_scheme import write_int8_table
+
+    base = load_profile(args.base)
+    if base.path is None:
+        raise ConfigError(f"--base {args.base}: profile has no file to copy")
+    path = write_int8_table(args.out, int8, base=base.path)
+    if args.json:
+        json.dump({"path": str(path), "calibration": None, "int8": int8}, sys.stdout, indent=1)
+        print()
+    else:
+        print(f"wrote [int8] to {path}: scheme {int8['scheme']} ({int8.get('reason', '')}); [calibration] unchanged")
     return 0
 
 

@@ -212,6 +212,17 @@ def _ms(v: float | None) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.2f}"
 
 
+def _int8_scheme(report: Any, profile: Any) -> dict[str, Any] | None:
+    """The int8 scheme ONNX Runtime ships for this profile (measured here, the profile's [int8] table
+    or the labelled rule of thumb); None when the report has no int8 or another runtime."""
+    if "int8" not in report.precision or report.runtime != "onnxruntime":
+        return None
+    from hwtune.int8_scheme import int8_scheme_for
+
+    scheme = int8_scheme_for(profile, measure=False)  # what the measurement used (memo), never a new probe
+    return {**scheme.to_dict(), "description": scheme.description}
+
+
 def _print_human(report: Any, profile: Any, show_layers: bool) -> None:
     from hwtune.cli._output import format_bytes, print_table
 
@@ -248,6 +259,9 @@ def _print_human(report: Any, profile: Any, show_layers: bool) -> None:
         if report.latency_source == "measured":
             detail += f"; p10 {_ms(lat.p10_ms)} ms, p90 {_ms(lat.p90_ms)} ms"
         rows.append(("latency", f"{_ms(report.latency_ms)} ms  {detail}"))
+    scheme = _int8_scheme(report, profile)
+    if scheme is not None:
+        rows.append(("int8 scheme", f"{scheme['name']} ({scheme['description']}): {scheme['reason']}"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
@@ -273,9 +287,10 @@ def _print_human(report: Any, profile: Any, show_layers: bool) -> None:
         print_table(("layer", "op", "output", "MACs", "params", "activations", header), table)
         if source == "measured":
             print("\nper-op times: ONNX Runtime profiler (median per op); fused bn/relu time is in their conv's row")
-    if report.notes:
+    notes = [n for n in report.notes if scheme is None or not n.startswith("int8 scheme ")]  # shown above
+    if notes:
         print()
-        for note in report.notes:
+        for note in notes:
             print(f"note: {note}")
 
 
@@ -349,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         from hwtune.cli._output import print_json
 
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "int8_scheme": _int8_scheme(report, profile)})
     else:
         _print_human(report, profile, args.layers)
     if not report.fits.overall:

@@ -416,9 +416,25 @@ def promotion_order(costs: Sequence[Sequence[float]]) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _short_stages(stages: Mapping[str, Any]) -> str:
+    """A compression candidate as ``stage1 0.5w int8, stage2 0.75w d1 int8, head 1w fp32``."""
+    parts = []
+    for name, ch in stages.items():
+        if not isinstance(ch, Mapping):
+            return str(dict(stages))
+        depth = ch.get("depth")
+        depth_text = f" d{depth}" if isinstance(depth, int) and depth > 0 else ""
+        width = ch.get("width")
+        width_text = f" {width:g}w" if isinstance(width, (int, float)) else ""
+        parts.append(f"{name}{width_text}{depth_text} {ch.get('precision', '?')}")
+    return ", ".join(parts)
+
+
 def _short_candidate(cand: Mapping[str, Any] | None) -> str:
     if not cand:
         return "-"
+    if cand.get("kind") == "compress" and isinstance(cand.get("stages"), Mapping):
+        return _short_stages(cand["stages"])
     knobs = cand.get("knobs")
     if isinstance(knobs, Mapping):
         items = knobs.items()

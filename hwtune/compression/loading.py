@@ -230,8 +230,14 @@ def _load_export_archive(path: Path) -> nn.Module:
     from hwtune.compression._layers_from_graph import restore_layers
 
     restore_layers(module)
-    # A plain GraphModule over the same graph and tensors: the exported one refuses train()/eval().
-    return torch.fx.GraphModule(module, module.graph, class_name="ExportedModel")
+    from hwtune.compression._scopes import ScopedGraph
+
+    # Over the same graph and tensors (the exported module refuses train()/eval()); a one-input model
+    # runs each operation inside the module calls it was traced in, so exporters see its module names.
+    gm = torch.fx.GraphModule(module, module.graph, class_name="ExportedModel")
+    if sum(1 for n in gm.graph.nodes if n.op == "placeholder") == 1:
+        return ScopedGraph(gm)
+    return gm
 
 
 # --------------------------------------------------------------------------------------------

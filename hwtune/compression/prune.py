@@ -105,7 +105,13 @@ def _group_widths(space: CompressSpace, cand: CompressCandidate) -> dict[str, tu
 
 
 def _prune_channels(
-    model: nn.Module, space: CompressSpace, cand: CompressCandidate, example_input: torch.Tensor, imp: Any, batch: Any
+    model: nn.Module,
+    space: CompressSpace,
+    cand: CompressCandidate,
+    example_input: torch.Tensor,
+    imp: Any,
+    batch: Any,
+    dropped: list[str],
 ) -> dict[str, dict[str, list[int]]]:
     """Prune every group of ``model`` in place; returns stage -> {group root: [before, after]}."""
     dg = build_graph(model, example_input)
@@ -116,13 +122,18 @@ def _prune_channels(
     plans, report = [], {}
     for group in dg.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)):
         layers = [names.get(d.target.module, "") for d, _ in group if dg.is_out_channel_pruning_fn(d.handler)]
-        hit = next((widths[layer] for layer in layers if layer in widths), None)
-        if hit is None:
+        hits = [widths[layer] for layer in layers if layer in widths]
+        if not hits:
             continue
+        # A group whose recorded root is still in the model keeps its recorded size; one that a
+        # dropped block coupled (a residual add over a concatenation) splits into smaller groups.
+        hit = next((h for h in hits if not matches(h[1], dropped)), hits[0])
         stage, root, channels, width = hit
         root_mod, fn = group[0].dep.target.module, group[0].dep.handler
         live = int(dg.get_out_channels(root_mod))
-        if live != channels:
+        if matches(root, dropped):
+            root, channels = names.get(root_mod, root), live
+        elif live != channels:
             raise ConfigError(f"compress space: group {root!r} has {channels} channels, the model has {live}")
         keep = kept_channels(channels, width, space.round_to)
         report.setdefault(stage, {})[root] = [channels, keep]
@@ -185,7 +196,7 @@ def apply_candidate(
     dropped = dropped_blocks(space, cand)
     for name in dropped:
         _replace(pruned, name, nn.Identity())
-    channels = _prune_channels(pruned, space, cand, example_input, imp, batch)
+    channels = _prune_channels(pruned, space, cand, example_input, imp, batch, dropped)
     pruned.eval()
     try:
         with torch.no_grad():

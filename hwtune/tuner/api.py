@@ -262,6 +262,7 @@ def tune(
     source_model: Mapping[str, Any] | None = None,
     artifacts: str | Path | None = None,
     workers: int = 1,
+    val_data: Any = None,
 ) -> TuneResult:
     """Search ``space_or_recipe`` for the accuracy/latency(/memory) Pareto front on ``device``.
 
@@ -273,6 +274,9 @@ def tune(
             :func:`hwtune.data.load_dataset` arguments (``{"name": "fashion-mnist", "train_limit": 5000}``)
             or a :class:`~hwtune.data.DataSplits`. Names and mappings are stored with the study so
             ``hwtune export`` can reload the same splits.
+        val_data: A held-out validation set (dataset name, directory, or torch dataset) that replaces
+            the split carved from the training data: give it when the model or recipe was tuned on
+            all of the training data, or model selection scores images it has seen.
         objectives: ``"accuracy"`` plus one or more of ``"latency"``, ``"memory"`` (peak activation
             bytes), ``"size"`` (weight bytes).
         constraints: Hard limits: ``{"max_latency_ms": 2.0, "max_ram_kb": 256, "max_storage_kb": 1024}``
@@ -351,7 +355,7 @@ def tune(
     # derived from the study name.
     out = run_dir(study_name, out_dir)
     url = storage_url(storage, out)
-    data_load, splits = data_spec(data, space)
+    data_load, splits = data_spec(data, space, val_data)
     if splits is None:
         splits = load_data(data_load)  # type: ignore[arg-type]
     check_data_fits(space, splits)  # before any storage is opened: a mismatch creates no study

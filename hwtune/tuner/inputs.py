@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune._io import parse_toml, read_text
 from hwtune._util import SAFE_NAME_RULE, is_num, is_safe_name, jsonable, safe_name
-from hwtune.errors import ConfigError, StudyError, did_you_mean
+from hwtune.errors import ConfigError, DataError, StudyError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.data import DataSplits
@@ -123,8 +123,24 @@ def input_spec(space: SearchSpace) -> tuple[int, int, int]:
     return ch, size, int(space.num_classes)
 
 
-def data_spec(data: Any, space: SearchSpace) -> tuple[dict[str, Any] | None, Any]:
-    """(reloadable load_dataset kwargs or None, DataSplits or None if not loaded yet)."""
+def data_spec(data: Any, space: SearchSpace, val_data: Any = None) -> tuple[dict[str, Any] | None, Any]:
+    """(reloadable load_dataset kwargs or None, DataSplits or None if not loaded yet).
+
+    ``val_data`` (a name, a directory or a torch dataset) is a held-out validation set that replaces
+    the split carved from the training data; a name or directory is stored with the load settings.
+    """
+    load, splits = _data_spec(data, space)
+    if val_data is None:
+        return load, splits
+    if splits is not None:
+        return None, with_held_out(splits, val_data)
+    assert load is not None  # one of the two is always set
+    if isinstance(val_data, (str, Path)):
+        return {**load, "val_data": str(val_data)}, None
+    return None, with_held_out(load_data(load), val_data)
+
+
+def _data_spec(data: Any, space: SearchSpace) -> tuple[dict[str, Any] | None, Any]:
     from hwtune.data import DataSplits
 
     if isinstance(data, DataSplits):
@@ -150,7 +166,7 @@ def data_spec(data: Any, space: SearchSpace) -> tuple[dict[str, Any] | None, Any
 def _load_kwargs() -> tuple[str, ...]:
     from hwtune.data import load_dataset
 
-    return (*inspect.signature(load_dataset).parameters, "normalize")
+    return (*inspect.signature(load_dataset).parameters, "normalize", "val_data")
 
 
 def _check_spec_keys(spec: Mapping[str, Any], where: str, error: type[ConfigError | StudyError]) -> None:
@@ -168,12 +184,54 @@ def load_data(spec: Mapping[str, Any]) -> DataSplits:
     _check_spec_keys(kw, "data", ConfigError)
     name = kw.pop("name_or_path")
     normalize = kw.pop("normalize", None)  # the user's preprocessing (hwtune.compress normalize=)
+    val_data = kw.pop("val_data", None)
+    if val_data is not None:
+        kw["val_fraction"] = 0.0  # the user's held-out set replaces the carved validation split
     splits = load_dataset(name, **kw)
+    if val_data is not None:
+        splits = with_held_out(splits, val_data, image_size=kw.get("image_size"), limit=kw.get("val_limit"))
     if normalize:
         from hwtune.tuner.compress import with_normalization
 
         splits = with_normalization(splits, normalize["mean"], normalize["std"])
     return splits
+
+
+def with_held_out(splits: DataSplits, val_data: Any, *, image_size: Any = None, limit: int | None = None) -> DataSplits:
+    """``splits`` with its validation split replaced by every image of ``val_data``'s training split.
+
+    ``val_data`` is a dataset name or directory (IDX files or an ImageFolder), or a torch dataset;
+    images are normalized with ``splits``' statistics, as the training images are.
+
+    Raises:
+        DataError: ``val_data`` has other image shapes or classes than ``splits``, or is not in memory.
+    """
+    import dataclasses
+
+    from hwtune.data import TensorData, from_datasets, load_dataset
+
+    if isinstance(val_data, (str, Path)):
+        held = load_dataset(val_data, val_fraction=0.0, image_size=image_size).train
+        where = f"validation data {str(val_data)!r}"
+    else:
+        held = from_datasets(val_data, val_fraction=0.0, mean=splits.mean, std=splits.std).train
+        where = "validation data"
+    if isinstance(held, TensorData):
+        if not held.images.is_floating_point():
+            held = TensorData(held.images, held.labels, mean=splits.mean, std=splits.std)
+        if limit:
+            held = TensorData(held.images[:limit], held.labels[:limit], mean=held.mean, std=held.std)
+        shape, top = tuple(held.images.shape[1:]), int(held.labels.max()) if len(held.labels) else 0
+    elif isinstance(val_data, (str, Path)):  # decoded lazily with its own statistics: not the training data's
+        raise DataError(f"{where}: too large to hold in memory; give a smaller held-out set")
+    else:  # the user's dataset, normalized by its own transform
+        shape, top = tuple(held[0][0].shape), 0
+    if shape != tuple(splits.input_shape) or top >= splits.num_classes:
+        raise DataError(
+            f"{where}: images are {'x'.join(map(str, shape))} with labels up to {top}, but the training "
+            f"data's are {'x'.join(map(str, splits.input_shape))} with {splits.num_classes} classes"
+        )
+    return dataclasses.replace(splits, val=held)
 
 
 def _inside(path: Path, base: Path | None) -> bool:
@@ -211,7 +269,25 @@ def _stored_spec(spec: Any, study: str, run: Path | None) -> dict[str, Any]:
                 f"{run or '(none: not an SQLite study)'}; a study file does not choose what hwtune reads: "
                 "give the data again (--data / data=)"
             )
+    _check_stored_val_data(kw, study, run)
     return kw
+
+
+def _check_stored_val_data(kw: Mapping[str, Any], study: str, run: Path | None) -> None:
+    """A stored held-out set is read again only when it is a dataset name or lies in the run directory."""
+    from hwtune.data import is_dataset_name
+
+    value = kw.get("val_data")
+    if value is None:
+        return
+    if not isinstance(value, str) or not (
+        (is_dataset_name(value) and os.sep not in value) or _inside(Path(value).expanduser(), run)
+    ):
+        raise StudyError(
+            f"study {study!r} was validated on data at {str(value)[:200]!r} (val_data), outside its run directory "
+            f"{run or '(none: not an SQLite study)'}; a study file does not choose what hwtune reads: "
+            "give the validation data again (--val-data / val_data=)"
+        )
 
 
 # What of a study's stored data settings applies to data the user gives again: how it was split.
@@ -219,7 +295,7 @@ _SPLIT_KEYS = ("val_fraction", "seed", "train_limit", "val_limit", "test_limit",
 
 
 def load_stored_data(
-    spec: Any, *, study: str, run_dir: Path | None, data: Any = None, download: bool = False
+    spec: Any, *, study: str, run_dir: Path | None, data: Any = None, download: bool = False, val_data: Any = None
 ) -> DataSplits:
     """Reload the splits a study used, from its stored data settings, treated as untrusted input.
 
@@ -232,6 +308,8 @@ def load_stored_data(
             still apply, so the splits are the study's.
         download: Whether this command allows downloading a missing dataset (a stored
             ``download = true`` never does).
+        val_data: The held-out validation data given again (a name or directory), for a study
+            validated on one (``--val-data``) outside its run directory.
 
     Raises:
         StudyError: the stored settings are malformed, or name a path outside ``run_dir`` while
@@ -254,10 +332,18 @@ def load_stored_data(
         kw = {**base, **given}
         kw["name_or_path"] = str(kw.get("name_or_path") or "fashion-mnist")
         _check_spec_keys(kw, "data", ConfigError)
+        stored_val = spec.get("val_data") if isinstance(spec, Mapping) else None
+        if val_data is None and stored_val is not None and "val_data" not in given:
+            _check_stored_val_data({"val_data": stored_val}, study, run_dir)
+            kw["val_data"] = stored_val
     else:
         if spec is None:
             raise StudyError(f"study {study!r} was run on a user dataset hwtune cannot reload; pass data=")
+        if val_data is not None and isinstance(spec, Mapping):  # given again: the stored one is not read
+            spec = {k: v for k, v in spec.items() if k != "val_data"}
         kw = _stored_spec(spec, study, run_dir)
+    if val_data is not None:
+        kw["val_data"] = str(val_data)
     kw["download"] = bool(download)
     return load_data(kw)
 

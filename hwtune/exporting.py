@@ -172,6 +172,7 @@ def export(
     pipeline: Any = None,
     finalized: bool | None = None,
     download: bool = False,
+    val_data: Any = None,
 ) -> ExportResult:
     """Write trial ``trial``'s model at its precision and a ``manifest.json`` into ``out_dir``.
 
@@ -199,6 +200,8 @@ def export(
             standard one).
         finalized: export the finalized weights (``hwtune finalize``); default: when the trial has them.
         download: allow downloading a missing named dataset (never taken from the study).
+        val_data: the held-out validation data the study was tuned with (``val_data=``), given again
+            when it lies outside the run directory.
 
     Returns:
         An :class:`ExportResult` (paths and the manifest).
@@ -236,7 +239,12 @@ def export(
     pipe.runtime_name = _pick_format(format, pipe, rec.figures.runtime)
     data_meta = meta.data or {}
     data = load_stored_data(
-        data_meta.get("load"), study=result.study_name, run_dir=sqlite_dir(result.storage), data=data, download=download
+        data_meta.get("load"),
+        study=result.study_name,
+        run_dir=sqlite_dir(result.storage),
+        data=data,
+        download=download,
+        val_data=val_data,
     )
     with work_dir("export") as work:
         try:

@@ -249,9 +249,19 @@ def _markdown(result: TuneResult, paths: Mapping[str, Path]) -> str:
         lines += ["## Failed trials", ""]
         lines += [f"- #{t.number}: {t.failure}" for t in failed]
         lines.append("")
+    load = (meta.data or {}).get("load") or {}
+    held_out = isinstance(load, dict) and load.get("val_data") is not None
+    check = (meta.source_model or {}).get("validation") if isinstance(meta.source_model, dict) else None
+    if isinstance(check, dict) and isinstance(check.get("warning"), str):
+        lines += [f"**Warning:** {check['warning']}.", ""]
+    split = (
+        f"the held-out validation set `{load.get('val_data')}`"
+        if held_out
+        else "the validation split (carved from the training set)"
+    )
     lines += [
         (
-            "Accuracy is measured on the validation split (carved from the training set) on what ships: the "
+            f"Accuracy is measured on {split} on what ships: the "
             f"quantized file run by {_shipped_runtime(result)} for int8/fp16/mixed candidates. Candidates stopped "
             "early by the successive-halving schedule report the accuracy at the budget they reached (column "
             "`epochs`). Latency is "

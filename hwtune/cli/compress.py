@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from hwtune.cli._data import add_data_arguments
 from hwtune.cli.profile import parse_input_shape
 from hwtune.cli.tune import _positive_float
 from hwtune.errors import ConfigError
@@ -41,7 +42,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "or a torch.export archive (.pt2)",
     )
     p.add_argument("--weights", default=None, metavar="FILE", help=".pt/.pth state dict or .safetensors")
-    p.add_argument("--data", default="fashion-mnist", metavar="NAME_OR_DIR", help="dataset name or directory")
+    p.add_argument(
+        "--data", default="fashion-mnist", metavar="NAME_OR_DIR", help="dataset name or directory your model was trained on"
+    )
+    add_data_arguments(p, again=False, data=False)
     p.add_argument("--device", default="host", metavar="ID[,ID...]", help="device profile id(s) (default host)")
     p.add_argument("--input", default=None, metavar="NxCxHxW", help="example input shape")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="factory/builder num_classes= argument")
@@ -83,6 +87,8 @@ def run_compress(args: argparse.Namespace) -> int:
     if (args.mean is None) != (args.std is None):
         raise ConfigError("--mean and --std go together (your preprocessing's per-channel statistics)")
     data: dict[str, Any] = {"name": args.data}
+    if args.data_root:
+        data["root"] = args.data_root
     if args.train_limit:
         data["train_limit"] = args.train_limit
     if args.val_limit:
@@ -97,7 +103,7 @@ def run_compress(args: argparse.Namespace) -> int:
         from hwtune.tuner.inputs import data_spec, load_data
 
         if example is None:
-            load, _ = data_spec(data, None)
+            load, _ = data_spec(data, None, args.val_data)
             example = torch.zeros(1, *load_data(load).input_shape)  # type: ignore[arg-type]
         sys.stdout.write(derive_space(model.eval(), example).to_toml())
         return 0
@@ -114,6 +120,7 @@ def run_compress(args: argparse.Namespace) -> int:
     result = compress(
         model,
         data,
+        val_data=args.val_data,
         device=args.device,
         example_input=example,
         normalize=None if args.mean is None else (args.mean, args.std),

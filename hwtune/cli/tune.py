@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune.cli._data import add_data_arguments, data_arguments
 from hwtune.cli._run import add_source_arguments, parse_trial_spec, resolve_source
 from hwtune.errors import ConfigError, StudyError
 
@@ -148,9 +149,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         metavar="FRACTIONS",
         help="successive-halving rungs as fractions of --epochs (default 0.25,1; '1' trains all fully)",
     )
-    p.add_argument(
-        "--data", default=None, metavar="NAME_OR_DIR", help="dataset name or directory (default: the recipe's dataset)"
-    )
+    add_data_arguments(p, again=False)
     p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")
     p.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only N validation samples")
     p.add_argument(
@@ -267,6 +266,7 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
         help="output directory (default RUN/export/trial-N; required with --storage); with several trials, "
         "one trial-N subdirectory each",
     )
+    add_data_arguments(e, again=True)
     e.add_argument(
         "--search-weights",
         action="store_true",
@@ -297,6 +297,7 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
         metavar="NAME",
         help="augment the fine-tuning batches: shift or shift-flip (only for data whose labels survive it); default none",
     )
+    add_data_arguments(z, again=True)
     z.add_argument("--json", action="store_true", help="print the finalized trials as JSON")
     z.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no table")
     z.set_defaults(func=run_finalize)
@@ -349,16 +350,11 @@ def _tune_arguments(args: argparse.Namespace) -> dict[str, Any]:
         )
         if v is not None
     }
-    data: Any = None
-    if args.data or args.train_limit or args.val_limit:
-        data = {
-            k: v
-            for k, v in (("name", args.data), ("train_limit", args.train_limit), ("val_limit", args.val_limit))
-            if v is not None
-        }
+    data = data_arguments(args, train_limit=args.train_limit, val_limit=args.val_limit)
     return {
         "device": args.device,
         "data": data,
+        "val_data": args.val_data,
         "objectives": args.objectives,
         "constraints": constraints,
         "n_trials": args.trials,
@@ -527,6 +523,8 @@ def run_export(args: argparse.Namespace) -> int:
             base / f"trial-{n}" if several else base,
             args.format,
             finalized=False if args.search_weights else None,
+            data=data_arguments(args),
+            val_data=args.val_data,
         )
         manifests.append(exp.manifest)
         if not args.json and not args.quiet:
@@ -563,6 +561,8 @@ def run_finalize(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         augment=args.augment,
+        data=data_arguments(args),
+        val_data=args.val_data,
     )
     if args.json:
         done = [

@@ -1,7 +1,8 @@
 """``hwtune worker``: join an existing study (on this or another machine) and run its trials.
 
 Everything about the search comes from the study's stored settings; this machine only says where
-things are on it (``--artifacts``, ``--data-root``) and how much to run (``--trials``, ``--timeout``).
+things are on it (``--artifacts``, ``--data-root``; ``--data``/``--val-data`` when the study's data is a
+directory outside its run directory) and how much to run (``--trials``, ``--timeout``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+from hwtune.cli._data import add_data_arguments
 
 __all__ = ["add_parser", "run_worker"]
 
@@ -35,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the study's artifact store as seen from this machine (default: the one the study records, when it is "
         "inside the SQLite study's directory or on S3)",
     )
-    p.add_argument("--data-root", default=None, metavar="DIR", help="where this machine has the study's dataset files")
+    add_data_arguments(p, again=True)
     p.add_argument("--download", action="store_true", help="allow downloading the dataset when it is missing here")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for training")
     p.add_argument("--sampler", default=None, metavar="NAME", help="sampler, if the study's was a custom instance")
@@ -57,7 +60,12 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
-    data = {"root": args.data_root, "download": True if args.download else None}
+    data = {
+        "root": args.data_root,
+        "download": True if args.download else None,
+        "name_or_path": args.data,
+        "val_data": args.val_data,
+    }
     try:
         result = join_study(
             args.storage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -162,6 +163,8 @@ def _open_study(st: Any, url: str, study_name: str, objectives: Sequence[Any]) -
 # Data options that say where files are (or may be downloaded), not which data: a worker on another
 # machine passes its own; they never take part in "same settings" checks or the parent's cache key.
 _DATA_LOCATION_KEYS = ("root", "download")
+# The data itself given again on a joining machine (hwtune worker --data / --val-data).
+_DATA_AGAIN_KEYS = ("name_or_path", "val_data")
 # load_dataset options a worker takes from a study's stored settings.
 _STORED_DATA_KEYS = (
     "name_or_path",
@@ -172,6 +175,8 @@ _STORED_DATA_KEYS = (
     "test_limit",
     "image_size",
     "max_memory_bytes",
+    "normalize",
+    "val_data",
 )
 
 
@@ -179,12 +184,27 @@ def _data_identity(load: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return None if load is None else {k: v for k, v in load.items() if k not in _DATA_LOCATION_KEYS}
 
 
+def _comparable_load(load: Any) -> Any:
+    """A data spec as compared on resume: a directory by its name only (a worker on another machine gives
+    the same data again at its own path, ``hwtune worker --data DIR``)."""
+    from hwtune.data import is_dataset_name
+
+    if not isinstance(load, Mapping):
+        return load
+    out = _data_identity(load) or {}
+    for key in ("name_or_path", "val_data"):
+        value = out.get(key)
+        if isinstance(value, str) and (not is_dataset_name(value) or os.sep in value):
+            out[key] = Path(value).name
+    return out
+
+
 def _comparable(meta: Mapping[str, Any]) -> dict[str, Any]:
     """Settings as compared on resume: data without its location options; the space dict rebuilt from
     the recipe text when only the text is stored."""
     out = dict(meta)
     data = dict(out.get("data") or {})
-    data["load"] = _data_identity(data.get("load"))
+    data["load"] = _comparable_load(data.get("load"))
     out["data"] = data
     recipe = dict(out.get("recipe") or {})
     if recipe.get("space") is None and recipe.get("text"):
@@ -604,22 +624,28 @@ def _stored_data(meta: StudyMeta, study_name: str, url: str, overrides: Mapping[
     kw = {k: v for k, v in load.items() if k in _STORED_DATA_KEYS}
     from hwtune.data import is_dataset_name
 
-    name = kw["name_or_path"]
-    if not is_dataset_name(name) or "/" in name:
-        base = sqlite_dir(url)
-        inside = base is not None and Path(name).expanduser().resolve().is_relative_to(base.resolve())
-        if not inside:
-            raise StudyError(
-                f"study {study_name!r} was run on data at {name[:200]!r}, outside its run directory; a study file "
-                "does not choose what hwtune reads (joining workers take named datasets, with --data-root)"
-            )
-    for k, v in (overrides or {}).items():
-        if k not in _DATA_LOCATION_KEYS:
+    overrides = dict(overrides or {})
+    for k in overrides:
+        if k not in _DATA_LOCATION_KEYS and k not in _DATA_AGAIN_KEYS:
             raise ConfigError(
-                f"data: only {', '.join(_DATA_LOCATION_KEYS)} can be given to a joining worker, got {k!r}"
+                f"data: only {', '.join(_DATA_LOCATION_KEYS + _DATA_AGAIN_KEYS)} can be given to a joining worker, "
+                f"got {k!r}"
             )
+    for key, option in (("name_or_path", "--data"), ("val_data", "--val-data")):
+        name = kw.get(key)
+        if overrides.get(key) is not None or not isinstance(name, str):
+            continue  # given again by the user of this machine
+        if not is_dataset_name(name) or os.sep in name:
+            base = sqlite_dir(url)
+            inside = base is not None and Path(name).expanduser().resolve().is_relative_to(base.resolve())
+            if not inside:
+                raise StudyError(
+                    f"study {study_name!r} was run on data at {name[:200]!r} ({key}), outside its run directory; "
+                    f"a study file does not choose what hwtune reads: give it again ({option} DIR)"
+                )
+    for k, v in overrides.items():
         if v is not None:
-            kw[k] = v
+            kw[k] = str(v) if k in _DATA_AGAIN_KEYS else v
     return kw
 
 
@@ -648,7 +674,9 @@ def join_study(
         n_trials: Target of complete trials in the study (default: the study's stored target).
         timeout: Seconds this worker runs at most.
         artifacts: The artifact store on this machine (a directory, or ``s3://...``); default the study's.
-        data: ``{"root": DIR, "download": bool}``: where this machine has the dataset.
+        data: ``{"root": DIR, "download": bool}``: where this machine has the dataset; and
+            ``name_or_path`` / ``val_data``: the study's data (or held-out validation data) given again
+            when it is a directory outside the run directory.
         threads: Torch threads for training.
         pipeline: A :class:`~hwtune.tuner.CandidatePipeline` subclass (as given to the study's ``tune``).
         sampler: A registered sampler name, when the study was created with a sampler instance.

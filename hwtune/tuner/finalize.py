@@ -188,6 +188,7 @@ def finalize(
     pipeline: Any = None,
     download: bool = False,
     augment: str | None = None,
+    val_data: Any = None,
 ) -> TuneResult:
     """Fine-tune the chosen trials to convergence and record their final, shipped accuracy.
 
@@ -215,6 +216,8 @@ def finalize(
         augment: Augmentation of the fine-tuning batches (:data:`hwtune.augment.AUGMENTATIONS`:
             ``"shift"``, ``"shift-flip"``; default none). Only for data it keeps the labels of (a flip
             turns a digit into another shape).
+        val_data: The held-out validation data the study was tuned with, given again when it lies
+            outside the run directory (as ``data``).
 
     Returns:
         The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
@@ -250,6 +253,7 @@ def finalize(
         run_dir=sqlite_dir(result.storage),
         data=data,
         download=download,
+        val_data=val_data,
     )
     sched = Schedule.from_dict(meta.budget or {})
     seed = int(meta.seed or 0) if seed is None else seed

@@ -330,7 +330,18 @@ def load_stored_data(
             given["name_or_path"] = given.pop("name")
         base = {k: v for k, v in (spec.items() if isinstance(spec, Mapping) else ()) if k in _SPLIT_KEYS}
         kw = {**base, **given}
-        kw["name_or_path"] = str(kw.get("name_or_path") or "fashion-mnist")
+        if not kw.get("name_or_path"):  # only where it is (root=): the study's dataset, when it is a name
+            from hwtune.data import is_dataset_name
+
+            stored = spec.get("name_or_path") if isinstance(spec, Mapping) else None
+            if isinstance(stored, str) and not (is_dataset_name(stored) and os.sep not in stored):
+                raise StudyError(
+                    f"study {study!r} was run on data at {stored[:200]!r}, not a dataset name: "
+                    "give the data again (--data / data=), not only where it is (--data-root / root=)"
+                )
+            stored_name = stored if isinstance(stored, str) else None
+            kw["name_or_path"] = stored_name or "fashion-mnist"
+        kw["name_or_path"] = str(kw["name_or_path"])
         _check_spec_keys(kw, "data", ConfigError)
         stored_val = spec.get("val_data") if isinstance(spec, Mapping) else None
         if val_data is None and stored_val is not None and "val_data" not in given:

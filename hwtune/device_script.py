@@ -849,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure which int8 scheme (u8/s8 activations, reduce_range, per-channel) is fastest here "
                          "and store it as the results' 'int8' table (auto: when int8 is measured and the onnx "
                          "package is present; only: just that, about 10-30 s)")
+    ap.add_argument("--int8-budget-s", type=float, default=4.0, help="seconds of interleaved int8 scheme timing")
     args = ap.parse_args(argv)
     if args.int8_schemes == "only":
         return _main_int8_only(args)
@@ -929,7 +930,7 @@ def _int8_table_for(args: argparse.Namespace, precisions: tuple[str, ...]) -> di
     if args.int8_schemes == "no" or (args.int8_schemes == "auto" and ("int8" not in precisions or args.models)):
         return None
     try:
-        table = measure_int8_schemes(args.threads)
+        table = measure_int8_schemes(args.threads, budget_s=args.int8_budget_s)
     except ImportError as exc:  # no onnx package: the probe is built and quantized here
         if args.int8_schemes == "yes":
             raise
@@ -940,7 +941,7 @@ def _int8_table_for(args: argparse.Namespace, precisions: tuple[str, ...]) -> di
 
 
 def _main_int8_only(args: argparse.Namespace) -> int:
-    table = measure_int8_schemes(args.threads)
+    table = measure_int8_schemes(args.threads, budget_s=args.int8_budget_s)
     payload = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "device": _device_info(args.threads, "u8" if INT8_SCHEMES[table["scheme"]]["activation_type"] == "u8"
                                       else "s8"),

@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,192 @@ def test_example_runs(example: Example, scratch_dirs, shared_dir):
         f"{example.id} exited {proc.returncode}\n--- code ---\n{code}\n--- stdout (tail) ---\n{proc.stdout[-3000:]}"
         f"\n--- stderr (tail) ---\n{proc.stderr[-3000:]}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Measured figures: every number the README quotes from benchmarks/results/*.json equals the JSON.
+#
+# Each row: the results file, a pattern over the README (whitespace collapsed to single spaces, so a
+# sentence may wrap anywhere) whose groups are the quoted numbers, and a function giving the JSON's
+# values in the README's units, one per group. A quoted number with d decimals matches a value that
+# rounds to it at d decimals. When a benchmark is re-run, update the README from its JSON; when a
+# sentence is rewritten, update its pattern here (a pattern that matches nowhere fails, so no figure
+# silently stops being checked).
+
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Figure:
+    source: str
+    pattern: str
+    values: Any  # Callable[[dict], Sequence[float]]
+
+
+def _rows(d: dict, **match: Any) -> dict:
+    hits = [r for r in d["rows"] if all(r.get(k) == v for k, v in match.items())]
+    assert len(hits) == 1, f"{len(hits)} rows match {match}"
+    return hits[0]
+
+
+def _model(d: dict, model: str, runtime: str, precision: str, key: str = "latency_best_round_us") -> float:
+    return _rows(d["models"][model], runtime=runtime, precision=precision)[key]
+
+
+def _summary(d: dict, method: str, checkpoint: float, key: str = "hv_mean") -> float:
+    return d["summary"][method][str(float(checkpoint))][key]
+
+
+def _large(d: dict, model: str) -> float:
+    return next(r for r in d["large_inputs"] if r["model"] == model)["int8_speedup_vs_ort_fp32"]
+
+
+def _compression(d: dict, family: str, precision: str, key: str) -> float:
+    return _rows(d, family=family, precision=precision, runtime="onnxruntime")[key]
+
+
+def _ldo_at_least(d: dict) -> tuple[int, int]:
+    """Settings where the predictor ranks at least like FLOPs: held-out devices plus development devices."""
+    ldo, dev = d["leave_device_out"], d["method"]["development_devices"]
+    dev_ok = sum(d["devices"][x]["spearman"] >= d["devices"][x]["flops_spearman"] for x in dev)
+    return len(ldo["at_least_flops"]) + dev_ok, len(ldo["devices"]) + len(dev)
+
+
+def _pairs(d: dict) -> list[tuple[dict, dict]]:
+    """(one device, all devices) runs of each repetition of bench_multidevice."""
+    primary = d["devices"].split(",")[0]
+    reps = sorted({r["rep"] for r in d["runs"]})
+    return [(next(r for r in d["runs"] if r["rep"] == k and r["devices"] == primary),
+             next(r for r in d["runs"] if r["rep"] == k and r["devices"] == d["devices"])) for k in reps]
+
+
+def _within(values: list[float], fraction: float) -> int:
+    mid = sorted(values)[len(values) // 2]
+    return sum(abs(v / mid - 1) <= fraction for v in values)
+
+
+FIGURES: list[Figure] = [
+    Figure("profiler.json",
+           r"small Fashion-MNIST CNN profiles fully \([^)]*\) in (\d+\.\d+) s; MobileNetV2 @224 in (\d+\.\d+) s",
+           lambda d: [d["models"]["fashion_cnn_28"]["profile_seconds"], d["models"]["mobilenet_v2_224"]["profile_seconds"]]),
+    Figure("profiler.json", r"\(CV (\d+)% / (\d+)%\)",
+           lambda d: [100 * d["models"]["fashion_cnn_28"]["cv"], 100 * d["models"]["mobilenet_v2_224"]["cv"]]),
+    Figure("profiler.json", r"(\d+) of (\d+) \(small CNN\) and (\d+) of (\d+) \(MobileNetV2\) repetitions within ±1\.5%",
+           lambda d: [x for m in ("fashion_cnn_28", "mobilenet_v2_224")
+                      for x in (_within(d["models"][m]["latency_ms_all"], 0.015), len(d["models"][m]["latency_ms_all"]))]),
+    Figure("compression.json", r"convnet int8 (\d+\.\d+)% vs fp32 (\d+\.\d+)%, (\d+\.\d+)x faster than ORT fp32 "
+                               r"\(mixed (\d+\.\d+)x\)",
+           lambda d: [100 * _compression(d, "convnet", "int8", "val_accuracy"),
+                      100 * _compression(d, "convnet", "fp32", "val_accuracy"),
+                      _compression(d, "convnet", "int8", "speedup_vs_ort_fp32"),
+                      _compression(d, "convnet", "mixed", "speedup_vs_ort_fp32")]),
+    Figure("compression.json", r"MobileNetV2 int8 (\d+\.\d+)% vs (\d+\.\d+)%, \*\*not faster\*\* at 28x28 \((\d+\.\d+)x",
+           lambda d: [100 * _compression(d, "mobilenet_v2", "int8", "val_accuracy"),
+                      100 * _compression(d, "mobilenet_v2", "fp32", "val_accuracy"),
+                      _compression(d, "mobilenet_v2", "int8", "speedup_vs_ort_fp32")]),
+    Figure("compression.json", r"int8 speed-up (\d+\.\d+)x MobileNetV2 0\.35, (\d+\.\d+)x MobileNetV2 1\.0, "
+                               r"(\d+\.\d+)x ResNet-18",
+           lambda d: [_large(d, "mobilenet_v2 0.35 @224"), _large(d, "mobilenet_v2 1.0 @224"), _large(d, "resnet18 @224")]),
+    Figure("predictor.json", r"Spearman (\d\.\d+) on a Raspberry Pi 4 and (\d\.\d+) on a Pixel 3 "
+                             r"\(FLOPs alone (\d\.\d+) / (\d\.\d+)\)",
+           lambda d: [d["devices"]["raspberry-pi-4"]["spearman"], d["devices"]["pixel-3"]["spearman"],
+                      d["devices"]["raspberry-pi-4"]["flops_spearman"], d["devices"]["pixel-3"]["flops_spearman"]]),
+    Figure("predictor.json", r"On (?:this|that run.s) host, (\d+) random candidates: Spearman (\d\.\d+), (\d+)% within ±10%, "
+                             r"(\d+)% within ±20% \(the host's own measurement noise puts (\d+)% of repeat",
+           lambda d: [d["host"]["n"], d["host"]["spearman"], 100 * d["host"]["within_10pct"],
+                      100 * d["host"]["within_20pct"], 100 * d["host"]["noise_floor"]["outside_10pct"]]),
+    Figure("predictor.json", r"Spearman (\d\.\d+) leave-device-out vs FLOPs (\d\.\d+); ≥ FLOPs on (\d+) of (\d+) "
+                             r"settings; (\d+\.\d+) ms CPU per unseen architecture",
+           lambda d: [d["leave_device_out"]["spearman_mean"], d["leave_device_out"]["flops_spearman_mean"],
+                      *_ldo_at_least(d), d["predict_ms"]["raspberry-pi-4"]["median_ms"]]),
+    Figure("search.json", r"mean hypervolume (\d\.\d+) / (\d\.\d+) / (\d\.\d+) at 100 / 200 / 300 s vs "
+                          r"(\d\.\d+) / (\d\.\d+) / (\d\.\d+) for plain NSGA-II training every candidate fully and "
+                          r"(\d\.\d+) / (\d\.\d+) / (\d\.\d+) for random search",
+           lambda d: [_summary(d, m, c) for m in ("hwtune", "nsga2-full", "random") for c in (100, 200, 300)]),
+    Figure("search-inherit.json", r"parent took ([\d,]+) s once", lambda d: [d["settings"]["shared_parent"]
+                                                                           ["seconds_by_seed"]["0"]]),
+    Figure("search-inherit.json", r"`inherit` reached hypervolume (\d\.\d+) in 10 minutes of search \((\d+) candidates, "
+                                  r"(\d+\.\d+) s median per candidate, best (\d+\.\d+)% validation under the latency "
+                                  r"budget\) against (\d\.\d+) / (\d\.\d+) / (\d\.\d+) for `scratch` at 10 / 20 / 30 "
+                                  r"minutes \(best (\d+\.\d+)%\)",
+           lambda d: [_summary(d, "inherit", 600), _summary(d, "inherit", 600, "trials_mean"),
+                      _summary(d, "inherit", 600, "seconds_per_candidate_median"),
+                      100 * _summary(d, "inherit", 600, "best_accuracy_under_budget_mean"),
+                      *(_summary(d, "hwtune", c) for c in (600, 1200, 1800)),
+                      100 * _summary(d, "hwtune", 1800, "best_accuracy_under_budget_mean")]),
+    Figure("finalize.json", r"went from (\d+\.\d+)% to (\d+\.\d+)% validation and \*\*(\d+\.\d+)% test as shipped\*\* "
+                            r"\(ONNX Runtime; search \+ finalize (\d+) minutes",
+           lambda d: [100 * d["rows"][0]["search_val_accuracy"], 100 * d["rows"][0]["finalized"]["val_accuracy"],
+                      100 * d["rows"][0]["test_accuracy_as_shipped"],
+                      d["rows"][0]["compute_seconds_search_plus_finalize"] / 60]),
+    Figure("finalize.json", r"a (\d+) K all-int8 candidate reached (\d+\.\d+)% test",
+           lambda d: [_rows(d, precision="int8")["params"] / 1000, 100 * _rows(d, precision="int8")["test_accuracy_as_shipped"]]),
+    Figure("finalize.json", r"`--augment shift-flip` lowered the (\d+) K model to (\d+\.\d+)%",
+           lambda d: [d["rows"][1]["params"] / 1000, 100 * d["rows"][1]["test_accuracy_as_shipped"]]),
+    Figure("multidevice-predicted.json", r"Pi 5 \(predicted\) cost (\d+\.\d+)x host alone \(median of (\d+) pairs, "
+                                         r"(\d+\.\d+)x and (\d+\.\d+)x",
+           lambda d: [d["ratio_median"], len(d["runs"]) // 2,
+                      *(many["seconds"] / one["seconds"] for one, many in _pairs(d))]),
+    Figure("multidevice.json", r"an int8 `\.tflite` export each\): (\d+\.\d+)x", lambda d: [d["ratio_median"]]),
+    Figure("compress.json", r"trained only (\d+\.\d+) epoch, (\d+\.\d+)% validation, (\d+\.\d+) M MACs\): uniform "
+                            r"pruning \+ (\d+\.\d+) distilled epoch kept (\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)% at "
+                            r"0\.75 / 0\.5 / 0\.25 width vs (\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)% for the same "
+                            r"architectures from scratch",
+           lambda d: [d["settings"]["baseline_epochs"], 100 * _rows(d, label="baseline")["val_accuracy"],
+                      _rows(d, label="baseline")["macs"] / 1e6, d["settings"]["finetune_epochs"],
+                      *(100 * _rows(d, label=f"{k} {w}")["val_accuracy"] for k in ("uniform", "scratch")
+                        for w in ("0.75", "0.5", "0.25"))]),
+    Figure("compress.json", r"found (\d+\.\d+) M MACs at (\d+\.\d+)% \(dominating uniform 0\.25: (\d+\.\d+) M at "
+                            r"(\d+\.\d+)%\) and (\d+\.\d+) M at (\d+\.\d+)%",
+           lambda d: [_rows(d, label="searched #0")["macs"] / 1e6, 100 * _rows(d, label="searched #0")["val_accuracy"],
+                      _rows(d, label="uniform 0.25")["macs"] / 1e6, 100 * _rows(d, label="uniform 0.25")["val_accuracy"],
+                      _rows(d, label="searched #2")["macs"] / 1e6, 100 * _rows(d, label="searched #2")["val_accuracy"]]),
+    Figure("compress.json", r"the drop is (\d+\.\d+) points at 2x and (\d+\.\d+) at 4x",
+           lambda d: [100 * d["summary"]["drop_at_2x_fewer_macs"], 100 * d["summary"]["drop_at_4x_fewer_macs"]]),
+    Figure("runtimes.json", r"small CNN int8 (\d+\.\d+) µs on ExecuTorch vs (\d+\.\d+) µs fp32 \(ONNX Runtime int8 "
+                            r"(\d+\.\d+) µs, slower than its fp32 (\d+\.\d+) µs\)",
+           lambda d: [_model(d, "convnet_16_32_64", "executorch", "int8"), _model(d, "convnet_16_32_64", "executorch", "fp32"),
+                      _model(d, "convnet_16_32_64", "onnxruntime", "int8"), _model(d, "convnet_16_32_64", "onnxruntime", "fp32")]),
+    Figure("runtimes.json", r"TFLite Micro arena (\d+\.\d+)x \(small CNN\) and (\d+\.\d+)x \(MobileNetV2 0\.5\)",
+           lambda d: [d["models"]["convnet_16_32_64"]["mcu"]["arena_over_liveness"],
+                      d["models"]["mobilenet_v2_0.5"]["mcu"]["arena_over_liveness"]]),
+]
+
+
+def _readme_text() -> str:
+    return re.sub(r"\s+", " ", (REPO / "README.md").read_text())
+
+
+def _agrees(quoted: str, value: float) -> bool:
+    """``quoted`` (as printed: ``0.956``, ``1,611``, ``13``) is ``value`` rounded to as many decimals."""
+    text = quoted.replace(",", "")
+    decimals = len(text.partition(".")[2])
+    return abs(float(text) - float(value)) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=[f"{f.source}:{i}" for i, f in enumerate(FIGURES)])
+def test_readme_figure_matches_its_results_json(figure: Figure):
+    import json
+
+    matches = list(re.finditer(figure.pattern, _readme_text()))
+    assert len(matches) == 1, (
+        f"README.md states this {figure.source} figure {len(matches)} times (pattern {figure.pattern!r}); "
+        "a rewritten sentence needs its pattern updated in FIGURES")
+    data = json.loads((RESULTS / figure.source).read_text())
+    values = list(figure.values(data))
+    quoted = matches[0].groups()
+    assert len(values) == len(quoted)
+    wrong = [f"README {q} vs {figure.source} {v:.6g}" for q, v in zip(quoted, values) if not _agrees(q, v)]
+    assert not wrong, f"README.md disagrees with benchmarks/results/{figure.source}: " + "; ".join(wrong)
+
+
+def test_every_results_file_the_readme_cites_is_checked():
+    cited = {p.name for pattern in re.findall(r"benchmarks/results/([\w*-]+\.json)", _readme_text())
+             if pattern != "*.json" for p in RESULTS.glob(pattern)}  # "*.json": the folder, not a figure
+    assert cited, "the README cites no results file"
+    assert cited <= {f.source for f in FIGURES}, f"cited but no figure checked: {sorted(cited - {f.source for f in FIGURES})}"
+
+
+def test_figure_check_catches_a_wrong_figure():
+    assert _agrees("0.956", 0.9557) and _agrees("1,611", 1610.66) and _agrees("13", 13.03)
+    assert not _agrees("0.967", 0.9557) and not _agrees("0.822", 0.82146)

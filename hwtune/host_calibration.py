@@ -12,6 +12,7 @@ records the CPU and ISA it was fitted on. The raw measurements are kept next to 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -26,10 +27,14 @@ from hwtune.errors import CalibrationError, ConfigError
 
 __all__ = ["HostCalibration", "calibrate_host"]
 
-# Sessions are built before timing starts (about 10-30 ms each here); timing then gets what is left,
-# less a share for the device script's fixed costs (its int8 scheme probe, loading onnxruntime).
-_BUILD_S_PER_CASE = 0.015
+# Sessions are built before timing starts (15 ms each on a quiet 2-core EPYC, 50 ms at load 10); timing
+# then gets what is left, less a share for the device script's fixed costs (its int8 scheme probe,
+# loading onnxruntime). Each case also pays warm-up runs and a minimum run count in each of its two
+# passes: measured 1.3x (quiet) to 1.6x (load 10) its timing budget. A full run with --budget-s 120
+# took 206 s at load 10 on 2 cores (521 cases).
+_BUILD_S_PER_CASE = 0.03
 _TIMED_SHARE = 0.85
+_CASE_OVERHEAD = 1.3
 # Each case runs at least the device script's minimum number of runs, so small budgets overshoot a little.
 _MIN_CASE_BUDGET_S = 0.01
 MIN_BUDGET_S = 2.0
@@ -77,9 +82,14 @@ def calibrate_host(
     target = Path(out) if out is not None else user_profile_dir() / "host.toml"
     precisions = tuple(p for p in ("fp32", "int8") if base.supports(p))  # what the device script measures
     cases = len(device_script.build_suite(precisions, "quick" if quick else "full"))
-    per_case = max(_MIN_CASE_BUDGET_S, (_TIMED_SHARE * budget_s - cases * _BUILD_S_PER_CASE) / cases)
+    per_case = max(_MIN_CASE_BUDGET_S,
+                   (_TIMED_SHARE * budget_s - cases * _BUILD_S_PER_CASE) / (cases * _CASE_OVERHEAD))
     say(f"measuring this machine: {cases} micro-benchmarks, {base.threads} thread(s), about {budget_s:.0f} s "
         f"({per_case * 1e3:.0f} ms per case; keep the machine otherwise idle)")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.5 * (os.cpu_count() or 1):
+        say(f"note: load average {load:.1f} on {os.cpu_count()} CPU(s): other jobs share this machine, so this takes "
+            "longer than the budget and the timings are noisier (the fit uses each case's fastest run)")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwtune-host-cal-") as tmp:
         raw = Path(tmp) / "host_microbench.json"

@@ -129,3 +129,24 @@ def test_issue_acceptance_mobilenet_v2_224(capsys: pytest.CaptureFixture[str]) -
     assert main([*argv, "--runtime", "torch"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["latency_source"] == "measured" and d["runtime"] == "torch"
+
+
+def test_latency_predict_on_host_says_when_the_calibration_is_from_another_cpu(
+    tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hwtune import hostcpu
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: sse4_2 avx fma f16c avx2 avx512f avx512_vnni\n")
+    monkeypatch.setattr(hostcpu, "CPUINFO", fake)
+    monkeypatch.setattr(hostcpu.platform, "system", lambda: "Linux")
+    hostcpu.detect_cpu.cache_clear()
+    try:
+        assert main(["profile", *SMALL, "--latency", "predict", "--json"]) == 0
+    finally:
+        hostcpu.detect_cpu.cache_clear()
+    d = json.loads(capsys.readouterr().out)
+    assert d["latency_source"] == "predicted"
+    assert "calibrated on AMD EPYC with AVX2, not this CPU (AMD EPYC with AVX2, AVX-512, VNNI)" in d["latency_label"]
+    assert "--latency measure: raspberry-pi-4 is a remote device" in _error(
+        capsys, ["profile", *SMALL, "--device", "raspberry-pi-4", "--latency", "measure"])

@@ -93,8 +93,10 @@ def calibrate_host(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwtune-host-cal-") as tmp:
         raw = Path(tmp) / "host_microbench.json"
+        # the host's int8 scheme is measured at first use and cached per CPU and runtime (hwtune.int8_scheme),
+        # not stored in the profile: the device script's own scheme probe is skipped here
         argv = ["--out", str(raw), "--threads", str(base.threads), "--budget-s", f"{per_case:.4f}",
-                "--precisions", ",".join(precisions)]
+                "--precisions", ",".join(precisions), "--int8-schemes", "no"]
         with contextlib.redirect_stdout(sys.stderr):  # its progress and summary lines are progress here
             rc = device_script.main([*argv, "--quick"] if quick else argv)
         if rc != 0 or not raw.is_file():

@@ -72,7 +72,8 @@ def calibrate_host(
         ConfigError: a budget below ``MIN_BUDGET_S`` or an unwritable destination.
         CalibrationError: the measurements are too few to fit.
     """
-    from hwtune import device_script
+    from hwtune.device_script import build_suite
+    from hwtune.device_script import main as run_device_script
     from hwtune.predictor import calibrate_microbench
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -81,7 +82,7 @@ def calibrate_host(
     base = load_profile(profile_files(user=False)["host"])
     target = Path(out) if out is not None else user_profile_dir() / "host.toml"
     precisions = tuple(p for p in ("fp32", "int8") if base.supports(p))  # what the device script measures
-    cases = len(device_script.build_suite(precisions, "quick" if quick else "full"))
+    cases = len(build_suite(precisions, "quick" if quick else "full"))
     per_case = max(_MIN_CASE_BUDGET_S,
                    (_TIMED_SHARE * budget_s - cases * _BUILD_S_PER_CASE) / (cases * _CASE_OVERHEAD))
     say(f"measuring this machine: {cases} micro-benchmarks, {base.threads} thread(s), about {budget_s:.0f} s "
@@ -98,7 +99,7 @@ def calibrate_host(
         argv = ["--out", str(raw), "--threads", str(base.threads), "--budget-s", f"{per_case:.4f}",
                 "--precisions", ",".join(precisions), "--int8-schemes", "no"]
         with contextlib.redirect_stdout(sys.stderr):  # its progress and summary lines are progress here
-            rc = device_script.main([*argv, "--quick"] if quick else argv)
+            rc = run_device_script([*argv, "--quick"] if quick else argv)
         if rc != 0 or not raw.is_file():
             raise CalibrationError(f"the device script failed on this machine (exit {rc}); nothing written")
         seconds = time.perf_counter() - start

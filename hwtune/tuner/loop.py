@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hwtune.errors import StorageUnavailableError
 from hwtune.front import TuneResult, hypervolume, pareto_front
 from hwtune.signals import SigtermGuard, Terminated
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, promote_pending
 from hwtune.tuner.objective import TrialFailed, make_objective
+from hwtune.tuner.retry import outage_behind
 from hwtune.tuner.storage import (
     fresh_trials,
     liveness_text,
@@ -21,6 +23,7 @@ from hwtune.tuner.storage import (
     record_of,
     recover_stale,
     requeue,
+    settle_stale,
 )
 
 __all__ = [
@@ -198,6 +201,13 @@ def run_trials(
         try:
             with quiet_optuna():
                 _optimize(study, ctx, monitor, target, deadline, store=store, coord=coord)
+        except StorageUnavailableError:
+            raise
+        except Exception as exc:
+            outage = outage_behind(exc)
+            if outage is None:
+                raise
+            raise outage from None
         except KeyboardInterrupt as exc:
             interrupted = True
             how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
@@ -224,10 +234,16 @@ def _optimize(
 ) -> None:
     """``study.optimize`` in rounds until the target, the deadline, a stop or the attempt limit."""
     max_attempts = None if target is None else 2 * max(0, target - monitor.n_complete()) + 10
+    settled = coord is None  # several workers: a dead one's trial is recovered before the study is left
     while ctx.stop_reason is None:
         missing = None if target is None else target - monitor.n_complete()
         if missing is not None and missing <= 0:
-            break
+            if settled:
+                break
+            settled = True
+            missing = settle_stale(study, ctx.log)  # its re-queued candidates run now (once each)
+            if missing <= 0:
+                break
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             break

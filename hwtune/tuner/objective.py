@@ -76,12 +76,18 @@ _NO_COPY = {
     "worker",
     "wall_seconds",
     "retry_of",
+    "retries",
+    "requeued",
     "duplicate_of",
     "continue_from",
     "rung_target",
     "retried",
     "claim",
 }
+
+
+# A candidate whose trial the artifact store failed runs again up to this many times in a row.
+STORE_TRIES = 3
 
 
 class TrialFailed(Exception):
@@ -164,12 +170,14 @@ class CandidateTrial:
             raise
         except Exception as exc:
             reason = f"{self.stage}: {failure_reason(exc)}"
+            if isinstance(exc, ArtifactStoreFailed):
+                reason = f"{self.stage}: {exc}"
+                if requeue(self.study, self.optuna_trial, max_tries=STORE_TRIES):
+                    trial.set_user_attr("requeued", True)
+                    reason += " (candidate re-queued)"
             trial.set_user_attr("failure", reason)
             trial.set_user_attr("failure_stage", self.stage)
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
-            if isinstance(exc, ArtifactStoreFailed) and requeue(self.study, self.optuna_trial):
-                trial.set_user_attr("requeued", True)
-                reason += " (candidate re-queued)"
             trial.flush(final=True)
             raise TrialFailed(reason) from exc
 

@@ -18,6 +18,7 @@ reported as failed (see :func:`retrying_rdb_storage`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -33,6 +34,7 @@ __all__ = [
     "OUTAGE_ENV",
     "SQLITE_BUSY_S",
     "is_connection_error",
+    "outage_behind",
     "outage_bound_s",
     "retry_storage_call",
     "retrying_rdb_storage",
@@ -71,6 +73,11 @@ _METHODS = (
     "get_trial",
     "get_all_trials",
     "get_best_trial",
+    # what Optuna's cache in front of the storage calls directly
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
+    "_get_trials",
 )
 
 
@@ -165,6 +172,22 @@ def _warn(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def outage_behind(exc: BaseException) -> StorageUnavailableError | None:
+    """The :class:`StorageUnavailableError` that ``exc`` was raised while handling, if any.
+
+    Optuna's own clean-up after a failed trial touches the storage again and can fail with an error of
+    its own (e.g. an ``UnboundLocalError`` in its ``finally``); the outage is what to report.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StorageUnavailableError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def retry_storage_call(call: Callable[[], Any], *, where: str, bound: float | None = None) -> Any:
     """``call()``, retried with back-off while the storage is unreachable (at most the outage bound).
 
@@ -251,7 +274,16 @@ def _make_class() -> type:
         # dead. Until the heartbeats had a grace period to catch up, no trial is judged by them.
         if _outage.recent(float(self.grace_period or 0) + float(self.heartbeat_interval or 0)):
             return []
-        return list(stale_ids(self, study_id))
+        ids = list(stale_ids(self, study_id))
+        for trial_id in ids:  # the reason, while the trial can still take attributes (Optuna fails it next)
+            with contextlib.suppress(Exception):
+                base.set_trial_user_attr(
+                    self,
+                    trial_id,
+                    "failure",
+                    f"no heartbeat from its worker for {self.grace_period} s (worker gone?); marked failed",
+                )
+        return ids
 
     namespace: dict[str, Any] = {name: wrap(name) for name in _METHODS if hasattr(base, name)}
     namespace.update(

@@ -52,6 +52,7 @@ __all__ = [
     "fetch_artifact",
     "figures_dict",
     "fresh_trials",
+    "heartbeat_ages",
     "heartbeat_settings",
     "live_local_workers",
     "liveness_text",
@@ -67,6 +68,7 @@ __all__ = [
     "requeue",
     "resolve_artifact_dir",
     "result_from_study",
+    "settle_stale",
     "sha256_file",
     "storage_url",
     "study_lock",
@@ -407,12 +409,17 @@ def study_target(study: Any) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
 
 
-def requeue(study: Any, trial: Any) -> bool:
-    """Queue a failed (killed / interrupted) trial's candidate again, once, keeping its promotion."""
+def requeue(study: Any, trial: Any, *, max_tries: int = 1) -> bool:
+    """Queue a failed (killed / interrupted) trial's candidate again, keeping its promotion.
+
+    At most ``max_tries`` re-runs of one candidate in a row (a killed trial runs again once; a trial
+    the artifact store failed, a few times: the store may stay down a while).
+    """
     top = trial.user_attrs
-    if top.get("retry_of") is not None or not trial.params:
+    tries = int(top.get("retries") or (0 if top.get("retry_of") is None else 1))
+    if tries >= max_tries or not trial.params:
         return False
-    attrs = {"retry_of": trial.number}
+    attrs = {"retry_of": trial.number, "retries": tries + 1}
     for k in ("continue_from", "rung_target", "candidate_key"):
         if top.get(k) is not None:
             attrs[k] = top[k]
@@ -423,12 +430,6 @@ def requeue(study: Any, trial: Any) -> bool:
 def requeue_stale(study: Any, trial: Any) -> None:
     """Heartbeat callback: a stale trial's candidate goes back in the queue (once)."""
     with contextlib.suppress(Exception):
-        with contextlib.suppress(Exception):
-            study._storage.set_trial_user_attr(
-                trial._trial_id,
-                "failure",
-                f"no heartbeat from its worker for {heartbeat_settings()[1]} s (worker gone?); marked failed",
-            )
         again = requeue(study, trial)
         print(
             f"trial {trial.number}: no heartbeat from its worker for {heartbeat_settings()[1]} s (worker gone?); "
@@ -819,6 +820,56 @@ def recover_stale(study: Any, log: Callable[[str], None]) -> list[int]:
             "marked failed, candidates re-queued"
         )
     return failed
+
+
+def heartbeat_ages(study: Any) -> dict[int, float | None]:
+    """RUNNING trials of the study (by number) and seconds since their last heartbeat (None: none yet)."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    backend = getattr(study._storage, "_backend", study._storage)
+
+    def read() -> dict[int, float | None]:
+        session = backend.scoped_session()
+        try:
+            now = session.execute(sqlalchemy.func.now()).scalar()
+            rows = (
+                session.query(models.TrialModel.number, models.TrialHeartbeatModel.heartbeat)
+                .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .filter(models.TrialModel.study_id == study._study_id)
+                .filter(models.TrialModel.state == optuna_module().trial.TrialState.RUNNING)
+                .all()
+            )
+        finally:
+            session.close()
+        if isinstance(now, str):  # SQLite
+            now = datetime.fromisoformat(now)
+        now = now.replace(tzinfo=None)
+        return {int(n): None if hb is None else (now - hb).total_seconds() for n, hb in rows}
+
+    return dict(retry_storage_call(read, where=redact_url(str(backend.engine.url))))
+
+
+def settle_stale(study: Any, log: Callable[[str], None]) -> int:
+    """Before a worker leaves a study that has its trials: wait (at most the grace period) for RUNNING
+    trials whose heartbeat stopped, and fail and re-queue them, so no trial of a dead worker stays
+    RUNNING after the last worker is gone. Returns how many were re-queued.
+    """
+    optuna = optuna_module()
+    interval, grace = heartbeat_settings()
+    deadline = time.monotonic() + grace + interval
+    waiting = optuna.trial.TrialState.WAITING
+    before = len(fresh_trials(study, states=(waiting,)))
+    while True:
+        recover_stale(study, log)
+        with contextlib.suppress(optuna.exceptions.OptunaError), quiet_optuna():
+            optuna.storages.fail_stale_trials(study)
+        # a live worker beats every `interval` s; a silence of 2 intervals is a worker that may be gone
+        silent = [n for n, age in heartbeat_ages(study).items() if age is not None and age > 2 * interval]
+        if not silent or time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    return max(0, len(fresh_trials(study, states=(waiting,))) - before)
 
 
 def sha256_file(path: str | Path) -> str:

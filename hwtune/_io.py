@@ -28,7 +28,10 @@ from typing import Any
 from hwtune.errors import ConfigError, HwtuneError
 
 __all__ = [
+    "MAX_INPUT_ELEMENTS",
+    "MAX_MODEL_BYTES",
     "MAX_TEXT_BYTES",
+    "check_zip_sizes",
     "atomic_output",
     "check_writable_dir",
     "load_csv",
@@ -44,6 +47,12 @@ __all__ = [
 #: or a wrong path (``/dev/zero``) must not make the tool read until memory runs out.
 MAX_TEXT_BYTES = 64 << 20
 
+#: Model files from someone else: a declared tensor, a file, or an archive's unpacked contents larger
+#: than this is refused before anything is allocated (a crafted size must not exhaust memory or disk).
+MAX_MODEL_BYTES = 4 << 30
+#: A model input with more elements than this (1 GiB of float32) is refused before an example is made.
+MAX_INPUT_ELEMENTS = 1 << 28
+
 ErrorClass = type[HwtuneError]
 
 
@@ -51,6 +60,39 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def check_zip_sizes(path: str | Path, *, what: str, error: ErrorClass = ConfigError) -> list[str]:
+    """The member names of a zip archive (``.pt2``, a torch ``.pt``) whose sizes are believable.
+
+    Refused: a file over :data:`MAX_MODEL_BYTES`, members that unpack to more than that in all, or
+    a member that unpacks to over 100 times its stored size beyond 64 MiB (a zip bomb: torch's
+    archives store their tensors uncompressed).
+
+    Raises:
+        ``error``: ``"<path>: refused: <what> ..."`` (or not a zip file).
+    """
+    import zipfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise error(f"{path}: refused: {what} of {size} bytes (the limit is {MAX_MODEL_BYTES} bytes)")
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise error(f"{path}: not a {what} (not a readable zip file: {_reason(exc)})") from exc
+    total = sum(i.file_size for i in infos)
+    if total > MAX_MODEL_BYTES:
+        raise error(f"{path}: refused: {what} unpacks to {total} bytes (the limit is {MAX_MODEL_BYTES} bytes)")
+    for i in infos:
+        if i.file_size > (64 << 20) and i.file_size > 100 * max(i.compress_size, 1):
+            raise error(
+                f"{path}: refused: {what} member {i.filename!r} unpacks to {i.file_size} bytes from "
+                f"{i.compress_size} (a zip bomb?)"
+            )
+    return [i.filename for i in infos]
 
 
 def read_bytes(

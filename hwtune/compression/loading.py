@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwtune._io import check_zip_sizes
 from hwtune.errors import ConfigError, ModelError, UnknownNameError, did_you_mean
 
 __all__ = ["check_model", "load_user_model", "load_weights", "read_state_dict", "state_sha256"]
@@ -205,11 +206,8 @@ def _load_export_archive(path: Path) -> nn.Module:
 
     if not path.is_file():
         raise ModelError(f"{path}: torch.export archive not found")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{path}: not a torch.export archive (not a zip file: {_first_line(exc)})") from exc
+    # sizes first: a crafted archive must not make the load allocate what its members claim
+    members = check_zip_sizes(path, what="torch.export archive", error=ModelError)
     pickled = [
         m for m in members if Path(m).name.startswith((pt2.CUSTOM_OBJ_FILENAME_PREFIX, pt2.OPAQUE_OBJ_FILENAME_PREFIX))
     ]
@@ -286,6 +284,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _read_torch(path: Path) -> Any:
     import pickle
 
+    if zipfile.is_zipfile(path):  # torch's format since 1.6 (the legacy one is a bare pickle stream)
+        check_zip_sizes(path, what="PyTorch weights file", error=ModelError)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

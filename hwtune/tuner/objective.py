@@ -356,9 +356,12 @@ class CandidateTrial:
         optuna = optuna_module()
         with work_dir("trial") as tmp:
             path = Path(tmp) / "weights.pt"
-            optuna.artifacts.download_artifact(
-                artifact_store=self.store, file_path=str(path), artifact_id=oa["artifact_id"]
-            )
+            try:
+                optuna.artifacts.download_artifact(
+                    artifact_store=self.store, file_path=str(path), artifact_id=oa["artifact_id"]
+                )
+            except Exception as exc:  # the store is down (the file itself is checked by torch.load below)
+                raise ArtifactStoreFailed(f"artifact store: cannot read {path.name}: {failure_reason(exc)}") from exc
             blob = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(blob["state_dict"])
         start_rung = int(oa.get("rung", 0)) + 1

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 from fake_pipeline import BUDGET, DATA, RECIPE, FastPipeline
-from test_workers import s3_server, trained_twice  # noqa: F401 - s3_server is a fixture
+from test_workers import s3_server as s3_server_fixture  # noqa: F401 - the moto S3 server fixture
+from test_workers import trained_twice
 
 TESTS = Path(__file__).resolve().parent
 ADMIN_URL = os.environ.get("HWTUNE_TEST_POSTGRES_URL")
@@ -484,10 +485,11 @@ def test_database_outages_are_ridden_out_or_stop_workers_with_one_line(storage, 
 
 
 @slow
-def test_an_unreachable_s3_store_fails_trials_with_their_reason_and_retries_them(tmp_path, fashion_dir, s3_server,
-                                                                               monkeypatch, capsys):
+def test_an_unreachable_s3_store_fails_trials_with_their_reason_and_retries_them(
+        tmp_path, fashion_dir, request, monkeypatch, capsys):
+    endpoint = request.getfixturevalue("s3_server_fixture")  # a moto server (test_workers.s3_server)
     url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
-    proxy = CutProxy("127.0.0.1", int(s3_server.rpartition(":")[2]))
+    proxy = CutProxy("127.0.0.1", int(endpoint.rpartition(":")[2]))
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     study = Study(tmp_path, url, url, n_target=10, artifacts="s3://hwtune-test/faults")
@@ -578,7 +580,6 @@ def test_soak_four_workers_memory_files_and_temp_files_stay_bounded(storage, tmp
 def _tiny_onnx(path: Path, *, external: str | None = None, dims: tuple[int, ...] = (4, 4),
                input_shape: tuple[int, ...] = (1, 4)) -> Path:
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")

@@ -28,7 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--storage", required=True, metavar="URL", help="the study's storage URL (or SQLite file)")
     p.add_argument("--study", default=None, metavar="NAME", help="study name (optional if the storage has one)")
     p.add_argument(
-        "--trials", type=int, default=None, metavar="N", help="target of complete trials in the study (default: its own)"
+        "--trials",
+        type=int,
+        default=None,
+        metavar="N",
+        help="target of complete trials in the study (default: its own)",
     )
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop starting trials after this")
     p.add_argument(

@@ -141,8 +141,7 @@ def check_onnx_model(model: onnx.ModelProto, path: Path) -> None:
         dims = [d.dim_value for d in inp.type.tensor_type.shape.dim if d.HasField("dim_value")]
         if any(d < 0 for d in dims) or math.prod(dims) > MAX_INPUT_ELEMENTS:
             raise ModelError(
-                f"{path}: refused: input {inp.name!r} declares shape {dims} "
-                f"(more than {MAX_INPUT_ELEMENTS} elements)"
+                f"{path}: refused: input {inp.name!r} declares shape {dims} (more than {MAX_INPUT_ELEMENTS} elements)"
             )
 
 

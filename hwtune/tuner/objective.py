@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from hwtune._tempdirs import work_dir
+from hwtune.errors import StorageUnavailableError
 from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
 from hwtune.tuner.inputs import candidate_seed, stage_precision_of
-from hwtune.errors import StorageUnavailableError
 from hwtune.tuner.storage import BufferedTrial, optuna_module, requeue, trial_figures_dict, worker_id
 
 __all__ = ["PROFILE_KEYS", "ArtifactStoreFailed", "TrialFailed", "failure_reason", "make_objective"]
@@ -216,9 +216,7 @@ class CandidateTrial:
         while True:
             with self.coord.lock() if self.coord is not None else contextlib.nullcontext():
                 prior = completed_by_key(study).get(key)
-                if prior is not None and (
-                    not promotion or int(trial_figures_dict(prior).get("rung", 0) or 0) >= rung
-                ):
+                if prior is not None and (not promotion or int(trial_figures_dict(prior).get("rung", 0) or 0) >= rung):
                     return prior
                 twin = claim_or_twin(study, self.optuna_trial, key, rung)
             if twin is None:

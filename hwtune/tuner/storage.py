@@ -248,7 +248,6 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> An
         StudyError: the URL is malformed, its driver is missing, the database is unreachable, or
             (``create=False``) it holds no study.
     """
-    optuna = optuna_module()
     path = sqlite_file(url)
     if not create:
         check_database(url, create=False)
@@ -835,7 +834,9 @@ def heartbeat_ages(study: Any) -> dict[int, float | None]:
             now = session.execute(sqlalchemy.func.now()).scalar()
             rows = (
                 session.query(models.TrialModel.number, models.TrialHeartbeatModel.heartbeat)
-                .outerjoin(models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id)
+                .outerjoin(
+                    models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id
+                )
                 .filter(models.TrialModel.study_id == study._study_id)
                 .filter(models.TrialModel.state == optuna_module().trial.TrialState.RUNNING)
                 .all()

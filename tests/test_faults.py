@@ -648,3 +648,66 @@ def test_pt2_and_pt_archives_with_absurd_sizes_are_refused_and_never_unpickled(t
 
     with pytest.raises(ModelError, match="zip bomb"):
         read_state_dict(bomb.rename(tmp_path / "bomb.pt"))
+
+
+# -- the retry itself (fast) ------------------------------------------------------------------------------------
+
+
+def test_a_locked_sqlite_database_is_retried_within_the_bound_then_one_error(tmp_path, monkeypatch, capfd):
+    import optuna
+
+    from hwtune.errors import StorageUnavailableError
+    from hwtune.tuner.storage import liveness_text, open_storage
+
+    monkeypatch.setenv("HWTUNE_STORAGE_OUTAGE_S", "4")  # SQLite's own busy wait becomes 1 s
+    monkeypatch.setenv("HWTUNE_HEARTBEAT_GRACE_S", "12")
+    assert "grace period 12 s" in liveness_text() and "up to 4 s" in liveness_text()
+    db = tmp_path / "s.db"
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{db}"), study_name="r")
+    trial = study.ask()
+    capfd.readouterr()  # Optuna's own log line
+
+    def hold(seconds: float) -> threading.Thread:
+        ready = threading.Event()
+
+        def run() -> None:
+            with _sqlite_locked(db):
+                ready.set()
+                time.sleep(seconds)
+
+        t = threading.Thread(target=run)
+        t.start()
+        ready.wait()
+        return t
+
+    holder = hold(2.5)  # longer than SQLite's busy wait, shorter than the bound: retried, one line
+    trial.set_user_attr("a", 1)
+    holder.join()
+    err = capfd.readouterr().err
+    assert _outage_lines(err) == 1 and len(err.splitlines()) == 1, err
+    holder = hold(9)  # longer than the bound: one error, after about the bound
+    t0 = time.monotonic()
+    with pytest.raises(StorageUnavailableError, match=r"unreachable for \d+ s \(bound 4 s") as exc:
+        trial.set_user_attr("b", 2)
+    waited = time.monotonic() - t0
+    holder.join()
+    assert "\n" not in str(exc.value) and "database is locked" in str(exc.value)
+    assert waited < 9  # it gave up before the lock went away
+    trial.set_user_attr("c", 3)  # the storage is back: the same process goes on
+    study.tell(trial, 1.0)
+    assert study.trials[0].user_attrs == {"a": 1, "c": 3} and study.trials[0].state.name == "COMPLETE"
+
+
+def test_the_outage_bound_and_grace_period_are_checked(monkeypatch):
+    from hwtune.errors import ConfigError
+    from hwtune.tuner.retry import outage_bound_s
+    from hwtune.tuner.storage import heartbeat_settings
+
+    monkeypatch.setenv("HWTUNE_STORAGE_OUTAGE_S", "soon")
+    with pytest.raises(ConfigError, match="HWTUNE_STORAGE_OUTAGE_S must be a number of seconds >= 0, got 'soon'"):
+        outage_bound_s()
+    monkeypatch.setenv("HWTUNE_HEARTBEAT_GRACE_S", "1")
+    with pytest.raises(ConfigError, match="HWTUNE_HEARTBEAT_GRACE_S must be a whole number of seconds >= 2"):
+        heartbeat_settings()
+    monkeypatch.delenv("HWTUNE_HEARTBEAT_GRACE_S")
+    assert heartbeat_settings() == (10, 60)

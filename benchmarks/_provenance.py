@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -26,6 +27,8 @@ from hwtune._util import versions  # noqa: E402
 from hwtune.hostcpu import detect_cpu  # noqa: E402
 
 __all__ = ["machine_info"]
+
+REPO = Path(__file__).resolve().parent.parent
 
 # 1-minute load average per usable CPU above which timings are called loaded (other jobs shared the cores).
 LOADED_PER_CPU = 0.5
@@ -56,9 +59,24 @@ def machine_info(*, threads: int | None = None, packages: Iterable[str] = ()) ->
         "threads": threads,
         "platform": platform.platform(),
         "versions": versions(packages),
+        "source": _source(),
         "loadavg": load,
         "load_note": (f"loaded: 1-min load {load[0]} on {usable} CPU(s) (other jobs shared the machine; "
                       "compare ratios measured in one run)") if loaded else
                      (f"quiet: 1-min load {load[0]} on {usable} CPU(s)" if load is not None else "load not available"),
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _source() -> str:
+    """``git <commit>`` of the checkout the benchmark ran from (``+ local changes`` when dirty), or why not."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=False)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout (git not available)"
+    if head.returncode != 0:
+        return "not a git checkout"
+    return f"git {head.stdout.strip()}" + (" + local changes" if dirty.stdout.strip() else "")

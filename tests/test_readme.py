@@ -260,17 +260,17 @@ FIGURES: list[Figure] = [
     Figure("profiler.json", r"(\d+) of (\d+) \(small CNN\) and (\d+) of (\d+) \(MobileNetV2\) repetitions within ±1\.5%",
            lambda d: [x for m in ("fashion_cnn_28", "mobilenet_v2_224")
                       for x in (_within(d["models"][m]["latency_ms_all"], 0.015), len(d["models"][m]["latency_ms_all"]))]),
-    Figure("compression.json", r"convnet int8 (\d+\.\d+)% vs fp32 (\d+\.\d+)%, (\d+\.\d+)x faster than ORT fp32 "
+    Figure("compression-avx2-v01.json", r"convnet int8 (\d+\.\d+)% vs fp32 (\d+\.\d+)%, (\d+\.\d+)x faster than ORT fp32 "
                                r"\(mixed (\d+\.\d+)x\)",
            lambda d: [100 * _compression(d, "convnet", "int8", "val_accuracy"),
                       100 * _compression(d, "convnet", "fp32", "val_accuracy"),
                       _compression(d, "convnet", "int8", "speedup_vs_ort_fp32"),
                       _compression(d, "convnet", "mixed", "speedup_vs_ort_fp32")]),
-    Figure("compression.json", r"MobileNetV2 int8 (\d+\.\d+)% vs (\d+\.\d+)%, \*\*not faster\*\* at 28x28 \((\d+\.\d+)x",
+    Figure("compression-avx2-v01.json", r"MobileNetV2 int8 (\d+\.\d+)% vs (\d+\.\d+)%, \*\*not faster\*\* at 28x28 \((\d+\.\d+)x",
            lambda d: [100 * _compression(d, "mobilenet_v2", "int8", "val_accuracy"),
                       100 * _compression(d, "mobilenet_v2", "fp32", "val_accuracy"),
                       _compression(d, "mobilenet_v2", "int8", "speedup_vs_ort_fp32")]),
-    Figure("compression.json", r"int8 speed-up (\d+\.\d+)x MobileNetV2 0\.35, (\d+\.\d+)x MobileNetV2 1\.0, "
+    Figure("compression-avx2-v01.json", r"int8 speed-up (\d+\.\d+)x MobileNetV2 0\.35, (\d+\.\d+)x MobileNetV2 1\.0, "
                                r"(\d+\.\d+)x ResNet-18",
            lambda d: [_large(d, "mobilenet_v2 0.35 @224"), _large(d, "mobilenet_v2 1.0 @224"), _large(d, "resnet18 @224")]),
     Figure("predictor.json", r"Spearman (\d\.\d+) on a Raspberry Pi 4 and (\d\.\d+) on a Pixel 3 "
@@ -330,9 +330,9 @@ FIGURES: list[Figure] = [
     Figure("compress.json", r"the drop is (\d+\.\d+) points at 2x and (\d+\.\d+) at 4x",
            lambda d: [100 * d["summary"]["drop_at_2x_fewer_macs"], 100 * d["summary"]["drop_at_4x_fewer_macs"]]),
     Figure("runtimes.json", r"small CNN int8 (\d+\.\d+) µs on ExecuTorch vs (\d+\.\d+) µs fp32 \(ONNX Runtime int8 "
-                            r"(\d+\.\d+) µs, slower than its fp32 (\d+\.\d+) µs\)",
-           lambda d: [_model(d, "convnet_16_32_64", "executorch", "int8"), _model(d, "convnet_16_32_64", "executorch", "fp32"),
-                      _model(d, "convnet_16_32_64", "onnxruntime", "int8"), _model(d, "convnet_16_32_64", "onnxruntime", "fp32")]),
+                            r"(\d+\.\d+) µs vs its fp32 (\d+\.\d+) µs; LiteRT int8 (\d+\.\d+) µs vs (\d+\.\d+) µs\)",
+           lambda d: [_model(d, "convnet_16_32_64", rt, p) for rt in ("executorch", "onnxruntime", "litert")
+                      for p in ("int8", "fp32")]),
     Figure("runtimes.json", r"TFLite Micro arena (\d+\.\d+)x \(small CNN\) and (\d+\.\d+)x \(MobileNetV2 0\.5\)",
            lambda d: [d["models"]["convnet_16_32_64"]["mcu"]["arena_over_liveness"],
                       d["models"]["mobilenet_v2_0.5"]["mcu"]["arena_over_liveness"]]),

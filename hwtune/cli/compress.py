@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -80,7 +81,6 @@ def run_compress(args: argparse.Namespace) -> int:
     import torch
 
     from hwtune.compression import derive_space, load_user_model
-    from hwtune.tuner.compress import compress
 
     kwargs = {"num_classes": args.num_classes} if args.num_classes else None
     model = load_user_model(args.model, weights=args.weights, kwargs=kwargs)
@@ -116,8 +116,20 @@ def run_compress(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    # With --json, stdout carries the JSON only: the human summary table goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = _run(model, data, example, constraints, args)
+    if args.json:
+        json.dump(result.front_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 130 if result.interrupted else 0
+
+
+def _run(model: Any, data: Any, example: Any, constraints: dict[str, float], args: argparse.Namespace) -> Any:
+    from hwtune.tuner.compress import compress
+
     budget = {"epochs": args.epochs} if args.epochs else None
-    result = compress(
+    return compress(
         model,
         data,
         val_data=args.val_data,
@@ -137,7 +149,3 @@ def run_compress(args: argparse.Namespace) -> int:
         budget=budget,
         progress=not args.quiet,
     )
-    if args.json:
-        json.dump(result.front_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    return 130 if result.interrupted else 0

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -378,7 +379,9 @@ def run_tune(args: argparse.Namespace) -> int:
     """``hwtune tune``: exit 0, or 130 after Ctrl-C (``main`` makes it 143 after SIGTERM); the study stays resumable."""
     from hwtune.tuner import tune
 
-    result = tune(args.recipe, **_tune_arguments(args))
+    # With --json, stdout carries the JSON only: the human summary table goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = tune(args.recipe, **_tune_arguments(args))
     if args.json:
         json.dump(result.front_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -9,6 +9,9 @@ when an outage starts (not one per call or per thread); a success ends it. Past 
 and exits 1; finished trials are in the database, so running the same command again resumes). While
 that outage goes on, later calls of the process fail at once instead of waiting again.
 
+Queued trials are also started atomically (one conditional ``UPDATE``), which Optuna's read-then-write
+does not do on SQLite (see :func:`_pop_waiting`).
+
 Only connection-level failures are retried (SQLAlchemy ``OperationalError``/``InterfaceError``, a
 connection invalidated under a statement, Optuna's ``StorageInternalError`` raised from one of them);
 a constraint violation or bad SQL is not. Retrying a write whose commit reached the server before the
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from hwtune.errors import ConfigError, StorageUnavailableError
@@ -229,6 +233,25 @@ def retrying_rdb_storage(url: str, where: str, **kwargs: Any) -> Any:
     return storage
 
 
+def _pop_waiting(storage: Any, trial_id: int) -> bool:
+    """WAITING -> RUNNING in one conditional UPDATE; True for the one worker whose UPDATE changed the row.
+
+    Optuna reads the state and then updates it. PostgreSQL locks the row in between (``FOR UPDATE``);
+    SQLite through pysqlite starts its transaction only at the UPDATE, so two workers could both read
+    WAITING and both start the queued trial (a promotion trained twice, one ``tell`` refused).
+    """
+    import sqlalchemy
+
+    with storage.engine.begin() as conn:
+        done = conn.execute(
+            sqlalchemy.text(
+                "UPDATE trials SET state = 'RUNNING', datetime_start = :now WHERE trial_id = :id AND state = 'WAITING'"
+            ),
+            {"now": datetime.now(), "id": int(trial_id)},
+        )
+        return int(done.rowcount) == 1
+
+
 def _make_class() -> type:
     import optuna
 
@@ -244,6 +267,8 @@ def _make_class() -> type:
         return retried
 
     def set_trial_state_values(self: Any, trial_id: int, state: Any, values: Any = None) -> bool:
+        if state == optuna.trial.TrialState.RUNNING:
+            return bool(retry_storage_call(lambda: _pop_waiting(self, trial_id), where=self._hwtune_where))
         broke = False
 
         def call() -> bool:

@@ -227,6 +227,10 @@ def _large(d: dict, model: str) -> float:
     return next(r for r in d["large_inputs"] if r["model"] == model)["int8_speedup_vs_ort_fp32"]
 
 
+def _scheme_row(d: dict, model: str) -> dict:
+    return next(r for r in d["large_inputs"] if r["model"] == model)
+
+
 def _compression(d: dict, family: str, precision: str, key: str) -> float:
     return _rows(d, family=family, precision=precision, runtime="onnxruntime")[key]
 
@@ -273,6 +277,20 @@ FIGURES: list[Figure] = [
     Figure("compression-avx2-v01.json", r"int8 speed-up (\d+\.\d+)x MobileNetV2 0\.35, (\d+\.\d+)x MobileNetV2 1\.0, "
                                r"(\d+\.\d+)x ResNet-18",
            lambda d: [_large(d, "mobilenet_v2 0.35 @224"), _large(d, "mobilenet_v2 1.0 @224"), _large(d, "resnet18 @224")]),
+    Figure("compression.json", r"runs ResNet-18 (\d+\.\d+)x faster than fp32 \(s8s8, what the\s+old \"VNNI -> s8\" rule "
+                               r"shipped: (\d+\.\d+)x\) and MobileNetV2 1\.0 (\d+\.\d+)x \(s8s8 (\d+\.\d+)x\)\. The shipped "
+                               r"scheme took\s+(\d+\.\d+)x / (\d+\.\d+)x the time of the fastest",
+           lambda d: [_scheme_row(d, "resnet18 @224")["speedup_vs_fp32"]["shipped"],
+                      _scheme_row(d, "resnet18 @224")["speedup_vs_fp32"]["s8s8"],
+                      _scheme_row(d, "mobilenet_v2 1.0 @224")["speedup_vs_fp32"]["shipped"],
+                      _scheme_row(d, "mobilenet_v2 1.0 @224")["speedup_vs_fp32"]["s8s8"],
+                      _scheme_row(d, "resnet18 @224")["shipped_vs_fastest"],
+                      _scheme_row(d, "mobilenet_v2 1.0 @224")["shipped_vs_fastest"]]),
+    Figure("compression.json", r"same u8s8 settings differ by (\d+\.\d+)x / (\d+\.\d+)x in that run",
+           lambda d: [_scheme_row(d, m)["paired_ratio"]["shipped"] / _scheme_row(d, m)["paired_ratio"]["u8s8"]
+                      for m in ("resnet18 @224", "mobilenet_v2 1.0 @224")]),
+    Figure("compression.json", r"Choosing the scheme took\s+(\d+\.\d+) s the first time",
+           lambda d: [d["scheme_choice"]["first_measurement_s"]]),
     Figure("predictor.json", r"Spearman (\d\.\d+) on a Raspberry Pi 4 and (\d\.\d+) on a Pixel 3 "
                              r"\(FLOPs alone (\d\.\d+) / (\d\.\d+)\)",
            lambda d: [d["devices"]["raspberry-pi-4"]["spearman"], d["devices"]["pixel-3"]["spearman"],

@@ -43,6 +43,7 @@ def folders(tmp_path_factory):
     return data, held
 
 
+@pytest.mark.slow
 def test_tune_on_a_folder_outside_the_run_then_export_and_finalize_from_the_cli(
     folders, tuner_recipe, tmp_path, capsys
 ):
@@ -117,7 +118,6 @@ def test_contaminated_validation_is_warned_about(fashion_dir):
 
 @pytest.mark.slow
 def test_cli_compress_a_model_file_with_weights_end_to_end(fashion_dir, tmp_path, capsys):
-    import torch
     from safetensors.torch import save_file
 
     from hwtune.cli import main

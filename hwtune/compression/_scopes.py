@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["ScopedGraph", "Region"]
+__all__ = ["Region", "ScopedGraph"]
 
 
 class Region(nn.Module):
@@ -65,7 +65,7 @@ class _ScopedInterpreter(fx.Interpreter):
         self.scopes = scopes
         self.result: Any = None
 
-    def run(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG002 - same signature as fx.Interpreter
+    def run(self, *args: Any, **kwargs: Any) -> Any:
         # The graph's own input/output processing (the exported program's pytree specs), as fx.Interpreter.run.
         self.args_iter = iter(self.graph.process_inputs(*args))
         self.env = {}

@@ -19,130 +19,24 @@ devices):
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
-from hwtune._util import is_num
-from hwtune.errors import ConfigError, DataError
+from hwtune.errors import ConfigError
 from hwtune.front import TuneResult
 from hwtune.tuner.pipeline import CandidatePipeline
+from hwtune.tuner.user_space import UserModelSpace, with_normalization
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from hwtune.compression import CompressCandidate, CompressSpace
     from hwtune.data import DataSplits
     from hwtune.device import DeviceProfile
 
 __all__ = ["CompressPipeline", "UserModelSpace", "compress", "load_compress_model", "with_normalization"]
-
-FAMILY = "user-model"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Input:
-    channels: int
-    size: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Train:
-    epochs: float
-    batch_size: int
-
-
-class UserModelSpace:
-    """A :class:`~hwtune.compression.CompressSpace` seen through the tuner's space interface."""
-
-    family = FAMILY
-    parent = None
-
-    def __init__(
-        self, cspace: CompressSpace, *, name: str, dataset: str, epochs: float = 1.0, batch_size: int = 128
-    ) -> None:
-        c, h, w = cspace.input_shape
-        if h != w:
-            raise ConfigError(f"compress: only square inputs are supported, got {c}x{h}x{w}")
-        self.cspace = cspace
-        self.name = name
-        self.dataset = dataset
-        self.input = _Input(int(c), int(h))
-        self.num_classes = int(cspace.num_classes)
-        self.train = _Train(float(epochs), int(batch_size))
-        self.path = None
-
-    # -- the tuner's view ----------------------------------------------------------------------
-    @property
-    def precision_choices(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for st in self.cspace.stages:
-            seen.update(dict.fromkeys(st.precision))
-        return tuple(seen)
-
-    @property
-    def knob_choices(self) -> dict[str, tuple[Any, ...]]:
-        return {k: v for k, v in self.cspace.all_params().items() if not k.endswith(".precision")}
-
-    def param_choices(self) -> dict[str, tuple[Any, ...]]:
-        return self.cspace.param_choices()
-
-    def size(self) -> int:
-        return self.cspace.size()
-
-    def candidate(self, params: Mapping[str, Any]) -> CompressCandidate:
-        """A candidate; a uniform ``precision`` key sets every stage that offers it."""
-        params = dict(params)
-        uniform = params.pop("precision", None)
-        if uniform is not None:
-            for st in self.cspace.stages:
-                if uniform in st.precision and len(st.precision) > 1:
-                    params[f"{st.name}.precision"] = uniform
-                elif uniform not in st.precision:
-                    raise ConfigError(f"compress: stage {st.name} cannot run {uniform} ({', '.join(st.precision)})")
-        return self.cspace.candidate(params)
-
-    def candidate_from_dict(self, data: Mapping[str, Any]) -> CompressCandidate:
-        from hwtune.compression import CompressCandidate
-
-        return CompressCandidate.from_dict(data)
-
-    def precision_plan(self, cand: CompressCandidate) -> Any:
-        from hwtune.compression import precision_plan
-
-        return precision_plan(self.cspace, cand)
-
-    def initial_params(self) -> list[dict[str, Any]]:
-        """Parameters of the trials enqueued first: the unmodified model (the baseline row)."""
-        base = self.cspace.baseline().params()
-        searched = self.param_choices()
-        return [{k: v for k, v in base.items() if k in searched}]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "compress",
-            "name": self.name,
-            "dataset": self.dataset,
-            "train": {"epochs": self.train.epochs, "batch_size": self.train.batch_size},
-            "space": self.cspace.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> UserModelSpace:
-        from hwtune.compression import CompressSpace
-
-        train = data.get("train") or {}
-        return cls(
-            CompressSpace.from_dict(data["space"]),
-            name=str(data.get("name", "compress")),
-            dataset=str(data.get("dataset", "user")),
-            epochs=float(train.get("epochs", 1.0)),
-            batch_size=int(train.get("batch_size", 128)),
-        )
-
 
 def load_compress_model(path: str | Path) -> torch.nn.Module:
     """A pruned trial model stored as a ``torch.export`` archive (weights-only load, no unpickling)."""
@@ -223,34 +117,6 @@ def export_archive(model: torch.nn.Module, input_shape: Sequence[int], path: Pat
         model.train(was_training)
     torch.export.save(ep, str(path))
     return path
-
-
-def with_normalization(splits: DataSplits, mean: Sequence[float], std: Sequence[float]) -> DataSplits:
-    """The same splits normalized with the user's per-channel ``mean``/``std`` (what their weights expect)."""
-    from hwtune.data import TensorData
-
-    c = splits.input_shape[0]
-    mean, std = [float(x) for x in mean], [float(x) for x in std]
-    problems = []
-    for key, v in (("mean", mean), ("std", std)):
-        if len(v) not in (1, c) or not all(is_num(x) for x in v):
-            problems.append(f"normalize: {key} must be 1 or {c} finite numbers (one per channel), got {v}")
-    if any(s <= 0 for s in std):
-        problems.append(f"normalize: std must be > 0, got {std}")
-    if problems:
-        raise ConfigError("\n".join(problems))
-    mean, std = (mean * c)[:c], (std * c)[:c]
-
-    def norm(ds: Any) -> Any:
-        if ds is None:
-            return None
-        if not isinstance(ds, TensorData) or ds.images.is_floating_point():
-            raise DataError("normalize= applies to image datasets hwtune loaded (uint8 pixels), not to float tensors")
-        return TensorData(ds.images, ds.labels, mean=mean, std=std)
-
-    return dataclasses.replace(
-        splits, train=norm(splits.train), val=norm(splits.val), test=norm(splits.test), mean=tuple(mean), std=tuple(std)
-    )
 
 
 def _as_data_arg(load: Mapping[str, Any]) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
 
     stored = info.get("space")
     if isinstance(stored, Mapping) and stored.get("kind") == "compress":
-        from hwtune.tuner.compress import UserModelSpace
+        from hwtune.tuner.user_space import UserModelSpace
 
         return UserModelSpace.from_dict(stored)  # type: ignore[return-value]
     name = safe_name(Path(str(info.get("path") or info.get("name") or "recipe")).stem, default="recipe")
@@ -191,7 +191,7 @@ def load_data(spec: Mapping[str, Any]) -> DataSplits:
     if val_data is not None:
         splits = with_held_out(splits, val_data, image_size=kw.get("image_size"), limit=kw.get("val_limit"))
     if normalize:
-        from hwtune.tuner.compress import with_normalization
+        from hwtune.tuner.user_space import with_normalization
 
         splits = with_normalization(splits, normalize["mean"], normalize["std"])
     return splits

@@ -177,11 +177,12 @@ def bench_schemes(label: str, family: str, knobs: dict[str, Any], size: int, arg
     import numpy as np
     import torch
 
-    from hwtune.device_script import INT8_SCHEMES, _session, paired_ratios, time_interleaved
+    from hwtune.device_script import INT8_SCHEMES, paired_ratios, time_interleaved
     from hwtune.families import create_model
     from hwtune.onnx_export import export_onnx
     from hwtune.profiler import compare_op_times
     from hwtune.quant import QuantConfig, quantize
+    from hwtune.runtimes.onnxruntime import ort_session
 
     log(f"[{label}] export, int8 every scheme + shipped (random calibration), interleaved timing")
     torch.manual_seed(args.seed)
@@ -198,7 +199,7 @@ def bench_schemes(label: str, family: str, knobs: dict[str, Any], size: int, arg
         quantize_s[name] = time.perf_counter() - t0
     shipped = quantize(src, tmp / "large.shipped.onnx", "int8", config=base)
     paths["shipped"] = shipped.path
-    sessions = {k: _session(str(p), args.threads) for k, p in paths.items()}
+    sessions = {k: ort_session(p, args.threads) for k, p in paths.items()}
     feeds = {k: {s.get_inputs()[0].name: x.numpy()} for k, s in sessions.items()}
     times = time_interleaved(sessions, feeds, budget_s=args.scheme_budget)
     median = {k: statistics.median(v) for k, v in times.items()}

@@ -279,11 +279,12 @@ def _time_schemes(src: Path, tmp: Path, x) -> dict[str, float]:
     import statistics
 
     from hwtune.quant import QuantConfig, quantize
+    from hwtune.runtimes.onnxruntime import ort_session
 
     base = QuantConfig(calibration_samples=8)
     paths = {s: quantize(src, tmp / f"{s}.onnx", "int8", config=dataclasses.replace(base, **device_script.INT8_SCHEMES[s])).path
              for s in device_script.offered_int8_schemes()}
-    sessions = {k: device_script._session(str(p), 1) for k, p in paths.items()}
+    sessions = {k: ort_session(p, 1) for k, p in paths.items()}
     feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
     times = device_script.time_interleaved(sessions, feeds, budget_s=3.0, min_rounds=15)
     return {k: statistics.median(v) for k, v in times.items()} | {

@@ -33,6 +33,12 @@ What it measures, batch 1, fp32 and int8:
 * **blocks** of real networks: MobileNetV2 inverted residuals, ResNet basic blocks (conv+BN+ReLU,
   residual add) and small stem-to-classifier networks.
 
+and, with ``--int8-schemes`` (on by default when int8 is measured and ``onnx`` is present; ``only``
+for just this, ~10-30 s), **which int8 scheme is fastest here**: a probe network quantized every
+offered way (u8/s8 activations, reduce_range, per-channel/per-tensor; ``quantize_static`` as
+hwtune ships it) and timed interleaved. The results' ``int8`` table becomes the profile's ``[int8]``
+table through ``hwtune calibrate`` (see :mod:`hwtune.int8_scheme`).
+
 fp32 cases are plain graphs; int8 cases are QDQ graphs written the way
 ``onnxruntime.quantization.quantize_static`` writes them (QuantizeLinear/DequantizeLinear on
 every activation, per-channel int8 weights, int32 bias, ReLU folded into the quantized range),

@@ -203,6 +203,15 @@ def test_write_int8_table_replaces_only_that_table(tmp_path):
     with pytest.raises(ConfigError, match="int8.scheme must be one of"):
         write_int8_table(path, dict(table, scheme="q4"))
     assert path.read_text() == text  # a refused table leaves the file as it was
+    # a table in the middle of the file: replaced in place, the tables after it kept
+    base = resource_files("profiles")["raspberry-pi-5"].read_text()
+    assert "\n[sources]" in base
+    middle = tmp_path / "middle.toml"
+    middle.write_text(base.replace("\n[sources]", GOOD_TABLE + "rel_error = { u8s8 = 0.01 }\n\n[sources]", 1))
+    sources = load_profile(middle).sources
+    write_int8_table(middle, table)
+    reloaded = load_profile(middle)
+    assert reloaded.int8["scheme"] == "s8s8" and "rel_error" not in reloaded.int8 and reloaded.sources == sources
 
 
 # --------------------------------------------------------------------------------------------

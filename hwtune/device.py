@@ -108,7 +108,7 @@ class DeviceProfile:
 
     @property
     def has_vnni(self) -> bool:
-        """x86 VNNI (AVX512-VNNI or AVX-VNNI): makes s8 activations fast in ONNX Runtime."""
+        """x86 VNNI (AVX512-VNNI or AVX-VNNI): u8 x s8 products accumulate in int32 without saturation."""
         return any(flag in self.isa for flag in ("avx512_vnni", "avx_vnni", "avx512vnni"))
 
     @property

@@ -117,12 +117,14 @@ def test_every_trained_trial_exports_and_rescores(study, tmp_path):
         assert abs(exp.manifest["val_accuracy"] - t.accuracy) <= RESCORE_POINTS / 100, (t.number, t.precision)
 
 
-def test_front_members_finalize_without_losing_accuracy_and_export(study, tmp_path):
+def test_members_finalize_without_losing_accuracy_and_export(study, tmp_path):
+    """Every trained trial (the front and the forced fp32 / int8 / mixed members) finalizes and ships."""
     from hwtune.exporting import export
     from hwtune.tuner.finalize import finalize
 
     res, _ = study
-    numbers = [t.number for t in res.front]
+    numbers = sorted({t.number for t in res.front} | {t.number for t in _trained(res)})
+    assert {res.trial(n).precision for n in numbers} >= {"fp32", "int8", "mixed"}
     res2 = finalize(res, numbers, epochs=0.5, progress=False)
     for n in numbers:
         searched = res.trial(n).accuracy

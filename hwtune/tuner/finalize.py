@@ -93,6 +93,30 @@ def _parent_of(result: TuneResult, work: Path) -> Any:
     return parent.eval()
 
 
+def _score(
+    rec: TrialRecord, pipe: CandidatePipeline, model: Any, plan: Any, data: Any, sched: Schedule, seed: int, work: Path
+) -> tuple[dict[str, Any], Any]:
+    """Validation (and test) accuracy of ``model`` as it ships, and the shipped model (None for fp32)."""
+    acc_fp32 = pipe.evaluate(model, data.val, batch_size=sched.val_batch_size)
+    if not math.isfinite(acc_fp32):
+        raise StudyError(f"trial {rec.number}: finalized validation accuracy is {acc_fp32}")
+    scores: dict[str, Any] = {"val_accuracy_fp32": acc_fp32, "val_accuracy": acc_fp32, "accuracy_source": "torch (fp32)"}
+    has_test = getattr(data, "test", None) is not None and len(data.test) > 0
+    if plan.precisions == ("fp32",):
+        if has_test:
+            scores["test_accuracy"] = pipe.evaluate(model, data.test, batch_size=sched.val_batch_size)
+        return scores, None
+    from hwtune.data import calibration_batch
+
+    calib = calibration_batch(data, min(sched.calibration_samples, len(data.train)), seed=seed)
+    shipped = pipe.ship(model, plan, work / f"ship{rec.number}", calibration=calib, seed=seed)
+    scores["val_accuracy"] = pipe.evaluate(shipped, data.val, batch_size=sched.val_batch_size)
+    scores["accuracy_source"] = f"{shipped.runtime} (shipped file)"
+    if has_test:
+        scores["test_accuracy"] = pipe.evaluate(shipped, data.test, batch_size=sched.val_batch_size)
+    return scores, shipped
+
+
 def _finalize_one(
     rec: TrialRecord,
     result: TuneResult,
@@ -124,6 +148,7 @@ def _finalize_one(
         model = pipe.build(cand)
         blob = torch.load(download_weights(result, rec.number, work / f"w{rec.number}.pt"), weights_only=True)
         model.load_state_dict(blob["state_dict"])
+    searched_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     stats = finetune(
         model,
         data,
@@ -135,33 +160,24 @@ def _finalize_one(
         threads=threads,
         augment=augment,
     )
-    acc_fp32 = pipe.evaluate(model, data.val, batch_size=sched.val_batch_size)
-    if not math.isfinite(acc_fp32):
-        raise StudyError(f"trial {rec.number}: finalized validation accuracy is {acc_fp32}")
     plan = pipe.plan(cand)
     figures: dict[str, Any] = {
         "epochs": epochs,
         "teacher": "parent" if parent is not None else None,
         "augment": augment or "none",
-        "val_accuracy_fp32": acc_fp32,
-        "val_accuracy": acc_fp32,
-        "accuracy_source": "torch (fp32)",
         "final_loss": getattr(stats, "final_loss", None),
     }
-    if plan.precisions != ("fp32",):
-        from hwtune.data import calibration_batch
-
-        calib = calibration_batch(data, min(sched.calibration_samples, len(data.train)), seed=seed)
-        shipped = pipe.ship(model, plan, work / f"ship{rec.number}", calibration=calib, seed=seed)
-        figures["val_accuracy"] = pipe.evaluate(shipped, data.val, batch_size=sched.val_batch_size)
-        figures["accuracy_source"] = f"{shipped.runtime} (shipped file)"
-        if getattr(data, "test", None) is not None and len(data.test) > 0:
-            figures["test_accuracy"] = pipe.evaluate(shipped, data.test, batch_size=sched.val_batch_size)
-        if pipe.device.latency_source == "measure":
-            lat = pipe.measure(shipped, time_budget_s=sched.latency_budget_s)
-            figures.update(latency_ms=lat.get("median_ms"), latency=lat)
-    elif getattr(data, "test", None) is not None and len(data.test) > 0:
-        figures["test_accuracy"] = pipe.evaluate(model, data.test, batch_size=sched.val_batch_size)
+    scores, shipped = _score(rec, pipe, model, plan, data, sched, seed, work)
+    if rec.accuracy is not None and scores["val_accuracy"] < rec.accuracy:
+        # Fine-tuning made what ships worse than what the search scored (too short a budget, a learning
+        # rate too high for a pruned model): keep the search's weights, and say so.
+        figures.update(kept="search weights", finetuned_val_accuracy=scores["val_accuracy"])
+        model.load_state_dict(searched_state)
+        scores, shipped = _score(rec, pipe, model, plan, data, sched, seed, work)
+    figures.update(scores)
+    if shipped is not None and pipe.device.latency_source == "measure":
+        lat = pipe.measure(shipped, time_budget_s=sched.latency_budget_s)
+        figures.update(latency_ms=lat.get("median_ms"), latency=lat)
     weights = work / f"final{rec.number}.pt"
     torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "finalized": True}, weights)
     figures["artifact_id"] = upload_study_artifact(result, weights)
@@ -278,9 +294,14 @@ def finalize(
             )
             study.set_user_attr(f"{FINALIZED_PREFIX}{rec.number}", figs)
             before = rec.accuracy or 0.0
+            kept = (
+                f"; fine-tuning reached {100 * figs['finetuned_val_accuracy']:.2f}%, so the search's weights are kept"
+                if figs.get("kept")
+                else ""
+            )
             log(
                 f"trial #{rec.number}: validation {100 * before:.2f}% (search) -> {100 * figs['val_accuracy']:.2f}% "
-                f"(finalized, {figs['accuracy_source']}) in {figs['seconds']:.0f} s"
+                f"(finalized, {figs['accuracy_source']}) in {figs['seconds']:.0f} s{kept}"
             )
     return result_from_study(study, url=url)
 

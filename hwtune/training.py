@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -40,11 +38,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwtune.augment import augmenter
 from hwtune.data import DataSplits, iter_batches
-from hwtune.errors import ConfigError, ModelError, TrainingDivergedError, did_you_mean
+from hwtune.engine import (
+    device_name,
+    lr_factor,
+    num_threads,
+    on_device,
+    param_groups,
+    resolve_amp,
+    resolve_device,
+    run_loop,
+)
+from hwtune.errors import ConfigError, ModelError, did_you_mean
 from hwtune.runtimes import DEFAULT_EVAL_BATCH, EvalResult, ShippedModel, get_runtime, runtime_for_file
 
-__all__ = ["EvalResult", "TrainBudget", "TrainStats", "evaluate", "train"]
+__all__ = ["EvalResult", "TrainBudget", "TrainStats", "evaluate", "lr_factor", "num_threads", "param_groups", "train"]
 
 SCHEMA_VERSION = 1
 OPTIMIZERS = ("sgd", "adamw")
@@ -54,9 +63,6 @@ BASE_LR = {"sgd": 0.1, "adamw": 3e-3}
 BASE_BATCH = 128
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 0.05}
 WARMUP_FRACTION = 0.05
-# Cross-entropy of a 10-class model starts at ln(10) = 2.3; a loss above this only happens when the
-# weights have blown up, and it never comes back within a short budget.
-DIVERGENCE_LOSS = 1e4
 # Evaluation batch (64: see hwtune.runtimes.DEFAULT_EVAL_BATCH for the measurement behind it).
 EVAL_BATCH = DEFAULT_EVAL_BATCH
 
@@ -148,6 +154,9 @@ class TrainStats:
         batch_size: Batch size.
         threads: Torch intra-op threads used.
         seed: Seed of the sample order and initialization-time randomness.
+        device: Where it trained (``"cpu"``, ``"cuda:0 (NVIDIA H100 80GB HBM3)"``).
+        amp: Mixed precision used (``"fp32"``, ``"bf16"``, ``"fp16"``).
+        augment: Augmentation of the training batches (``"none"``: the images as they are).
     """
 
     samples_seen: int
@@ -162,6 +171,9 @@ class TrainStats:
     batch_size: int
     threads: int
     seed: int
+    device: str = "cpu"
+    amp: str = "fp32"
+    augment: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -176,54 +188,8 @@ class TrainStats:
 # --------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def num_threads(threads: int | None) -> Iterator[int]:
-    """Run with ``threads`` torch intra-op threads, restoring the previous setting afterwards."""
-    before = torch.get_num_threads()
-    if threads is None:
-        yield before
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ConfigError(f"threads must be a positive integer or None, got {threads!r}")
-    torch.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(before)
-
-
 def _train_split(data: Any) -> Any:
     return data.train if isinstance(data, DataSplits) else data
-
-
-def _check_batch(x: Any, step: int) -> None:
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        raise ModelError(
-            f"training batch {step}: images must be a float tensor, got {type(x).__name__} "
-            f"{getattr(x, 'dtype', '')}; see hwtune.data.from_datasets for the expected items"
-        )
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No weight decay on BatchNorm scales/shifts and biases: decaying them only fights the
-    # normalization (Goyal et al. 2017, "Accurate, large minibatch SGD", sec. 3).
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up from 1/warmup to 1, then a cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +213,9 @@ def train(
     label_smoothing: float = 0.0,
     max_grad_norm: float | None = None,
     num_workers: int = 0,
+    train_device: str | torch.device | None = None,
+    amp: str | None = None,
+    augment: str | None = None,
 ) -> TrainStats:
     """Train ``model`` in place for ``budget`` on the training split of ``data``.
 
@@ -270,6 +239,12 @@ def train(
         label_smoothing: Cross-entropy label smoothing.
         max_grad_norm: Clip the gradient norm to this value (default: no clipping).
         num_workers: DataLoader workers for datasets that are not in memory.
+        train_device: Train on this device (:func:`hwtune.engine.resolve_device`: ``auto``, ``cpu``,
+            ``cuda``, ``cuda:N``, ``mps``); the model moves there for the call and back afterwards.
+            Default: where the model's parameters are.
+        amp: Mixed precision (:func:`hwtune.engine.resolve_amp`): ``auto`` (accelerators only),
+            ``bf16``, ``fp16`` or ``off``.
+        augment: An augmentation of the training batches (:mod:`hwtune.augment`); default none.
 
     Returns:
         Loss, throughput and the settings used.
@@ -316,9 +291,11 @@ def train(
     params = list(model.parameters())
     if not params:
         raise ModelError(f"{type(model).__name__} has no parameters to train")
-    device = params[0].device
+    device = resolve_device(train_device) if train_device is not None else params[0].device
+    precision = resolve_amp(amp, device)
+    augment_fn = augmenter(augment, seed)
 
-    with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]):
+    with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]), on_device([model], device):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
         # The sample stream: whole shuffled epochs back to back, cut at the budget.
@@ -337,77 +314,50 @@ def train(
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=peak_lr, momentum=0.9, nesterov=True)
         else:
             opt = torch.optim.AdamW(groups, lr=peak_lr)
+
+        def objective(x: torch.Tensor, y: torch.Tensor, backward: Any) -> float:
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            backward(loss)
+            return float(loss.detach())
+
         was_training = model.training
         model.train()
-        losses: list[float] = []
-        seen = 0
-        bar = _progress_bar(steps, progress)
-        start = time.perf_counter()
         try:
-            for step, (x, y) in enumerate(iter_batches(ds, batches, num_workers=num_workers)):
-                _check_batch(x, step)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                factor = lr_factor(step, steps, warmup)
-                for g in opt.param_groups:
-                    g["lr"] = peak_lr * factor
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value) or loss_value > DIVERGENCE_LOSS:
-                    raise _diverged(step, steps, loss_value, peak_lr * factor, "loss")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                grads = [p.grad for p in params if p.grad is not None]
-                if max_grad_norm is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                else:
-                    grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-                if not torch.isfinite(grad_norm):
-                    raise _diverged(step, steps, loss_value, peak_lr * factor, "gradient norm", float(grad_norm))
-                opt.step()
-                losses.append(loss_value)
-                seen += len(y)
-                bar.update(1)
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            done = run_loop(
+                iter_batches(ds, batches, num_workers=num_workers),
+                objective,
+                opt,
+                lambda step: peak_lr * lr_factor(step, steps, warmup),
+                steps=steps,
+                device=device,
+                precision=precision,
+                augment=augment_fn,
+                max_grad_norm=max_grad_norm,
+                check_grad=True,
+                progress=progress,
+                desc="training",
+            )
         finally:
-            bar.close()
             model.train(was_training)
-        seconds = time.perf_counter() - start
 
+    losses = done.losses
     return TrainStats(
-        samples_seen=seen,
+        samples_seen=done.seen,
         steps=steps,
-        epochs=seen / n_train,
+        epochs=done.seen / n_train,
         first_loss=float(np.mean(losses[:10])),
         final_loss=float(np.mean(losses[-50:])),
-        seconds=seconds,
-        samples_per_s=seen / seconds if seconds > 0 else float("inf"),
+        seconds=done.seconds,
+        samples_per_s=done.seen / done.seconds if done.seconds > 0 else float("inf"),
         peak_lr=peak_lr,
         optimizer=optimizer,
         batch_size=batch_size,
         threads=n_threads,
         seed=seed,
+        device=device_name(device),
+        amp=precision.name,
+        augment=augment or "none",
     )
-
-
-def _diverged(
-    step: int, steps: int, loss: float, lr: float, what: str, value: float | None = None
-) -> TrainingDivergedError:
-    detail = f"loss {loss:.4g}" if value is None else f"loss {loss:.4g}, {what} {value:.4g}"
-    err = TrainingDivergedError(
-        f"training diverged at step {step + 1}/{steps}: {detail} (lr {lr:.3g}); "
-        "lower lr= or check the input normalization"
-    )
-    err.step = step + 1  # type: ignore[attr-defined]
-    err.loss = loss  # type: ignore[attr-defined]
-    return err
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from hwtune.progress import progress_bar
-
-    return progress_bar(total, desc="train", unit="batch", enabled=enabled, leave=True)  # a last line in a log
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,40 +1,36 @@
-"""Pieces of a training loop shared by elastic parent training and distilled fine-tuning.
+"""Settings shared by elastic parent training and distilled fine-tuning around the one loop.
 
-Same conventions as ``hwtune.training.train`` (SGD with Nesterov momentum 0.9, linear warm-up
-then cosine decay, no weight decay on BatchNorm and biases), from the helpers it exports.
+Both run :func:`hwtune.engine.run_loop`; this module holds what they set it up with, in the
+conventions of ``hwtune.training.train`` (SGD with Nesterov momentum 0.9, linear warm-up then
+cosine decay, no weight decay on BatchNorm and biases).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
 from hwtune.data import DataSplits, TensorData
-from hwtune.errors import ConfigError, DataError, TrainingDivergedError
-from hwtune.training import lr_factor, num_threads, param_groups
+from hwtune.engine import lr_factor, num_threads, param_groups
+from hwtune.errors import ConfigError, DataError
 
 __all__ = [
-    "Clock",
     "Schedule",
     "batch_fetcher",
     "check_batch_size",
-    "check_loss",
     "check_positive",
+    "fetch_batches",
     "num_threads",
     "plan_batches",
-    "run_steps",
     "sgd",
     "train_split",
 ]
 
 WARMUP_FRACTION = 0.05
 WEIGHT_DECAY = 5e-4
-# Cross-entropy of a 10-class model starts at ln(10) = 2.3; far above that the weights have blown up.
-DIVERGENCE_LOSS = 1e4
 
 
 def check_positive(**values: Any) -> None:
@@ -77,6 +73,12 @@ def batch_fetcher(ds: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch
     return fetch
 
 
+def fetch_batches(ds: Any, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of each index batch, lazily (a run stopped early reads no more)."""
+    fetch = batch_fetcher(ds)
+    return (fetch(idx) for idx in batches)
+
+
 def plan_batches(n: int, batch_size: int, samples: int, seed: int) -> list[torch.Tensor]:
     """Index batches: shuffled epochs back to back, cut at ``samples``; no batch of one (BatchNorm)."""
     gen = torch.Generator().manual_seed(seed)
@@ -94,78 +96,14 @@ def sgd(model: torch.nn.Module, lr: float, weight_decay: float = WEIGHT_DECAY) -
 
 
 class Schedule:
-    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0; sets the lr."""
+    """Linear warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0."""
 
-    def __init__(self, opt: torch.optim.Optimizer, peak_lr: float, steps: int, warmup_fraction: float) -> None:
+    def __init__(self, peak_lr: float, steps: int, warmup_fraction: float) -> None:
         if not 0 <= warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
-        self.opt, self.peak_lr, self.steps = opt, peak_lr, steps
+        self.peak_lr, self.steps = peak_lr, steps
         self.warmup = max(1, round(warmup_fraction * steps)) if warmup_fraction > 0 else 0
 
-    def set(self, step: int) -> float:
-        lr = self.peak_lr * lr_factor(step, self.steps, self.warmup)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        return lr
-
-
-def check_loss(value: float, step: int, steps: int, lr: float, what: str) -> None:
-    """``TrainingDivergedError`` when ``value`` is NaN/inf or absurdly large."""
-    if not math.isfinite(value) or value > DIVERGENCE_LOSS:
-        raise TrainingDivergedError(
-            f"{what} diverged at step {step + 1}/{steps}: loss {value:.4g} (lr {lr:.3g}); lower lr="
-        )
-
-
-class Clock:
-    """Wall-clock time since start, and whether a time limit has passed."""
-
-    def __init__(self, limit_s: float | None) -> None:
-        self.start = time.perf_counter()
-        self.limit_s = limit_s
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-    def expired(self) -> bool:
-        return self.limit_s is not None and self.seconds >= self.limit_s
-
-
-def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    from hwtune.progress import progress_bar as bar
-
-    return bar(total, desc=desc, unit="batch", enabled=enabled)
-
-
-def run_steps(
-    batches: list[torch.Tensor],
-    fetch: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    step_fn: Callable[[torch.Tensor, torch.Tensor, int, float], float],
-    schedule: Schedule,
-    *,
-    device: torch.device,
-    time_limit_s: float | None,
-    progress: bool,
-    desc: str,
-) -> tuple[list[float], int, float]:
-    """Run ``step_fn(x, y, step, lr) -> loss`` over ``batches`` with the lr schedule, checking the
-    loss and the time limit. Returns ``(losses, samples seen, seconds)``."""
-    losses: list[float] = []
-    seen = 0
-    bar = progress_bar(len(batches), progress, desc)
-    clock = Clock(time_limit_s)
-    try:
-        for step, idx in enumerate(batches):
-            if step > 0 and clock.expired():  # at least one step, so the stats are defined
-                break
-            x, y = fetch(idx)
-            lr = schedule.set(step)
-            value = step_fn(x.to(device), y.to(device), step, lr)
-            check_loss(value, step, len(batches), lr, desc)
-            losses.append(value)
-            seen += len(y)
-            bar.update(1)
-    finally:
-        bar.close()
-    return losses, seen, clock.seconds
+    def lr(self, step: int) -> float:
+        """The learning rate of ``step``."""
+        return self.peak_lr * lr_factor(step, self.steps, self.warmup)

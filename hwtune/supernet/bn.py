@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwtune.engine import on_device, resolve_device
 from hwtune.errors import ConfigError
 from hwtune.supernet._loop import batch_fetcher, num_threads, train_split
 
@@ -53,6 +54,7 @@ def recalibrate_bn(
     batch_size: int = 250,
     seed: int = 0,
     threads: int | None = None,
+    train_device: str | torch.device | None = None,
 ) -> nn.Module:
     """Reset every BatchNorm's running statistics and re-estimate them on training images.
 
@@ -70,6 +72,8 @@ def recalibrate_bn(
             statistics closer to the whole-set ones.
         seed: Seed of the subset.
         threads: Torch threads for this call (restored afterwards).
+        train_device: Run the forward passes on this device (``auto``, ``cpu``, ``cuda``,
+            ``cuda:N``, ``mps``); the model moves there and back. Default: where it is.
 
     Returns:
         ``model``.
@@ -83,9 +87,9 @@ def recalibrate_bn(
     bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
     if not bns:
         return model
+    device = resolve_device(train_device) if train_device is not None else next(model.parameters()).device
     momenta = [m.momentum for m in bns]
     was_training = model.training
-    device = next(model.parameters()).device
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
@@ -94,7 +98,7 @@ def recalibrate_bn(
     for m in bns:
         m.train()
     try:
-        with num_threads(threads), torch.no_grad():
+        with num_threads(threads), torch.no_grad(), on_device([model], device):
             for x in _batches(data, n_images, batch_size, seed):
                 if len(x) > 1:
                     model(x.to(device))

@@ -26,16 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwtune.augment import augmenter
+from hwtune.engine import device_name, on_device, resolve_amp, resolve_device, run_loop
 from hwtune.errors import ConfigError, ModelError
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
     Schedule,
-    batch_fetcher,
     check_batch_size,
     check_positive,
+    fetch_batches,
     num_threads,
     plan_batches,
-    run_steps,
     sgd,
     train_split,
 )
@@ -95,6 +95,8 @@ class FinetuneStats:
         seed: Seed of the sample order.
         stopped_early: The time limit ended the run.
         augment: The augmentation of the training batches (``"none"``: the images as they are).
+        device: Where it trained (``"cpu"``, ``"cuda:0 (NVIDIA H100 80GB HBM3)"``).
+        amp: Mixed precision used (``"fp32"``, ``"bf16"``, ``"fp16"``).
     """
 
     epochs: float
@@ -111,6 +113,8 @@ class FinetuneStats:
     seed: int
     stopped_early: bool = False
     augment: str = "none"
+    device: str = "cpu"
+    amp: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -137,6 +141,8 @@ def finetune(
     time_limit_s: float | None = None,
     progress: bool = False,
     augment: str | None = None,
+    train_device: str | torch.device | None = None,
+    amp: str | None = None,
 ) -> FinetuneStats:
     """Fine-tune ``model`` in place, distilled from ``teacher`` when one is given.
 
@@ -162,6 +168,10 @@ def finetune(
         progress: A tqdm bar on stderr.
         augment: A registered augmentation of the training batches (:mod:`hwtune.augment`; the
             teacher sees the same augmented batch); ``None`` trains on the images as they are.
+        train_device: Train (and run the teacher) on this device (``auto``, ``cpu``, ``cuda``,
+            ``cuda:N``, ``mps``; :func:`hwtune.engine.resolve_device`); both move back afterwards.
+            Default: where the model's parameters are.
+        amp: Mixed precision (:func:`hwtune.engine.resolve_amp`); ``auto`` is off on the CPU.
 
     Raises:
         ConfigError: a setting out of range, or an unknown augmentation.
@@ -177,36 +187,36 @@ def finetune(
     params = list(model.parameters())
     if not params:
         raise ModelError(f"{type(model).__name__} has no parameters to train")
+    device = resolve_device(train_device) if train_device is not None else params[0].device
+    precision = resolve_amp(amp, device)
     peak_lr = float(lr) if lr is not None else FINETUNE_BASE_LR * batch_size / 128
     batches = plan_batches(len(ds), batch_size, max(2, round(epochs * len(ds))), seed)
-    opt = sgd(model, peak_lr, weight_decay)
-    schedule = Schedule(opt, peak_lr, len(batches), warmup_fraction)
+    schedule = Schedule(peak_lr, len(batches), warmup_fraction)
     was_training = model.training
     teacher_training = teacher.training if teacher is not None else False
 
-    def step_fn(x: torch.Tensor, y: torch.Tensor, step: int, lr_now: float) -> float:
-        if augment_fn is not None:
-            x = augment_fn(x)
+    def objective(x: torch.Tensor, y: torch.Tensor, backward: Any) -> float:
         with torch.no_grad():
             t_logits = teacher(x) if teacher is not None else None
         loss = distill_loss(model(x), t_logits, y, kd_weight=kd_weight, temperature=temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        backward(loss)
         return float(loss.detach())
 
-    with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]):
+    with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]), on_device([model, teacher], device):
         torch.manual_seed(seed)
         model.train()
         if teacher is not None:
             teacher.eval()
         try:
-            losses, seen, seconds = run_steps(
-                batches,
-                batch_fetcher(ds),
-                step_fn,
-                schedule,
-                device=params[0].device,
+            done = run_loop(
+                fetch_batches(ds, batches),
+                objective,
+                sgd(model, peak_lr, weight_decay),
+                schedule.lr,
+                steps=len(batches),
+                device=device,
+                precision=precision,
+                augment=augment_fn,
                 time_limit_s=time_limit_s,
                 progress=progress,
                 desc="fine-tuning",
@@ -215,6 +225,7 @@ def finetune(
             model.train(was_training)
             if teacher is not None:
                 teacher.train(teacher_training)
+    losses, seen, seconds = done.losses, done.seen, done.seconds
     return FinetuneStats(
         epochs=seen / len(ds),
         steps=len(losses),
@@ -230,4 +241,6 @@ def finetune(
         seed=seed,
         stopped_early=len(losses) < len(batches),
         augment=augment or "none",
+        device=device_name(device),
+        amp=precision.name,
     )

@@ -12,7 +12,7 @@ sub-network extracted afterwards with ``order=None`` gets exactly the weights it
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,16 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwtune.engine import device_name, on_device, resolve_amp, resolve_device, run_loop
 from hwtune.errors import ConfigError
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
     Schedule,
-    batch_fetcher,
     check_batch_size,
     check_positive,
+    fetch_batches,
     num_threads,
     plan_batches,
-    run_steps,
     sgd,
     train_split,
 )
@@ -67,6 +67,8 @@ class ParentStats:
         threads: Torch threads.
         seed: Seed of the initialization, sample order and sub-network draws.
         stopped_early: The time limit ended the run.
+        device: Where it trained (``"cpu"``, ``"cuda:0 (NVIDIA H100 80GB HBM3)"``).
+        amp: Mixed precision used (``"fp32"``, ``"bf16"``, ``"fp16"``).
     """
 
     largest: Mapping[str, Any]
@@ -87,6 +89,8 @@ class ParentStats:
     threads: int
     seed: int
     stopped_early: bool = False
+    device: str = "cpu"
+    amp: str = "fp32"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -105,23 +109,27 @@ def sandwich_step(
     *,
     kd_weight: float = 0.5,
     temperature: float = 1.0,
+    backward: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[float, float]:
     """Forward and backward the parent on labels and each sub-network distilled from it.
 
     Gradients accumulate in the parent's ``.grad`` (the caller zeroes them before and steps the
-    optimizer after). Each network's graph is freed before the next one runs.
+    optimizer after). Each network's graph is freed before the next one runs. ``backward`` is
+    called on each loss (default ``loss.backward()``; the training loop passes its own, which checks
+    the loss and scales it for fp16).
 
     Returns:
         ``(parent's loss, mean loss of the sub-networks)``.
     """
+    backward = backward or torch.Tensor.backward
     logits = parent(x)
     loss = F.cross_entropy(logits, y)
-    loss.backward()
+    backward(loss)
     teacher = logits.detach()
     sub_losses = []
     for candidate in subnets:
         sub_loss = distill_loss(view(candidate, x), teacher, y, kd_weight=kd_weight, temperature=temperature)
-        sub_loss.backward()
+        backward(sub_loss)
         sub_losses.append(float(sub_loss.detach()))
     return float(loss.detach()), float(np.mean(sub_losses)) if sub_losses else 0.0
 
@@ -143,6 +151,8 @@ def train_parent(
     weight_decay: float = 5e-4,
     warmup_fraction: float = WARMUP_FRACTION,
     parent: nn.Module | None = None,
+    train_device: str | torch.device | None = None,
+    amp: str | None = None,
 ) -> tuple[nn.Module, ParentStats]:
     """Train the space's largest candidate so that its sub-networks are good too.
 
@@ -163,6 +173,10 @@ def train_parent(
         warmup_fraction: Share of the steps of linear warm-up.
         parent: Continue training this parent (built for ``largest_candidate(space)``) instead of
             a freshly initialized one.
+        train_device: Train on this device (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``;
+            :func:`hwtune.engine.resolve_device`); the parent comes back where it was built.
+            Default: where the parent's parameters are (the CPU for a fresh one).
+        amp: Mixed precision (:func:`hwtune.engine.resolve_amp`); ``auto`` is off on the CPU.
 
     Returns:
         ``(parent in eval mode, stats)``.
@@ -181,36 +195,43 @@ def train_parent(
     peak_lr = float(lr) if lr is not None else BASE_LR * batch_size / 128
     batches = plan_batches(len(ds), batch_size, max(2, round(epochs * len(ds))), seed)
     rng = random.Random(seed)
+    device = resolve_device(train_device) if train_device is not None else None
     with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if parent is None:
             parent = space.build(largest)
-        view = SubnetView(parent, space, cache_size=4 * (n_random + 2))
-        opt = sgd(parent, peak_lr, weight_decay)
+        device = device or next(parent.parameters()).device
+        precision = resolve_amp(amp, device)
         sub_losses: list[float] = []
 
-        def step_fn(x: torch.Tensor, y: torch.Tensor, step: int, lr_now: float) -> float:
-            subnets = [smallest, *(space.sample(rng) for _ in range(n_random))]
-            opt.zero_grad(set_to_none=True)
-            loss, sub_loss = sandwich_step(parent, view, subnets, x, y, kd_weight=kd_weight, temperature=temperature)
-            opt.step()
-            sub_losses.append(sub_loss)
-            return loss if np.isfinite(sub_loss) else sub_loss  # a diverged sub-network stops the run too
+        with on_device([parent], device):
+            view = SubnetView(parent, space, cache_size=4 * (n_random + 2))
 
-        parent.train()
-        try:
-            losses, seen, seconds = run_steps(
-                batches,
-                batch_fetcher(ds),
-                step_fn,
-                Schedule(opt, peak_lr, len(batches), warmup_fraction),
-                device=next(parent.parameters()).device,
-                time_limit_s=time_limit_s,
-                progress=progress,
-                desc="parent training",
-            )
-        finally:
-            parent.eval()
+            def objective(x: torch.Tensor, y: torch.Tensor, backward: Any) -> float:
+                subnets = [smallest, *(space.sample(rng) for _ in range(n_random))]
+                loss, sub_loss = sandwich_step(
+                    parent, view, subnets, x, y, kd_weight=kd_weight, temperature=temperature, backward=backward
+                )
+                sub_losses.append(sub_loss)
+                return loss
+
+            parent.train()
+            try:
+                done = run_loop(
+                    fetch_batches(ds, batches),
+                    objective,
+                    sgd(parent, peak_lr, weight_decay),
+                    Schedule(peak_lr, len(batches), warmup_fraction).lr,
+                    steps=len(batches),
+                    device=device,
+                    precision=precision,
+                    time_limit_s=time_limit_s,
+                    progress=progress,
+                    desc="parent training",
+                )
+            finally:
+                parent.eval()
+    losses, seen, seconds = done.losses, done.seen, done.seconds
     settings = {
         "peak_lr": peak_lr,
         "n_random": n_random,
@@ -219,6 +240,8 @@ def train_parent(
         "batch_size": batch_size,
         "threads": n_threads,
         "seed": seed,
+        "device": device_name(device),
+        "amp": precision.name,
     }
     return parent, _stats(largest, smallest, losses, sub_losses, seen, len(ds), seconds, len(batches), settings)
 

@@ -426,7 +426,14 @@ def _manifest(
         "flops": f.flops,
         "params": f.params,
         "candidate": rec.candidate,
-        "training": {"epochs": f.budget_epochs, "rung": f.rung, "max_rung": f.max_rung, "seed": f.seed},
+        "training": {
+            "epochs": f.budget_epochs,
+            "rung": f.rung,
+            "max_rung": f.max_rung,
+            "seed": f.seed,
+            # "cuda:0 (NVIDIA H100 80GB HBM3), bf16"; the finalized weights' own device when finalized
+            "trained_on": (f.finalized or {}).get("train_device") or f.train_device,
+        },
         "study": {"name": result.study_name, "storage": result.storage, "trial": rec.number, "recipe": result.recipe},
         "versions": versions(_runtime_packages(shipped.runtime)),
         "created": datetime.now().isoformat(timespec="seconds"),

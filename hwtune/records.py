@@ -207,6 +207,7 @@ _FIGURE_KINDS: dict[str, str] = {
     "rungs": "list",
     "samples_seen": "int",
     "train_seconds": "num",
+    "train_device": "str",
     "seed": "int",
     "val_accuracy": "num",
     "val_accuracy_fp32": "num",
@@ -279,6 +280,7 @@ class TrialFigures(_Record):
     rungs: list[dict[str, Any]] | None = None
     samples_seen: int | None = None
     train_seconds: float | None = None
+    train_device: str | None = None
     seed: int | None = None
     val_accuracy: float | None = None
     val_accuracy_fp32: float | None = None

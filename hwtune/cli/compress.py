@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from hwtune.cli._data import add_data_arguments
+from hwtune.cli._train_device import add_train_device_arguments, train_device_arguments
 from hwtune.cli.profile import parse_input_shape
 from hwtune.cli.tune import _positive_float
 from hwtune.errors import ConfigError
@@ -47,6 +48,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--data", default="fashion-mnist", metavar="NAME_OR_DIR", help="dataset name or directory your model was trained on"
     )
     add_data_arguments(p, again=False, data=False)
+    add_train_device_arguments(p)
     p.add_argument("--device", default="host", metavar="ID[,ID...]", help="device profile id(s) (default host)")
     p.add_argument("--input", default=None, metavar="NxCxHxW", help="example input shape")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="factory/builder num_classes= argument")
@@ -82,6 +84,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     from hwtune.compression import derive_space, load_user_model
 
+    train_device_arguments(args)  # a device this machine lacks fails before the model is loaded
     kwargs = {"num_classes": args.num_classes} if args.num_classes else None
     model = load_user_model(args.model, weights=args.weights, kwargs=kwargs)
     if (args.mean is None) != (args.std is None):
@@ -148,4 +151,5 @@ def _run(model: Any, data: Any, example: Any, constraints: dict[str, float], arg
         seed=args.seed,
         budget=budget,
         progress=not args.quiet,
+        **train_device_arguments(args),
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune.cli._data import add_data_arguments, data_arguments
 from hwtune.cli._run import add_source_arguments, parse_trial_spec, resolve_source
+from hwtune.cli._train_device import add_train_device_arguments, train_device_arguments
 from hwtune.errors import ConfigError, StudyError
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="successive-halving rungs as fractions of --epochs (default 0.25,1; '1' trains all fully)",
     )
     add_data_arguments(p, again=False)
+    add_train_device_arguments(p)
     p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")
     p.add_argument("--val-limit", type=int, default=None, metavar="N", help="use only N validation samples")
     p.add_argument(
@@ -299,6 +301,7 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
         help="augment the fine-tuning batches: shift or shift-flip (only for data whose labels survive it); default none",
     )
     add_data_arguments(z, again=True)
+    add_train_device_arguments(z)
     z.add_argument("--json", action="store_true", help="print the finalized trials as JSON")
     z.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no table")
     z.set_defaults(func=run_finalize)
@@ -324,6 +327,7 @@ def _add_demo(subparsers: Any) -> argparse.ArgumentParser:
         "-n", "--trials", type=int, default=DEMO_TRIALS, metavar="N", help=f"trial target (default {DEMO_TRIALS})"
     )
     d.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampler and training (default 0)")
+    add_train_device_arguments(d)
     d.add_argument("--json", action="store_true", help="print the exported knee's manifest as JSON")
     d.set_defaults(func=run_demo)
     return d
@@ -372,6 +376,7 @@ def _tune_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "runtime": args.runtime,
         "artifacts": args.artifacts,
         "workers": args.workers,
+        **train_device_arguments(args),
     }
 
 
@@ -555,6 +560,7 @@ def run_finalize(args: argparse.Namespace) -> int:
     from hwtune.tuner.finalize import DEFAULT_FINALIZE_EPOCHS, finalize
 
     trials = _finalize_choice(args)
+    on = train_device_arguments(args)
     src = resolve_source(args.run, args.storage, args.study)
     result = finalize(
         src.storage,
@@ -566,6 +572,7 @@ def run_finalize(args: argparse.Namespace) -> int:
         augment=args.augment,
         data=data_arguments(args),
         val_data=args.val_data,
+        **on,
     )
     if args.json:
         done = [
@@ -588,6 +595,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+    on = train_device_arguments(args)
     t0 = time.monotonic()
     out = Path(args.out)
     quiet = bool(getattr(args, "quiet", False))
@@ -611,6 +619,7 @@ def run_demo(args: argparse.Namespace) -> int:
         budget=Schedule(epochs=DEMO_EPOCHS, rungs=DEMO_RUNGS),
         strategy="scratch",
         progress=not quiet,
+        **on,
     )
     if result.interrupted:
         return 130
@@ -618,7 +627,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if knee is None:
         say("no feasible trained trial yet: nothing to export", file=sys.stderr)
         return 1
-    result = finalize(result, [knee.number], epochs=DEMO_FINALIZE_EPOCHS, progress=not quiet)
+    result = finalize(result, [knee.number], epochs=DEMO_FINALIZE_EPOCHS, progress=not quiet, **on)
     write_reports(result, out)
     say(f"\nexporting the finalized knee (trial #{knee.number}) and checking it with ONNX Runtime...", file=sys.stderr)
     exp = export(result, knee.number, out / "export")

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from hwtune.cli._data import add_data_arguments
+from hwtune.cli._train_device import add_train_device_arguments, train_device_arguments
 
 __all__ = ["add_parser", "run_worker"]
 
@@ -43,6 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "inside the SQLite study's directory or on S3)",
     )
     add_data_arguments(p, again=True)
+    add_train_device_arguments(p)
     p.add_argument("--download", action="store_true", help="allow downloading the dataset when it is missing here")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for training")
     p.add_argument("--sampler", default=None, metavar="NAME", help="sampler, if the study's was a custom instance")
@@ -64,6 +66,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+    on = train_device_arguments(args)
     data = {
         "root": args.data_root,
         "download": True if args.download else None,
@@ -82,6 +85,7 @@ def run_worker(args: argparse.Namespace) -> int:
             pipeline=import_pipeline(args.pipeline) if args.pipeline else None,
             sampler=args.sampler,
             progress=not getattr(args, "quiet", False),
+            **on,
         )
     except StorageUnavailableError as exc:
         # Not bad input (exit 2): the server is down. Finished trials are saved; the same command resumes.

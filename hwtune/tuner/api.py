@@ -283,6 +283,8 @@ def tune(
     artifacts: str | Path | None = None,
     workers: int = 1,
     val_data: Any = None,
+    train_device: str | None = "auto",
+    amp: str | None = None,
 ) -> TuneResult:
     """Search ``space_or_recipe`` for the accuracy/latency(/memory) Pareto front on ``device``.
 
@@ -338,6 +340,11 @@ def tune(
             end. ``pipeline`` must then be an importable class and ``data`` a name or mapping.
         source_model: Set by :func:`hwtune.compress`: the user's model this study compresses
             (``sha256``, ``class``, ``source`` and ``archive``, a ``torch.export`` file stored with the study).
+        train_device: Where candidates (and the parent) train: ``auto`` (CUDA, else MPS, else CPU),
+            ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:func:`hwtune.engine.resolve_device`); each
+            trial records it. Shipped models are exported, quantized and scored on the CPU still.
+        amp: Mixed precision of training (``auto``: bf16/fp16 on accelerators, off on the CPU;
+            ``bf16``, ``fp16``, ``off``).
 
     Returns:
         A :class:`TuneResult`; ``result.front``, ``result.knee``, ``result.front_table()``.
@@ -362,6 +369,9 @@ def tune(
     sched = _schedule_for(space, budget)
     check_sampler(sampler)
     _check_run_args(n_trials, timeout, seed, population_size, workers, parent_epochs)
+    from hwtune.engine import resolve_amp, resolve_device
+
+    resolve_amp(amp, resolve_device(train_device))  # a device this machine lacks fails before any work
     if n_trials is None and timeout is None:
         n_trials = DEFAULT_N_TRIALS
     strategy_arg = strategy
@@ -395,6 +405,7 @@ def tune(
         strategy, sched = _run_settings(stored, strategy_arg, strategy, sched, budget_given)
         default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
         pipe = (pipeline or default_pipeline)(space, profiles[0], runtime=runtime)
+        pipe.train_device, pipe.amp = train_device, amp
         if splits is None:
             splits = load_data(data_load)  # type: ignore[arg-type]
         data_meta = {"load": data_load, "sizes": splits.to_dict().get("sizes"), "info": jsonable(splits.to_dict())}
@@ -481,6 +492,8 @@ def _attach_parent(
         stored=stored.parent if stored is not None else None,
         threads=ctx.threads,
         log=ctx.log,
+        train_device=getattr(pipe, "train_device", None),
+        amp=getattr(pipe, "amp", None),
     )
 
 
@@ -586,6 +599,8 @@ def _run_local_workers(
         artifacts=None if artifacts is None else str(artifacts),
         threads=ctx.threads if ctx.threads is not None else 1,
         pipeline_ref=pipeline_ref,
+        train_device=getattr(ctx.pipeline, "train_device", None),
+        amp=getattr(ctx.pipeline, "amp", None),
         progress=progress,
         log=ctx.log,
     )
@@ -661,6 +676,8 @@ def join_study(
     pipeline: PipelineFactory | None = None,
     sampler: str | None = None,
     progress: bool = True,
+    train_device: str | None = "auto",
+    amp: str | None = None,
 ) -> TuneResult:
     """Run trials for an existing study with its stored settings (what ``hwtune worker`` does).
 
@@ -681,6 +698,8 @@ def join_study(
         pipeline: A :class:`~hwtune.tuner.CandidatePipeline` subclass (as given to the study's ``tune``).
         sampler: A registered sampler name, when the study was created with a sampler instance.
         progress: Progress bar and log lines.
+        train_device: Where this worker trains (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+        amp: Mixed precision of its training (``auto``, ``bf16``, ``fp16``, ``off``).
 
     Raises:
         StudyError: no such study, or settings that cannot be read or joined.
@@ -724,4 +743,6 @@ def join_study(
         strategy=meta.strategy or "scratch",
         parent_epochs=(meta.parent or {}).get("epochs"),
         artifacts=artifacts,
+        train_device=train_device,
+        amp=amp,
     )

@@ -87,7 +87,8 @@ class CompressPipeline(CandidatePipeline):
 
         model = self.build(cand)
         if data is not None and cand.key != self.space.cspace.baseline().key:
-            recalibrate_bn(model, data, seed=seed)  # the unmodified model keeps the user's statistics
+            # the unmodified model keeps the user's statistics
+            recalibrate_bn(model, data, seed=seed, train_device=self.train_device)
         return model.eval()
 
     def train(
@@ -96,7 +97,16 @@ class CompressPipeline(CandidatePipeline):
         from hwtune.supernet import finetune
 
         return finetune(
-            model, data, epochs=epochs, teacher=self.parent, lr=lr, batch_size=batch_size, seed=seed, threads=threads
+            model,
+            data,
+            epochs=epochs,
+            teacher=self.parent,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            threads=threads,
+            train_device=self.train_device,
+            amp=self.amp,
         )
 
     def extra_artifacts(self, model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
@@ -210,6 +220,9 @@ def compress(
     for key in ("strategy", "pipeline", "parent_epochs"):
         if key in tune_kwargs:
             raise ConfigError(f"compress: {key}= is not an option (candidates always inherit the model's weights)")
+    from hwtune.engine import resolve_amp, resolve_device
+
+    resolve_amp(tune_kwargs.get("amp"), resolve_device(tune_kwargs.get("train_device", "auto")))  # before any work
     load, splits = data_spec(data, None, val_data)
     if splits is None:
         splits = load_data(load)  # type: ignore[arg-type]

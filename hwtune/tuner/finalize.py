@@ -100,7 +100,11 @@ def _score(
     acc_fp32 = pipe.evaluate(model, data.val, batch_size=sched.val_batch_size)
     if not math.isfinite(acc_fp32):
         raise StudyError(f"trial {rec.number}: finalized validation accuracy is {acc_fp32}")
-    scores: dict[str, Any] = {"val_accuracy_fp32": acc_fp32, "val_accuracy": acc_fp32, "accuracy_source": "torch (fp32)"}
+    scores: dict[str, Any] = {
+        "val_accuracy_fp32": acc_fp32,
+        "val_accuracy": acc_fp32,
+        "accuracy_source": "torch (fp32)",
+    }
     has_test = getattr(data, "test", None) is not None and len(data.test) > 0
     if plan.precisions == ("fp32",):
         if has_test:
@@ -131,6 +135,8 @@ def _finalize_one(
     lr: float | None,
     work: Path,
     augment: str | None = None,
+    train_device: str | None = None,
+    amp: str | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -159,6 +165,8 @@ def _finalize_one(
         seed=seed,
         threads=threads,
         augment=augment,
+        train_device=train_device,
+        amp=amp,
     )
     plan = pipe.plan(cand)
     figures: dict[str, Any] = {
@@ -166,6 +174,7 @@ def _finalize_one(
         "teacher": "parent" if parent is not None else None,
         "augment": augment or "none",
         "final_loss": getattr(stats, "final_loss", None),
+        "train_device": f"{stats.device}, {stats.amp}",
     }
     scores, shipped = _score(rec, pipe, model, plan, data, sched, seed, work)
     if rec.accuracy is not None and scores["val_accuracy"] < rec.accuracy:
@@ -205,6 +214,8 @@ def finalize(
     download: bool = False,
     augment: str | None = None,
     val_data: Any = None,
+    train_device: str | None = "auto",
+    amp: str | None = None,
 ) -> TuneResult:
     """Fine-tune the chosen trials to convergence and record their final, shipped accuracy.
 
@@ -234,6 +245,10 @@ def finalize(
             turns a digit into another shape).
         val_data: The held-out validation data the study was tuned with, given again when it lies
             outside the run directory (as ``data``).
+        train_device: Where the fine-tuning (and the teacher's forward passes) run: ``auto`` (CUDA,
+            else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; the shipped model is still
+            exported and scored on the CPU. Recorded in ``finalized["train_device"]``.
+        amp: Mixed precision of the fine-tuning (``auto``, ``bf16``, ``fp16``, ``off``).
 
     Returns:
         The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
@@ -251,6 +266,9 @@ def finalize(
     from hwtune.augment import augmenter
 
     augmenter(augment, 0)  # an unknown name fails before any work
+    from hwtune.engine import resolve_amp, resolve_device
+
+    resolve_amp(amp, resolve_device(train_device))  # so does a device this machine lacks
     trials = _check_selector(trials)
     remove_stale()
     src = locate_study(source, study_name, what="finalize source")
@@ -291,6 +309,8 @@ def finalize(
                 lr=lr,
                 work=work,
                 augment=augment,
+                train_device=train_device,
+                amp=amp,
             )
             study.set_user_attr(f"{FINALIZED_PREFIX}{rec.number}", figs)
             before = rec.accuracy or 0.0

@@ -110,6 +110,8 @@ def obtain_parent(
     stored: Mapping[str, Any] | None,
     threads: int | None,
     log: Callable[[str], None],
+    train_device: str | None = None,
+    amp: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained parent and its record (``artifact_id``, ``key``, ``epochs``, ``seconds``, ``source``).
 
@@ -144,7 +146,15 @@ def obtain_parent(
             log(f"training the parent network ({epochs:g} epochs, sandwich rule) once for every candidate...")
             t0 = time.monotonic()
             parent, stats = train_parent(
-                space, data, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads, parent=parent
+                space,
+                data,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                threads=threads,
+                parent=parent,
+                train_device=train_device,
+                amp=amp,
             )
             blob = {"state_dict": parent.state_dict(), "stats": jsonable(stats.to_dict()), "key": key}
             blob["seconds"] = time.monotonic() - t0
@@ -205,7 +215,7 @@ class InheritPipeline(CandidatePipeline):
         # 13-16% instead of 91% validation accuracy on fashion-convnet).
         model = extract(self.parent, self.space, cand)
         if data is not None:
-            recalibrate_bn(model, data, n_images=self.bn_images, seed=seed)
+            recalibrate_bn(model, data, n_images=self.bn_images, seed=seed, train_device=self.train_device)
         return model.eval()
 
     def train(
@@ -223,5 +233,14 @@ class InheritPipeline(CandidatePipeline):
         from hwtune.supernet import finetune
 
         return finetune(
-            model, data, epochs=epochs, teacher=self.parent, lr=lr, batch_size=batch_size, seed=seed, threads=threads
+            model,
+            data,
+            epochs=epochs,
+            teacher=self.parent,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            threads=threads,
+            train_device=self.train_device,
+            amp=self.amp,
         )

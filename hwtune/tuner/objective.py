@@ -400,6 +400,8 @@ class CandidateTrial:
             train_seconds += time.monotonic() - t0
             trained_epochs = sched.rung_epochs[r]
             samples += int(getattr(stats, "samples_seen", 0) or 0)
+            if getattr(stats, "device", None):  # where it trained: "cpu", "cuda:0 (NVIDIA H100 ...)"
+                trial.set_user_attr("train_device", f"{stats.device}, {getattr(stats, 'amp', 'fp32')}")
             self.stage = f"evaluate (rung {r})"
             acc_fp32 = ctx.pipeline.evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
             if not math.isfinite(acc_fp32):

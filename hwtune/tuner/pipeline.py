@@ -61,6 +61,11 @@ class CandidatePipeline:
         runtime: Runtime name to ship to (default: :func:`ship_runtime_name`).
     """
 
+    #: Where training runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; ``None``: the CPU, where
+    #: models are built) and its mixed precision (``hwtune.engine``); ``tune(train_device=)`` sets them.
+    train_device: str | None = None
+    amp: str | None = None
+
     def __init__(self, space: SearchSpace, device: DeviceProfile, *, runtime: str | None = None) -> None:
         self.space = space
         self.device = device
@@ -156,7 +161,7 @@ class CandidatePipeline:
         kw: dict[str, Any] = {"budget": TrainBudget(epochs=epochs), "batch_size": batch_size, "seed": seed}
         if lr is not None:
             kw["lr"] = lr
-        return train(model, data, progress=False, threads=threads, **kw)
+        return train(model, data, progress=False, threads=threads, train_device=self.train_device, amp=self.amp, **kw)
 
     def evaluate(self, target: Any, dataset: Any, *, batch_size: int) -> float:
         """Validation accuracy of a module (torch) or of a shipped file (its runtime)."""

@@ -119,6 +119,8 @@ def worker_command(
     artifacts: str | None,
     threads: int | None,
     pipeline_ref: str | None,
+    train_device: str | None = None,
+    amp: str | None = None,
 ) -> list[str]:
     """The ``hwtune worker`` command line of one local worker."""
     cmd = [sys.executable, "-m", "hwtune", "worker", "--storage", url, "--study", study_name, "--quiet"]
@@ -128,6 +130,8 @@ def worker_command(
         ("--artifacts", artifacts),
         ("--threads", threads),
         ("--pipeline", pipeline_ref),
+        ("--train-device", train_device),
+        ("--amp", amp),
     ):
         if value is not None:
             cmd += [flag, str(value)]
@@ -155,6 +159,8 @@ def run_local_workers(
     pipeline_ref: str | None,
     progress: bool,
     log: Callable[[str], None],
+    train_device: str | None = None,
+    amp: str | None = None,
 ) -> bool:
     """Run ``workers`` ``hwtune worker`` processes on the study until they end; True when interrupted."""
     cmd = worker_command(
@@ -165,6 +171,8 @@ def run_local_workers(
         artifacts=artifacts,
         threads=threads,
         pipeline_ref=pipeline_ref,
+        train_device=train_device,
+        amp=amp,
     )
     log(f"starting {workers} local workers on study {study_name!r} (each: {' '.join(cmd[1:4])} ...)")
     env = _child_env()

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwtune.augment import AUGMENTATIONS, MAX_SHIFT_PX, augmenter, random_hflip, random_shift
+from hwtune.augment import AUGMENTATIONS, MAX_SHIFT_PX, augmenter, parse_augment, random_hflip, random_shift
 from hwtune.errors import ConfigError
 
 
@@ -54,7 +54,56 @@ def test_augmenter_is_reproducible_and_checks_its_name():
     with pytest.raises(ConfigError, match="unknown augmentation 'shfit'.*shift") as exc:
         augmenter("shfit", 0)
     assert "\n" not in str(exc.value)
-    assert set(AUGMENTATIONS) == {"none", "shift", "shift-flip"} and MAX_SHIFT_PX == 2
+    assert {"none", "shift", "shift-flip", "crop:4", "hflip", "erasing:0.25"} == set(AUGMENTATIONS)
+    assert MAX_SHIFT_PX == 2
+
+
+def test_old_names_are_aliases_of_the_batched_steps():
+    x = _batch()
+    assert parse_augment("shift-flip") == ["shift", "hflip"] == parse_augment(["shift", "hflip"])
+    assert torch.equal(augmenter("shift-flip", 5)(x), augmenter("shift,hflip", 5)(x))
+    assert parse_augment("none") == [] and augmenter("none,none", 0) is None
+
+
+def test_v2_crop_moves_each_image_within_its_zero_padding():
+    x = _batch(32) + 10.0  # no zeros in the images: the padding shows
+    out = augmenter("crop:4", 0)(x)
+    assert out.shape == x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    offsets = set()
+    for i in range(len(x)):
+        hits = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.equal(out[i], padded[i, :, dy : dy + 9, dx : dx + 11])
+        ]
+        assert hits, f"image {i} is not a window of its padded original"
+        offsets.add(hits[0])
+    assert len(offsets) > 5  # each image draws its own offset
+
+
+def test_v2_erasing_zeroes_a_rectangle_in_about_p_of_the_images():
+    x = _batch(200) + 10.0
+    out = augmenter("erasing:0.5", 1)(x)
+    erased = [(out[i] == 0).any().item() for i in range(len(x))]
+    assert 60 < sum(erased) < 140
+    assert all(torch.equal(out[i], x[i]) for i in range(len(x)) if not erased[i])
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("crop:x", "'crop:x': expected crop:P with a whole number of pixels 1..64"),
+        ("crop:0", "crop:P"),
+        ("erasing:2", "'erasing:2': expected erasing:P with 0 < P <= 1"),
+        ("crop:4,rotate", "unknown augmentation 'rotate'"),
+    ],
+)
+def test_bad_steps_are_one_line_errors(spec, match):
+    with pytest.raises(ConfigError, match=match) as exc:
+        augmenter(spec, 0)
+    assert "\n" not in str(exc.value)
 
 
 def test_finetune_trains_on_augmented_batches(fashion_dir):
@@ -77,3 +126,5 @@ def test_finetune_trains_on_augmented_batches(fashion_dir):
     assert s_aug.augment == "shift-flip" and s_plain.augment == "none"
     with pytest.raises(ConfigError, match="unknown augmentation"):
         run("rotate")
+    s_std, w_std = run("crop:4,hflip")
+    assert s_std.augment == "crop:4,hflip" and not torch.equal(w_std, w_plain)

@@ -298,7 +298,8 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
         "--augment",
         default=None,
         metavar="NAME",
-        help="augment the fine-tuning batches: shift or shift-flip (only for data whose labels survive it); default none",
+        help="augment the fine-tuning batches: comma-separated steps crop:P, hflip, erasing:P (e.g. crop:4,hflip), "
+        "or shift / shift-flip; only for data whose labels survive it; default none",
     )
     add_data_arguments(z, again=True)
     add_train_device_arguments(z)

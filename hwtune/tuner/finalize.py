@@ -240,8 +240,9 @@ def finalize(
         progress: Print a line per trial.
         pipeline: The :class:`CandidatePipeline` class the search used.
         download: Allow downloading a missing named dataset (never taken from the study).
-        augment: Augmentation of the fine-tuning batches (:data:`hwtune.augment.AUGMENTATIONS`:
-            ``"shift"``, ``"shift-flip"``; default none). Only for data it keeps the labels of (a flip
+        augment: Augmentation of the fine-tuning batches (:mod:`hwtune.augment`: comma-separated
+            steps ``crop:P``, ``hflip``, ``erasing:P``, e.g. ``"crop:4,hflip"``, or ``"shift"``,
+            ``"shift-flip"``; default none). Only for data it keeps the labels of (a flip
             turns a digit into another shape).
         val_data: The held-out validation data the study was tuned with, given again when it lies
             outside the run directory (as ``data``).

@@ -67,8 +67,9 @@ def _transform(step: str, where: str) -> Any:
     if name in ("crop", "erasing"):
         expected = "crop:P with a whole number of pixels 1..64" if name == "crop" else "erasing:P with 0 < P <= 1"
         raise ConfigError(f"{where}: augmentation step {step!r}: expected {expected}")
+    prefix = "" if where == "augment" else f"{where}: "
     raise ConfigError(
-        f"unknown augmentation {step!r}; expected steps of {', '.join(AUGMENTATIONS)} (e.g. 'crop:4,hflip')"
+        f"{prefix}unknown augmentation {step!r}; expected steps of {', '.join(AUGMENTATIONS)} (e.g. 'crop:4,hflip')"
         f"{did_you_mean(name, (*STEPS, *ALIASES))}"
     )
 

@@ -306,10 +306,16 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Recommended training budget for a full-fidelity trial (``[train]`` of a recipe)."""
+    """Recommended training budget for a full-fidelity trial (``[train]`` of a recipe).
+
+    ``augment``: the augmentation steps the recipe's data tolerates (``["crop:4", "hflip"]``, see
+    :mod:`hwtune.augment`), what ``finalize`` trains with unless told otherwise; the search's short
+    training runs do not augment.
+    """
 
     epochs: float = 1.0
     batch_size: int = 128
+    augment: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -440,6 +446,8 @@ class SearchSpace:
             "precision": precision,
             "train": {"epochs": self.train.epochs, "batch_size": self.train.batch_size},
         }
+        if self.train.augment:
+            out["train"]["augment"] = list(self.train.augment)
         if self.parent is not None:
             out["parent"] = {"epochs": self.parent.epochs, "batch_size": self.parent.batch_size}
         if self.description:
@@ -678,7 +686,7 @@ _TOP_KEYS = (
     "parent",
 )
 _INPUT_KEYS = ("channels", "size", "classes")
-_TRAIN_KEYS = ("epochs", "batch_size")
+_TRAIN_KEYS = ("epochs", "batch_size", "augment")
 
 
 
@@ -744,7 +752,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
         if not (is_int(batch) and batch >= 1):
             problems.append(f"{src}: train.batch_size must be an integer >= 1, got {batch!r}")
             batch = 128
-        train = TrainSpec(float(epochs), batch)
+        train = TrainSpec(float(epochs), batch, _parse_augment(table.get("augment"), src, problems))
     parent = _parse_parent(raw.get("parent"), src, problems)
 
     # family and [knobs]
@@ -801,6 +809,22 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     if problems:
         raise ConfigError("\n".join(problems))
     return space
+
+
+def _parse_augment(value: Any, src: str, problems: list[str]) -> tuple[str, ...]:
+    """``[train] augment``: a list of augmentation steps (or one comma-separated string), each checked."""
+    from hwtune.augment import parse_augment
+
+    if value is None:
+        return ()
+    if not isinstance(value, (str, list)) or not all(isinstance(v, str) for v in value):
+        problems.append(f'{src}: train.augment must be a list of strings like ["crop:4", "hflip"], got {value!r}')
+        return ()
+    try:
+        return tuple(parse_augment(value, where=f"{src}: train.augment"))
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return ()
 
 
 def _parse_parent(table: Any, src: str, problems: list[str]) -> ParentSpec | None:

@@ -128,3 +128,17 @@ def test_finetune_trains_on_augmented_batches(fashion_dir):
         run("rotate")
     s_std, w_std = run("crop:4,hflip")
     assert s_std.augment == "crop:4,hflip" and not torch.equal(w_std, w_plain)
+
+
+def test_recipes_declare_their_augmentation():
+    from hwtune.space import SearchSpace
+
+    raw = SearchSpace.from_recipe("fashion-convnet").to_dict()
+    assert "augment" not in raw["train"]  # bundled recipes declare none: nothing changes for them
+    raw["train"]["augment"] = ["crop:4", "hflip"]
+    space = SearchSpace.from_dict(raw)
+    assert space.train.augment == ("crop:4", "hflip")
+    assert SearchSpace.from_dict(space.to_dict()).train.augment == ("crop:4", "hflip")  # stored with a study
+    raw["train"]["augment"] = ["crop:4", "rotate"]
+    with pytest.raises(ConfigError, match="<recipe>: train.augment: unknown augmentation 'rotate'"):
+        SearchSpace.from_dict(raw)

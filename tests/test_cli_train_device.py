@@ -55,7 +55,7 @@ def _tiny_run(tmp_path, train_device: str, extra: list[str] | None = None) -> st
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(TUNER_TINY_RECIPE)
+    recipe.write_text(TUNER_TINY_RECIPE + 'augment = ["crop:2"]\n')  # [train] augment: finalize's default
     out = tmp_path / "run"
     from hwtune.tuner import tune
 
@@ -75,12 +75,14 @@ def test_tiny_tune_finalize_export_record_the_train_device(tmp_path, capsys):
 
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["training"]["trained_on"] == "cpu, fp32"
+    assert manifest["finalized"]["augment"] == "crop:2"  # the recipe's, as finalize was given none
     from hwtune.tuner.finalize import finalize
 
-    res = finalize(out, "knee", epochs=0.1, progress=False, train_device="cpu")
+    res = finalize(out, "knee", epochs=0.1, progress=False, train_device="cpu", augment="crop:2,hflip")
     knee = res.trial(res.knee.number)
     assert knee.figures.train_device == "cpu, fp32"
     assert knee.figures.finalized["train_device"] == "cpu, fp32"
+    assert knee.figures.finalized["augment"] == "crop:2,hflip"
 
 
 @pytest.mark.cuda

@@ -242,7 +242,7 @@ def finalize(
         download: Allow downloading a missing named dataset (never taken from the study).
         augment: Augmentation of the fine-tuning batches (:mod:`hwtune.augment`: comma-separated
             steps ``crop:P``, ``hflip``, ``erasing:P``, e.g. ``"crop:4,hflip"``, or ``"shift"``,
-            ``"shift-flip"``; default none). Only for data it keeps the labels of (a flip
+            ``"shift-flip"``; default: the recipe's ``[train] augment``, else none). Only for data it keeps the labels of (a flip
             turns a digit into another shape).
         val_data: The held-out validation data the study was tuned with, given again when it lies
             outside the run directory (as ``data``).
@@ -281,6 +281,8 @@ def finalize(
 
     device = DeviceProfile.from_dict(meta.device or {}, source=f"study {result.study_name}")
     pipe = (pipeline or CandidatePipeline)(space_from_info(meta.recipe or {}), device)
+    if augment is None:  # the recipe's [train] augment, when it declares one
+        augment = ",".join(getattr(getattr(pipe.space, "train", None), "augment", ()) or ()) or None
     _check_outputs(result)
     data = load_stored_data(
         (meta.data or {}).get("load"),

@@ -38,7 +38,15 @@ import torch.nn.functional as F
 
 from hwtune.errors import ConfigError, did_you_mean
 
-__all__ = ["AUGMENTATIONS", "MAX_SHIFT_PX", "augmenter", "parse_augment", "random_hflip", "random_shift"]
+__all__ = [
+    "AUGMENTATIONS",
+    "MAX_SHIFT_PX",
+    "augmenter",
+    "parse_augment",
+    "random_hflip",
+    "random_shift",
+    "recipe_augment",
+]
 
 # Largest translation of the ``shift`` alias in pixels: 2 of 28 px keeps a Fashion-MNIST item whole.
 MAX_SHIFT_PX = 2
@@ -91,6 +99,19 @@ def parse_augment(spec: str | Sequence[str] | None, where: str = "augment") -> l
                 _transform(step, where)
                 steps.append(step)
     return [s for s in steps if s != "none"]
+
+
+def recipe_augment(value: Any, where: str) -> tuple[str, ...]:
+    """A recipe's ``[train] augment`` (a list of steps, or one comma-separated string), checked.
+
+    Raises:
+        ConfigError: not a list of strings, or a bad step (one line, prefixed with ``where``).
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, (str, list)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where} must be a list of strings like ["crop:4", "hflip"], got {value!r}')
+    return tuple(parse_augment(value, where=where))
 
 
 def augmenter(spec: str | Sequence[str] | None, seed: int) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -752,7 +752,15 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
         if not (is_int(batch) and batch >= 1):
             problems.append(f"{src}: train.batch_size must be an integer >= 1, got {batch!r}")
             batch = 128
-        train = TrainSpec(float(epochs), batch, _parse_augment(table.get("augment"), src, problems))
+        augment: tuple[str, ...] = ()
+        if table.get("augment") is not None:
+            from hwtune.augment import recipe_augment  # imports torch: only for a recipe that augments
+
+            try:
+                augment = recipe_augment(table["augment"], f"{src}: train.augment")
+            except ConfigError as exc:
+                problems.append(str(exc))
+        train = TrainSpec(float(epochs), batch, augment)
     parent = _parse_parent(raw.get("parent"), src, problems)
 
     # family and [knobs]
@@ -809,22 +817,6 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     if problems:
         raise ConfigError("\n".join(problems))
     return space
-
-
-def _parse_augment(value: Any, src: str, problems: list[str]) -> tuple[str, ...]:
-    """``[train] augment``: a list of augmentation steps (or one comma-separated string), each checked."""
-    from hwtune.augment import parse_augment
-
-    if value is None:
-        return ()
-    if not isinstance(value, (str, list)) or not all(isinstance(v, str) for v in value):
-        problems.append(f'{src}: train.augment must be a list of strings like ["crop:4", "hflip"], got {value!r}')
-        return ()
-    try:
-        return tuple(parse_augment(value, where=f"{src}: train.augment"))
-    except ConfigError as exc:
-        problems.append(str(exc))
-        return ()
 
 
 def _parse_parent(table: Any, src: str, problems: list[str]) -> ParentSpec | None:

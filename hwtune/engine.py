@@ -24,6 +24,7 @@ export, quantization and scoring stay on the CPU.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -147,7 +148,9 @@ def device_name(device: torch.device) -> str:
     """``"cpu"``, ``"mps"`` or ``"cuda:0 (NVIDIA H100 80GB HBM3)"``."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f", CUDA_VISIBLE_DEVICES={visible}" if visible else ""  # a local worker's own GPU
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)}{where})"
     return str(device)
 
 

@@ -47,7 +47,7 @@ for dev, amp, epochs in runs:
     _, st = train_parent(space, ds, epochs=epochs, train_device=dev, amp=amp)
     per_s = st.samples_seen / st.seconds
     rows.append((st.device, st.amp, per_s))
-    print(f"  {st.device:<40} {st.amp:<5} {per_s:9.0f} images/s  = {per_s / 60000:.3f} Fashion-MNIST epochs/s")
+    print(f"  {st.device:<40} {st.amp:<5} {per_s:9.0f} images/s  = {per_s / 60000:.4f} Fashion-MNIST epochs/s")
 cpu = rows[0][2]
 for device, amp, per_s in rows[1:]:
     print(f"  {device} {amp}: {per_s / cpu:.1f}x the CPU ({torch.get_num_threads()} threads)")
@@ -92,8 +92,8 @@ batch_size = 32
 PYEOF
 "$PY" -m hwtune tune "$WORK/tiny.toml" --device host --data "$WORK/data" --trials 3 --epochs 2 --rungs 1 \
     --seed 0 --out "$WORK/run" --train-device "$DEV" -q
-"$PY" -m hwtune finalize "$WORK/run" --epochs 2 --train-device "$DEV" -q
-"$PY" -m hwtune export "$WORK/run" -o "$WORK/export" --json > "$WORK/manifest.json"
+"$PY" -m hwtune finalize "$WORK/run" --data "$WORK/data" --epochs 2 --train-device "$DEV" -q
+"$PY" -m hwtune export "$WORK/run" --data "$WORK/data" -o "$WORK/export" --json > "$WORK/manifest.json"
 "$PY" - "$WORK/manifest.json" <<'PYEOF'
 import json, os, sys
 m = json.load(open(sys.argv[1]))

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "check_local_workers",
+    "gpu_assignment",
     "import_pipeline",
     "pipeline_ref",
     "remeasure_front_alone",
@@ -138,6 +139,22 @@ def worker_command(
     return cmd
 
 
+def gpu_assignment(workers: int, train_device: str | None) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` of each local worker: worker i gets GPU i mod G when they train on
+    CUDA (``auto`` or ``cuda``) on a machine with G >= 2 GPUs; ``None`` (inherit) otherwise, and for
+    an explicit ``cuda:N`` or ``cpu``."""
+    if train_device not in (None, "auto", "cuda"):
+        return [None] * workers
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return [None] * workers
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    ids = ids or [str(i) for i in range(torch.cuda.device_count())]
+    return [ids[i % len(ids)] for i in range(workers)]
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     # the workers import what this process can (a user's pipeline module next to their script)
@@ -176,7 +193,15 @@ def run_local_workers(
     )
     log(f"starting {workers} local workers on study {study_name!r} (each: {' '.join(cmd[1:4])} ...)")
     env = _child_env()
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
+    gpus = gpu_assignment(workers, train_device)
+    if any(gpus):
+        log(f"one GPU per worker: CUDA_VISIBLE_DEVICES {', '.join(str(g) for g in gpus)}")
+    procs = [
+        subprocess.Popen(
+            cmd, env=env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu}, stdout=subprocess.DEVNULL
+        )
+        for gpu in gpus
+    ]
     interrupted = False
     bar = _progress_bar(n_trials) if progress else None
     try:

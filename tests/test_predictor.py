@@ -292,8 +292,11 @@ def test_calibrate_writes_only_the_calibration_table(tmp_path):
     assert before == after  # every line outside [calibration] kept
     raw = tomllib.loads(out.read_text())
     assert raw["calibration"]["method"] == "spec" and raw["calibration"]["error_pct"] == 50.0
-    assert load_profile(out).calibration["form"] == "macs"
-    assert set(load_profile(out).calibration["form_coefficients"]) == {"compute", "intercept_ms"}
+    from hwtune.predictor._forms import BASE_COLUMNS
+
+    # the spec direction of the shipped prior (CPU and phone devices), priced at this profile's peak
+    assert (load_profile(out).calibration["form"], load_profile(out).calibration["executes"]) == ("per_op", "eager")
+    assert set(load_profile(out).calibration["form_coefficients"]) == set(BASE_COLUMNS)
     assert report.path == out
 
 
@@ -316,7 +319,10 @@ def test_cli_calibrate_networks(tmp_path, capsys):
     assert "wrote [calibration] (networks, 4 samples)" in out
     prof = load_profile(tmp_path / "pi.toml")
     cal = prof.calibration
-    assert cal["method"] == "networks" and cal["n_samples"] == 4 and cal["form"] == "macs"  # 4 rows: the simplest
+    assert cal["method"] == "networks" and cal["n_samples"] == 4
+    # FLOPs' form unless a reference direction of the prior beats it leave-one-out
+    assert (cal["form"], cal["executes"]) == ("macs", "eager") if cal["prior_pick"] == "flops" else cal["form"] == "per_op"
+    assert f"chosen: {cal['choice']}" in out
     assert cal["validation"].startswith("leave-one-out over the 4 calibration networks")
     assert f"form: {cal['form']} ({cal['executes']} lowering)" in out
     lines = out.splitlines()

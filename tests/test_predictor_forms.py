@@ -163,7 +163,7 @@ def test_latency_prediction_carries_form_error_and_ranks(tmp_path):
     assert LatencyPrediction.from_dict(json.loads(json.dumps(p.to_dict()))) == p
 
 
-def test_spec_only_profile_ranks_like_macs_and_says_so():
+def test_spec_only_profile_grows_with_macs_and_says_so():
     import torch
     from scipy.stats import spearmanr
 
@@ -177,6 +177,8 @@ def test_spec_only_profile_ranks_like_macs_and_says_so():
         feats, _ = model_features(nets[-1], (1, 3, h, h))
         preds.append(float(p))
         macs.append(sum(f.work for f in feats if f.key in ("conv", "pwconv", "dwconv", "linear")))
-    assert spearmanr(preds, macs)[0] == pytest.approx(1.0)
-    assert p.source == "estimated" and p.form == "macs" and p.error_pct is not None
+    # the spec direction (mean of the prior's CPU/phone devices) prices kernels and memory too: it ranks these
+    # networks close to MACs, not exactly like them
+    assert spearmanr(preds, macs)[0] > 0.8
+    assert p.source == "estimated" and p.form == "per_op" and p.error_pct is not None
     assert any("spec-only" in n for n in p.notes) and "leave-device-out" in p.validation

@@ -235,11 +235,16 @@ def _compression(d: dict, family: str, precision: str, key: str) -> float:
     return _rows(d, family=family, precision=precision, runtime="onnxruntime")[key]
 
 
-def _ldo_at_least(d: dict) -> tuple[int, int]:
-    """Settings where the predictor ranks at least like FLOPs: held-out devices plus development devices."""
-    ldo, dev = d["leave_device_out"], d["method"]["development_devices"]
-    dev_ok = sum(d["devices"][x]["spearman"] >= d["devices"][x]["flops_spearman"] for x in dev)
-    return len(ldo["at_least_flops"]) + dev_ok, len(ldo["devices"]) + len(dev)
+def _cal(d: dict) -> dict:
+    """The calibration summary of bench_predictor (the issue's targets)."""
+    return d["calibrations"]["summary"]
+
+
+def _worst_draw(d: dict, device: str) -> list[float]:
+    """Spearman and FLOPs' Spearman of a setting's draw furthest below FLOPs."""
+    draws = d["calibrations"]["devices"][device]["random"]["draws"]
+    worst = min(draws, key=lambda r: r["spearman"] - r["flops_spearman"])
+    return [worst["spearman"], worst["flops_spearman"]]
 
 
 def _pairs(d: dict) -> list[tuple[dict, dict]]:
@@ -291,18 +296,29 @@ FIGURES: list[Figure] = [
                       for m in ("resnet18 @224", "mobilenet_v2 1.0 @224")]),
     Figure("compression.json", r"Choosing the scheme took\s+(\d+\.\d+) s the first time",
            lambda d: [d["scheme_choice"]["first_measurement_s"]]),
-    Figure("predictor.json", r"Spearman (\d\.\d+) on a Raspberry Pi 4 and (\d\.\d+) on a Pixel 3 "
-                             r"\(FLOPs alone (\d\.\d+) / (\d\.\d+)\)",
-           lambda d: [d["devices"]["raspberry-pi-4"]["spearman"], d["devices"]["pixel-3"]["spearman"],
-                      d["devices"]["raspberry-pi-4"]["flops_spearman"], d["devices"]["pixel-3"]["flops_spearman"]]),
-    Figure("predictor.json", r"On (?:this|that run.s) host, (\d+) random candidates: Spearman (\d\.\d+), (\d+)% within ±10%, "
-                             r"(\d+)% within ±20% \(the host's own measurement noise puts (\d+)% of repeat",
-           lambda d: [d["host"]["n"], d["host"]["spearman"], 100 * d["host"]["within_10pct"],
-                      100 * d["host"]["within_20pct"], 100 * d["host"]["noise_floor"]["outside_10pct"]]),
-    Figure("predictor.json", r"Spearman (\d\.\d+) leave-device-out vs FLOPs (\d\.\d+); ≥ FLOPs on (\d+) of (\d+) "
-                             r"settings; (\d+\.\d+) ms CPU per unseen architecture",
-           lambda d: [d["leave_device_out"]["spearman_mean"], d["leave_device_out"]["flops_spearman_mean"],
-                      *_ldo_at_least(d), d["predict_ms"]["raspberry-pi-4"]["median_ms"]]),
+    Figure("predictor.json", r"mean Spearman (\d\.\d+) vs FLOPs (\d\.\d+) on the same rows; the worst draw ranks at "
+                             r"least like FLOPs on (\d+) of (\d+) settings",
+           lambda d: [_cal(d)["spearman_mean"], _cal(d)["flops_spearman_mean"],
+                      len(_cal(d)["worst_draw_at_least_flops"]), _cal(d)["settings"]]),
+    Figure("predictor.json", r"`titan_rtx_256`: one draw picked the Raspberry Pi 4 direction, (\d\.\d+) vs (\d\.\d+)\)",
+           lambda d: _worst_draw(d, "titan_rtx_256")),
+    Figure("predictor.json", r"server CPUs \(Xeon Gold 6240, Silver 4210R\) (\d\.\d+) on average",
+           lambda d: [_cal(d)["server_cpu_spearman_mean"]]),
+    Figure("predictor.json", r"`hwtune calibrate --suggest 10` picks: (\d\.\d+) on average vs (\d\.\d+) for random draws",
+           lambda d: [_cal(d)["suggested_spearman_mean"], _cal(d)["random_spearman_mean"]]),
+    Figure("predictor.json", r"Five more draws per setting: (\d+) of (\d+) below FLOPs",
+           lambda d: [_cal(d)["more_seeds"]["draws_below_flops"], _cal(d)["more_seeds"]["draws"]]),
+    Figure("predictor.json", r"rank held-out networks at Spearman (\d\.\d+) / (\d\.\d+) \(FLOPs alone (\d\.\d+) / "
+                             r"(\d\.\d+)\)",
+           lambda d: [*(d["calibrations"]["devices"][x]["suggested"]["spearman"][0] for x in ("raspberry-pi-4", "pixel-3")),
+                      *(d["calibrations"]["devices"][x]["suggested"]["flops_spearman"][0]
+                        for x in ("raspberry-pi-4", "pixel-3"))]),
+    Figure("predictor.json", r"ranks better than FLOPs on (\d+) of (\d+) CPU/phone settings leave-device-out "
+                             r"\((\d\.\d+) vs (\d\.\d+)\)",
+           lambda d: [len(d["spec_only"]["strictly_better_than_flops"]), len(d["spec_only"]["devices"]),
+                      d["spec_only"]["spec_form"]["spearman"], d["spec_only"]["spec_form"]["flops_spearman"]]),
+    Figure("predictor.json", r"(\d+\.\d+) ms CPU per unseen architecture",
+           lambda d: [d["predict_ms"]["raspberry-pi-4"]["median_ms"]]),
     Figure("search.json", r"mean hypervolume (\d\.\d+) / (\d\.\d+) / (\d\.\d+) at 100 / 200 / 300 s vs "
                           r"(\d\.\d+) / (\d\.\d+) / (\d\.\d+) for plain NSGA-II training every candidate fully and "
                           r"(\d\.\d+) / (\d\.\d+) / (\d\.\d+) for random search",

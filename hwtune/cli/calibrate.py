@@ -27,14 +27,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "Fit the latency predictor and write it as the [calibration] table of a profile TOML (the rest of the "
             "file is kept as it is). RESULTS is the JSON/CSV that scripts/profile_device.py wrote on the device; "
             "--networks takes whole-network latencies instead (a CSV with columns latency_ms, batch_size, "
-            "input_shape and family+knobs or arch; 3-10 rows is the intended size): the model form (MACs; MACs + "
-            "memory + per-kernel cost; per-op) is chosen by leave-one-out and reported next to FLOPs alone."
+            "input_shape and family+knobs or arch; 3-10 rows is the intended size): each reference device of "
+            "hwtune's device prior is refitted and scored leave-one-out next to FLOPs, and FLOPs' form is kept unless "
+            "one beats it; --suggest N prints which N networks to measure and the CSV template to fill."
         ),
     )
     p.add_argument("results", nargs="?", help="micro-benchmark results from scripts/profile_device.py (.json or .csv)")
     p.add_argument("--networks", metavar="CSV", help="whole-network measurements instead of micro-benchmarks")
     p.add_argument("--spec", action="store_true",
                    help="write the spec-only model (no measurements; error measured on other devices)")
+    p.add_argument("--suggest", type=int, metavar="N", default=None,
+                   help="print the N networks (of --recipe) whose measurements inform a --networks calibration most, "
+                        "and the CSV template to fill (written to --out when given)")
+    p.add_argument("--recipe", default="cifar-nb201",
+                   help="--suggest: recipe (name or .toml) whose search space the networks come from "
+                        "(default cifar-nb201: NAS-Bench-201)")
+    p.add_argument("--pool", type=int, default=256, metavar="K",
+                   help="--suggest: candidates drawn from the recipe to choose from (default 256)")
     p.add_argument("--host", action="store_true",
                    help="measure this machine now (the device script, bounded by --budget-s) and write the user "
                         "profile 'host' ($XDG_CONFIG_HOME/hwtune/profiles/host.toml), which --device host then uses")
@@ -78,11 +87,13 @@ def calibration_lines(t: Mapping[str, Any]) -> list[str]:
                      f"{_fmt(t.get('flops_within_10pct'), True):>12s}{_fmt(t.get('flops_spearman')):>10s}")
     if t.get("validation"):
         lines.append(f"measured: {t['validation']}")
+    if t.get("choice"):
+        lines.append(f"chosen: {t['choice']}")
     forms = t.get("forms")
     if isinstance(forms, Mapping) and forms:
         tried = ", ".join(f"{k} {_fmt(v.get('loo_error_pct'), unit='%')}/{_fmt(v.get('loo_spearman'))}"
                           for k, v in forms.items() if isinstance(v, Mapping))
-        lines.append(f"forms tried (leave-one-out median error / Spearman): {tried}")
+        lines.append(f"candidates tried (leave-one-out median error / Spearman): {tried}")
     if t.get("batch_sizes"):
         lines.append(f"batch sizes measured: {', '.join(str(b) for b in t['batch_sizes'])}")
     for note in t.get("notes") or ():
@@ -93,13 +104,15 @@ def calibration_lines(t: Mapping[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from hwtune.predictor import calibrate_microbench, calibrate_networks, calibrate_spec
 
-    modes = sum(bool(x) for x in (args.results, args.networks, args.spec, args.host))
+    modes = sum(bool(x) for x in (args.results, args.networks, args.spec, args.host, args.suggest is not None))
     if modes != 1:
         raise ConfigError(
             "hwtune calibrate needs exactly one of RESULTS (micro-benchmarks), --networks CSV, --spec or --host, got "
-            f"{modes}")
+            f"{modes} (--suggest N is a mode of its own)")
     if args.host:
         return _run_host(args)
+    if args.suggest is not None:
+        return _run_suggest(args)
     missing = [flag for flag, v in (("--base", args.base), ("--out", args.out)) if v is None]
     if missing:
         raise ConfigError(f"hwtune calibrate needs {' and '.join(missing)} (except with --host)")
@@ -127,6 +140,29 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     if int8 is not None:
         print(f"wrote [int8]: scheme {int8['scheme']} ({int8.get('reason', '')})")
+    return 0
+
+
+def _run_suggest(args: argparse.Namespace) -> int:
+    """``--suggest N``: the networks to measure, and the CSV template (printed, or written to --out)."""
+    from hwtune._io import write_atomic
+    from hwtune.predictor import suggest_networks
+    from hwtune.predictor._suggest import suggestion_lines
+
+    sug = suggest_networks(args.suggest, recipe=args.recipe, base_profile=args.base or "host", pool=args.pool)
+    if args.json:
+        json.dump({"recipe": sug.recipe, "pool": sug.pool, "networks": sug.rows()}, sys.stdout, indent=1)
+        print()
+    else:
+        for line in suggestion_lines(sug):
+            print(line)
+    if args.out:
+        write_atomic(args.out, sug.csv_text(), what="CSV template")
+        if not args.json:
+            print(f"wrote the CSV template to {args.out}: fill latency_ms (ms per batch, measured) for every row")
+    elif not args.json:
+        print("CSV template (fill latency_ms):")
+        print(sug.csv_text(), end="")
     return 0
 
 

@@ -5,11 +5,13 @@ tracing (``_structure.py``; a module the structural lowering does not cover is t
 structure with ``hwtune.graph.trace_layers``) -- and evaluates the profile's latency model:
 
 * a profile calibrated from a few whole-network measurements (``hwtune calibrate --networks``)
-  holds the *form* chosen by leave-one-out from a ladder -- MACs + intercept; MACs + memory
-  traffic + per-kernel cost; per-op -- and its coefficients (``_forms.py``);
+  holds the latency direction of the reference device (``_prior.py``: learned across 25 measured
+  device settings) that beat FLOPs leave-one-out on those rows, refitted to them -- or the
+  FLOPs-proportional form when none did (``_forms.py`` holds the forms); ``hwtune calibrate
+  --suggest N`` says which networks to measure (``_suggest.py``);
 * a profile calibrated from micro-benchmarks holds the per-op roofline (``_model.py``);
-* a spec-only profile holds the MACs form with efficiencies measured on *other* devices, so it
-  ranks networks like MACs and states the error measured leave-device-out.
+* a spec-only profile holds the mean CPU/phone direction of the prior priced at its datasheet
+  peak, and states its rank correlation and error measured leave-device-out.
 
 Every number comes with the profile's stated error, its rank correlation and FLOPs' rank
 correlation on the same rows (:func:`predict_latency_detail` returns a :class:`LatencyPrediction`);
@@ -46,6 +48,7 @@ from hwtune.predictor._features import NO_LOWERING, LayerFeatures, Lowering, Raw
 from hwtune.predictor._forms import base_vector, layer_split
 from hwtune.predictor._model import Coefficients, Hardware, predict_terms
 from hwtune.predictor._prediction import LatencyPrediction, LayerPrediction, PredictedMilliseconds, Prediction
+from hwtune.predictor._prior import DevicePrior, load_prior
 from hwtune.predictor._profile_cal import (
     UNCALIBRATED_LABEL,
     ProfileCalibration,
@@ -54,6 +57,7 @@ from hwtune.predictor._profile_cal import (
     profile_calibration,
 )
 from hwtune.predictor._structure import StructureUnsupported, module_attrs, raws_from_structure
+from hwtune.predictor._suggest import Suggestion, suggest_networks
 
 if TYPE_CHECKING:
     from torch import nn
@@ -63,12 +67,15 @@ if TYPE_CHECKING:
 __all__ = [
     "UNCALIBRATED_LABEL",
     "CalibrationReport",
+    "DevicePrior",
     "LatencyPrediction",
     "LayerPrediction",
     "Prediction",
+    "Suggestion",
     "calibrate_microbench",
     "calibrate_networks",
     "calibrate_spec",
+    "load_prior",
     "model_features",
     "predict",
     "predict_features",
@@ -76,6 +83,7 @@ __all__ = [
     "predict_latency_detail",
     "profile_coefficients",
     "structure_key",
+    "suggest_networks",
 ]
 
 

@@ -20,30 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import CalibrationError, ConfigError
 from hwtune.predictor._features import NO_LOWERING, LayerFeatures, Lowering
-from hwtune.predictor._forms import FORMS, base_vector, choose_form
+from hwtune.predictor._forms import BASE_COLUMNS, FORMS, base_vector, choose_form
 from hwtune.predictor._model import Coefficients, Hardware
+from hwtune.predictor._prior import FLOPS_PICK, DevicePrior, choose_with_prior, load_prior
 from hwtune.predictor._profile_cal import EAGER_RUNTIMES, clear_caches, profile_calibration
 
 if TYPE_CHECKING:
     from hwtune.device import DeviceProfile
 
-__all__ = ["SPEC_FORM", "CalibrationReport", "calibrate_microbench", "calibrate_networks", "calibrate_spec",
+__all__ = ["CalibrationReport", "calibrate_microbench", "calibrate_networks", "calibrate_spec",
            "hardware_snapshot", "network_vectors"]
-
-# The spec-only model: ``latency = compute * MACs / peak + intercept_ms`` (it ranks networks like
-# MACs at one precision), with the coefficients and the stated error measured leave-device-out by
-# benchmarks/bench_predictor.py (section "spec_only"): each device predicted with the median
-# coefficients of the *other* measured devices (Raspberry Pi 4 and Pixel 3 on NAS-Bench-201, this
-# host on family candidates). Re-run the benchmark and copy its "spec_form" here when they change.
-SPEC_FORM: Mapping[str, Any] = {
-    "coefficients": {"compute": 8.3649, "intercept_ms": 0.9242},
-    "error_pct": 79.0,
-    "spearman": 0.9372,
-    "flops_spearman": 0.8979,
-    "validation": "leave-device-out over 3 measured devices (raspberry-pi-4, pixel-3, host): each predicted with "
-                  "the median coefficients of the others (benchmarks/bench_predictor.py, spec_only)",
-}
-
 
 @dataclass(frozen=True)
 class CalibrationReport:
@@ -260,13 +246,18 @@ def calibrate_networks(
     description: str | None = None,
     extra: Mapping[str, Any] | None = None,
     forms: Sequence[str] = FORMS,
+    prior: DevicePrior | str | Path | bool = True,
 ) -> CalibrationReport:
-    """Choose and fit a latency-model form from a few whole-network latencies; write it into a profile.
+    """Fit a latency model to a few whole-network latencies; write it into a profile.
 
-    Every form of the ladder (``_forms.FORMS``) is fitted for both lowerings and scored
-    leave-one-out; the simplest within ``_forms.TIE`` of the best is kept. The table records the
-    chosen form, its leave-one-out median error, share within +-10% and Spearman, the same for
-    every other form and for FLOPs alone, and the batch sizes measured.
+    With a device prior (the default: the shipped ``device_prior.json``, see ``_prior.py``), each
+    reference device's latency direction is refitted with a scale and an intercept and scored
+    leave-one-out next to the FLOPs-proportional form; FLOPs is kept unless a direction beats it
+    on both leave-one-out log error and Spearman (``_prior.choose_with_prior``). With
+    ``prior=False`` the form ladder (``_forms.FORMS``) is fitted for both lowerings and the
+    simplest within ``_forms.TIE`` of the best is kept. The table records the choice, its
+    leave-one-out median error, share within +-10% and Spearman, the same for the other
+    candidates and for FLOPs alone, and the batch sizes measured.
 
     Args:
         csv_path: Measurements, one network per row (see ``read_networks_csv`` for columns).
@@ -275,7 +266,9 @@ def calibrate_networks(
         description: One line for the table.
         extra: More keys for the table (e.g. held-out ``error_pct``/``spearman`` measured on
             networks outside the CSV, with a ``validation`` line saying so).
-        forms: The ladder to choose from (simplest first).
+        forms: The ladder to choose from (simplest first) when ``prior`` is False.
+        prior: ``True`` (the shipped prior), a ``DevicePrior``, a path to a prior JSON, or
+            ``False`` (no prior: the form ladder alone).
 
     Raises:
         CalibrationError: the CSV is malformed, has too few rows, or a network cannot be built.
@@ -286,20 +279,32 @@ def calibrate_networks(
     base = load_profile(base_profile)
     rows, notes = read_networks_csv(csv_path, with_notes=True)
     hw = Hardware.from_profile(base)
-    prior = profile_calibration(base)
-    deployed = prior.lowering if prior.method == "microbench" else NO_LOWERING
+    base_cal = profile_calibration(base)
+    deployed = base_cal.lowering if base_cal.method == "microbench" else NO_LOWERING
     vectors, flops = network_vectors(_network_features(rows, deployed), hw)
     y = [r.latency_ms for r in rows]
-    prefer = "eager" if str(base.runtime) in EAGER_RUNTIMES else "deployed"  # every profile names its runtime
-    choice = choose_form(vectors, y, flops, prefer=prefer, forms=forms)
-    ch, fl = choice.chosen, choice.flops
+    if prior is not False:
+        dp = prior if isinstance(prior, DevicePrior) else load_prior(None if prior is True else prior)
+        pc = choose_with_prior(vectors, y, hw, dp)
+        model, ch, fl = pc.model, pc.chosen, pc.flops
+        crit = sorted(pc.candidates, key=lambda n: pc.candidates[n].loo_error_pct)
+        forms_table = {n: pc.candidates[n].to_dict() for n in [FLOPS_PICK, *[c for c in crit if c != FLOPS_PICK][:5]]}
+        how = (f"{'FLOPs-proportional form' if pc.pick == FLOPS_PICK else 'direction of ' + pc.pick} chosen by "
+               f"leave-one-out against {len(dp.devices)} reference devices and FLOPs")
+        chosen_extra: dict[str, Any] = {"prior_pick": pc.pick, "choice": pc.reason}
+    else:
+        prefer = "eager" if str(base.runtime) in EAGER_RUNTIMES else "deployed"  # every profile names its runtime
+        choice = choose_form(vectors, y, flops, prefer=prefer, forms=forms)
+        model, ch, fl = choice.model, choice.chosen, choice.flops
+        forms_table = _forms_table(choice)
+        how = f"form {ch.label} chosen by leave-one-out from {', '.join(forms)} (deployed and eager lowering)"
+        chosen_extra = {}
     table: dict[str, Any] = {
         "method": "networks",
-        "form": choice.model.form,
-        "executes": choice.model.executes,
+        "form": model.form,
+        "executes": model.executes,
         "description": description or (
-            f"Form {ch.label} chosen by leave-one-out from {', '.join(forms)} (deployed and eager lowering) over "
-            f"{len(rows)} whole-network measurements ({Path(csv_path).name})."),
+            f"{how[0].upper() + how[1:]} over {len(rows)} whole-network measurements ({Path(csv_path).name})."),
         "created": _today(),
         "source": Path(csv_path).name,
         "n_samples": len(rows),
@@ -315,15 +320,16 @@ def calibrate_networks(
         "loo_spearman": _round(ch.loo_spearman, 4),
         "precisions": sorted({r.precision for r in rows}),
         "batch_sizes": sorted({r.input_shape[0] for r in rows}),
-        "form_coefficients": {k: _round(v, 6) for k, v in choice.model.coefficients.items()},
-        "forms": _forms_table(choice),
+        "form_coefficients": {k: _round(v, 6) for k, v in model.coefficients.items()},
+        "forms": forms_table,
+        **chosen_extra,
         "hardware": hardware_snapshot(base),
     }
     if len(table["precisions"]) > 1:
         notes = [*notes, ("rows at several precisions: one compute coefficient, their relative cost from the "
                           "profile's peak throughput per precision (calibrate one precision per profile for more)")]
     table.update({k: v for k, v in deployed.table().items() if k != "executes"})
-    if choice.model.executes == "eager":
+    if model.executes == "eager":
         table["executes"] = "eager"
     if notes:
         table["notes"] = list(notes)
@@ -342,30 +348,49 @@ def calibrate_spec(
 ) -> CalibrationReport:
     """Write the spec-only model (no measurements on this device) into a profile.
 
-    The model is the MACs form over the profile's datasheet peak throughput, with the
-    coefficients and error bars that ``spec_form`` states (default ``SPEC_FORM``: measured
-    leave-device-out by benchmarks/bench_predictor.py). Predictions are labelled ``estimated``.
+    The model is the mean latency direction of the CPU and phone devices of the shipped prior
+    (``_prior.spec_direction``: compute, per-kernel, memory and per-run costs in MAC-equivalents),
+    priced at the profile's datasheet peak with a compute efficiency measured on devices that
+    have a profile; its error bars were measured leave-device-out by
+    ``benchmarks/bench_predictor.py`` (the ``spec`` section of ``device_prior.json``).
+    Predictions are labelled ``estimated``.
 
     Args:
-        base_profile: Profile to copy (its peak throughput scales the MACs).
+        base_profile: Profile to copy (its peak throughput and bandwidth price the direction).
         out_path: Profile TOML to write.
         description: One line for the table.
-        spec_form: ``{"coefficients": {...}, "error_pct", "spearman", "flops_spearman", "validation"}``.
+        spec_form: ``{"direction": {column: MAC-equivalents}, "compute_efficiency", "executes",
+            "error_pct", "spearman", "flops_spearman", "validation"}`` (default: the shipped prior's);
+            ``{"coefficients": {"compute", "intercept_ms"}, ...}`` writes the plain MACs form.
         error_pct: Override of the stated error (must come from a held-out evaluation).
     """
     from hwtune.device import load_profile
+    from hwtune.predictor._prior import spec_theta
 
     base = load_profile(base_profile)
-    spec = dict(spec_form or SPEC_FORM)
+    spec = dict(spec_form or load_prior().spec)
+    if "direction" in spec:
+        theta = spec_theta(spec["direction"], float(spec["compute_efficiency"]), Hardware.from_profile(base))
+        form, executes = "per_op", str(spec.get("executes", "eager"))
+        coeffs = {k: _round(v, 6) for k, v in zip(BASE_COLUMNS, theta)}
+        what = ("Spec-only: the mean latency direction (compute, per-kernel, memory, per-run cost) of the CPU and "
+                "phone devices of hwtune's device prior, priced at this profile's datasheet peak and bandwidth. "
+                "No measurements on this device.")
+    elif "coefficients" in spec:
+        form, executes = "macs", "deployed"
+        coeffs = {k: _round(float(v), 6) for k, v in dict(spec["coefficients"]).items()}
+        what = ("Spec-only: latency = compute x MACs / (datasheet peak) + intercept, coefficients measured on other "
+                "devices; ranks networks like MACs. No measurements on this device.")
+    else:
+        raise CalibrationError("spec form needs 'direction' (+ 'compute_efficiency') or 'coefficients'")
     table: dict[str, Any] = {
         "method": "spec",
-        "form": "macs",
-        "description": description or (
-            "Spec-only: latency = compute x MACs / (datasheet peak) + intercept, coefficients measured on other "
-            "devices; ranks networks like MACs. No measurements on this device."),
+        "form": form,
+        "executes": executes,
+        "description": description or what,
         "created": _today(),
         "n_samples": 0,
-        "form_coefficients": {k: _round(float(v), 6) for k, v in dict(spec["coefficients"]).items()},
+        "form_coefficients": coeffs,
     }
     err = error_pct if error_pct is not None else spec.get("error_pct")
     for key, value in (("error_pct", err), ("spearman", spec.get("spearman")),

@@ -227,6 +227,13 @@ def _large(d: dict, model: str) -> float:
     return next(r for r in d["large_inputs"] if r["model"] == model)["int8_speedup_vs_ort_fp32"]
 
 
+HWTUNE_TARGETS = ("2x", "4x")  # the targets bench_compress's hwtune rows reached (README quotes each)
+
+
+def _target(d: dict, method: str, target: str) -> dict:
+    return next(r for r in d[method]["rows"] if r["target"] == target)
+
+
 def _scheme_row(d: dict, model: str) -> dict:
     return next(r for r in d["large_inputs"] if r["model"] == model)
 
@@ -348,21 +355,29 @@ FIGURES: list[Figure] = [
            lambda d: [d["ratio_median"], len(d["runs"]) // 2,
                       *(many["seconds"] / one["seconds"] for one, many in _pairs(d))]),
     Figure("multidevice.json", r"an int8 `\.tflite` export each\): (\d+\.\d+)x", lambda d: [d["ratio_median"]]),
-    Figure("compress.json", r"trained only (\d+\.\d+) epoch, (\d+\.\d+)% validation, (\d+\.\d+) M MACs\): uniform "
-                            r"pruning \+ (\d+\.\d+) distilled epoch kept (\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)% at "
-                            r"0\.75 / 0\.5 / 0\.25 width vs (\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)% for the same "
-                            r"architectures from scratch",
-           lambda d: [d["settings"]["baseline_epochs"], 100 * _rows(d, label="baseline")["val_accuracy"],
-                      _rows(d, label="baseline")["macs"] / 1e6, d["settings"]["finetune_epochs"],
-                      *(100 * _rows(d, label=f"{k} {w}")["val_accuracy"] for k in ("uniform", "scratch")
-                        for w in ("0.75", "0.5", "0.25"))]),
-    Figure("compress.json", r"found (\d+\.\d+) M MACs at (\d+\.\d+)% \(dominating uniform 0\.25: (\d+\.\d+) M at "
-                            r"(\d+\.\d+)%\) and (\d+\.\d+) M at (\d+\.\d+)%",
-           lambda d: [_rows(d, label="searched #0")["macs"] / 1e6, 100 * _rows(d, label="searched #0")["val_accuracy"],
-                      _rows(d, label="uniform 0.25")["macs"] / 1e6, 100 * _rows(d, label="uniform 0.25")["val_accuracy"],
-                      _rows(d, label="searched #2")["macs"] / 1e6, 100 * _rows(d, label="searched #2")["val_accuracy"]]),
-    Figure("compress.json", r"the drop is (\d+\.\d+) points at 2x and (\d+\.\d+) at 4x",
-           lambda d: [100 * d["summary"]["drop_at_2x_fewer_macs"], 100 * d["summary"]["drop_at_4x_fewer_macs"]]),
+    Figure("compress.json", r"with plain torch for (\d+) epochs on 55,000 training images \(crop \+ flip, one-cycle\): "
+                            r"\*\*(\d+\.\d+)% test\*\* \((\d+\.\d+)% int8\)",
+           lambda d: [d["baseline"]["epochs"], 100 * d["baseline"]["test_accuracy_fp32_torch"],
+                      100 * d["baseline"]["test_accuracy_int8_onnx"]]),
+    *(Figure("compress.json", target + r": trial (\d+), (\d+\.\d+) M MACs \((\d+\.\d+)x fewer\), \w+, "
+                              r"\*\*(\d+\.\d+)%\*\* \(([+-]\d+\.\d+) points lost",
+             lambda d, t=target: [_target(d, "hwtune", t)["trial"], _target(d, "hwtune", t)["macs"] / 1e6,
+                                  d["hwtune"]["verdict"][t]["macs_reduction"],
+                                  100 * _target(d, "hwtune", t)["test_accuracy_as_shipped"],
+                                  d["hwtune"]["verdict"][t]["drop_points"]])
+      for target in HWTUNE_TARGETS),
+    Figure("compress.json", r"distilled epochs, int8: (\d+\.\d+)% at (\d+\.\d+)x \(([+-]\d+\.\d+), [a-z ]+\); "
+                            r"(\d+\.\d+)% at (\d+\.\d+)x \(([+-]\d+\.\d+)",
+           lambda d: [v for t in ("2x", "4x") for v in (
+               100 * _target(d, "torch_pruning_uniform", t)["test_accuracy_as_shipped"],
+               d["torch_pruning_uniform"]["verdict"][t]["macs_reduction"],
+               d["torch_pruning_uniform"]["verdict"][t]["drop_points"])]),
+    Figure("compress.json", r"held-out accuracy\): magnitude (\d+\.\d+)%, L1 (\d+\.\d+)%, Taylor (\d+\.\d+)%; lr 0\.01 "
+                            r"(\d+\.\d+)%; pure distillation at T 4 (\d+\.\d+)%; shift-flip (\d+\.\d+)%",
+           lambda d: [100 * r["val_accuracy"] for r in d["compare"]["rows"]]),
+    Figure("compress.json", r"Compute: (\d+) CPU minutes, (\d+) wall minutes \(the baseline's training (\d+) of them;",
+           lambda d: [d["compute"]["total_cpu_s"] / 60, d["compute"]["total_wall_s"] / 60,
+                      d["compute"]["per_stage"]["baseline"]["wall_s"] / 60]),
     Figure("runtimes.json", r"small CNN int8 (\d+\.\d+) µs on ExecuTorch vs (\d+\.\d+) µs fp32 \(ONNX Runtime int8 "
                             r"(\d+\.\d+) µs vs its fp32 (\d+\.\d+) µs; LiteRT int8 (\d+\.\d+) µs vs (\d+\.\d+) µs\)",
            lambda d: [_model(d, "convnet_16_32_64", rt, p) for rt in ("executorch", "onnxruntime", "litert")

@@ -17,8 +17,8 @@ when the script runs again; ``--stage NAME`` runs one, so independent stages can
    the held-out images (never the test split).
 3. ``search``: ``hwtune.compress(model, data, ...)`` on this host (the user path: the derived space,
    per-stage width/depth/precision, NSGA-II, successive halving), validation on the held-out images.
-4. ``finalize``: for each target (2x, 4x fewer MACs) the searched trial with the best validation
-   accuracy at or under that MACs budget (front members first), ``hwtune.finalize`` for
+4. ``finalize``: for each target (2x, 4x fewer MACs) the searched trial closest to (at or under) that
+   MACs budget (``pick_members``), ``hwtune.finalize`` for
    ``--finalize-epochs`` with the recipe's augmentation; then ``hwtune.export`` of each, and the exported
    file (int8 or mixed precision, ONNX Runtime) scored on the 10,000 test images.
 5. ``tp``: Torch-Pruning's own uniform-ratio pruning (``MetaPruner``, group-L1 importance, the ratio
@@ -29,7 +29,8 @@ when the script runs again; ``--stage NAME`` runs one, so independent stages can
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/bench_compress.py                 # everything, resumable
+    nice -n 10 .venv/bin/python benchmarks/bench_compress.py                 # everything, resumable (the
+                                                                             # committed JSON: these defaults)
     nice -n 10 .venv/bin/python benchmarks/bench_compress.py --stage search  # one stage
     nice -n 10 .venv/bin/python benchmarks/bench_compress.py --quick         # smoke run (~10 min loaded)
 """
@@ -339,7 +340,8 @@ COMPARE = [  # name, pruning, fine-tuning recipe (hwtune.supernet.finetune argum
     ("Taylor, kd 0.5, lr 0.05", {"importance": "taylor"}, {"kd_weight": 0.5}),
     ("magnitude, kd 0.5, lr 0.01", {"importance": "magnitude"}, {"kd_weight": 0.5, "lr": 0.01}),
     ("magnitude, kd 1.0 T 4, lr 0.05", {"importance": "magnitude"}, {"kd_weight": 1.0, "temperature": 4.0}),
-    ("magnitude, kd 0.5, lr 0.05, shift-flip", {"importance": "magnitude"}, {"kd_weight": 0.5, "augment": "shift-flip"}),
+    ("magnitude, kd 0.5, lr 0.05, shift-flip", {"importance": "magnitude"},
+     {"kd_weight": 0.5, "augment": "shift-flip"}),
 ]
 
 
@@ -522,7 +524,8 @@ def stage_tp(args: argparse.Namespace, data: dict[str, torch.Tensor], parent: nn
         if row is None:
             _log(f"tp: MetaPruner group-L1 uniform, {factor}x fewer MACs, {args.finalize_epochs:g} epochs")
             pruned, ratio = _tp_prune(parent, factor)
-            row = {"target": f"{factor}x", "pruning_ratio": ratio, "importance": "group-L1 (GroupMagnitudeImportance p=1)",
+            row = {"target": f"{factor}x", "pruning_ratio": ratio,
+                   "importance": "group-L1 (GroupMagnitudeImportance p=1)",
                    **recipe, "epochs": args.finalize_epochs,
                    **_finetune_and_score(pruned, parent, splits, data, args.finalize_epochs, recipe, args.seed)}
             row.update(ship_int8(pruned, data, CACHE / "tp" / f"{factor}x-onnx"))
@@ -617,7 +620,8 @@ def markdown(result: dict[str, Any]) -> str:
             v = part["verdict"].get(row["target"], {})
             prec = row.get("precision", "int8")
             what = f"{name} (trial {row['trial']})" if "trial" in row else name
-            lines.append(f"| {row['target']} | {what} | {row['macs'] / 1e6:.2f} M | {v.get('macs_reduction', 0):.2f}x | "
+            lines.append(f"| {row['target']} | {what} | {row['macs'] / 1e6:.2f} M | "
+                         f"{v.get('macs_reduction', 0):.2f}x | "
                          f"{prec} | {_pct(row.get('test_accuracy_as_shipped'))} | {v.get('drop_points', '-')} | "
                          f"{'yes' if v.get('met') else 'no'} |")
     lines += ["", "| recipe (every stage at half width, ~4x) | MACs | held-out val pruned | after fine-tuning |",
@@ -626,7 +630,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['name']} | {row['macs'] / 1e6:.2f} M | {_pct(row['val_accuracy_pruned'])} | "
                      f"{_pct(row['val_accuracy'])} |")
     c = result["compute"]
-    lines += ["", f"Compute: {c['total_cpu_s'] / 60:.0f} CPU minutes, {c['total_wall_s'] / 60:.0f} wall minutes summed over "
+    lines += ["", f"Compute: {c['total_cpu_s'] / 60:.0f} CPU minutes, {c['total_wall_s'] / 60:.0f} wall minutes "
+              "summed over "
               f"stages ({result['machine'].get('cpu_model')}, load {result['machine'].get('loadavg')})."]
     return "\n".join(lines)
 
@@ -635,12 +640,12 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", default="all", choices=("all", *STAGES))
     p.add_argument("--baseline-epochs", type=int, default=12)
-    p.add_argument("--compare-epochs", type=float, default=0.5)
+    p.add_argument("--compare-epochs", type=float, default=0.25)
     p.add_argument("--compare-width", type=float, default=0.5)
-    p.add_argument("--search-trials", type=int, default=24)
-    p.add_argument("--search-epochs", type=float, default=0.3, help="fine-tuning of the promoted search trials")
+    p.add_argument("--search-trials", type=int, default=14)
+    p.add_argument("--search-epochs", type=float, default=0.15, help="fine-tuning of the promoted search trials")
     p.add_argument("--search-timeout", type=float, default=None)
-    p.add_argument("--finalize-epochs", type=float, default=3.0)
+    p.add_argument("--finalize-epochs", type=float, default=2.0)
     p.add_argument("--importance", default="auto", help="magnitude|l1|l2 or auto (the comparison's winner)")
     p.add_argument("--kd-weight", type=float, default=0.5, help="hwtune.supernet.finetune's default (for the twin)")
     p.add_argument("--augment", default="auto", help="none|shift-flip or auto")

@@ -79,9 +79,11 @@ def study(tmp_path_factory):
     compress(model, DATA, n_trials=1, **kw)  # the baseline row
     forced = _forced(derive_space(model, torch.zeros(1, 1, 28, 28)))
     st = optuna.load_study(study_name="nested", storage=f"sqlite:///{out / 'study.db'}")
+    seeded = len(st.get_trials(states=(optuna.trial.TrialState.WAITING,)))  # uniform pruning, queued first
+    assert seeded >= 1
     for params in forced:
         st.enqueue_trial(params)
-    res = compress(model, DATA, n_trials=1 + len(forced), **kw)
+    res = compress(model, DATA, n_trials=1 + seeded + len(forced), **kw)
     return res, out
 
 
@@ -92,7 +94,9 @@ def _trained(res):
 def test_forced_members_are_mixed_pruned_and_dropped(study):
     res, _ = study
     trained = _trained(res)
-    assert len(trained) == 4, [t.failure for t in res.trials if t.state == "fail"]
+    assert len(trained) >= 5, [t.failure for t in res.trials if t.state == "fail"]
+    uniform = [t for t in trained if len({s["width"] for n, s in t.candidate["stages"].items() if n != "head"}) == 1]
+    assert any(t.figures.macs < res.trial(0).figures.macs for t in uniform)  # the seeded uniform pruning
     precisions = {t.precision for t in trained}
     assert {"fp32", "int8", "mixed"} <= precisions
     mixed = next(t for t in trained if t.precision == "mixed")
@@ -123,7 +127,8 @@ def test_members_finalize_without_losing_accuracy_and_export(study, tmp_path):
     from hwtune.tuner.finalize import finalize
 
     res, _ = study
-    numbers = sorted({t.number for t in res.front} | {t.number for t in _trained(res)})
+    per_precision = {t.precision: t.number for t in reversed(_trained(res))}  # one of each, the forced ones first
+    numbers = sorted({t.number for t in res.front} | set(per_precision.values()))
     assert {res.trial(n).precision for n in numbers} >= {"fp32", "int8", "mixed"}
     res2 = finalize(res, numbers, epochs=0.5, progress=False)
     for n in numbers:

@@ -418,8 +418,23 @@ def choose_recipe(args: argparse.Namespace, rows: list[dict[str, Any]]) -> dict[
 _IMPORTANCE = ["magnitude"]  # set from the recipe in main (the search's run directory depends on it)
 
 
+_WIDTHS: list[str] = []  # --widths as given, part of the run directory's name
+
+
 def _run_dir() -> Path:
-    return CACHE / f"run-{_IMPORTANCE[0]}"
+    tag = f"-w{'_'.join(_WIDTHS)}" if _WIDTHS else ""
+    return CACHE / f"run-{_IMPORTANCE[0]}{tag}"
+
+
+def _space(parent: nn.Module, args: argparse.Namespace) -> Any:
+    """The space the search runs on: derived from the model, with --widths as the width choices when given (what a
+    user does with ``hwtune compress --show-space`` + an edited ``--space``)."""
+    if not args.widths:
+        return None
+    from hwtune.compression import derive_space
+
+    widths = tuple(float(w) for w in args.widths.split(","))
+    return derive_space(parent.eval(), torch.zeros(1, 1, 28, 28), width_ratios=widths)
 
 
 def stage_search(args: argparse.Namespace, data: dict[str, torch.Tensor], parent: nn.Module, splits: Any) -> Any:
@@ -442,7 +457,7 @@ def stage_search(args: argparse.Namespace, data: dict[str, torch.Tensor], parent
             held_out["val_data"] = TensorDataset(data["x_val"], data["y_val"])
         hwtune.compress(
             parent, splits, device="host", **held_out, n_trials=args.search_trials, out_dir=run, study_name="bench",
-            seed=args.seed, source=MODEL_SPEC, importance=args.importance, progress=False,
+            seed=args.seed, source=MODEL_SPEC, importance=args.importance, progress=False, space=_space(parent, args),
             budget={"epochs": args.search_epochs, "rungs": [1.0], "eta": 3.0},
             **({"timeout": args.search_timeout} if args.search_timeout else {}),
         )
@@ -575,6 +590,7 @@ def stage_report(
         "targets": {f"{f}x": f"test accuracy within {100 * d:g} points of the baseline's (int8 or mixed, as shipped)"
                     for f, d in TARGETS.items()},
         "recipe": {**recipe, "finalize_epochs": args.finalize_epochs, "search_trials": args.search_trials,
+                   "widths": args.widths or "hwtune default (1, 0.75, 0.5, 0.25)",
                    "search_epochs": args.search_epochs},
         "compare": {"note": f"uniform width {args.compare_width:g} (about 4x fewer MACs), {args.compare_epochs:g} "
                             "epoch(s) distilled fine-tuning, held-out validation accuracy (not the test split)",
@@ -646,6 +662,12 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--search-epochs", type=float, default=0.15, help="fine-tuning of the promoted search trials")
     p.add_argument("--search-timeout", type=float, default=None)
     p.add_argument("--finalize-epochs", type=float, default=2.0)
+    p.add_argument(
+        "--widths",
+        default="",
+        help="width choices of every prunable stage (default: hwtune's 1,0.75,0.5,0.25); e.g. 1,0.75,0.7,0.5,0.48,0.25 "
+        "puts the seeded uniform-pruning candidates at ~2x and ~4x fewer MACs on this model",
+    )
     p.add_argument("--importance", default="auto", help="magnitude|l1|l2 or auto (the comparison's winner)")
     p.add_argument("--kd-weight", type=float, default=0.5, help="hwtune.supernet.finetune's default (for the twin)")
     p.add_argument("--augment", default="auto", help="none|shift-flip or auto")
@@ -667,6 +689,8 @@ def _parse() -> argparse.Namespace:
 def main() -> None:
     global CACHE
     args = _parse()
+    if args.widths:
+        _WIDTHS[:] = [f"{float(w):g}" for w in args.widths.split(",")]
     if args.quick:
         CACHE = CACHE.with_name(CACHE.name + "-quick")
     torch.set_num_threads(args.threads)

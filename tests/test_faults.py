@@ -38,6 +38,9 @@ ADMIN_URL = os.environ.get("HWTUNE_TEST_POSTGRES_URL")
 GRACE_S = 4  # heartbeat grace period of the worker-death studies (HWTUNE_HEARTBEAT_GRACE_S)
 
 slow = pytest.mark.slow
+# Real multi-process studies timed against wall-clock bounds: on a loaded 2-core machine about 1 run in 3 of one
+# of them missed a timing window (closing note of issues 18-23); each is rerun up to twice before it fails.
+pytestmark = pytest.mark.flaky(reruns=2)
 
 # A worker process with a fault planted (HWTUNE_TEST_FAULT), then `hwtune worker ...` (argv).
 #   die:<stage>[:remote]  SIGKILL itself the first time any worker reaches <stage> (train, ship, write:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from hwtune.device import use_runtime_names
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
-from hwtune.runtimes._base import DEFAULT_EVAL_BATCH, EvalResult, LoadedModel, Runtime, ShippedModel, TimedCall
-from hwtune.runtimes._evaluate import evaluate_loaded
+from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
+from hwtune.runtimes._evaluate import DEFAULT_EVAL_BATCH, EvalResult, evaluate_loaded
 from hwtune.runtimes._timing import LatencyMeasurement, OpTime, measure_callable, median_ci
 
 __all__ = [

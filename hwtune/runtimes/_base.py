@@ -15,11 +15,12 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import RuntimeUnavailableError
+from hwtune.runtimes._evaluate import DEFAULT_EVAL_BATCH, EvalResult, check_eval_args, evaluate_loaded
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -29,13 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtune.precision import PrecisionPlan
     from hwtune.runtimes._timing import LatencyMeasurement, OpTime
 
-__all__ = ["DEFAULT_EVAL_BATCH", "EvalResult", "LoadedModel", "Runtime", "ShippedModel"]
+__all__ = ["LoadedModel", "Runtime", "ShippedModel", "TimedCall"]
 
 SCHEMA_VERSION = 1
-# Torch CPU inference of these small CNNs is 1.2-1.8x faster per image at batch 64 than at 512
-# (a 512 batch of 16x28x28 activations is 25 MB and spills out of cache); ONNX Runtime is flat
-# between 64 and 512. Measured with convnet (16, 32) and (16, 32, 64), 1 thread.
-DEFAULT_EVAL_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -84,33 +81,6 @@ class ShippedModel:
             input_shape=tuple(int(d) for d in data["input_shape"]),
             info=dict(data.get("info", {})),
         )
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Accuracy (a fraction in [0, 1]), mean cross-entropy loss and sample count of one evaluation.
-
-    Attributes:
-        accuracy: Top-1 accuracy on the ``n`` samples.
-        loss: Mean cross-entropy (natural log) of the logits.
-        n: Samples evaluated.
-        seconds: Wall time of the evaluation (loading excluded).
-        runtime: Registered name of the runtime that ran the model.
-    """
-
-    accuracy: float
-    loss: float
-    n: int
-    seconds: float = 0.0
-    runtime: str = "torch"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class LoadedModel(abc.ABC):
@@ -301,8 +271,6 @@ class Runtime(abc.ABC):
 
         ``threads`` None keeps the runtime's default. See :func:`hwtune.runtimes.evaluate_loaded`.
         """
-        from hwtune.runtimes._evaluate import check_eval_args, evaluate_loaded
-
         check_eval_args(dataset, batch_size=batch_size, limit=limit)  # before a slow load
         loaded = self.load(target, threads=threads)
         return evaluate_loaded(loaded, dataset, batch_size=batch_size, limit=limit, runtime=self.name)

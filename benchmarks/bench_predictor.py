@@ -141,7 +141,7 @@ def _nb201_vectors(archs: list[str], hw) -> tuple[np.ndarray, np.ndarray, dict]:
     from hwtune.predictor import model_features
     from hwtune.predictor._features import Lowering
     from hwtune.predictor._forms import base_vector
-    from hwtune.predictor._nb201 import NB201Composer
+    from benchmarks._nb201_features import NB201Composer
 
     comp = NB201Composer()  # its per-stage piece counts key the deployed lowering
     lowerings = {"deployed": Lowering(), "eager": Lowering(eager=True)}
@@ -394,7 +394,7 @@ def noise_floor(rows: list[dict], y: np.ndarray) -> dict:
     Architectures whose executed edges (after dead-edge pruning) are the same run the same network;
     each is "predicted" by the median of its twins. A share within +-10% below a target caps it.
     """
-    from hwtune.predictor._nb201 import executed_edges
+    from benchmarks._nb201_features import executed_edges
 
     groups: dict = {}
     for i, r in enumerate(rows):

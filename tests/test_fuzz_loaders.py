@@ -89,14 +89,14 @@ def test_generic_text_loaders(tmp_path):
 
 def test_networks_csv_loader(tmp_path):
     """The calibration ``--networks`` CSV reader (hwtune calibrate --networks)."""
-    from hwtune.predictor._calibrate import read_networks_csv
+    from hwtune.predictor._fit import read_networks_csv
 
     check_loader(read_networks_csv, NETWORKS_CSV.read_bytes(), tmp_path / "mutant.csv", seed=6)
 
 
 def test_microbench_loader(tmp_path):
     """The micro-benchmark results reader (hwtune calibrate RESULTS.json), on a 12-case slice of a real file."""
-    from hwtune.predictor._calibrate import read_microbench
+    from hwtune.predictor._fit import read_microbench
 
     full = json.loads(MICROBENCH_JSON.read_text())
     small = json.dumps({**full, "results": full["results"][:12]}, indent=1).encode()

@@ -1,6 +1,6 @@
 """Per-layer latency features, and the lowering that decides what a runtime actually runs.
 
-A network (traced by ``hwtune.profiler.graph.trace_layers``) and a micro-benchmark graph
+A network (traced by ``hwtune.graph.trace_layers``) and a micro-benchmark graph
 (``scripts/profile_device.py``) both become a list of :class:`RawLayer` -- op type, shapes, MACs,
 weight bytes, precision and which layers each one reads -- and go through the same
 :func:`lower`: free ops (reshapes) are dropped, and ops a runtime folds into their producer are

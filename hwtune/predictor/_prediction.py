@@ -1,13 +1,47 @@
-"""What a prediction returns: per-layer figures, the network total, and its error bars."""
+"""Prediction: the ``predict*`` verbs and what they return (per-layer figures, the total, its error bars).
+
+``predict`` lowers the model (``_model_features.py``) and evaluates the profile's latency model as
+its stored calibration says (``_stored_calibration.py``): a chosen form (``_forms.py``) or the
+per-op roofline (``_model.py``).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
-__all__ = ["LatencyPrediction", "LayerPrediction", "Prediction"]
+from hwtune.precision import PrecisionPlan
+from hwtune.predictor._features import LayerFeatures
+from hwtune.predictor._forms import base_vector, layer_split
+from hwtune.predictor._model import Coefficients, Hardware, predict_terms
+from hwtune.predictor._model_features import CACHE_LOCK, CACHE_SIZE, model_features
+from hwtune.predictor._stored_calibration import (
+    ProfileCalibration,
+    label,
+    load_profile_cached,
+    profile_calibration,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from hwtune.device import DeviceProfile
+
+__all__ = [
+    "LatencyPrediction",
+    "LayerPrediction",
+    "PredictedMilliseconds",
+    "Prediction",
+    "predict",
+    "predict_features",
+    "predict_latency",
+    "predict_latency_detail",
+    "profile_coefficients",
+]
 
 
 def _opt_float(v: Any) -> float | None:
@@ -245,3 +279,183 @@ class PredictedMilliseconds(float):
 
     def __repr__(self) -> str:
         return f"{float(self)!r} ms ({self.detail.label})"
+
+
+def profile_coefficients(device: str | Path | DeviceProfile) -> Coefficients:
+    """The per-op roofline coefficients of a profile (spec priors when it has none)."""
+    from hwtune.device import load_profile
+
+    return profile_calibration(load_profile(device)).coefficients
+
+
+_PREDICTION_CACHE: OrderedDict[Any, tuple[Any, Any, Any, Prediction]] = OrderedDict()
+
+
+def _notes(cal: ProfileCalibration, plan: PrecisionPlan, batch: int) -> tuple[str, ...]:
+    notes = []
+    batches = cal.batch_sizes or ((1,) if cal.status == "calibrated" else ())
+    if batches and batch not in batches:
+        notes.append(f"batch {batch} is outside the calibration's batch sizes ({', '.join(map(str, batches))}): "
+                     f"scaled through the {cal.form_name} model (compute and traffic grow with the batch, "
+                     "per-kernel and per-run costs do not); not validated at this batch")
+    missing = [p for p in plan.precisions if cal.precisions and p not in cal.precisions]
+    if missing:
+        notes.append(f"{', '.join(missing)} not measured: extrapolated from {', '.join(cal.precisions)} "
+                     "with the profile's peak-throughput ratio")
+    if cal.status == "spec":
+        notes.append("spec-only profile: no measurement on this device; error measured leave-device-out")
+    if cal.hardware_note:
+        notes.append(cal.hardware_note)
+    if cal.cpu_note:
+        notes.append(f"{cal.cpu_note}: predictions describe that CPU; hwtune calibrate --host fits this one")
+    return tuple(notes)
+
+
+def predict_features(
+    features: Sequence[LayerFeatures],
+    input_elements: int,
+    device: str | Path | DeviceProfile,
+    *,
+    precision: str | PrecisionPlan = "fp32",
+    coefficients: Coefficients | None = None,
+    batch_size: int = 1,
+) -> Prediction:
+    """Predict from already-computed layer features (what ``predict`` does after lowering).
+
+    ``coefficients`` forces the per-op roofline with those coefficients.
+    """
+    profile = load_profile_cached(device)
+    plan = PrecisionPlan.coerce(precision)
+    cal = profile_calibration(profile)
+    if coefficients is not None:
+        cal = ProfileCalibration(coefficients, "calibrated", "given", None, (), cal.lowering)
+    hw = Hardware.from_profile(profile)
+    if cal.form is not None:
+        terms = [layer_split(cal.form, f, hw) for f in features]
+        run_ms, io_ms = float(cal.form.coefficients.get("intercept_ms", 0.0)), 0.0
+    else:
+        terms, run_ms, io_ms = predict_terms(features, input_elements, hw, cal.coefficients)
+    per_layer = tuple(
+        LayerPrediction(f.name, f.op_type, f.key, f.precision, o + c + m, o, c, m)
+        for f, (o, c, m) in zip(features, terms)
+    )
+    total = run_ms + io_ms + sum(p.latency_ms for p in per_layer)
+    return Prediction(
+        latency_ms=total, per_layer=per_layer, run_overhead_ms=run_ms, boundary_ms=io_ms, error_pct=cal.error_pct,
+        source=label(cal, plan), status=cal.status, method=cal.method, device=profile.id, precision=plan.label,
+        form=cal.form_name, spearman=cal.spearman, executes=cal.lowering.executes, batch_size=int(batch_size),
+        notes=_notes(cal, plan, int(batch_size)),
+    )
+
+
+def predict(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    device: str | Path | DeviceProfile = "host",
+    precision: str | PrecisionPlan = "fp32",
+) -> Prediction:
+    """Predict the latency of ``model`` on a device profile, per layer and in total.
+
+    Args:
+        model: A torch model (lowered once per object; weights do not matter).
+        input_shape: Input shape including batch, e.g. ``(1, 3, 32, 32)``; a batch the
+            calibration did not measure is scaled through the model and noted in ``notes``.
+        device: A bundled profile id, a path to a profile TOML, or a ``DeviceProfile``.
+        precision: ``fp32``, ``fp16``, ``int8`` or a ``PrecisionPlan`` for mixed precision.
+
+    Returns:
+        A ``Prediction``; its ``source``, ``form``, ``error_pct`` and ``spearman`` say how far
+        to trust it.
+
+    Raises:
+        ModelError: the model rejects this input shape.
+        UnknownNameError: unknown device id.
+        CalibrationError: the profile's ``[calibration]`` table is malformed.
+
+    Example:
+        >>> import torch, hwtune
+        >>> from hwtune.predictor import predict
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU())
+        >>> p = predict(net, (1, 3, 32, 32), device="raspberry-pi-4")
+        >>> p.latency_ms > 0, p.source.startswith(("predicted", "estimated"))
+        (True, True)
+    """
+    profile = load_profile_cached(device)
+    cal = profile_calibration(profile)
+    features, n_in = model_features(model, input_shape, precision, lowering=cal.lowering)
+    # keyed on object identity (hashing the feature tuple would cost more than predicting); the
+    # entry holds the features and calibration, so their ids cannot be reused while it exists
+    key = (id(features), id(cal), id(profile), PrecisionPlan.coerce(precision))
+    with CACHE_LOCK:
+        hit = _PREDICTION_CACHE.get(key)
+    if hit is not None and hit[0] is features and hit[1] is cal and hit[2] is profile:
+        return hit[3]
+    out = predict_features(features, n_in, profile, precision=precision, batch_size=int(input_shape[0]))
+    with CACHE_LOCK:
+        _PREDICTION_CACHE[key] = (features, cal, profile, out)
+        while len(_PREDICTION_CACHE) > CACHE_SIZE:
+            _PREDICTION_CACHE.popitem(last=False)
+    return out
+
+
+def predict_latency_detail(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    device: str | Path | DeviceProfile = "host",
+    precision: str | PrecisionPlan = "fp32",
+) -> LatencyPrediction:
+    """The predicted latency with its error bars, without the per-layer split (the fast path).
+
+    Costs a structural lowering (no trace) for a model object it has not seen, a dictionary
+    lookup for one it has.
+
+    Example:
+        >>> import torch, hwtune
+        >>> from hwtune.predictor import predict_latency_detail
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU())
+        >>> p = predict_latency_detail(net, (1, 3, 32, 32), device="pixel-3")
+        >>> float(p) > 0, p.source, p.form in ("macs", "macs_memory_layers", "per_op"), p.spearman is not None
+        (True, 'predicted', True, True)
+    """
+    profile = load_profile_cached(device)
+    cal = profile_calibration(profile)
+    plan = PrecisionPlan.coerce(precision)
+    features, n_in = model_features(model, input_shape, plan, lowering=cal.lowering)
+    hw = Hardware.from_profile(profile)
+    if cal.form is not None:
+        ms = cal.form.predict_base(base_vector(features, hw))
+    else:
+        terms, run_ms, io_ms = predict_terms(features, n_in, hw, cal.coefficients)
+        ms = run_ms + io_ms + sum(o + c + m for o, c, m in terms)
+    batch = int(input_shape[0])
+    return LatencyPrediction(
+        latency_ms=float(ms), source="predicted" if cal.status == "calibrated" else "estimated",
+        form=cal.form_name, error_pct=cal.error_pct, spearman=cal.spearman, flops_spearman=cal.flops_spearman,
+        within_10pct=cal.within_10pct, runtime=str(profile.runtime), device=profile.id, precision=plan.label,
+        batch_size=batch, executes=cal.lowering.executes, validation=cal.validation,
+        notes=_notes(cal, plan, batch), cpu_note=cal.cpu_note,
+    )
+
+
+def predict_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    device: str | Path | DeviceProfile = "host",
+    precision: str | PrecisionPlan = "fp32",
+) -> PredictedMilliseconds:
+    """Predicted latency in milliseconds, a ``float`` that carries its provenance.
+
+    ``float(x)`` is the milliseconds; ``x.source`` (``predicted`` / ``estimated``), ``x.form``,
+    ``x.error_pct``, ``x.spearman`` (and FLOPs' ``x.flops_spearman``) and ``x.label`` say where it
+    comes from and how far to trust it (:func:`predict_latency_detail` returns the record itself).
+
+    Example:
+        >>> import torch, hwtune
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU())
+        >>> hwtune.predict_latency(net, (1, 3, 32, 32), device="pixel-3") > 0
+        True
+    """
+    return PredictedMilliseconds(predict_latency_detail(model, input_shape, device=device, precision=precision))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtune.errors import CalibrationError
-from hwtune.predictor._forms import BASE_COLUMNS, FormModel, FormScore, loo_log_error
+from hwtune.predictor._forms import BASE_COLUMNS, FormModel, FormScore, _fit_model, loo_log_error
 from hwtune.predictor._model import Hardware
 from hwtune.predictor._numerics import error_stats, nnls
 
@@ -160,8 +160,6 @@ def reference_direction(
     ``vectors``: lowering -> base vectors (``_forms.base_vector`` at ``hw``) of the measured networks.
     """
     import numpy as np
-
-    from hwtune.predictor._forms import _fit_model
 
     yy = np.asarray(y, float)
     best: tuple[float, str, list[float]] | None = None

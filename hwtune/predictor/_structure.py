@@ -329,7 +329,7 @@ class _Lowerer:
                     and rows[p[0]][1] in ("conv", "dwconv", "pwconv", "linear") and r[6]:
                 r[6] = int(r[4][1]) * 4 if len(r[4]) > 1 else r[6]
         live = [True] * n
-        if prune and n:  # what does not feed the last layer is pruned by exporters (see _liveness)
+        if prune and n:  # what does not feed the last layer is pruned by exporters (see _dead_ops)
             live = [False] * n
             live[-1] = True
             for i in range(n - 1, -1, -1):

@@ -23,7 +23,9 @@ from hwtune.errors import ConfigError
 from hwtune.predictor._features import NO_LOWERING, Lowering
 from hwtune.predictor._forms import base_vector
 from hwtune.predictor._model import Hardware
+from hwtune.predictor._model_features import model_features
 from hwtune.predictor._prior import DevicePrior, flops_column, load_prior
+from hwtune.predictor._stored_calibration import profile_calibration
 
 if TYPE_CHECKING:
     from hwtune.device import DeviceProfile
@@ -78,10 +80,9 @@ def _connected(candidate: Candidate) -> bool:
     whole network to a constant: its latency says nothing about the others)."""
     if candidate.family != "nb201":
         return True
-    from hwtune.predictor._nb201 import executed_edges
+    from hwtune.families.nb201 import cell_connected  # torch: imported when a candidate is nb201
 
-    arch = candidate.knob_dict.get("arch")
-    return any(src == 0 for _, src, _ in executed_edges(str(arch)))
+    return cell_connected(str(candidate.knob_dict.get("arch")))
 
 
 def _pool(space: Any, size: int, seed: int, precision: str) -> list[Candidate]:
@@ -143,8 +144,6 @@ def suggest_networks(
     import numpy as np
 
     from hwtune.device import load_profile
-    from hwtune.predictor import model_features
-    from hwtune.predictor._profile_cal import profile_calibration
     from hwtune.space import SearchSpace
 
     if n < 3:
@@ -184,9 +183,9 @@ def suggest_networks(
 
 def suggestion_lines(sug: Suggestion, columns: Sequence[str] = ("name", "knobs")) -> list[str]:
     """Human lines: what to measure and how."""
-    lines = [f"measure these {len(sug.candidates)} networks (chosen from {sug.pool} of recipe {sug.recipe}; "
-             f"input 1x{'x'.join(map(str, sug.input_shape))}, batch 1), then fill latency_ms and run "
-             "hwtune calibrate --networks FILE --base ... --out ...:"]
+    lines = [(f"measure these {len(sug.candidates)} networks (chosen from {sug.pool} of recipe {sug.recipe}; "
+              f"input 1x{'x'.join(map(str, sug.input_shape))}, batch 1), then fill latency_ms and run "
+              "hwtune calibrate --networks FILE --base ... --out ...:")]
     for row in sug.rows():
         lines.append("  " + "  ".join(str(row[c]) for c in columns))
     return lines

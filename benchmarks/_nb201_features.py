@@ -1,4 +1,4 @@
-"""Fast NAS-Bench-201 features: trace each distinct piece once, compose per cell string.
+"""Fast NAS-Bench-201 features for ``bench_predictor.py``: trace each distinct piece once, compose per cell string.
 
 A NAS-Bench-201 network is a fixed skeleton (stem, two reduction blocks, head) plus 15 copies of
 one cell. Tracing 15,625 networks would take hours; tracing the skeleton once and each cell op
@@ -6,7 +6,8 @@ once per stage (3 ops x 3 stages, plus the node-sum add) takes a second, and a n
 features are then the skeleton's plus, per stage, ``cells_per_stage`` x the ops its cell runs.
 The composition applies the same dead-op rule as ``predict`` (an op whose result cannot reach
 the cell output through non-``none`` edges is pruned by the exporter/runtime), and a test
-checks the composed features against ``predict`` on the built model.
+(``tests/benchmarks/test_nb201_features.py``) checks the composed features against ``predict``
+on the built model.
 """
 
 from __future__ import annotations

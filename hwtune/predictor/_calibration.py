@@ -4,7 +4,7 @@
   chooses the model form by leave-one-out (``_forms.py``) and records the figures of every form
   and of FLOPs alone;
 * :func:`calibrate_microbench` -- ``scripts/profile_device.py`` micro-benchmarks: the per-op
-  roofline (``_calibrate.fit_microbench``), 5-fold cross-validated;
+  roofline (``_fit.fit_microbench``), 5-fold cross-validated;
 * :func:`calibrate_spec` -- no measurements: the MACs form with efficiencies measured on other
   devices, and the error measured leave-device-out.
 """
@@ -19,11 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import CalibrationError, ConfigError
-from hwtune.predictor._features import NO_LOWERING, LayerFeatures, Lowering
+from hwtune.predictor._features import COMPUTE_OPS, NO_LOWERING, LayerFeatures, Lowering
+from hwtune.predictor._fit import (
+    choose_lowering,
+    detect_lowering,
+    fit_microbench,
+    microbench_samples,
+    read_microbench,
+    read_networks_csv,
+)
 from hwtune.predictor._forms import BASE_COLUMNS, FORMS, base_vector, choose_form
 from hwtune.predictor._model import Coefficients, Hardware
-from hwtune.predictor._prior import FLOPS_PICK, DevicePrior, choose_with_prior, load_prior
-from hwtune.predictor._profile_cal import EAGER_RUNTIMES, clear_caches, profile_calibration
+from hwtune.predictor._model_features import model_features
+from hwtune.predictor._prior import FLOPS_PICK, DevicePrior, choose_with_prior, load_prior, spec_theta
+from hwtune.predictor._stored_calibration import EAGER_RUNTIMES, clear_caches, profile_calibration
+from hwtune.predictor._toml import replace_table
 
 if TYPE_CHECKING:
     from hwtune.device import DeviceProfile
@@ -82,7 +92,6 @@ def _write_profile(base: DeviceProfile, out_path: str | Path, table: Mapping[str
     """
     from hwtune._io import atomic_output, read_text
     from hwtune.device import load_profile
-    from hwtune.predictor._toml import replace_table
 
     if base.path is None:
         raise ConfigError(f"profile {base.id!r} has no file to copy; pass a bundled id or a .toml path as --base")
@@ -138,13 +147,6 @@ def calibrate_microbench(
         CalibrationError: the results file is malformed or too small.
     """
     from hwtune.device import load_profile
-    from hwtune.predictor._calibrate import (
-        choose_lowering,
-        detect_lowering,
-        fit_microbench,
-        microbench_samples,
-        read_microbench,
-    )
 
     base = load_profile(base_profile)
     rows, device = read_microbench(results_path, statistic)
@@ -205,8 +207,6 @@ def network_vectors(
     ``features``: per network, ``executes`` -> (layer features, input elements); ``eager`` must
     be present (it gives the FLOPs).
     """
-    from hwtune.predictor._features import COMPUTE_OPS
-
     vectors: dict[str, list[list[float]]] = {}
     flops = []
     for per in features:
@@ -219,7 +219,6 @@ def network_vectors(
 def _network_features(rows: Sequence[Any], deployed: Lowering) -> list[dict[str, Any]]:
     """Each measured network (built from its family and knobs), lowered both ways."""
     from hwtune.families import create_model
-    from hwtune.predictor import model_features
 
     eager = Lowering(eager=True)
     out = []
@@ -274,7 +273,6 @@ def calibrate_networks(
         CalibrationError: the CSV is malformed, has too few rows, or a network cannot be built.
     """
     from hwtune.device import load_profile
-    from hwtune.predictor._calibrate import read_networks_csv
 
     base = load_profile(base_profile)
     rows, notes = read_networks_csv(csv_path, with_notes=True)
@@ -365,7 +363,6 @@ def calibrate_spec(
         error_pct: Override of the stated error (must come from a held-out evaluation).
     """
     from hwtune.device import load_profile
-    from hwtune.predictor._prior import spec_theta
 
     base = load_profile(base_profile)
     spec = dict(spec_form or load_prior().spec)

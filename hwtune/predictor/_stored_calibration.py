@@ -24,6 +24,7 @@ from hwtune.device import calibrated_elsewhere
 from hwtune.errors import CalibrationError
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor._features import NO_LOWERING, Lowering
+from hwtune.predictor._fit import coefficients_from_table
 from hwtune.predictor._forms import EXECUTES, FORMS, FormModel, form_column_names
 from hwtune.predictor._model import Coefficients
 
@@ -109,8 +110,6 @@ def form_from_table(table: Mapping[str, Any], where: str) -> FormModel | None:
 
 
 def _from_table(profile: DeviceProfile, table: Mapping[str, Any]) -> ProfileCalibration:
-    from hwtune.predictor._calibrate import coefficients_from_table
-
     where = str(profile.path or profile.id)
     coeffs = coefficients_from_table(table, where) if table.get("coefficients") else Coefficients.spec()
     method = str(table.get("method"))

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from support import FASHION_DIR, TUNER_TINY_BUDGET, TUNER_TINY_DATA, TUNER_TINY_RECIPE
+
 # Tests must not touch the network and must be reproducible on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # User profiles ($XDG_CONFIG_HOME/hwtune/profiles) shadow bundled ones: tests see only the bundled set
 # unless they write their own (an empty config dir per session; subprocesses inherit it).
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="hwtune-test-config-")
 atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 class _TinyNet:  # built lazily so collecting tests does not import torch
@@ -67,38 +66,7 @@ def fashion_dir() -> Path:
     return FASHION_DIR
 
 
-# ---- F (tuner: hwtune.search / export) fixtures ------------------------------------------------
-# One real (not faked) tiny search shared by test_search_e2e.py and test_export.py: a 16-candidate
-# convnet space (fp32/int8), 2000 Fashion-MNIST training images, 4 trials, two rungs.
-
-TUNER_TINY_RECIPE = """\
-schema_version = 1
-family = "convnet"
-dataset = "fashion-mnist"
-
-[input]
-channels = 1
-size = 28
-classes = 10
-
-[knobs]
-stem_stride = 2
-stem_width = [4, 8]
-width = [[4, 8], [8, 16]]
-depth = 1
-kernel_size = 3
-
-[precision]
-choices = ["fp32", "int8"]
-
-[train]
-epochs = 1.0
-batch_size = 64
-"""
-TUNER_TINY_DATA = {"name": "fashion-mnist", "train_limit": 2000, "val_limit": 500, "test_limit": 500}
-TUNER_TINY_BUDGET = {"epochs": 1.0, "rungs": [0.5, 1.0], "batch_size": 64, "latency_budget_s": 0.2,
-                     "calibration_samples": 64}
-
+# ---- the shared tiny search (tests/test_exporting.py; settings in support.py) ------------------------
 
 @pytest.fixture(scope="session")
 def tuner_recipe(tmp_path_factory) -> Path:
@@ -117,4 +85,3 @@ def tuned_study(tmp_path_factory, tuner_recipe):
     out = tmp_path_factory.mktemp("tuned-study")
     return tune(tuner_recipe, device="host", data=TUNER_TINY_DATA, n_trials=4, out_dir=out, study_name="tiny",
                 sampler="random", seed=3, budget=TUNER_TINY_BUDGET, progress=False)
-# ---- end of F fixtures -------------------------------------------------------------------------

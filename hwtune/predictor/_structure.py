@@ -23,7 +23,7 @@ from structure alone:
 
 Names follow the profiler's: module path (``#k`` from the k-th call on), and for functional ops
 the name ``torch.fx`` gives the node in a whole-model trace (``add``, ``add_1`` ...), so per-layer
-figures line up with ``profile_model``'s layers. ``tests/test_predictor_structure.py`` checks the
+figures line up with ``profile_model``'s layers. ``tests/predictor/test_structure.py`` checks the
 result equals the traced lowering on random candidates of every family.
 """
 

@@ -16,11 +16,11 @@ from torch import nn
 from hwtune.errors import CalibrationError
 from hwtune.graph import trace_layers
 from hwtune.predictor import model_features, structure_key
-from hwtune.predictor._calibrate import detect_lowering, read_microbench
 from hwtune.predictor._features import Lowering, features_from_microbench, features_from_spec, lower, raws_from_graph
+from hwtune.predictor._fit import detect_lowering, read_microbench
 from hwtune.predictor._model import crossings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

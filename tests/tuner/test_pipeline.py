@@ -81,7 +81,7 @@ def test_resume_after_a_killed_process_loses_and_repeats_nothing(tmp_path, tuner
     from hwtune.tuner import load_result, tune
 
     out = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD.format(), str(tuner_recipe), str(out)],
         env=env,

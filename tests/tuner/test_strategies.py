@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TUNER_TINY_RECIPE
+from support import TUNER_TINY_RECIPE
 
 from hwtune.errors import ConfigError, UnknownNameError
 
@@ -61,7 +61,7 @@ def inherited(recipe, tmp_path_factory, cache_home, fashion_dir_module):
 
 @pytest.fixture(scope="module")
 def fashion_dir_module():
-    from conftest import FASHION_DIR
+    from support import FASHION_DIR
 
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")

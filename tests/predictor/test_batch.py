@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hwtune.errors import CalibrationError
-from hwtune.predictor._calibrate import read_networks_csv
+from hwtune.predictor._fit import read_networks_csv
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 

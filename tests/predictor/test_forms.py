@@ -21,7 +21,7 @@ from hwtune.predictor._forms import (
     loo_predictions,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 COL = {c: i for i, c in enumerate(BASE_COLUMNS)}
 
 
@@ -110,7 +110,7 @@ def test_form_model_round_trip_and_columns():
 
 
 def test_bad_form_tables_are_reported_one_line_each():
-    from hwtune.predictor._profile_cal import form_from_table
+    from hwtune.predictor._stored_calibration import form_from_table
 
     with pytest.raises(CalibrationError) as exc:
         form_from_table({"form": "per_opp", "executes": "lazy", "form_coefficients": {"compute": -1}}, "p.toml")

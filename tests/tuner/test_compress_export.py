@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-MODELS = Path(__file__).resolve().parent / "data" / "models"
+MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 DATA = {"name": "fashion-mnist", "train_limit": 1500, "val_limit": 400, "test_limit": 300}
 BUDGET = {"epochs": 0.3, "rungs": [1.0], "batch_size": 64, "latency_budget_s": 0.1, "calibration_samples": 64}
 RESCORE_POINTS = 0.5
@@ -58,7 +58,7 @@ def _forced(space) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from conftest import FASHION_DIR
+    from support import FASHION_DIR
 
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed")

@@ -50,7 +50,7 @@ def _user_model():
 
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory):
-    from conftest import FASHION_DIR
+    from support import FASHION_DIR
 
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed")

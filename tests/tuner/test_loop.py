@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TUNER_TINY_RECIPE
+from support import TUNER_TINY_RECIPE
 
 from hwtune.errors import ConfigError, StudyError, TrainingDivergedError, UnknownNameError
 

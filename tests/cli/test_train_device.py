@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FASHION_DIR, TUNER_TINY_RECIPE
+from support import FASHION_DIR, TUNER_TINY_RECIPE
 
 from hwtune import engine
 from hwtune.cli import main

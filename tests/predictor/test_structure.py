@@ -13,8 +13,8 @@ import hwtune.graph as graph_unit
 from hwtune.graph import trace_layers
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor import model_features
+from hwtune.predictor._dead_ops import dead_by_producers
 from hwtune.predictor._features import raws_from_graph
-from hwtune.predictor._liveness import dead_by_producers
 from hwtune.predictor._structure import raws_from_structure, template_count
 
 ARCHS = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",

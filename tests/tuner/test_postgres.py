@@ -11,32 +11,18 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from fake_pipeline import BUDGET, DATA, RECIPE, FastPipeline
-from test_workers import start_together, trained_twice
+from support import start_together, trained_twice
 
 from hwtune.errors import ConfigError, StudyError
 
 ADMIN_URL = os.environ.get("HWTUNE_TEST_POSTGRES_URL")
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not ADMIN_URL, reason="HWTUNE_TEST_POSTGRES_URL not set (see .ci/run)")
-
-
-@pytest.fixture
-def pg_url() -> str:
-    """A fresh, empty database on the test server; dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"hwtune_{uuid.uuid4().hex[:12]}"
-    conn = psycopg.connect(str(ADMIN_URL), autocommit=True)
-    conn.execute(f"CREATE DATABASE {name}")
-    base, _, _ = str(ADMIN_URL).rpartition("/")
-    yield f"{base}/{name}"
-    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    conn.close()
 
 
 def _tables(url: str) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata, spearmanr
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SLICE = REPO / "tests" / "data" / "hwnasbench_slice.csv"
 SETTINGS = ("raspberry-pi-4", "gold_6240", "2080ti_1")
 PHYSICAL = {"raspberry-pi-4": "raspberry-pi-4", "gold_6240": "gold_6240", "2080ti_1": "2080ti",

@@ -17,7 +17,7 @@ from hwtune.cli import EXIT_BAD_INPUT, EXIT_INTERNAL, GlobalOptions, build_parse
 from hwtune.cli._run import parse_trial_spec, resolve_source
 from hwtune.errors import ConfigError, UnknownNameError
 
-OLD_STUDY = Path(__file__).parent / "data" / "study-0.1.0"
+OLD_STUDY = Path(__file__).resolve().parents[1] / "data" / "study-0.1.0"
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def test_recipes_lists_the_bundled_recipes(capsys):
 
 def test_profile_of_a_model_that_does_not_fit_exits_1(tmp_path, capsys):
     # a Raspberry Pi 4 with 1 MiB of RAM and 2 MiB of storage: ResNet-18 fits neither (and the runtime stays ORT)
-    text = (Path(__file__).parent.parent / "profiles" / "raspberry-pi-4.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "profiles" / "raspberry-pi-4.toml").read_text()
     text = re.sub(r"(?m)^ram_kb = .*$", "ram_kb = 1024", text)
     text = re.sub(r"(?m)^storage_kb = .*$", "storage_kb = 2048", text)
     text = re.sub(r'(?m)^id = .*$', 'id = "tiny-pi"', text)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-MODELS = Path(__file__).resolve().parent / "data" / "models"
+MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 
 
 def _nested():

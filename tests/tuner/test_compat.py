@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).parent / "data" / "study-0.1.0"
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "study-0.1.0"
 
 
 @pytest.fixture

@@ -24,16 +24,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fake_pipeline import BUDGET, DATA, RECIPE, FastPipeline
-from test_workers import s3_server as s3_server_fixture  # noqa: F401 - the moto S3 server fixture
-from test_workers import trained_twice
+from support import trained_twice
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("HWTUNE_TEST_POSTGRES_URL")
 GRACE_S = 4  # heartbeat grace period of the worker-death studies (HWTUNE_HEARTBEAT_GRACE_S)
 
@@ -150,21 +148,6 @@ class CutProxy:
     def close(self) -> None:
         self.cut()
         self.listener.close()
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh database on the test server (``HWTUNE_TEST_POSTGRES_URL``); dropped afterwards."""
-    if not ADMIN_URL:
-        pytest.skip("HWTUNE_TEST_POSTGRES_URL not set (see .ci/run)")
-    psycopg = pytest.importorskip("psycopg")
-    name = f"hwtune_{uuid.uuid4().hex[:12]}"
-    conn = psycopg.connect(str(ADMIN_URL), autocommit=True)
-    conn.execute(f"CREATE DATABASE {name}")
-    base, _, _ = str(ADMIN_URL).rpartition("/")
-    yield f"{base}/{name}"
-    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    conn.close()
 
 
 def via_proxy(url: str, proxy: CutProxy) -> str:
@@ -506,7 +489,7 @@ def test_database_outages_are_ridden_out_or_stop_workers_with_one_line(storage, 
 @slow
 def test_an_unreachable_s3_store_fails_trials_with_their_reason_and_retries_them(
         tmp_path, fashion_dir, request, monkeypatch, capsys):
-    endpoint = request.getfixturevalue("s3_server_fixture")  # a moto server (test_workers.s3_server)
+    endpoint = request.getfixturevalue("s3_server")  # a moto server (tuner/conftest.py)
     url = f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     proxy = CutProxy("127.0.0.1", int(endpoint.rpartition(":")[2]))
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TUNER_TINY_RECIPE
+from support import TUNER_TINY_RECIPE
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEVICES = ("pixel-3", "stm32h743")

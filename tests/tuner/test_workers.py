@@ -7,11 +7,9 @@ Trials use ``fake_pipeline.FastPipeline`` (real build/ship/evaluate of tiny conv
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from fake_pipeline import BUDGET, DATA, RECIPE, FastPipeline
+from support import start_together, trained_twice
 
 from hwtune.errors import ConfigError, StudyError
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -43,13 +42,6 @@ def run(recipe: Path, out: Path, **kw):
     }
     args.update(kw)
     return tune(recipe, **args)
-
-
-def trained_twice(train_log: Path) -> list[tuple[str, str]]:
-    """(candidate key, trainer seed = candidate seed + rung) pairs trained more than once."""
-    lines = [ln.split() for ln in train_log.read_text().splitlines() if ln.strip()]
-    counts = collections.Counter((ln[1], ln[2]) for ln in lines)
-    return [k for k, n in counts.items() if n > 1]
 
 
 # -- read-only commands create nothing ------------------------------------------------------------
@@ -71,28 +63,6 @@ def test_reading_a_missing_sqlite_file_creates_nothing(tmp_path, capsys):
     with pytest.raises(StudyError, match="holds no Optuna study"):
         load_result(f"sqlite:///{empty}")
     assert sqlite3.connect(empty).execute("SELECT name FROM sqlite_master").fetchall() == []
-
-
-_OPEN_SNIPPET = """
-import sys, time
-from hwtune.tuner.storage import create_or_load_study, open_storage
-t0 = float(sys.argv[2])
-time.sleep(max(0.0, t0 - time.time()))
-st = open_storage(sys.argv[1])
-create_or_load_study(st, "race", ["maximize", "minimize"])
-print("ok")
-"""
-
-
-def start_together(url: str, n: int, snippet: str = _OPEN_SNIPPET) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``snippet`` in ``n`` processes released at the same instant (after their imports)."""
-    t0 = time.time() + 6.0
-    procs = [
-        subprocess.Popen([sys.executable, "-c", snippet, url, str(t0)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-        for _ in range(n)
-    ]
-    return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]
 
 
 def test_workers_creating_a_fresh_sqlite_study_at_once_all_succeed(tmp_path):
@@ -279,40 +249,6 @@ def test_cli_worker_joins_and_stops_at_the_study_target(recipe, tmp_path, fashio
 
 
 # -- S3 artifact store against a local moto server ---------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    import boto3
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            boto3.client("s3").create_bucket(Bucket="hwtune-test")
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.3)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_s3_artifact_store(recipe, tmp_path, fashion_dir, s3_server, monkeypatch):

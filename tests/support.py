@@ -1,0 +1,81 @@
+"""Paths and the tiny shared study settings, importable by tests (``from support import ...``).
+
+``tests/`` is on ``sys.path`` (``pythonpath`` in pyproject.toml); conftest.py holds the fixtures and
+imports its constants from here, so a test never imports conftest.py (under ``--import-mode=importlib``
+that would run it a second time).
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+DATA_DIR = TESTS_DIR / "data"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# One real (not faked) tiny search: a 16-candidate convnet space (fp32/int8), 2000 Fashion-MNIST
+# training images, 4 trials, two rungs (the ``tuned_study`` fixture; tests/test_exporting.py).
+TUNER_TINY_RECIPE = """\
+schema_version = 1
+family = "convnet"
+dataset = "fashion-mnist"
+
+[input]
+channels = 1
+size = 28
+classes = 10
+
+[knobs]
+stem_stride = 2
+stem_width = [4, 8]
+width = [[4, 8], [8, 16]]
+depth = 1
+kernel_size = 3
+
+[precision]
+choices = ["fp32", "int8"]
+
+[train]
+epochs = 1.0
+batch_size = 64
+"""
+TUNER_TINY_DATA = {"name": "fashion-mnist", "train_limit": 2000, "val_limit": 500, "test_limit": 500}
+TUNER_TINY_BUDGET = {"epochs": 1.0, "rungs": [0.5, 1.0], "batch_size": 64, "latency_budget_s": 0.2,
+                     "calibration_samples": 64}
+
+
+# ---- multi-process studies (tests/tuner/test_workers.py, test_postgres.py, test_faults.py) ----------
+
+
+def trained_twice(train_log: Path) -> list[tuple[str, str]]:
+    """(candidate key, trainer seed = candidate seed + rung) pairs trained more than once."""
+    lines = [ln.split() for ln in train_log.read_text().splitlines() if ln.strip()]
+    counts = collections.Counter((ln[1], ln[2]) for ln in lines)
+    return [k for k, n in counts.items() if n > 1]
+
+
+_OPEN_SNIPPET = """
+import sys, time
+from hwtune.tuner.storage import create_or_load_study, open_storage
+t0 = float(sys.argv[2])
+time.sleep(max(0.0, t0 - time.time()))
+st = open_storage(sys.argv[1])
+create_or_load_study(st, "race", ["maximize", "minimize"])
+print("ok")
+"""
+
+
+def start_together(url: str, n: int, snippet: str = _OPEN_SNIPPET) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``snippet`` in ``n`` processes released at the same instant (after their imports)."""
+    t0 = time.time() + 6.0
+    procs = [
+        subprocess.Popen([sys.executable, "-c", snippet, url, str(t0)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for _ in range(n)
+    ]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]

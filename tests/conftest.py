@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
-from support import FASHION_DIR, TUNER_TINY_BUDGET, TUNER_TINY_DATA, TUNER_TINY_RECIPE
+from support import FASHION_DIR, STUDY_FIXTURE, TUNER_TINY_BUDGET, TUNER_TINY_DATA, TUNER_TINY_RECIPE
 
 # Tests must not touch the network and must be reproducible on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -64,6 +63,14 @@ def fashion_dir() -> Path:
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     return FASHION_DIR
+
+
+@pytest.fixture
+def old_run(tmp_path: Path) -> Path:
+    """The 0.1.0 study fixture (tests/data/study-0.1.0) copied to a fresh run directory."""
+    run = tmp_path / "run"
+    shutil.copytree(STUDY_FIXTURE, run)
+    return run
 
 
 # ---- the shared tiny search (tests/test_exporting.py; settings in support.py) ------------------------

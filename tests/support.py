@@ -8,6 +8,8 @@ that would run it a second time).
 from __future__ import annotations
 
 import collections
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +19,31 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 DATA_DIR = TESTS_DIR / "data"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+STUDY_FIXTURE = DATA_DIR / "study-0.1.0"  # a study written by hwtune 0.1.0 (see its README)
+BINARY = bytes(range(256)) * 4  # not UTF-8 from its 0x80 on
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    """Run the CLI; assert exit code 2 and exactly one line on stderr; return that line."""
+    from hwtune.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(err) == 1, err
+    return err[0]
+
+
+def mount_tmpfs(path: Path, options: str) -> bool:
+    """Mount a tmpfs at ``path`` (root only); False where that is not allowed."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, check=False)
+    return done.returncode == 0
 
 # One real (not faked) tiny search: a 16-candidate convnet space (fp32/int8), 2000 Fashion-MNIST
 # training images, 4 trials, two rungs (the ``tuned_study`` fixture; tests/test_exporting.py).

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support import BINARY, REPO_ROOT, cli_error
 
 import hwtune
 from hwtune.device import DeviceProfile, list_profiles, load_profile
@@ -241,3 +242,31 @@ def test_a_host_calibration_without_its_cpu_recorded_says_so(tmp_path, cpu):
     old = tmp_path / "old-host.toml"
     old.write_text(text.replace('isa = ["sse4_2", "avx", "avx2", "fma", "f16c"]\n', ""))
     assert "did not record" in calibrated_elsewhere(load_profile(old))
+
+
+# -- bad profile files (a binary file, unsafe ids) ----------------------------------------------------
+
+
+def test_binary_profile_is_one_line_naming_the_file(tmp_path, capsys):
+    from hwtune.device import load_profile
+
+    bad = tmp_path / "board.toml"
+    bad.write_bytes(BINARY)
+    with pytest.raises(ConfigError, match=r"board\.toml: not a text file .*expected a profile in TOML"):
+        load_profile(bad)
+    assert "board.toml" in cli_error(capsys, ["devices", "show", str(bad)])
+    assert "is a directory" in cli_error(capsys, ["devices", "show", str(tmp_path) + "/"])
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "a/b", ".hidden", "with space"])
+def test_profile_ids_are_safe_names(tmp_path, bad_id):
+    from hwtune.device import DeviceProfile, load_profile
+
+    text = (REPO_ROOT / "profiles" / "stm32h743.toml").read_text().replace('id = "stm32h743"', f"id = {json.dumps(bad_id)}")
+    path = tmp_path / "board.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"board\.toml: id must be a name of"):
+        load_profile(path)
+    stored = {**load_profile("stm32h743").to_dict(), "id": bad_id}
+    with pytest.raises(ConfigError, match="id must be a name of"):
+        DeviceProfile.from_dict(stored, source="study x")

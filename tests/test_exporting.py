@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import pytest
+from support import cli_error
 
 from hwtune.errors import ConfigError, ExportError, StudyError
 
@@ -113,3 +117,46 @@ def test_cli_export_writes_model_and_manifest(tuned_study, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"exported trial #{knee}" in out and "test accuracy" in out
     assert (tmp_path / "cli" / "model.onnx").exists() and (tmp_path / "cli" / "manifest.json").exists()
+
+
+# -- the output place is checked first; a failed write keeps the previous export ------------------------
+
+
+def test_export_checks_its_output_before_any_work(old_run, tmp_path, capsys, monkeypatch):
+    from hwtune import exporting
+
+    def must_not_run(*a, **k):
+        raise AssertionError("data was loaded before the output directory was checked")
+
+    monkeypatch.setattr(exporting, "load_stored_data", must_not_run)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    line = cli_error(capsys, ["export", str(old_run), "--trial", "0", "-o", str(a_file / "out")])
+    assert str(a_file / "out") in line and "a parent of it is a file" in line
+
+
+def test_export_writes_model_then_manifest_or_nothing(old_run, tmp_path, monkeypatch, fashion_dir):
+    from hwtune.exporting import export
+    from hwtune.tuner import load_result, sha256_file
+
+    result = load_result(f"sqlite:///{old_run / 'study.db'}", "tiny")
+    trial = next(t for t in result.trials if t.precision == "fp32" and t.trained)
+    out = tmp_path / "out"
+    exp = export(result, trial.number, out)
+    assert exp.manifest["sha256"] == sha256_file(exp.model_path)
+    assert exp.manifest["file_bytes"] == exp.model_path.stat().st_size
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"model.onnx", "manifest.json"}
+
+    real_copy = shutil.copyfile
+
+    def disk_full_in_out(src, dst, *a, **k):
+        if Path(dst).parent == out:
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])  # half a model, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_copy(src, dst, *a, **k)
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full_in_out)
+    with pytest.raises(ExportError, match=r"cannot write the model to .*model\.onnx \(No space left on device\)"):
+        export(result, trial.number, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export, whole

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import BINARY, REPO_ROOT, cli_error
 
 import hwtune
 from hwtune._resources import resource_files
@@ -317,3 +318,32 @@ def test_candidate_rejects_bad_values():
         Candidate.from_dict({"family": "convnet", "knob": {}})
     with pytest.raises(UnknownNameError, match="did you mean 'width'"):
         Candidate("convnet", {"width": [8]}).knob("widht")
+
+
+# -- bad recipe files (binary, unsafe names) ----------------------------------------------------------
+
+
+def test_binary_recipe_is_one_line_naming_the_file(tmp_path, capsys):
+    from hwtune.space import SearchSpace
+
+    bad = tmp_path / "space.toml"
+    bad.write_bytes(b'family = "convnet"\n\0\0\0')  # valid UTF-8, but NUL bytes: not text
+    with pytest.raises(ConfigError, match=r"space\.toml: not a text file \(NUL byte at offset 19\)"):
+        SearchSpace.from_recipe(bad)
+    bad.write_bytes(BINARY)
+    line = cli_error(capsys, ["tune", str(bad), "--device", "host", "--out", str(tmp_path / "run")])
+    assert "space.toml" in line and "expected a recipe" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_names_are_safe(tmp_path):
+    from hwtune.space import SearchSpace
+
+    text = (REPO_ROOT / "models" / "fashion-convnet.toml").read_text()
+    path = tmp_path / "r.toml"
+    path.write_text('name = "../../evil"\n' + text)
+    with pytest.raises(ConfigError, match=r"name must be a name of .*got '../../evil'"):
+        SearchSpace.from_recipe(path)
+    odd = tmp_path / "my recipe (v2).toml"
+    odd.write_text(text)
+    assert SearchSpace.from_recipe(odd).name == "my-recipe-v2-"

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from support import cli_error
 
 from hwtune.cli import main
 from hwtune.cli.profile import parse_input_shape
@@ -150,3 +151,8 @@ def test_latency_predict_on_host_says_when_the_calibration_is_from_another_cpu(
     assert "calibrated on AMD EPYC with AVX2, not this CPU (AMD EPYC with AVX2, AVX-512, VNNI)" in d["latency_label"]
     assert "--latency measure: raspberry-pi-4 is a remote device" in _error(
         capsys, ["profile", *SMALL, "--device", "raspberry-pi-4", "--latency", "measure"])
+
+
+def test_usage_error_names_a_value_that_starts_with_a_dash(capsys):
+    line = cli_error(capsys, ["profile", "torchvision:resnet18", "--input", "-1x3x224x224"])
+    assert "'-1x3x224x224'" in line

@@ -1,4 +1,4 @@
-"""Basic-block ResNet (He et al., CVPR 2016) with per-stage width and depth.
+"""Basic-block ResNet (He et al., CVPR 2016) with per-stage width, depth and kernel size.
 
 Inputs above 64 px get torchvision's ImageNet stem (7x7 stride-2 conv + 3x3 max pool); with
 ``width=(64, 128, 256, 512), depth=(2, 2, 2, 2)`` at 224x224 the model has exactly
@@ -26,14 +26,15 @@ SMALL_INPUT_PX = 64
 
 
 class BasicBlock(nn.Module):
-    """3x3 conv-BN-ReLU -> 3x3 conv-BN, plus the (projected) input, then ReLU."""
+    """kxk conv-BN-ReLU -> kxk conv-BN, plus the (projected) input, then ReLU (k = 3 unless told)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size, stride, pad, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size, 1, pad, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
@@ -62,6 +63,7 @@ class ResNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         imagenet_stem: bool = False,
+        kernel_size: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         c_in = width[0]
@@ -76,11 +78,12 @@ class ResNet(nn.Module):
             )
         else:
             self.stem = ConvBNAct(in_channels, c_in, 3)
+        kernels = (3,) * len(width) if kernel_size is None else kernel_size
         stages = []
-        for s, (c, d) in enumerate(zip(width, depth, strict=True)):
+        for s, (c, d, k) in enumerate(zip(width, depth, kernels, strict=True)):
             blocks = []
             for b in range(d):
-                blocks.append(BasicBlock(c_in, c, 2 if (s > 0 and b == 0) else 1))
+                blocks.append(BasicBlock(c_in, c, 2 if (s > 0 and b == 0) else 1, k))
                 c_in = c
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -98,13 +101,16 @@ class ResNet(nn.Module):
 
 @register_family
 class ResNetFamily(ModelFamily):
-    """Basic-block ResNet with per-stage width and depth."""
+    """Basic-block ResNet with per-stage width, depth and kernel size (3 unless a candidate says otherwise)."""
 
     name = "resnet"
-    description = "basic-block ResNet: per-stage width and depth (stride 2 between stages), GAP + linear"
+    description = "basic-block ResNet: per-stage width, depth and kernel size (stride 2 between stages), GAP + linear"
     knobs: ClassVar[Mapping[str, Knob]] = {
         "width": Knob("width", "channels of the stage (the stem uses stage 1's)", per_stage=True, low=1, high=2048),
         "depth": Knob("depth", "basic blocks in the stage", per_stage=True, low=1, high=16, default=2),
+        "kernel_size": Knob(
+            "kernel_size", "kernel size of the stage's block convolutions", per_stage=True, choices=(3, 5, 7), default=3
+        ),
     }
     default_knobs: ClassVar[Mapping[str, Any]] = {"width": (64, 128, 256, 512), "depth": (2, 2, 2, 2)}
     min_stages, max_stages = 1, 8
@@ -143,4 +149,5 @@ class ResNetFamily(ModelFamily):
             num_classes=num_classes,
             in_channels=in_channels,
             imagenet_stem=input_size > SMALL_INPUT_PX,
+            kernel_size=knobs["kernel_size"],
         )

@@ -15,6 +15,9 @@ reference kernels on the host:
   a layout TFLite Micro reads as zeros), measures its arena, and runs a few inputs through TFLite Micro
   and through LiteRT's reference kernels: when they disagree it refuses with an ExportError.
 
+Accuracy: the export (``hwtune export``) scores in TFLite Micro; a search scores candidates with
+LiteRT's kernels on the same file (``search_scoring_runtime``; 100x faster on the host).
+
 Latency: :meth:`~TFLiteMicroRuntime.measure_latency` times the reference kernels *on this host*. That
 number says nothing about an MCU (no SIMD kernels there, a different clock and memory system), so the
 measurement is recorded under runtime ``tflite-micro (host reference kernels)`` and is never a device
@@ -128,6 +131,12 @@ class TFLiteMicroRuntime(Runtime):
     precisions = ("int8",)
     extra = "litert"
     modules = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer", "tflite_micro")
+    # A search scores each candidate's .tflite with LiteRT's kernels: the same int8 flatbuffer, whose TFLite
+    # Micro outputs export checked against LiteRT's reference kernels (within MAX_OUTPUT_STEPS). TFLite
+    # Micro's reference kernels take 10-30 ms per 32x32 RGB image of a 12.5 M MAC network on the host (100x
+    # LiteRT), so scoring 5,000 validation images would take minutes per candidate. ``hwtune export`` scores
+    # validation and test in TFLite Micro itself and refuses a file whose figure disagrees with the study's.
+    search_scoring_runtime = "litert"
 
     # -- memory --------------------------------------------------------------------------------
     def arena_bytes(self, target: Path | ShippedModel | str, *, method: str = "allocations") -> int:

@@ -167,9 +167,9 @@ class CandidatePipeline:
         """Validation accuracy of a module (torch) or of a shipped file (its runtime)."""
         from hwtune.training import evaluate
 
-        # A ShippedModel runs on the runtime that shipped it (tflite-micro's .tflite in TFLite Micro,
-        # not in LiteRT, which a bare .tflite path would pick).
-        return float(evaluate(target, dataset, batch_size=batch_size).accuracy)
+        # A ShippedModel runs on the runtime that shipped it, or on the one that runtime names for searches
+        # (tflite-micro: LiteRT's kernels on the same .tflite; export scores in TFLite Micro itself).
+        return float(evaluate(_search_target(target), dataset, batch_size=batch_size).accuracy)
 
     def ship(
         self,
@@ -203,3 +203,17 @@ class CandidatePipeline:
         example = np.zeros(self.input_shape, dtype=np.float32)
         m = rt.measure_latency(shipped, example, threads=dev.threads, time_budget_s=time_budget_s)
         return jsonable(m.to_dict())
+
+
+def _search_target(target: Any) -> Any:
+    """``target`` as a search scores it: a shipped file moves to its runtime's ``search_scoring_runtime``."""
+    import dataclasses
+
+    from hwtune.runtimes import ShippedModel, get_runtime, list_runtimes
+
+    if not isinstance(target, ShippedModel) or target.runtime not in list_runtimes():
+        return target
+    other = getattr(get_runtime(target.runtime), "search_scoring_runtime", None)
+    if other is None or not get_runtime(other).available():
+        return target
+    return dataclasses.replace(target, runtime=other)

@@ -1,0 +1,82 @@
+"""The ``cifar-resnet`` recipe (models/cifar-resnet.toml) end to end on a tiny generated RGB folder:
+``hwtune tune --strategy inherit`` for the Cortex-M7 profile under its memory limits, ``finalize``,
+and ``export`` of an int8 ``.tflite`` whose manifest carries what the MLPerf Tiny benchmark reads.
+CIFAR-10 itself is never needed here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "models" / "cifar-resnet.toml"
+
+
+def _rgb_folder(root: Path, per_class: dict[str, int], seed: int) -> Path:
+    """10 classes of 32x32 RGB PNGs: class c is a bright patch of colour c % 3 at grid cell c, plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for c in range(10):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 60, size=(32, 32, 3), dtype=np.uint8)
+                r, q = divmod(c, 4)
+                img[r * 8 + 2 : r * 8 + 10, q * 8 : q * 8 + 8, c % 3] = 230
+                Image.fromarray(img, mode="RGB").save(d / f"{i}.png")
+    return root
+
+
+def test_the_recipe_holds_the_mlperf_tiny_reference_and_the_ic02_widths():
+    import torch
+
+    from hwtune.graph import count_flops
+    from hwtune.space import Candidate, SearchSpace
+
+    space = SearchSpace.from_recipe(RECIPE)
+    assert space.family == "resnet" and space.input_shape == (3, 32, 32)
+    assert tuple(space.train.augment) == ("crop:4", "hflip")
+    members = {}
+    for widths in ((16, 32, 64), (26, 52, 104)):
+        cand = Candidate("resnet", {"width": widths, "depth": (1, 1, 1), "kernel_size": (3, 3, 3)}, precision="int8")
+        assert cand in space
+        members[widths] = space.build(cand).eval()
+    # The reference's 12,501,632 MACs and IC02's 32.6 M, exactly as the reference file counts them: the
+    # shortcut's bias and batch norm fold into its 1x1 convolution.
+    x = torch.zeros(1, 3, 32, 32)
+    assert count_flops(members[(16, 32, 64)], x).macs == 12_501_632
+    assert round(count_flops(members[(26, 52, 104)], x).macs / 1e6, 1) == 32.6
+    assert Candidate("resnet", {"width": (16, 32, 64), "depth": (1, 1, 1), "kernel_size": (5, 3, 3)}) not in space
+
+
+@pytest.mark.slow
+def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys):
+    from hwtune.cli import main
+
+    data = _rgb_folder(tmp_path / "rgb", {"train": 24, "test": 6}, seed=0)
+    run = tmp_path / "run"
+    args = ["tune", str(RECIPE), "--device", "stm32h743", "--data", str(data), "--strategy", "inherit"]
+    args += ["--parent-epochs", "0.5", "--max-ram-kb", "256", "--max-storage-kb", "1024"]
+    args += ["--out", str(run), "--trials", "3", "--epochs", "0.2", "--rungs", "1", "--seed", "0", "-q", "--json"]
+    assert main(args) == 0, capsys.readouterr().err
+    front = json.loads(capsys.readouterr().out)
+    assert front and all(m["precision"] == "int8" for m in front), front  # the Cortex-M7 runs int8 only
+    assert main(["finalize", str(run), "--trial", "knee", "--epochs", "0.3", "--json", "-q", "--data", str(data)]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done and done[0]["val_accuracy"] is not None
+    out = tmp_path / "exp"
+    assert main(["export", str(run), "--trial", "knee", "-o", str(out), "--json", "--data", str(data)]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert (out / "model.tflite").is_file() and manifest["runtime"] == "tflite-micro"
+    memory = manifest["memory"]
+    assert 0 < memory["working_memory_bytes"] <= 256 * 1024
+    assert memory["working_memory_source"] == "measured (tflite-micro arena)"
+    assert 0 < memory["storage_bytes"] <= 1024 * 1024
+    assert manifest["macs"] > 0 and manifest["test_accuracy"] is not None
+    assert manifest["evaluation"]["runtime"] == "tflite-micro"  # as shipped: scored in TFLite Micro itself
+    assert len(manifest["input"]["mean"]) == 3 and len(manifest["input"]["std"]) == 3

@@ -14,7 +14,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SAFE_NAME_RULE", "is_int", "is_num", "is_safe_name", "jsonable", "safe_name", "versions"]
+__all__ = ["SAFE_NAME_RULE", "first_line", "is_int", "is_num", "is_safe_name", "jsonable", "safe_name", "versions"]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_int(v: Any) -> bool:

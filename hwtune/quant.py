@@ -33,10 +33,10 @@ import logging
 import math
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
 from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError, did_you_mean
@@ -54,13 +54,10 @@ __all__ = [
     "ACTIVATION_TYPES",
     "CALIBRATE_METHODS",
     "MIN_CALIBRATION_SAMPLES",
-    "OpTimeComparison",
-    "OpTimeDiff",
     "QuantConfig",
     "QuantResult",
     "choose_activation_type",
     "initializer_bytes_by_dtype",
-    "line_up_op_times",
     "node_precisions",
     "onnx_module_path",
     "onnx_weight_bytes",
@@ -251,17 +248,12 @@ def onnx_module_path(node_name: str) -> str:
 
 
 def _load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
+    """A model given as a proto, or read (and checked) from its file by :func:`hwtune.graph.load_onnx`."""
     import onnx
 
-    if isinstance(model, onnx.ModelProto):
-        return model
-    path = Path(model)
-    if not path.is_file():
-        raise ModelError(f"{path}: ONNX file not found")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError, OSError, ...
-        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from exc
+    from hwtune.graph import load_onnx
+
+    return model if isinstance(model, onnx.ModelProto) else load_onnx(model)
 
 
 def node_precisions(model: str | Path | onnx.ModelProto) -> dict[str, str]:
@@ -631,240 +623,3 @@ def _to_int8(
         excluded_nodes=excluded, calibration_samples=len(data), calibration_source=source,
         weight_bytes=onnx_weight_bytes(dst), notes=tuple(notes), int8_scheme=scheme_info,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Where does int8 win or lose? ONNX Runtime per-node profiling, mapped back to the exported graph.
-
-
-@dataclass(frozen=True)
-class OpTimeDiff:
-    """Kernel time of one exported compute node (or one overhead category) in two models.
-
-    ``name`` is the node name in the exported fp32 graph (or a category such as
-    ``"quantize/dequantize"``); ``kind`` is ``conv``, ``dwconv``, ``pwconv``, ``linear``,
-    ``matmul`` or the category. Times are median milliseconds per inference; 0.0 when absent.
-    """
-
-    name: str
-    module: str
-    kind: str
-    macs: int
-    base_ms: float
-    other_ms: float
-
-    @property
-    def speedup(self) -> float:
-        """``base_ms / other_ms`` (>1: the second model is faster here); inf when other is 0."""
-        return self.base_ms / self.other_ms if self.other_ms > 0 else math.inf
-
-    def to_dict(self) -> dict[str, Any]:
-        speedup = self.speedup
-        return {"name": self.name, "module": self.module, "kind": self.kind, "macs": self.macs,
-                "base_ms": round(self.base_ms, 4), "other_ms": round(self.other_ms, 4),
-                "speedup": round(speedup, 3) if math.isfinite(speedup) else None}
-
-
-@dataclass(frozen=True)
-class OpTimeComparison:
-    """Per-node kernel times of a base model (usually fp32) against another (usually int8).
-
-    Attributes:
-        base_label, other_label: what the two models are (``"fp32"``, ``"int8"``).
-        rows: one :class:`OpTimeDiff` per exported compute node, plus one per overhead category
-            (``quantize/dequantize``, ``layout`` (NCHW<->NHWC/NCHWc reorders), ``add``,
-            ``other``) — the time int8 spends outside the integer kernels.
-        base_total_ms, other_total_ms: summed kernel time per inference (excludes session
-            overhead, so below the measured latency).
-        runs: profiled inferences per model; threads: intra-op threads.
-
-    ORT fuses differently in the two graphs: a residual ``Add`` (and ReLU/Clip) is folded into
-    the fp32 NCHWc convolution but runs as ``QLinearAdd`` in int8, so "add" time shows up on the
-    int8 side only. Compare per-kind totals (:meth:`by_kind`) as well as single rows.
-    """
-
-    base_label: str
-    other_label: str
-    rows: tuple[OpTimeDiff, ...]
-    base_total_ms: float
-    other_total_ms: float
-    runs: int
-    threads: int
-
-    def by_kind(self) -> dict[str, dict[str, float]]:
-        """Summed ``base_ms``/``other_ms``/``speedup`` per kind (``conv``, ``dwconv``, ``add`` ...)."""
-        out: dict[str, dict[str, float]] = {}
-        for row in self.rows:
-            acc = out.setdefault(row.kind, {"base_ms": 0.0, "other_ms": 0.0, "count": 0})
-            acc["base_ms"] += row.base_ms
-            acc["other_ms"] += row.other_ms
-            acc["count"] += 1
-        for acc in out.values():
-            acc["speedup"] = acc["base_ms"] / acc["other_ms"] if acc["other_ms"] > 0 else math.inf
-        return out
-
-    def losers(self, *, min_ms: float = 0.0) -> list[OpTimeDiff]:
-        """Rows where the second model is slower (most time lost first); ``min_ms`` drops tiny ones."""
-        slow = [r for r in self.rows if r.other_ms > r.base_ms and r.other_ms - r.base_ms >= min_ms]
-        return sorted(slow, key=lambda r: r.base_ms - r.other_ms)
-
-    def to_dict(self) -> dict[str, Any]:
-        kinds = {k: {kk: (round(v, 4) if math.isfinite(v) else None) for kk, v in acc.items()}
-                 for k, acc in self.by_kind().items()}
-        return {
-            "base_label": self.base_label, "other_label": self.other_label, "runs": self.runs,
-            "threads": self.threads, "base_total_ms": round(self.base_total_ms, 4),
-            "other_total_ms": round(self.other_total_ms, 4), "by_kind": kinds,
-            "rows": [r.to_dict() for r in self.rows],
-        }
-
-
-_COMPUTE_KERNELS = {"Conv", "FusedConv", "NchwcConv", "QLinearConv", "ConvInteger", "Gemm", "FusedGemm", "QGemm",
-                    "MatMul", "FusedMatMul", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",
-                    "ConvTranspose"}
-_QDQ_KERNELS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-_LAYOUT_KERNELS = {"Transpose", "ReorderInput", "ReorderOutput"}
-
-
-def _conv_kind(node: Any, inits: Mapping[str, Any]) -> tuple[str, int]:
-    """Canonical kind (as in the profiler's LayerInfo) and MACs are filled in by the caller."""
-    if node.op_type in ("Gemm",):
-        return "linear", 0
-    if node.op_type == "MatMul":
-        return "matmul", 0
-    groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-    weight = inits.get(node.input[1]) if len(node.input) > 1 else None
-    dims = list(weight.dims) if weight is not None else []
-    if groups > 1 and dims and dims[1] == 1:
-        return "dwconv", groups
-    if groups == 1 and len(dims) == 4 and dims[2] == dims[3] == 1:
-        return "pwconv", groups
-    return "conv", groups
-
-
-def _graph_index(model: onnx.ModelProto) -> tuple[dict[str, Any], dict[str, Any], dict[str, tuple[str, int]]]:
-    """Nodes by name, producers by tensor, and (kind, MACs) per compute node from shape inference."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - shape inference only feeds MAC counts; without it they are 0
-        inferred = model
-    shapes: dict[str, list[int]] = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
-        shapes[vi.name] = [d.dim_value if d.dim_value > 0 else 1 for d in vi.type.tensor_type.shape.dim]
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    nodes = {n.name: n for n in graph.node if n.name}
-    producer = {out: n for n in graph.node for out in n.output}
-    compute: dict[str, tuple[str, int]] = {}
-    for n in graph.node:
-        if n.op_type not in COMPUTE_OPS or len(n.input) < 2:
-            continue
-        kind, _ = _conv_kind(n, inits)
-        w = inits.get(n.input[1])
-        out_shape = shapes.get(n.output[0], [])
-        macs = 0
-        if w is not None and out_shape:
-            if n.op_type in ("Conv", "ConvTranspose"):
-                macs = int(math.prod(out_shape)) * int(math.prod(w.dims[1:]))
-            else:  # Gemm/MatMul: output elements x reduction length
-                trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
-                k = w.dims[1] if (n.op_type == "Gemm" and trans_b) else w.dims[0]
-                macs = int(math.prod(out_shape)) * int(k)
-        compute[n.name] = (kind, macs)
-    return nodes, producer, compute
-
-
-def _resolve_compute(event_name: str, op_name: str, nodes: Mapping[str, Any], producer: Mapping[str, Any],
-                     compute: Mapping[str, tuple[str, int]]) -> str | None:
-    """Name of the exported compute node an ORT kernel event belongs to, or None.
-
-    ORT renames what it fuses: QDQ groups become ``<conv>_token_<n>`` (QLinearConv), NCHWc convs
-    are named after their output tensor plus ``_nchwc`` (the tensor of the ReLU/Clip/Add fused
-    into them). Strip those suffixes, then walk back from a fused activation to its conv.
-    """
-    import re
-
-    name = event_name
-    for _ in range(3):
-        if name in nodes or name in producer:
-            break
-        name = re.sub(r"(_token_\d+|_nchwc|_fused|_quant)$", "", name)
-    node = nodes.get(name) or producer.get(name)
-    if node is None:
-        return None
-    if op_name not in _COMPUTE_KERNELS:
-        return node.name if node.name in compute else None
-    seen = 0
-    while node is not None and node.name not in compute and seen < 6:
-        # prefer the input produced directly by a compute node (a residual Add's other input
-        # is the skip path)
-        ins = [producer.get(i) for i in node.input if i in producer]
-        direct = [p for p in ins if p is not None and p.name in compute]
-        node = direct[0] if direct else (ins[0] if ins else None)
-        seen += 1
-    return node.name if node is not None and node.name in compute else None
-
-
-class _OpTimeRow(Protocol):
-    """One per-op time as a runtime's profiler reports it (:class:`hwtune.runtimes.OpTime`)."""
-
-    node: str
-    op_type: str
-    median_ms: float
-
-
-def line_up_op_times(
-    reference: str | Path | onnx.ModelProto,
-    base_ops: Sequence[_OpTimeRow],
-    other_ops: Sequence[_OpTimeRow],
-    *,
-    runs: int,
-    threads: int,
-    labels: tuple[str, str] = ("fp32", "int8"),
-) -> OpTimeComparison:
-    """Line up ONNX Runtime kernel times of two models per node of the exported fp32 graph.
-
-    Used to answer "where is int8 not faster, and which ops lose": conv kernels that got slower,
-    and the int8-only overheads (Quantize/DequantizeLinear, layout Transposes, QLinearAdd).
-    The times come from a runtime's profiler (``get_runtime("onnxruntime").op_times``);
-    :func:`hwtune.profiler.compare_op_times` measures both models and calls this.
-
-    Args:
-        reference: the exported fp32 graph whose node names the rows use.
-        base_ops, other_ops: per-op median times of the two models (e.g. fp32 and its int8 QDQ version).
-        runs: profiled inferences per model; threads: intra-op threads (both recorded in the result).
-        labels: names for the two models in the result.
-    """
-    ref = _load_model(reference)
-    nodes, producer, compute = _graph_index(ref)
-    totals: list[dict[str, float]] = []
-    for ops in (base_ops, other_ops):
-        acc: dict[str, float] = {}
-        for op in ops:
-            key = _resolve_compute(op.node, op.op_type, nodes, producer, compute) or _overhead_category(op.op_type)
-            acc[key] = acc.get(key, 0.0) + op.median_ms
-        totals.append(acc)
-    order = [n for n in compute if n in totals[0] or n in totals[1]]
-    categories = ["quantize/dequantize", "layout", "add", "unmatched compute", "other"]
-    rows = [OpTimeDiff(name=n, module=onnx_module_path(n), kind=compute[n][0], macs=compute[n][1],
-                   base_ms=totals[0].get(n, 0.0), other_ms=totals[1].get(n, 0.0)) for n in order]
-    rows += [OpTimeDiff(name=c, module="", kind=c, macs=0, base_ms=totals[0].get(c, 0.0), other_ms=totals[1].get(c, 0.0))
-             for c in categories if c in totals[0] or c in totals[1]]
-    return OpTimeComparison(base_label=labels[0], other_label=labels[1], rows=tuple(rows),
-                            base_total_ms=sum(totals[0].values()), other_total_ms=sum(totals[1].values()),
-                            runs=runs, threads=threads)
-
-
-def _overhead_category(op_type: str) -> str:
-    """Where a kernel that belongs to no exported compute node goes."""
-    if op_type in _QDQ_KERNELS:
-        return "quantize/dequantize"
-    if op_type in _LAYOUT_KERNELS:
-        return "layout"
-    if op_type in ("Add", "QLinearAdd", "Sum"):
-        return "add"
-    if op_type in _COMPUTE_KERNELS:
-        return "unmatched compute"
-    return "other"

@@ -6,6 +6,8 @@ needs it runs, so ``import hwtune.graph`` stays light.
 
 - :func:`trace_layers`: one forward pass -> :class:`LayerGraph` (shapes, MACs, params, weight
   bytes at a precision plan, runtime fusion, peak activation bytes).
+- :func:`trace_onnx`: the same ``LayerGraph`` read from an ``.onnx`` file (op knowledge in one table,
+  :data:`ONNX_OPS`); :func:`load_onnx` reads someone else's file safely.
 - :func:`count_flops`: ``FlopCounterMode`` FLOPs and MACs (``macs = flops // 2``), per module.
 - :func:`liveness_peak`: the buffer-liveness rule behind the activation peak (also used for ONNX graphs).
 - :func:`check_input` / :func:`shape_message`: one-line errors naming the expected input shape.
@@ -34,8 +36,11 @@ from hwtune.graph._layers import (
     weight_storage_bytes,
 )
 from hwtune.graph._liveness import liveness_peak
+from hwtune.graph._onnx_file import check_onnx_model, load_onnx, onnx_input_shape
+from hwtune.graph._onnx_ops import ONNX_CANONICAL, ONNX_OPS, OnnxOp, OnnxTensors, compute_nodes, onnx_op
+from hwtune.graph._onnx_trace import infer_tensors, trace_onnx
 from hwtune.graph._ops import conv_kind
-from hwtune.graph._trace import trace_layers
+from hwtune.graph._torch_trace import trace_layers
 
 __all__ = [
     "CANONICAL_OPS",
@@ -44,15 +49,26 @@ __all__ = [
     "INT8_BIAS_BYTES",
     "INT8_SCALE_BYTES",
     "INT8_ZERO_POINT_BYTES",
+    "ONNX_CANONICAL",
+    "ONNX_OPS",
     "FlopCount",
     "LayerGraph",
     "LayerInfo",
+    "OnnxOp",
+    "OnnxTensors",
     "check_input",
+    "check_onnx_model",
+    "compute_nodes",
     "conv_kind",
     "count_flops",
     "flop_counter",
+    "infer_tensors",
     "liveness_peak",
+    "load_onnx",
+    "onnx_input_shape",
+    "onnx_op",
     "shape_message",
     "trace_layers",
+    "trace_onnx",
     "weight_storage_bytes",
 ]

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["conv_kind", "function_op", "function_table", "module_op"]
+__all__ = ["conv_kind", "function_op", "function_table", "module_op", "pair"]
 
 
-def _pair(v: Any) -> tuple[int, int] | None:
+def pair(v: Any) -> tuple[int, int] | None:
+    """The last two dims of a kernel / stride (an int repeated, a 1-d one padded with 1), or None."""
     if v is None:
         return None
     if isinstance(v, int):
@@ -42,8 +43,8 @@ def module_op(mod: nn.Module, out_shape: tuple[int, ...]) -> tuple[str, dict[str
         k = tuple(mod.kernel_size)
         kind = "conv" if mod.transposed else conv_kind(mod.in_channels, mod.groups, k)
         return kind, {
-            "kernel_size": _pair(k),
-            "stride": _pair(mod.stride),
+            "kernel_size": pair(k),
+            "stride": pair(mod.stride),
             "groups": mod.groups,
             "in_channels": mod.in_channels,
             "out_channels": mod.out_channels,
@@ -66,9 +67,9 @@ def module_op(mod: nn.Module, out_shape: tuple[int, ...]) -> tuple[str, dict[str
         spatial = out_shape[2:]
         return ("gap" if spatial and all(s == 1 for s in spatial) else "avgpool"), {}
     if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        return "avgpool", {"kernel_size": _pair(mod.kernel_size), "stride": _pair(mod.stride)}
+        return "avgpool", {"kernel_size": pair(mod.kernel_size), "stride": pair(mod.stride)}
     if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
-        return "maxpool", {"kernel_size": _pair(mod.kernel_size), "stride": _pair(mod.stride)}
+        return "maxpool", {"kernel_size": pair(mod.kernel_size), "stride": pair(mod.stride)}
     if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
         return "maxpool", {}
     if isinstance(mod, (nn.Flatten, nn.Unflatten)):
@@ -180,8 +181,8 @@ def function_op(node: Any, table: Mapping[Any, str], values: Mapping[Any, Any]) 
             k = tuple(weight.shape[2:])
             stride = node.kwargs.get("stride", node.args[3] if len(node.args) > 3 else 1)
             return conv_kind(int(inp.shape[1]), groups, k), {
-                "kernel_size": _pair(k),
-                "stride": _pair(stride),
+                "kernel_size": pair(k),
+                "stride": pair(stride),
                 "groups": groups,
                 "in_channels": int(inp.shape[1]),
                 "out_channels": int(weight.shape[0]),

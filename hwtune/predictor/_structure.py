@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hwtune.graph import conv_kind
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor._features import CONSTANT_TARGETS, RawLayer, weight_bytes
 
@@ -453,8 +454,7 @@ def _conv(lw: _Lowerer, mod: Any, path: str, x: _T, prec: str, own: bool) -> _T:
         raise StructureUnsupported(f"{path}: input {shape} is smaller than the kernel")
     k_area = math.prod(mod.kernel_size)
     macs = shape[0] * mod.out_channels * math.prod(spatial) * (mod.in_channels // mod.groups) * k_area
-    kind = "dwconv" if mod.groups == mod.in_channels and mod.in_channels > 1 else (
-        "pwconv" if mod.groups == 1 and k_area == 1 else "conv")
+    kind = conv_kind(mod.in_channels, mod.groups, mod.kernel_size)
     wb = weight_bytes(prec, weight_numel=mod.weight.numel(), out_channels=mod.out_channels,
                       bias_numel=mod.bias.numel() if mod.bias is not None else 0) if own else 0
     return lw.add(lw.module_name(path), kind, prec, [x], (shape[0], mod.out_channels, *spatial), macs=macs,

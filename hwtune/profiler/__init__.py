@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 from hwtune._tempdirs import work_dir
 from hwtune.device import calibrated_elsewhere
 from hwtune.errors import ConfigError, HwtuneError, RuntimeUnavailableError
-from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers
+from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers, trace_onnx
 from hwtune.precision import PrecisionPlan
-from hwtune.profiler.latency import compare_op_times, measure_latency, ort_session
+from hwtune.profiler.latency import measure_latency, ort_session
+from hwtune.profiler.op_times import OpTimeComparison, OpTimeDiff, compare_op_times
 from hwtune.profiler.report import LIVENESS_SOURCE, Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
 from hwtune.runtimes import LatencyMeasurement, Runtime, get_runtime, list_runtimes, runtime_for_file
@@ -55,6 +56,8 @@ __all__ = [
     "LatencyMeasurement",
     "LayerGraph",
     "LayerInfo",
+    "OpTimeComparison",
+    "OpTimeDiff",
     "ProfileReport",
     "compare_op_times",
     "count_flops",
@@ -63,6 +66,7 @@ __all__ = [
     "profile_model",
     "roofline_estimate",
     "trace_layers",
+    "trace_onnx",
 ]
 
 DEFAULT_TIME_BUDGET_S = 10.0
@@ -267,8 +271,6 @@ def _structure(
     """Trace the torch model (or read the ONNX file): its layer graph, an example input and the input shape."""
     if onnx_file:
         import numpy as np
-
-        from hwtune.profiler.onnx_graph import trace_onnx
 
         path = Path(model)
         if input_shape is not None and hasattr(input_shape, "shape"):

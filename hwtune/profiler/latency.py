@@ -1,4 +1,4 @@
-"""Measured latency on this machine, through the runtime registry: whole models and per-op comparisons.
+"""Measured latency on this machine, through the runtime registry (per-op comparisons: :mod:`.op_times`).
 
 The timing protocol (warm-up, then runs until the median's 95% CI is within ``±target_ci_pct`` %, or the
 budget runs out) and the runtimes themselves live in :mod:`hwtune.runtimes`; this module is the
@@ -9,23 +9,20 @@ profiler's front to them. ``ort_session``, ``profile_ort_ops``, ``attribute_op_t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hwtune.onnx_export import onnx_node_module
-from hwtune.runtimes import LatencyMeasurement, OpTime, get_runtime, median_ci, runtime_for_file
+from hwtune.runtimes import LatencyMeasurement, OpTime, get_runtime, median_ci
 from hwtune.runtimes.onnxruntime import attribute_op_times, ort_session, profile_ort_ops
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from hwtune.quant import OpTimeComparison
-
 __all__ = [
     "LatencyMeasurement",
     "OpTime",
     "attribute_op_times",
-    "compare_op_times",
     "measure_latency",
     "median_ci",
     "onnx_node_module",
@@ -88,52 +85,4 @@ def measure_latency(
         max_runs=max_runs,
         warmup_runs=warmup_runs,
         min_time_s=min_time_s,
-    )
-
-
-def compare_op_times(
-    base_path: str | Path,
-    other_path: str | Path,
-    example: Any,
-    *,
-    threads: int = 1,
-    runs: int = 20,
-    warmup: int = 3,
-    reference_path: str | Path | None = None,
-    labels: tuple[str, str] = ("fp32", "int8"),
-) -> OpTimeComparison:
-    """Profile two models with their runtime's per-op profiler and line their times up per exported node.
-
-    Answers "where is int8 not faster, and which ops lose": conv kernels that got slower, and the
-    int8-only overheads (Quantize/DequantizeLinear, layout Transposes, QLinearAdd). The runtime is the
-    one that runs ``base_path`` (``.onnx`` -> ``onnxruntime``); the line-up is
-    :func:`hwtune.quant.line_up_op_times`.
-
-    Args:
-        base_path, other_path: e.g. the fp32 export and its int8 QDQ version.
-        example: one input batch (float32 ``(N, C, H, W)``).
-        threads: intra-op threads (1 matches hwtune's host latency measurements).
-        runs: profiled inferences per model (times are per-node medians).
-        warmup: runs dropped before the counted ones.
-        reference_path: the exported fp32 graph whose node names rows use; default ``base_path``.
-        labels: names for the two models in the result.
-
-    Raises:
-        ConfigError: The runtime has no per-op profiler.
-    """
-    import numpy as np
-
-    from hwtune.errors import ConfigError
-    from hwtune.quant import line_up_op_times
-
-    x = np.ascontiguousarray(example, dtype=np.float32)
-    per_model = []
-    for path in (base_path, other_path):
-        rt = runtime_for_file(path)
-        ops = rt.op_times(Path(path), x, threads=threads, runs=runs, warmup_runs=warmup)
-        if ops is None:
-            raise ConfigError(f"{path}: runtime {rt.name!r} reports no per-op times, so they cannot be compared")
-        per_model.append(ops)
-    return line_up_op_times(
-        reference_path or base_path, per_model[0], per_model[1], runs=runs, threads=threads, labels=labels
     )

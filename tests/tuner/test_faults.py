@@ -618,7 +618,7 @@ def test_onnx_external_data_outside_its_directory_is_refused(tmp_path, capsys):
                         ("link.bin", "outside the model's directory"), ("nope.bin", "no such file")):
         bad = _tiny_onnx(models / "bad.onnx", external=loc)
         _one_line_exit_2(["profile", str(bad), "--device", "host"], capsys, expect)
-    from hwtune.profiler.onnx_graph import load_onnx
+    from hwtune.graph import load_onnx
 
     ok = load_onnx(_tiny_onnx(models / "ok.onnx", external="w.bin"))  # inside its directory: read
     assert len(ok.graph.initializer[0].raw_data) == 64

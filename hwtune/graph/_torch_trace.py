@@ -10,22 +10,15 @@ Peak activation memory is a liveness analysis of the recorded tensors, see :func
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ModelError
+from hwtune.graph._assemble import NO_ROLES, LayerRecord, fusions, layer_infos
 from hwtune.graph._flops import flop_counter
 from hwtune.graph._inputs import check_input, shape_message
-from hwtune.graph._layers import (
-    COMPUTE_OPS,
-    FUSABLE_ACTIVATIONS,
-    INT8_BIAS_BYTES,
-    LayerGraph,
-    LayerInfo,
-    scaled_nbytes,
-    weight_storage_bytes,
-)
+from hwtune.graph._layers import COMPUTE_OPS, LayerGraph, scaled_nbytes
 from hwtune.graph._liveness import liveness_peak
 from hwtune.graph._ops import function_op, function_table, module_op
 from hwtune.precision import PrecisionPlan
@@ -66,12 +59,6 @@ def _storage_bytes(t: torch.Tensor, precision: str) -> int:
     return scaled_nbytes(numel, t.element_size(), t.is_floating_point(), precision)
 
 
-def _activation_bytes(t: torch.Tensor | None, precision: str) -> int:
-    if t is None:
-        return 0
-    return scaled_nbytes(t.numel(), t.element_size(), t.is_floating_point(), precision)
-
-
 def _param_roles(mod: nn.Module, op_type: str) -> dict[str, int]:
     """Split a module's parameters into quantizable weight / bias / other element counts."""
     weight = getattr(mod, "weight", None)
@@ -98,32 +85,25 @@ def _param_roles(mod: nn.Module, op_type: str) -> dict[str, int]:
     }
 
 
-_NO_ROLES = {"weight_numel": 0, "out_channels": 0, "bias_numel": 0, "other_numel": 0}
-
-
-@dataclass
-class _Raw:
-    """A layer before byte accounting, filled by the fx or the hooks tracer."""
-
-    name: str
-    module: str
-    target: str
-    op_type: str
-    geometry: dict[str, Any]
-    input_shapes: tuple[tuple[int, ...], ...]
-    out: Any  # first output tensor or None
-    macs: int
-    params: int
-    roles: dict[str, int]
-    producers: tuple[int, ...]  # raw indices whose outputs this layer reads
-    users: int = 0  # consumers of this layer's output (layers, functional ops, the graph output)
+def _record(*, out: Any, **kw: Any) -> LayerRecord:
+    """A ``LayerRecord`` whose output is the tensor ``out`` (or None)."""
+    if out is None:
+        return LayerRecord(**kw, output_shape=(), out=None, out_numel=0)
+    return LayerRecord(
+        **kw,
+        output_shape=tuple(int(s) for s in out.shape),
+        out=out,
+        out_numel=out.numel(),
+        out_itemsize=out.element_size(),
+        out_is_float=out.is_floating_point(),
+    )
 
 
 @dataclass
 class _Trace:
     """What a tracer recorded: layers plus every activation buffer's lifetime in execution steps."""
 
-    raws: list[_Raw]
+    raws: list[LayerRecord]
     input_keys: list[int]
     buffers: dict[int, list[int]]  # storage key -> [first step, last step]
     owner: dict[int, int | None]  # storage key -> raw index whose precision sizes it (None: plan default)
@@ -272,7 +252,7 @@ def _trace_fx(model: nn.Module, example: torch.Tensor) -> _Trace:
             own = [p for p in mod.parameters() if id(p) not in seen_params]
             seen_params.update(id(p) for p in own)
             params = sum(p.numel() for p in own)
-            roles = _param_roles(mod, op_type) if own else dict(_NO_ROLES)
+            roles = _param_roles(mod, op_type) if own else dict(NO_ROLES)
             target = type(mod).__name__
         else:
             stack = n.meta.get("nn_module_stack") or {}
@@ -289,7 +269,7 @@ def _trace_fx(model: nn.Module, example: torch.Tensor) -> _Trace:
             ]
             seen_params.update(id(p) for p in attr)
             params = sum(p.numel() for p in attr)
-            roles = {**_NO_ROLES, "other_numel": params}
+            roles = {**NO_ROLES, "other_numel": params}
             if op_type in COMPUTE_OPS and attr:
                 w = max(attr, key=lambda p: p.dim())
                 rest = sum(p.numel() for p in attr if p is not w)
@@ -301,7 +281,7 @@ def _trace_fx(model: nn.Module, example: torch.Tensor) -> _Trace:
                 }
             target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
         tr.raws.append(
-            _Raw(
+            _record(
                 name=name,
                 module=module_path,
                 target=str(target),
@@ -388,7 +368,7 @@ def _trace_hooks(model: nn.Module, example: torch.Tensor) -> _Trace:
             producers = tuple(sorted({key_raw[key] for t in ins if (key := _storage_key(t)) in key_raw}))
             idx = len(tr.raws)
             tr.raws.append(
-                _Raw(
+                _record(
                     name=name if k == 0 else f"{name}#{k + 1}",
                     module=name,
                     target=type(mod).__name__,
@@ -398,7 +378,7 @@ def _trace_hooks(model: nn.Module, example: torch.Tensor) -> _Trace:
                     out=outs[0] if outs else None,
                     macs=(counter.get_total_flops() - before) // 2,
                     params=sum(p.numel() for p in own),
-                    roles=_param_roles(mod, op_type) if own else dict(_NO_ROLES),
+                    roles=_param_roles(mod, op_type) if own else dict(NO_ROLES),
                     producers=producers,
                 )
             )
@@ -447,30 +427,10 @@ def _trace_hooks(model: nn.Module, example: torch.Tensor) -> _Trace:
     return tr
 
 
-def _fusions(raws: Sequence[_Raw]) -> list[str | None]:
-    """``fused_into`` per layer: bn after a conv/linear that only it reads; relu/relu6 after such a conv or fused bn."""
-    fused: list[str | None] = [None] * len(raws)
-    for i, r in enumerate(raws):
-        if len(r.producers) != 1:
-            continue
-        p = r.producers[0]
-        prod = raws[p]
-        if prod.users != 1:
-            continue  # the intermediate is read elsewhere, so the runtime must materialise it
-        if r.op_type == "bn" and prod.op_type in COMPUTE_OPS:
-            fused[i] = prod.name
-        elif r.op_type in FUSABLE_ACTIVATIONS:
-            if prod.op_type in COMPUTE_OPS:
-                fused[i] = prod.name
-            elif prod.op_type == "bn" and fused[p] is not None:
-                fused[i] = fused[p]
-    return fused
-
-
 def _assemble(model: nn.Module, example: torch.Tensor, plan: PrecisionPlan, tr: _Trace, notes: list[str]) -> LayerGraph:
     raws = tr.raws
     precisions = [plan.for_module(r.module) for r in raws]
-    fused = _fusions(raws)
+    fused = fusions(raws)
     name_idx = {r.name: i for i, r in enumerate(raws)}
 
     sized: dict[int, tuple[int, int, int]] = {}
@@ -493,41 +453,7 @@ def _assemble(model: nn.Module, example: torch.Tensor, plan: PrecisionPlan, tr: 
     peak_fused, peak_step = liveness_peak(sized, merges, tr.steps)
     peak_unfused, _ = liveness_peak(sized, None, tr.steps)
 
-    layers: list[LayerInfo] = []
-    for i, r in enumerate(raws):
-        prec = precisions[i]
-        geometry = dict(r.geometry)
-        if r.out is not None and r.out.dim() == 4:
-            geometry.setdefault("out_channels", int(r.out.shape[1]))
-            if r.input_shapes and len(r.input_shapes[0]) == 4:
-                geometry.setdefault("in_channels", int(r.input_shapes[0][1]))
-        if fused[i] is not None and r.op_type == "bn" and prec == "int8" and r.params:
-            # BN folded into an int8 conv becomes its int32 bias: C values, not 2C floats.
-            wbytes = int(geometry.get("out_channels") or 0) * INT8_BIAS_BYTES
-        else:
-            wbytes = weight_storage_bytes(prec, **r.roles)
-        layers.append(
-            LayerInfo(
-                name=r.name,
-                op_type=r.op_type,
-                input_shapes=r.input_shapes,
-                output_shape=tuple(int(s) for s in r.out.shape) if r.out is not None else (),
-                macs=int(r.macs),
-                params=int(r.params),
-                precision=prec,
-                activation_bytes=_activation_bytes(r.out, prec),
-                weight_bytes=int(wbytes),
-                kernel_size=geometry.get("kernel_size"),
-                stride=geometry.get("stride"),
-                groups=int(geometry.get("groups", 1)),
-                in_channels=geometry.get("in_channels"),
-                out_channels=geometry.get("out_channels"),
-                fused_into=fused[i],
-                module=r.module,
-                target=r.target,
-                producers=tuple(raws[p].name for p in r.producers),
-            )
-        )
+    layers = layer_infos(raws, precisions, fused)
     peak_layer = ""
     for s in range(peak_step, -1, -1):
         owner = tr.step_owner.get(s)

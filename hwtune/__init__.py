@@ -46,7 +46,36 @@ _EXPORTS: dict[str, str] = {
     "get_runtime": "hwtune.runtimes",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+# Spelled out (not computed from _EXPORTS) so linters and type checkers see the re-exports below;
+# tests/test_package.py checks that the two agree.
+__all__ = [
+    "Candidate",
+    "DeviceProfile",
+    "HwtuneError",
+    "PrecisionPlan",
+    "ProfileReport",
+    "QuantConfig",
+    "SearchSpace",
+    "TrainBudget",
+    "TuneResult",
+    "__version__",
+    "compress",
+    "create_model",
+    "evaluate",
+    "export",
+    "finalize",
+    "get_runtime",
+    "list_families",
+    "list_profiles",
+    "list_runtimes",
+    "load_dataset",
+    "load_profile",
+    "predict_latency",
+    "profile_model",
+    "quantize",
+    "train",
+    "tune",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -58,9 +87,8 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-
 def __dir__() -> list[str]:
-    return __all__
+    return list(__all__)
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
@@ -69,14 +97,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hwtune.errors import HwtuneError
     from hwtune.exporting import export
     from hwtune.families import create_model, list_families
+    from hwtune.front import TuneResult
     from hwtune.precision import PrecisionPlan
     from hwtune.predictor import predict_latency
     from hwtune.profiler import ProfileReport, profile_model
     from hwtune.quant import QuantConfig, quantize
     from hwtune.runtimes import get_runtime, list_runtimes
-    from hwtune.front import TuneResult
+    from hwtune.space import Candidate, SearchSpace
+    from hwtune.training import TrainBudget, evaluate, train
     from hwtune.tuner import tune
     from hwtune.tuner.compress import compress
     from hwtune.tuner.finalize import finalize
-    from hwtune.space import Candidate, SearchSpace
-    from hwtune.training import TrainBudget, evaluate, train

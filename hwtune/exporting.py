@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwtune._io import atomic_output, check_writable_dir
 from hwtune._tempdirs import remove_stale, work_dir
@@ -35,6 +35,9 @@ from hwtune.tuner.artifacts import sqlite_dir
 from hwtune.tuner.inputs import input_spec, load_stored_data, space_from_info
 from hwtune.tuner.rundir import locate_study
 from hwtune.tuner.storage import download_artifact_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.space import SpaceLike
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "ExportResult", "export"]
 
@@ -137,10 +140,7 @@ def _load_trained(
     """
     import torch
 
-    from hwtune.space import Candidate
-
-    from_dict = getattr(pipeline.space, "candidate_from_dict", None) or Candidate.from_dict
-    cand = from_dict(rec.candidate or {})
+    cand = pipeline.space.candidate_from_dict(rec.candidate or {})
     if cand.key != rec.candidate_key:
         raise StudyError(f"trial {rec.number}: stored candidate does not match its key {rec.candidate_key}")
     final = rec.figures.finalized or {}
@@ -337,7 +337,7 @@ def _manifest(
     plan: Any,
     model_file: Path,
     model_name: str,
-    space: Any,
+    space: SpaceLike,
     data: Any,
     data_meta: dict[str, Any],
     val: Any,

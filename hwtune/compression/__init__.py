@@ -7,7 +7,8 @@ The model side of ``hwtune compress`` (the tuner wiring lives in :mod:`hwtune.tu
 2. :func:`derive_space` — stages, Torch-Pruning channel groups and droppable residual blocks ->
    a :class:`CompressSpace` (width / depth / precision per stage), editable as TOML;
 3. :func:`apply_candidate` — a pruned copy of the model for one :class:`CompressCandidate`, with
-   :func:`stage_prefixes` / :func:`precision_plan` for its per-stage precision.
+   :func:`stage_prefixes` / :func:`precision_plan` for its per-stage precision;
+4. :class:`UserModelSpace` — the derived space seen as the tuner's space (stored kind ``compress``).
 
 Example:
     >>> import torch
@@ -23,14 +24,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from hwtune.compression.user_space import UserModelSpace  # no torch; registers the stored space kind "compress"
+
 # public name -> module; resolved on first use so importing the space (no torch) stays cheap
 _EXPORTS: dict[str, str] = {
-    "ChannelGroup": "hwtune.compression.space",
-    "CompressCandidate": "hwtune.compression.space",
-    "CompressSpace": "hwtune.compression.space",
-    "StageChoice": "hwtune.compression.space",
-    "StageSpace": "hwtune.compression.space",
-    "kept_channels": "hwtune.compression.space",
+    "ChannelGroup": "hwtune.compression.compress_space",
+    "CompressCandidate": "hwtune.compression.compress_space",
+    "CompressSpace": "hwtune.compression.compress_space",
+    "StageChoice": "hwtune.compression.compress_space",
+    "StageSpace": "hwtune.compression.compress_space",
+    "kept_channels": "hwtune.compression.compress_space",
     "check_space": "hwtune.compression.derive",
     "derive_space": "hwtune.compression.derive",
     "apply_candidate": "hwtune.compression.prune",
@@ -50,6 +53,7 @@ __all__ = [
     "CompressSpace",
     "StageChoice",
     "StageSpace",
+    "UserModelSpace",
     "apply_candidate",
     "check_model",
     "check_space",
@@ -79,10 +83,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtune.compression.derive import check_space, derive_space
-    from hwtune.compression.loading import check_model, load_user_model, load_weights, read_state_dict, state_sha256
-    from hwtune.compression.prune import apply_candidate, dropped_blocks, precision_plan, stage_prefixes
-    from hwtune.compression.space import (
+    from hwtune.compression.compress_space import (
         ChannelGroup,
         CompressCandidate,
         CompressSpace,
@@ -90,3 +91,6 @@ if TYPE_CHECKING:  # pragma: no cover
         StageSpace,
         kept_channels,
     )
+    from hwtune.compression.derive import check_space, derive_space
+    from hwtune.compression.loading import check_model, load_user_model, load_weights, read_state_dict, state_sha256
+    from hwtune.compression.prune import apply_candidate, dropped_blocks, precision_plan, stage_prefixes

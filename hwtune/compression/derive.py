@@ -34,7 +34,7 @@ from torch import nn
 
 from hwtune._util import is_num
 from hwtune.compression._trace import COMPUTE_TYPES, ModelTrace, trace_model
-from hwtune.compression.space import (
+from hwtune.compression.compress_space import (
     DEFAULT_PRECISIONS,
     DEFAULT_WIDTH_RATIOS,
     ChannelGroup,

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwtune.compression.compress_space import CompressCandidate, CompressSpace, kept_channels
 from hwtune.compression.derive import build_graph, matches
-from hwtune.compression.space import CompressCandidate, CompressSpace, kept_channels
 from hwtune.errors import ConfigError, ModelError, did_you_mean
 from hwtune.precision import PrecisionPlan
 

@@ -25,18 +25,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
+from hwtune.compression.user_space import UserModelSpace
 from hwtune.errors import ConfigError
 from hwtune.front import TuneResult
+from hwtune.normalization import with_normalization
+from hwtune.tuner.api import tune
+from hwtune.tuner.inputs import data_spec, load_data
 from hwtune.tuner.pipeline import CandidatePipeline
-from hwtune.tuner.user_space import UserModelSpace, with_normalization
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from hwtune.compression import CompressCandidate, CompressSpace
     from hwtune.data import DataSplits
     from hwtune.device import DeviceProfile
+    from hwtune.precision import PrecisionPlan
 
-__all__ = ["CompressPipeline", "UserModelSpace", "compress", "load_compress_model", "with_normalization"]
+__all__ = ["CompressPipeline", "compress", "load_compress_model"]
 
 def load_compress_model(path: str | Path) -> torch.nn.Module:
     """A pruned trial model stored as a ``torch.export`` archive (weights-only load, no unpickling)."""
@@ -65,7 +70,8 @@ class CompressPipeline(CandidatePipeline):
     def strategy(self) -> str:
         return "compress"
 
-    def build(self, cand: Any) -> torch.nn.Module:
+    # candidates of a derived space are CompressCandidates, not the recipe Candidates of the base pipeline
+    def build(self, cand: CompressCandidate) -> torch.nn.Module:  # type: ignore[override]
         """The pruned copy of the user's model (dropped blocks, pruned channels, the parent's weights)."""
         import torch
 
@@ -79,10 +85,12 @@ class CompressPipeline(CandidatePipeline):
         )
         return model.eval()
 
-    def plan(self, cand: Any) -> Any:
+    def plan(self, cand: CompressCandidate) -> PrecisionPlan:  # type: ignore[override]
         return self.space.precision_plan(cand)
 
-    def initial_model(self, cand: Any, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
+    def initial_model(  # type: ignore[override]
+        self, cand: CompressCandidate, *, seed: int, data: DataSplits | None = None
+    ) -> torch.nn.Module:
         from hwtune.supernet import recalibrate_bn
 
         model = self.build(cand)
@@ -178,7 +186,7 @@ def compress(
     device: Any = "host",
     example_input: Any = None,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
-    space: Any = None,
+    space: CompressSpace | str | Path | None = None,
     source: str | None = None,
     importance: str = "magnitude",
     **tune_kwargs: Any,
@@ -212,8 +220,6 @@ def compress(
     import torch
 
     from hwtune.compression import CompressSpace, check_model, check_space, derive_space, state_sha256
-    from hwtune.tuner.api import tune
-    from hwtune.tuner.inputs import data_spec, load_data
 
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"compress needs a torch.nn.Module, got {type(model).__name__}")

@@ -25,6 +25,7 @@ from hwtune._util import is_int, is_num, jsonable
 from hwtune.errors import ConfigError, StudyError
 from hwtune.front import TrialRecord, TuneResult
 from hwtune.tuner.artifacts import sqlite_dir
+from hwtune.tuner.compress import export_archive, load_compress_model
 from hwtune.tuner.config import Schedule
 from hwtune.tuner.inputs import load_stored_data, space_from_info
 from hwtune.tuner.loop import make_log
@@ -77,8 +78,6 @@ def _parent_of(result: TuneResult, work: Path) -> Any:
 
     source = result.meta.source_model or {}
     if source.get("artifact_id"):
-        from hwtune.tuner.compress import load_compress_model
-
         return load_compress_model(download_artifact_file(result, str(source["artifact_id"]), work / "source.pt2"))
     parent_rec = result.meta.parent
     if result.meta.strategy != "inherit" or not parent_rec:
@@ -140,14 +139,11 @@ def _finalize_one(
 ) -> dict[str, Any]:
     import torch
 
-    from hwtune.space import Candidate
     from hwtune.supernet import finetune
 
     t0 = time.monotonic()
-    cand = (getattr(pipe.space, "candidate_from_dict", None) or Candidate.from_dict)(rec.candidate or {})
+    cand = pipe.space.candidate_from_dict(rec.candidate or {})
     if rec.figures.model_artifact_id:  # a compression study: the pruned model is stored whole
-        from hwtune.tuner.compress import load_compress_model
-
         path = download_artifact_file(result, rec.figures.model_artifact_id, work / f"m{rec.number}.pt2")
         model = load_compress_model(path)
     else:
@@ -191,8 +187,6 @@ def _finalize_one(
     torch.save({"state_dict": model.state_dict(), "candidate": cand.to_dict(), "finalized": True}, weights)
     figures["artifact_id"] = upload_study_artifact(result, weights)
     if rec.figures.model_artifact_id:
-        from hwtune.tuner.compress import export_archive
-
         archive = export_archive(model, pipe.input_shape, work / f"final{rec.number}.pt2")
         figures["model_artifact_id"] = upload_study_artifact(result, archive)
     figures["seconds"] = time.monotonic() - t0

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from hwtune._io import parse_toml, read_text
 from hwtune._util import SAFE_NAME_RULE, is_num, is_safe_name, jsonable, safe_name
+from hwtune.compression.user_space import UserModelSpace
 from hwtune.errors import ConfigError, DataError, StudyError, did_you_mean
+from hwtune.space import SearchSpace, SpaceLike, list_recipes, space_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.compression import CompressCandidate
     from hwtune.data import DataSplits
-    from hwtune.space import Candidate, SearchSpace
+    from hwtune.space import Candidate, CandidateLike
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
@@ -47,10 +50,8 @@ __all__ = [
 ]
 
 
-def resolve_space(space_or_recipe: Any) -> tuple[SearchSpace, dict[str, Any]]:
-    from hwtune.space import SearchSpace
-
-    if hasattr(space_or_recipe, "cspace"):  # a user model's derived space (hwtune.compress)
+def resolve_space(space_or_recipe: Any) -> tuple[SpaceLike, dict[str, Any]]:
+    if isinstance(space_or_recipe, UserModelSpace):  # a user model's derived space (hwtune.compress)
         space = space_or_recipe
         return space, {"name": space.name, "path": None, "text": None, "space": space.to_dict()}
     if isinstance(space_or_recipe, SearchSpace):
@@ -68,7 +69,7 @@ def resolve_space(space_or_recipe: Any) -> tuple[SearchSpace, dict[str, Any]]:
     return space, info
 
 
-def _space_dict(space: SearchSpace) -> dict[str, Any]:
+def _space_dict(space: SpaceLike) -> dict[str, Any]:
     to_dict = getattr(space, "to_dict", None)
     if callable(to_dict):
         with contextlib.suppress(Exception):
@@ -80,8 +81,10 @@ def _space_dict(space: SearchSpace) -> dict[str, Any]:
     }
 
 
-def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
-    """The search space a study was created with, from its stored recipe (text first, else a bundled name).
+def space_from_info(info: Mapping[str, Any]) -> SpaceLike:
+    """The search space a study was created with: a stored space of another kind than a recipe (a user
+    model's, kind ``compress``) by its kind's ``from_dict`` (``hwtune.space.space_from_dict``); a recipe from
+    its stored text first, else a bundled name.
 
     The stored text is what the study searched; a file at the stored path may have changed since
     (or be someone else's path), so it is not read.
@@ -90,13 +93,12 @@ def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
         StudyError: the stored recipe is not valid TOML, or no text is stored and the name is not bundled.
         ConfigError: the stored recipe is invalid (every problem, one line each).
     """
-    from hwtune.space import SearchSpace, list_recipes
-
     stored = info.get("space")
-    if isinstance(stored, Mapping) and stored.get("kind") == "compress":
-        from hwtune.tuner.user_space import UserModelSpace
-
-        return UserModelSpace.from_dict(stored)  # type: ignore[return-value]
+    if isinstance(stored, Mapping) and stored.get("kind") is not None:  # recipes are stored without a kind
+        try:
+            return space_from_dict(stored)
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise StudyError(f"the study's stored space cannot be rebuilt: {exc}") from exc
     name = safe_name(Path(str(info.get("path") or info.get("name") or "recipe")).stem, default="recipe")
     text = info.get("text")
     if isinstance(text, str) and text:
@@ -111,7 +113,7 @@ def space_from_info(info: Mapping[str, Any]) -> SearchSpace:
     )
 
 
-def input_spec(space: SearchSpace) -> tuple[int, int, int]:
+def input_spec(space: SpaceLike) -> tuple[int, int, int]:
     """(channels, size, num_classes) of the space's input."""
     inp = space.input
     if isinstance(inp, Mapping):
@@ -123,7 +125,7 @@ def input_spec(space: SearchSpace) -> tuple[int, int, int]:
     return ch, size, int(space.num_classes)
 
 
-def data_spec(data: Any, space: SearchSpace, val_data: Any = None) -> tuple[dict[str, Any] | None, Any]:
+def data_spec(data: Any, space: SpaceLike, val_data: Any = None) -> tuple[dict[str, Any] | None, Any]:
     """(reloadable load_dataset kwargs or None, DataSplits or None if not loaded yet).
 
     ``val_data`` (a name, a directory or a torch dataset) is a held-out validation set that replaces
@@ -140,7 +142,7 @@ def data_spec(data: Any, space: SearchSpace, val_data: Any = None) -> tuple[dict
     return None, with_held_out(load_data(load), val_data)
 
 
-def _data_spec(data: Any, space: SearchSpace) -> tuple[dict[str, Any] | None, Any]:
+def _data_spec(data: Any, space: SpaceLike) -> tuple[dict[str, Any] | None, Any]:
     from hwtune.data import DataSplits
 
     if isinstance(data, DataSplits):
@@ -191,7 +193,7 @@ def load_data(spec: Mapping[str, Any]) -> DataSplits:
     if val_data is not None:
         splits = with_held_out(splits, val_data, image_size=kw.get("image_size"), limit=kw.get("val_limit"))
     if normalize:
-        from hwtune.tuner.user_space import with_normalization
+        from hwtune.normalization import with_normalization
 
         splits = with_normalization(splits, normalize["mean"], normalize["std"])
     return splits
@@ -359,7 +361,7 @@ def load_stored_data(
     return load_data(kw)
 
 
-def check_data_fits(space: SearchSpace, splits: DataSplits) -> None:
+def check_data_fits(space: SpaceLike, splits: DataSplits) -> None:
     """Raise one line naming both when the data's channels, size or classes differ from the space's input.
 
     Run before any trial (and before the study is created), so a mismatch costs no failed trials.
@@ -370,7 +372,7 @@ def check_data_fits(space: SearchSpace, splits: DataSplits) -> None:
     from hwtune.data import check_fits
 
     ch, size, classes = input_spec(space)
-    kind = "model" if hasattr(space, "cspace") else "recipe"
+    kind = "model" if isinstance(space, UserModelSpace) else "recipe"
     check_fits(splits, (ch, size, size), classes, model=f"{kind} {getattr(space, 'name', space.family)!r}")
 
 
@@ -381,7 +383,7 @@ def _knob_label(v: Any) -> Any:
     return v
 
 
-def distributions(space: SearchSpace) -> dict[str, tuple[list[Any], dict[Any, Any]]]:
+def distributions(space: SpaceLike) -> dict[str, tuple[list[Any], dict[Any, Any]]]:
     """Parameter name -> (Optuna categorical labels, label -> value) for every searched parameter."""
     out = {}
     for name, choices in space.param_choices().items():
@@ -400,7 +402,7 @@ def _numeric_size(v: Any) -> float:
     return 0.0
 
 
-def extreme_candidate(space: SearchSpace, *, largest: bool, precision: str) -> Candidate:
+def extreme_candidate(space: SpaceLike, *, largest: bool, precision: str) -> CandidateLike:
     """Every numeric parameter at its largest (or smallest) value; others at their first choice."""
     params: dict[str, Any] = {}
     for name, choices in space.knob_choices.items():
@@ -412,7 +414,7 @@ def extreme_candidate(space: SearchSpace, *, largest: bool, precision: str) -> C
     return space.candidate(params)
 
 
-def stage_precision_of(cand: Any) -> dict[str, str]:
+def stage_precision_of(cand: Candidate | CompressCandidate) -> dict[str, str]:
     """Stage -> precision of a candidate (a recipe's pairs or a derived space's mapping)."""
     sp = cand.stage_precision
     return dict(sp.items()) if isinstance(sp, Mapping) else dict(sp)
@@ -498,7 +500,7 @@ def run_dir(study_name: str, out_dir: str | Path | None = None, *, parent: str |
     return out
 
 
-def space_size(space: SearchSpace) -> str:
+def space_size(space: SpaceLike) -> str:
     try:
         return str(space.size())
     except Exception:  # noqa: BLE001

@@ -631,6 +631,7 @@ def test_public_names_pinned():
         "CompressSpace",
         "StageChoice",
         "StageSpace",
+        "UserModelSpace",
         "apply_candidate",
         "check_model",
         "check_space",

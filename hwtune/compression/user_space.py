@@ -1,45 +1,37 @@
-"""A user's trained model seen as a search space (``UserModelSpace``), and the user's normalization of
-the data it was trained with (``with_normalization``).
+"""A user's trained model seen as a search space: :class:`UserModelSpace`, the tuner's view of a
+:class:`~hwtune.compression.CompressSpace` (``hwtune.compress``).
 
-Kept apart from :mod:`hwtune.tuner.compress` (which runs a compression study through ``tune``) so that
-the modules below ``tune`` -- reading a study's stored space and data -- need not import it.
+It plays the role :class:`hwtune.space.SearchSpace` plays for a recipe (:class:`hwtune.space.SpaceLike`),
+and registers the stored kind ``compress`` so a study's stored space is rebuilt by
+:func:`hwtune.space.space_from_dict`. No torch here (pruning is :mod:`hwtune.compression.prune`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwtune._util import is_num
-from hwtune.errors import ConfigError, DataError
+from hwtune.compression.compress_space import CompressCandidate, CompressSpace
+from hwtune.errors import ConfigError
+from hwtune.space import InputSpec, ParentSpec, TrainSpec, register_space_kind
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtune.compression import CompressCandidate, CompressSpace
-    from hwtune.data import DataSplits
+    from hwtune.precision import PrecisionPlan
 
-__all__ = ["FAMILY", "UserModelSpace", "with_normalization"]
+__all__ = ["FAMILY", "KIND", "UserModelSpace"]
 
 FAMILY = "user-model"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Input:
-    channels: int
-    size: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Train:
-    epochs: float
-    batch_size: int
+KIND = "compress"  # written to studies since 0.1: stays readable
 
 
 class UserModelSpace:
-    """A :class:`~hwtune.compression.CompressSpace` seen through the tuner's space interface."""
+    """A :class:`~hwtune.compression.CompressSpace` seen through the tuner's space interface
+    (:class:`hwtune.space.SpaceLike`); stored as kind ``compress``."""
 
     family = FAMILY
-    parent = None
+    parent: ParentSpec | None = None
+    path: Path | None = None
 
     def __init__(
         self, cspace: CompressSpace, *, name: str, dataset: str, epochs: float = 1.0, batch_size: int = 128
@@ -50,10 +42,9 @@ class UserModelSpace:
         self.cspace = cspace
         self.name = name
         self.dataset = dataset
-        self.input = _Input(int(c), int(h))
+        self.input = InputSpec(int(c), int(h))
         self.num_classes = int(cspace.num_classes)
-        self.train = _Train(float(epochs), int(batch_size))
-        self.path = None
+        self.train = TrainSpec(float(epochs), int(batch_size))
 
     # -- the tuner's view ----------------------------------------------------------------------
     @property
@@ -86,12 +77,10 @@ class UserModelSpace:
         return self.cspace.candidate(params)
 
     def candidate_from_dict(self, data: Mapping[str, Any]) -> CompressCandidate:
-        from hwtune.compression import CompressCandidate
-
         return CompressCandidate.from_dict(data)
 
-    def precision_plan(self, cand: CompressCandidate) -> Any:
-        from hwtune.compression import precision_plan
+    def precision_plan(self, cand: CompressCandidate) -> PrecisionPlan:
+        from hwtune.compression.prune import precision_plan  # torch: imported when a plan is needed
 
         return precision_plan(self.cspace, cand)
 
@@ -118,7 +107,7 @@ class UserModelSpace:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "compress",
+            "kind": KIND,
             "name": self.name,
             "dataset": self.dataset,
             "train": {"epochs": self.train.epochs, "batch_size": self.train.batch_size},
@@ -127,8 +116,7 @@ class UserModelSpace:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UserModelSpace:
-        from hwtune.compression import CompressSpace
-
+        """Rebuild a stored space (``to_dict``; what a compression study stores as its recipe's ``space``)."""
         train = data.get("train") or {}
         return cls(
             CompressSpace.from_dict(data["space"]),
@@ -139,30 +127,4 @@ class UserModelSpace:
         )
 
 
-
-def with_normalization(splits: DataSplits, mean: Sequence[float], std: Sequence[float]) -> DataSplits:
-    """The same splits normalized with the user's per-channel ``mean``/``std`` (what their weights expect)."""
-    from hwtune.data import TensorData
-
-    c = splits.input_shape[0]
-    mean, std = [float(x) for x in mean], [float(x) for x in std]
-    problems = []
-    for key, v in (("mean", mean), ("std", std)):
-        if len(v) not in (1, c) or not all(is_num(x) for x in v):
-            problems.append(f"normalize: {key} must be 1 or {c} finite numbers (one per channel), got {v}")
-    if any(s <= 0 for s in std):
-        problems.append(f"normalize: std must be > 0, got {std}")
-    if problems:
-        raise ConfigError("\n".join(problems))
-    mean, std = (mean * c)[:c], (std * c)[:c]
-
-    def norm(ds: Any) -> Any:
-        if ds is None:
-            return None
-        if not isinstance(ds, TensorData) or ds.images.is_floating_point():
-            raise DataError("normalize= applies to image datasets hwtune loaded (uint8 pixels), not to float tensors")
-        return TensorData(ds.images, ds.labels, mean=mean, std=std)
-
-    return dataclasses.replace(
-        splits, train=norm(splits.train), val=norm(splits.val), test=norm(splits.test), mean=tuple(mean), std=tuple(std)
-    )
+register_space_kind(KIND, UserModelSpace.from_dict)

@@ -170,6 +170,11 @@ class CandidateLike(Protocol):
         """A readable one-liner."""
         ...
 
+    @property
+    def stage_precision(self) -> Mapping[str, str] | tuple[tuple[str, str], ...]:
+        """Stage -> precision (a mapping or its pairs); empty for a uniform recipe precision."""
+        ...
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; the space's ``candidate_from_dict`` rebuilds an equal candidate."""
         ...

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwtune.cli._output import print_json, print_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.space import SearchSpace
 
 __all__ = ["add_parser", "run"]
 
@@ -26,7 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _summary(space: Any) -> dict[str, Any]:
+def _summary(space: SearchSpace) -> dict[str, Any]:
     return {
         "name": space.name,
         "family": space.family,

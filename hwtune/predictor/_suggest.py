@@ -29,7 +29,7 @@ from hwtune.predictor._stored_calibration import profile_calibration
 
 if TYPE_CHECKING:
     from hwtune.device import DeviceProfile
-    from hwtune.space import Candidate
+    from hwtune.space import Candidate, SearchSpace
 
 __all__ = ["DEFAULT_POOL", "DEFAULT_RECIPE", "Suggestion", "suggest_networks"]
 
@@ -85,7 +85,7 @@ def _connected(candidate: Candidate) -> bool:
     return cell_connected(str(candidate.knob_dict.get("arch")))
 
 
-def _pool(space: Any, size: int, seed: int, precision: str) -> list[Candidate]:
+def _pool(space: SearchSpace, size: int, seed: int, precision: str) -> list[Candidate]:
     import numpy as np
 
     rng = np.random.default_rng(seed)

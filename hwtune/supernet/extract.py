@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,6 +28,11 @@ from hwtune.families import ModelFamily
 from hwtune.supernet._slicing import ChannelGroups, slice_state
 from hwtune.supernet.importance import ChannelOrder
 from hwtune.supernet.parent import check_sliceable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.space import Candidate, SearchSpace
+
+    CandidateKnobs = Candidate | Mapping[str, Any]  # a recipe's candidate or its knob values
 
 __all__ = ["SubnetView", "extract"]
 
@@ -47,7 +52,7 @@ def _fixed_sizes(parent: nn.Module, groups: ChannelGroups) -> tuple[int, int]:
 
 
 def _builder(
-    space_or_family: Any, parent: nn.Module, input_size: int | None
+    space_or_family: SearchSpace | ModelFamily | str, parent: nn.Module, input_size: int | None
 ) -> tuple[ModelFamily, ChannelGroups, Callable[[Any], nn.Module]]:
     family = check_sliceable(space_or_family)
     groups = family.channel_groups(parent)
@@ -62,7 +67,7 @@ def _builder(
         )
     num_classes, in_channels = _fixed_sizes(parent, groups)
 
-    def build(candidate: Any) -> nn.Module:
+    def build(candidate: CandidateKnobs) -> nn.Module:
         return family.build(candidate, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
 
     return family, groups, build
@@ -70,8 +75,8 @@ def _builder(
 
 def extract(
     parent: nn.Module,
-    space_or_family: Any,
-    candidate: Any,
+    space_or_family: SearchSpace | ModelFamily | str,
+    candidate: CandidateKnobs,
     *,
     order: ChannelOrder | None = None,
     input_size: int | None = None,
@@ -109,7 +114,7 @@ def extract(
     return sub.train(parent.training)
 
 
-def _cache_key(candidate: Any) -> str:
+def _cache_key(candidate: CandidateKnobs) -> str:
     knobs = candidate.knobs if hasattr(candidate, "knobs") else sorted(dict(candidate).items())
     return json.dumps(jsonable(knobs), sort_keys=True)
 
@@ -138,7 +143,7 @@ class SubnetView:
     def __init__(
         self,
         parent: nn.Module,
-        space_or_family: Any,
+        space_or_family: SearchSpace | ModelFamily | str,
         *,
         order: ChannelOrder | None = None,
         input_size: int | None = None,
@@ -150,7 +155,7 @@ class SubnetView:
         self._cache: OrderedDict[str, nn.Module] = OrderedDict()
         self._cache_size = max(1, int(cache_size))
 
-    def skeleton(self, candidate: Any) -> nn.Module:
+    def skeleton(self, candidate: CandidateKnobs) -> nn.Module:
         """The candidate's built module (cached); its own weights are never used by the view."""
         key = _cache_key(candidate)
         if key in self._cache:
@@ -164,7 +169,7 @@ class SubnetView:
             self._cache.popitem(last=False)
         return module
 
-    def __call__(self, candidate: Any, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, candidate: CandidateKnobs, x: torch.Tensor) -> torch.Tensor:
         """The sub-network's output for ``x``, differentiable with respect to the parent."""
         sub = self.skeleton(candidate)
         training = self.parent.training

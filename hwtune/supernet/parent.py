@@ -17,7 +17,7 @@ from hwtune.families import ModelFamily, get_family, list_families
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from hwtune.space import Candidate, SearchSpace
+    from hwtune.space import Candidate, SearchSpace, SpaceLike
 
 __all__ = [
     "check_sliceable",
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def _as_family(family_or_space: Any) -> ModelFamily:
+def _as_family(family_or_space: str | ModelFamily | SpaceLike) -> ModelFamily:
     if isinstance(family_or_space, ModelFamily):
         return family_or_space
     if isinstance(family_or_space, str):
@@ -48,7 +48,7 @@ def _space_choices(space: SearchSpace) -> dict[str, list[tuple[Any, ...]]]:
     return {k: v for k, v in out.items() if any(len(c) > 1 for c in v)}
 
 
-def why_not_sliceable(family_or_space: Any) -> str | None:
+def why_not_sliceable(family_or_space: str | ModelFamily | SpaceLike) -> str | None:
     """Why candidates cannot inherit weights from one parent, or ``None`` when they can.
 
     Args:
@@ -85,12 +85,12 @@ def why_not_sliceable(family_or_space: Any) -> str | None:
     return None
 
 
-def is_sliceable(family_or_space: Any) -> bool:
+def is_sliceable(family_or_space: str | ModelFamily | SpaceLike) -> bool:
     """``True`` when candidates can be sliced from one parent (see :func:`why_not_sliceable`)."""
     return why_not_sliceable(family_or_space) is None
 
 
-def check_sliceable(family_or_space: Any) -> ModelFamily:
+def check_sliceable(family_or_space: str | ModelFamily | SpaceLike) -> ModelFamily:
     """The family, or ``ConfigError`` with :func:`why_not_sliceable`'s reason."""
     why = why_not_sliceable(family_or_space)
     if why is not None:

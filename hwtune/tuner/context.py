@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from hwtune.device import DeviceProfile
+    from hwtune.space import SpaceLike
     from hwtune.tuner.pipeline import CandidatePipeline
 
 __all__ = ["SearchContext"]
@@ -23,7 +24,7 @@ __all__ = ["SearchContext"]
 class SearchContext:
     """Everything a trial needs, plus the run's counters (duplicates, failures, stop reason)."""
 
-    space: Any
+    space: SpaceLike
     device: DeviceProfile
     data: Any
     objectives: tuple[Objective, ...]

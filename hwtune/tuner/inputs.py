@@ -25,9 +25,8 @@ from hwtune.errors import ConfigError, DataError, StudyError, did_you_mean
 from hwtune.space import SearchSpace, SpaceLike, list_recipes, space_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtune.compression import CompressCandidate
     from hwtune.data import DataSplits
-    from hwtune.space import Candidate, CandidateLike
+    from hwtune.space import CandidateLike
 
 __all__ = [
     "DEFAULT_RUNS_DIR",
@@ -414,7 +413,7 @@ def extreme_candidate(space: SpaceLike, *, largest: bool, precision: str) -> Can
     return space.candidate(params)
 
 
-def stage_precision_of(cand: Candidate | CompressCandidate) -> dict[str, str]:
+def stage_precision_of(cand: CandidateLike) -> dict[str, str]:
     """Stage -> precision of a candidate (a recipe's pairs or a derived space's mapping)."""
     sp = cand.stage_precision
     return dict(sp.items()) if isinstance(sp, Mapping) else dict(sp)

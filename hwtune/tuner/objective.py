@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
 from hwtune.errors import StorageUnavailableError
@@ -36,6 +36,9 @@ from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
 from hwtune.tuner.inputs import candidate_seed, stage_precision_of
 from hwtune.tuner.storage import BufferedTrial, optuna_module, requeue, trial_figures_dict, worker_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.space import CandidateLike
 
 __all__ = ["PROFILE_KEYS", "ArtifactStoreFailed", "TrialFailed", "failure_reason", "make_objective"]
 
@@ -241,7 +244,7 @@ class CandidateTrial:
         return list(prior.values)
 
     # -- the candidate's steps ------------------------------------------------------------------
-    def _evaluate(self, cand: Any, *, origin: Any, target_rung: int | None) -> list[float]:
+    def _evaluate(self, cand: CandidateLike, *, origin: Any, target_rung: int | None) -> list[float]:
         """Profile (or inherit the origin's profile), train to the target rung, ship, score, store."""
         ctx, trial = self.ctx, self.trial
         self.stage = "build"
@@ -266,7 +269,7 @@ class CandidateTrial:
         trial.flush(final=True)
         return ctx.values_for({**figures, "val_accuracy": val_accuracy})
 
-    def _profile_fresh(self, cand: Any, plan: Any, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+    def _profile_fresh(self, cand: CandidateLike, plan: Any, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
         """Cheap profile and constraints on every device; None when infeasible everywhere (never trained).
 
         The primary device's figures go to the top level; with several devices every device's figures
@@ -326,7 +329,7 @@ class CandidateTrial:
         return model, figures, {"rung": 0, "epochs": 0.0, "rungs": [], "target": 0, "train_seconds": 0.0}
 
     def _continue_origin(
-        self, cand: Any, origin: Any, target_rung: int | None
+        self, cand: CandidateLike, origin: Any, target_rung: int | None
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """A promotion: the origin's profile stands (latency and memory do not change with training);
         its weights continue training from where the origin stopped."""
@@ -431,7 +434,7 @@ class CandidateTrial:
         return acc_fp32, trained_epochs
 
     def _ship_and_score(
-        self, model: Any, cand: Any, plan: Any, acc_fp32: float, figures: dict[str, Any], *, measure: bool
+        self, model: Any, cand: CandidateLike, plan: Any, acc_fp32: float, figures: dict[str, Any], *, measure: bool
     ) -> float:
         """Accuracy of what ships; on measure devices, the latency of the shipped file (once, at rung 0).
 
@@ -508,7 +511,7 @@ class CandidateTrial:
                 per_device[dev.id].update(update)
                 trial.set_user_attr("per_device", per_device)
 
-    def _save_weights(self, model: Any, cand: Any, seed: int) -> None:
+    def _save_weights(self, model: Any, cand: CandidateLike, seed: int) -> None:
         import torch
 
         self.stage = "save weights"

@@ -21,22 +21,35 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from hwtune._idx import read_idx
+from hwtune.datasplits import DataSplits, TensorData, iter_batches, pixel_stats, split_indices, subset
 from hwtune.errors import DataError, UnknownNameError, did_you_mean
+from hwtune.image_data import (
+    CIFAR10_ENV_VAR,
+    CIFAR10_NAMES,
+    cache_dir,
+    cifar10_dir,
+    is_cifar_batches,
+    is_image_folder,
+    load_cifar_batches,
+    load_image_folder,
+)
 
 __all__ = [
     "APT_PACKAGE",
+    "CIFAR10_ENV_VAR",
     "DATA_ENV_VAR",
     "FASHION_MNIST_CLASSES",
     "SYSTEM_DATA_DIR",
@@ -52,7 +65,6 @@ __all__ = [
     "read_idx",
 ]
 
-SCHEMA_VERSION = 1
 APT_PACKAGE = "dataset-fashion-mnist"
 DATA_ENV_VAR = "HWTUNE_DATA"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets")
@@ -70,7 +82,6 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
-
 
 
 @dataclass(frozen=True)
@@ -101,187 +112,13 @@ _IDX_FILES = {
 
 def list_datasets() -> list[str]:
     """Return the dataset names :func:`load_dataset` knows (paths to directories work too)."""
-    return sorted(_IDX_DATASETS)
+    return sorted([*_IDX_DATASETS, CIFAR10_NAMES[0]])
 
 
 def is_dataset_name(text: str) -> bool:
     """Whether ``text`` is a dataset name (or alias) :func:`load_dataset` knows, as opposed to a path."""
     key = str(text).strip().lower()
-    return _ALIASES.get(key, key) in _IDX_DATASETS
-
-
-# --------------------------------------------------------------------------------------------
-# In-memory dataset
-# --------------------------------------------------------------------------------------------
-
-
-class TensorData(Dataset):
-    """An in-memory dataset of images and integer labels with fast batched access.
-
-    Images are stored either as ``uint8`` (raw pixels; scaled to [0, 1] and normalized with
-    ``mean``/``std`` on access, which keeps Fashion-MNIST at 47 MB instead of 188 MB) or as
-    float tensors that are returned unchanged. ``batch(indices)`` returns a whole normalized batch
-    in one tensor operation; training and evaluation use it instead of a DataLoader.
-
-    Args:
-        images: ``(N, C, H, W)`` tensor, ``uint8`` or floating point.
-        labels: ``(N,)`` integer tensor.
-        mean: Per-channel mean of the [0, 1]-scaled pixels (``uint8`` images only).
-        std: Per-channel standard deviation, same convention.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> None:
-        if images.ndim != 4:
-            raise DataError(f"TensorData images must have shape (N, C, H, W), got {tuple(images.shape)}")
-        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise DataError(f"TensorData labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        if images.dtype != torch.uint8 and not images.is_floating_point():
-            raise DataError(f"TensorData images must be uint8 or floating point, got {images.dtype}")
-        if images.is_floating_point() and (mean is not None or std is not None):
-            raise DataError("TensorData mean/std apply to uint8 images only; float images are used as given")
-        channels = images.shape[1]
-        self.images = images
-        self.labels = labels.to(torch.int64)
-        self.mean = None if mean is None else tuple(float(m) for m in mean)
-        self.std = None if std is None else tuple(float(s) for s in std)
-        for key, value in (("mean", self.mean), ("std", self.std)):
-            if value is not None and len(value) != channels:
-                raise DataError(f"TensorData {key} needs {channels} values (one per channel), got {len(value)}")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise DataError(f"TensorData std must be > 0, got {self.std}")
-        self._mean_t = None if self.mean is None else torch.tensor(self.mean).view(1, -1, 1, 1)
-        self._std_t = None if self.std is None else torch.tensor(self.std).view(1, -1, 1, 1)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self._convert(self.images[index].unsqueeze(0))[0], int(self.labels[index])
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.images.shape[1:]
-        return int(c), int(h), int(w)
-
-    @property
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(images, labels)`` like ``TensorDataset.tensors``; materializes the normalized float images."""
-        return self._convert(self.images), self.labels
-
-    def batch(self, indices: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the normalized ``float32`` images and ``int64`` labels at ``indices``."""
-        return self._convert(self.images[indices]), self.labels[indices]
-
-    def subset(self, indices: torch.Tensor | np.ndarray | slice) -> TensorData:
-        """Return a ``TensorData`` of the samples at ``indices`` (a view for a slice, else a copy)."""
-        if isinstance(indices, np.ndarray):
-            indices = torch.from_numpy(indices.astype(np.int64))
-        images, labels = self.images[indices], self.labels[indices]
-        return TensorData(images.contiguous(), labels.contiguous(), mean=self.mean, std=self.std)
-
-    def _convert(self, images: torch.Tensor) -> torch.Tensor:
-        if images.is_floating_point():
-            return images.to(torch.float32)
-        x = images.to(torch.float32).mul_(1.0 / 255.0)
-        if self._mean_t is not None and self._std_t is not None:
-            x.sub_(self._mean_t).div_(self._std_t)
-        return x
-
-    def __repr__(self) -> str:
-        return f"TensorData(n={len(self)}, shape={self.input_shape}, dtype={self.images.dtype})"
-
-
-# --------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------
-
-
-def iter_batches(
-    dataset: Any, batches: Sequence[torch.Tensor], *, num_workers: int = 0
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images, labels)`` for each index tensor in ``batches``, in that order.
-
-    In-memory datasets (:class:`TensorData`, a float/int ``TensorDataset``) are sliced a whole batch at
-    a time; any other map-style dataset goes through a ``DataLoader`` with exactly these batches.
-
-    Example:
-        >>> ds = TensorData(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), torch.arange(5))
-        >>> [tuple(y.tolist()) for _, y in iter_batches(ds, list(torch.arange(5).split(2)))]
-        [(0, 1), (2, 3), (4,)]
-    """
-    if isinstance(dataset, TensorData):
-        yield from (dataset.batch(idx) for idx in batches)
-        return
-    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) == 2:
-        x_all, y_all = dataset.tensors
-        if x_all.is_floating_point() and not y_all.is_floating_point():
-            yield from ((x_all[idx], y_all[idx].long()) for idx in batches)
-            return
-    yield from DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)
-
-
-# --------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataSplits:
-    """A dataset cut into train / validation / test splits, plus what a deployed model must know.
-
-    Attributes:
-        name: Dataset name (``"fashion-mnist"``, a directory name, or the user's name).
-        train: Split to fit on.
-        val: Split for model selection, carved from the training set; ``None`` if ``val_fraction=0``.
-        test: Held-out split for final reports only; ``None`` when the source has none.
-        input_shape: ``(C, H, W)`` of one image.
-        num_classes: Number of classes; labels are ``0 .. num_classes-1``.
-        class_names: Name of each class.
-        mean: Per-channel mean subtracted from the [0, 1]-scaled pixels; ``None`` when the user's
-            dataset normalizes on its own.
-        std: Per-channel standard deviation the pixels are divided by; ``None`` likewise.
-        source: Where the data came from (a directory, or ``"user datasets"``).
-        split_seed: Seed of the train/validation permutation.
-    """
-
-    name: str
-    train: Dataset
-    val: Dataset | None
-    test: Dataset | None
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    class_names: tuple[str, ...]
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
-    source: str = ""
-    split_seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Metadata for manifests and reports (not the data): shapes, sizes, classes, normalization."""
-
-        def size(ds: Any) -> int | None:
-            return None if ds is None else len(ds)
-
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "name": self.name,
-            "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "mean": None if self.mean is None else list(self.mean),
-            "std": None if self.std is None else list(self.std),
-            "sizes": {"train": size(self.train), "val": size(self.val), "test": size(self.test)},
-            "source": self.source,
-            "split_seed": self.split_seed,
-        }
+    return _ALIASES.get(key, key) in _IDX_DATASETS or key in CIFAR10_NAMES
 
 
 def _check_fraction(val_fraction: float) -> None:
@@ -294,17 +131,6 @@ def _check_limit(key: str, value: int | None) -> None:
         raise DataError(f"{key} must be a positive integer or None, got {value!r}")
 
 
-def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded permutation of ``range(n)`` cut into (train, val) index arrays."""
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = round(n * val_fraction)
-    if val_fraction > 0 and (n_val < 1 or n_val >= n):
-        raise DataError(
-            f"val_fraction={val_fraction} of {n} training samples leaves an empty train or validation split"
-        )
-    return perm[n_val:], perm[:n_val]
-
-
 def _head(ds: Any, limit: int | None) -> Any:
     """First ``limit`` samples of a split (splits are already shuffled, so this is a random sample)."""
     if ds is None or limit is None or limit >= len(ds):
@@ -312,25 +138,6 @@ def _head(ds: Any, limit: int | None) -> Any:
     if isinstance(ds, TensorData):
         return ds.subset(slice(0, limit))
     return Subset(ds, range(limit))
-
-
-def _pixel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean/std of uint8 ``(N, C, H, W)`` pixels scaled to [0, 1].
-
-    A 256-bin histogram (``torch.bincount`` on uint8: 0.07 s for Fashion-MNIST's 47M pixels) gives
-    them exactly; float sums need a 190 MB float copy and numpy's bincount widens to int64 (1.8 s).
-    """
-    means, stds = [], []
-    values = np.arange(256, dtype=np.float64) / 255.0
-    for c in range(images.shape[1]):
-        hist = torch.bincount(images[:, c].reshape(-1), minlength=256).numpy().astype(np.float64)
-        total = hist.sum()
-        mean = float((hist * values).sum() / total)
-        var = float((hist * (values - mean) ** 2).sum() / total)
-        means.append(round(mean, 4))
-        # Floor at one grey level: a constant channel would otherwise divide by zero.
-        stds.append(round(max(var**0.5, 1 / 255), 4))
-    return tuple(means), tuple(stds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,8 +176,7 @@ def _idx_dir_complete(directory: Path) -> bool:
 
 def _cache_dir() -> Path:
     """Where ``download=True`` puts data when neither ``root`` nor ``$HWTUNE_DATA`` is given."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hwtune" / "data"
+    return cache_dir()
 
 
 def _candidate_dirs(spec: _IdxSpec, root: Path | None) -> list[Path]:
@@ -469,10 +275,10 @@ def _load_idx_dataset(
     class_names = spec.class_names or tuple(str(i) for i in range(int(tensors["train_labels"].max()) + 1))
     train_all = tensors["train_images"].unsqueeze(1)  # (N, 1, H, W)
     test_images = tensors["test_images"].unsqueeze(1)
-    train_idx, val_idx = _split_indices(train_all.shape[0], val_fraction, seed)
+    train_idx, val_idx = split_indices(train_all.shape[0], val_fraction, seed)
     train_images = train_all[torch.from_numpy(train_idx)]
     # Normalization statistics come from the training split only (no validation/test leakage).
-    mean, std = _pixel_stats(train_images)
+    mean, std = pixel_stats(train_images)
     full = TensorData(train_all, tensors["train_labels"], mean=mean, std=std)
     train = TensorData(train_images, tensors["train_labels"][torch.from_numpy(train_idx)], mean=mean, std=std)
     val = full.subset(val_idx) if len(val_idx) else None
@@ -490,134 +296,6 @@ def _load_idx_dataset(
         source=str(directory),
         split_seed=seed,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# ImageFolder directories
-# --------------------------------------------------------------------------------------------
-
-
-def _is_image_folder(path: Path) -> bool:
-    return (path / "train").is_dir()
-
-
-def _load_image_folder(
-    path: Path,
-    *,
-    image_size: int | tuple[int, int] | None,
-    val_fraction: float,
-    seed: int,
-    max_memory_bytes: int,
-    stats_samples: int = 1000,
-) -> DataSplits:
-    """Load ``path/train`` (and optional ``path/val``, ``path/test``) class-per-subfolder directories."""
-    try:
-        import torchvision.transforms as T
-        from PIL import Image
-        from torchvision.datasets import ImageFolder
-    except ImportError as exc:  # pragma: no cover - torchvision is a dependency
-        raise DataError(f"reading image folders needs torchvision and Pillow: {exc}") from exc
-
-    def open_folder(sub: str) -> Any:
-        try:
-            return ImageFolder(str(path / sub))
-        except (OSError, RuntimeError) as exc:
-            raise DataError(
-                f"{path / sub}: not a usable image folder (one subfolder per class with images): {exc}"
-            ) from exc
-
-    raw = {sub: open_folder(sub) for sub in ("train", "val", "test") if (path / sub).is_dir()}
-    train_raw = raw["train"]
-    problems = []
-    for sub, ds in raw.items():
-        if sub != "train" and ds.classes != train_raw.classes:
-            problems.append(
-                f"{path / sub}: classes {ds.classes} differ from {path / 'train'} classes {train_raw.classes}"
-            )
-    if problems:
-        raise DataError("\n".join(problems))
-
-    first = train_raw.samples[0][0]
-    try:
-        with Image.open(first) as img:
-            mode, first_size = img.mode, img.size
-    except Exception as exc:  # PIL raises many types for broken files
-        raise DataError(f"{first}: cannot read image: {exc}") from exc
-    channels = 1 if mode in ("1", "L", "I", "I;16", "F") else 3
-    size: tuple[int, int] | None = None
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)  # type: ignore[assignment]
-    steps: list[Any] = [T.Grayscale(1) if channels == 1 else T.Lambda(lambda im: im.convert("RGB"))]
-    if size is not None:
-        steps.append(T.Resize(size))
-    steps.append(T.PILToTensor())
-    to_uint8 = T.Compose(steps)
-
-    def decode(ds: Any, idx: int) -> Any:
-        file = ds.samples[idx][0]
-        try:
-            return to_uint8(ds.loader(file))
-        except Exception as exc:  # PIL raises many types for broken files
-            raise DataError(f"{file}: cannot read image: {exc}") from exc
-
-    # Sample images for the statistics and to check that sizes agree when no resize is asked for.
-    rng = np.random.default_rng(seed)
-    n_train = len(train_raw)
-    sample_idx = rng.choice(n_train, size=min(stats_samples, n_train), replace=False)
-    sample = [decode(train_raw, int(i)) for i in sample_idx]
-    shapes = {tuple(t.shape) for t in sample}
-    if len(shapes) > 1:
-        listed = ", ".join("x".join(map(str, s[1:])) for s in sorted(shapes)[:4])
-        raise DataError(f"{path / 'train'}: images have different sizes ({listed}); pass image_size= to resize them")
-    c, h, w = next(iter(shapes))
-    mean, std = _pixel_stats(torch.stack(sample))
-    del first_size
-
-    total = sum(len(ds) for ds in raw.values())
-    in_memory = total * c * h * w <= max_memory_bytes
-
-    def materialize(ds: Any) -> Any:
-        if in_memory:
-            images = torch.empty((len(ds), c, h, w), dtype=torch.uint8)
-            for i in range(len(ds)):
-                img = decode(ds, i)
-                if tuple(img.shape) != (c, h, w):
-                    raise DataError(
-                        f"{ds.samples[i][0]}: image is {tuple(img.shape)}, expected {(c, h, w)}; pass image_size="
-                    )
-                images[i] = img
-            labels = torch.tensor(ds.targets, dtype=torch.int64)
-            return TensorData(images, labels, mean=mean, std=std)
-        ds.transform = T.Compose([to_uint8, T.ConvertImageDtype(torch.float32), T.Normalize(mean, std)])
-        return ds
-
-    train_full = materialize(train_raw)
-    if "val" in raw:
-        train, val = train_full, materialize(raw["val"])
-    else:
-        train_idx, val_idx = _split_indices(len(train_full), val_fraction, seed)
-        train = _subset(train_full, train_idx)
-        val = _subset(train_full, val_idx) if len(val_idx) else None
-    test = materialize(raw["test"]) if "test" in raw else None
-    return DataSplits(
-        name=path.name,
-        train=train,
-        val=val,
-        test=test,
-        input_shape=(c, h, w),
-        num_classes=len(train_raw.classes),
-        class_names=tuple(train_raw.classes),
-        mean=mean,
-        std=std,
-        source=str(path),
-        split_seed=seed,
-    )
-
-
-def _subset(ds: Any, indices: np.ndarray) -> Any:
-    if isinstance(ds, TensorData):
-        return ds.subset(indices)
-    return Subset(ds, indices.tolist())
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,9 +318,12 @@ def load_dataset(
 ) -> DataSplits:
     """Load a dataset by name or directory and split it into train / validation / test.
 
-    ``name_or_path`` is a known name (``"fashion-mnist"``, ``"mnist"``), a directory holding the
-    four IDX files (``train-images-idx3-ubyte.gz`` ...), or an ImageFolder directory with a
-    ``train/`` subfolder (one subfolder per class) and optional ``val/`` and ``test/``.
+    ``name_or_path`` is a known name (``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``), a directory
+    holding the four IDX files (``train-images-idx3-ubyte.gz`` ...), CIFAR-10's python batches
+    (``cifar-10-batches-py``: :mod:`hwtune.image_data`), or an ImageFolder directory with a ``train/``
+    subfolder (one subfolder per class) and optional ``val/`` and ``test/``: decoded into memory when
+    it fits ``max_memory_bytes``, else streamed through DataLoader workers (the choice is printed).
+    ``"cifar10"`` (``"cifar-10"``) is the directory ``$HWTUNE_CIFAR10`` names, in either layout.
 
     For a name, the IDX files are looked up in ``root`` if given, otherwise in ``$HWTUNE_DATA``
     and then ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``),
@@ -661,7 +342,7 @@ def load_dataset(
         download: Allow torchvision to download the files when they are missing. Off by default:
             nothing touches the network unless asked to.
         image_size: ImageFolder only: resize every image to this size (int or ``(H, W)``).
-        max_memory_bytes: ImageFolder only: decode all images into memory when they fit.
+        max_memory_bytes: ImageFolder only: decode all images into memory when they fit, else stream them.
 
     Returns:
         The splits, with the normalization statistics of the training split.
@@ -691,30 +372,16 @@ def load_dataset(
             seed=seed,
             download=download,
         )
+    elif key in CIFAR10_NAMES and not Path(str(name_or_path)).is_dir():
+        splits = _load_directory(cifar10_dir(), image_size, val_fraction, seed, max_memory_bytes, name="cifar10")
     else:
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
             raise UnknownNameError(
                 f"unknown dataset {str(name_or_path)!r}: not a known name ({', '.join(list_datasets())}) "
-                f"nor an existing directory{did_you_mean(key, list(_IDX_DATASETS) + list(_ALIASES))}"
+                f"nor an existing directory{did_you_mean(key, [*_IDX_DATASETS, *_ALIASES, *CIFAR10_NAMES])}"
             )
-        if _idx_dir_complete(path):
-            # A bare IDX directory: Fashion-MNIST's class names when the path says so, else "0".."n-1".
-            names = FASHION_MNIST_CLASSES if "fashion" in str(path.resolve()).lower() else ()
-            spec = _IdxSpec(path.name, (), names, "", None)
-            splits = _load_idx_dataset(
-                spec, root=None, directory=path, val_fraction=val_fraction, seed=seed, download=False
-            )
-        elif _is_image_folder(path):
-            splits = _load_image_folder(
-                path, image_size=image_size, val_fraction=val_fraction, seed=seed, max_memory_bytes=max_memory_bytes
-            )
-        else:
-            present = sorted(p.name for p in path.iterdir())[:8]
-            raise DataError(
-                f"{path}: neither IDX files ({', '.join(s + '.gz' for s in _IDX_FILES.values())}) nor an "
-                f"ImageFolder layout (train/<class>/*.png); found {present}"
-            )
+        splits = _load_directory(path, image_size, val_fraction, seed, max_memory_bytes)
     if train_limit or val_limit or test_limit:
         splits = _replace_splits(
             splits,
@@ -725,9 +392,39 @@ def load_dataset(
     return splits
 
 
-def _replace_splits(splits: DataSplits, **changes: Any) -> DataSplits:
-    import dataclasses
+def _load_directory(
+    path: Path,
+    image_size: int | tuple[int, int] | None,
+    val_fraction: float,
+    seed: int,
+    max_memory_bytes: int,
+    name: str | None = None,
+) -> DataSplits:
+    """A directory of IDX files, CIFAR python batches or an ImageFolder tree."""
+    if _idx_dir_complete(path):
+        # A bare IDX directory: Fashion-MNIST's class names when the path says so, else "0".."n-1".
+        names = FASHION_MNIST_CLASSES if "fashion" in str(path.resolve()).lower() else ()
+        spec = _IdxSpec(path.name, (), names, "", None)
+        return _load_idx_dataset(spec, root=None, directory=path, val_fraction=val_fraction, seed=seed, download=False)
+    if is_cifar_batches(path):
+        return load_cifar_batches(path, val_fraction=val_fraction, seed=seed, name=name)
+    if is_image_folder(path):
+        return load_image_folder(
+            path,
+            image_size=image_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            max_memory_bytes=max_memory_bytes,
+            name=name,
+        )
+    present = sorted(p.name for p in path.iterdir())[:8]
+    raise DataError(
+        f"{path}: neither IDX files ({', '.join(s + '.gz' for s in _IDX_FILES.values())}), CIFAR python batches "
+        f"(data_batch_1..5, test_batch) nor an ImageFolder layout (train/<class>/*.png); found {present}"
+    )
 
+
+def _replace_splits(splits: DataSplits, **changes: Any) -> DataSplits:
     return dataclasses.replace(splits, **changes)
 
 
@@ -789,7 +486,7 @@ def from_datasets(
         if mean is None or std is None:
             if "train" not in uint8_parts:
                 raise DataError("uint8 val/test tensors need mean= and std= when train is not a uint8 TensorDataset")
-            mean, std = _pixel_stats(uint8_parts["train"][0])
+            mean, std = pixel_stats(uint8_parts["train"][0])
         for role, (x, y) in uint8_parts.items():
             wrapped[role] = TensorData(x, y, mean=mean, std=std)
     wrapped = {role: wrapped[role] for role in given if role in wrapped}  # keep train, val, test order
@@ -830,8 +527,8 @@ def from_datasets(
     train_ds = wrapped["train"]
     val_ds = wrapped.get("val")
     if val_ds is None and val_fraction > 0:
-        train_idx, val_idx = _split_indices(len(train_ds), val_fraction, seed)
-        train_ds, val_ds = _subset(train_ds, train_idx), _subset(train_ds, val_idx)
+        train_idx, val_idx = split_indices(len(train_ds), val_fraction, seed)
+        train_ds, val_ds = subset(train_ds, train_idx), subset(train_ds, val_idx)
     return DataSplits(
         name=name,
         train=train_ds,

@@ -212,7 +212,7 @@ def train(
     warmup_fraction: float = WARMUP_FRACTION,
     label_smoothing: float = 0.0,
     max_grad_norm: float | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     train_device: str | torch.device | None = None,
     amp: str | None = None,
     augment: str | None = None,
@@ -238,7 +238,8 @@ def train(
         warmup_fraction: Share of the steps spent warming the learning rate up linearly.
         label_smoothing: Cross-entropy label smoothing.
         max_grad_norm: Clip the gradient norm to this value (default: no clipping).
-        num_workers: DataLoader workers for datasets that are not in memory.
+        num_workers: DataLoader workers for datasets that are not in memory (default: what the dataset
+            asks for: a streamed image folder's workers, else 0).
         train_device: Train on this device (:func:`hwtune.engine.resolve_device`: ``auto``, ``cpu``,
             ``cuda``, ``cuda:N``, ``mps``); the model moves there for the call and back afterwards.
             Default: where the model's parameters are.
@@ -324,7 +325,7 @@ def train(
         model.train()
         try:
             done = run_loop(
-                iter_batches(ds, batches, num_workers=num_workers),
+                iter_batches(ds, batches, num_workers=num_workers, pin_memory=device.type == "cuda"),
                 objective,
                 opt,
                 lambda step: peak_lr * lr_factor(step, steps, warmup),

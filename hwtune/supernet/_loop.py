@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from hwtune.data import DataSplits, TensorData
+from hwtune.data import DataSplits, TensorData, iter_batches
 from hwtune.engine import lr_factor, num_threads, param_groups
 from hwtune.errors import ConfigError, DataError
 
@@ -73,10 +73,18 @@ def batch_fetcher(ds: Any) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch
     return fetch
 
 
-def fetch_batches(ds: Any, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(images, labels)`` of each index batch, lazily (a run stopped early reads no more)."""
-    fetch = batch_fetcher(ds)
-    return (fetch(idx) for idx in batches)
+def fetch_batches(
+    ds: Any, batches: list[torch.Tensor], *, pin_memory: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of each index batch, lazily (a run stopped early reads no more).
+
+    In-memory data is sliced a batch at a time; any other dataset (a streamed image folder) is
+    decoded by DataLoader workers (:func:`hwtune.data.iter_batches`), into pinned memory when asked.
+    """
+    if isinstance(ds, (TensorData, torch.utils.data.TensorDataset)):
+        fetch = batch_fetcher(ds)
+        return (fetch(idx) for idx in batches)
+    return iter_batches(ds, batches, pin_memory=pin_memory)
 
 
 def plan_batches(n: int, batch_size: int, samples: int, seed: int) -> list[torch.Tensor]:

@@ -209,7 +209,7 @@ def finetune(
             teacher.eval()
         try:
             done = run_loop(
-                fetch_batches(ds, batches),
+                fetch_batches(ds, batches, pin_memory=device.type == "cuda"),
                 objective,
                 sgd(model, peak_lr, weight_decay),
                 schedule.lr,

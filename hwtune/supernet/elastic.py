@@ -218,7 +218,7 @@ def train_parent(
             parent.train()
             try:
                 done = run_loop(
-                    fetch_batches(ds, batches),
+                    fetch_batches(ds, batches, pin_memory=device.type == "cuda"),
                     objective,
                     sgd(parent, peak_lr, weight_decay),
                     Schedule(peak_lr, len(batches), warmup_fraction).lr,

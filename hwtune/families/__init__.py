@@ -23,15 +23,17 @@ Example:
 
 from __future__ import annotations
 
-from hwtune.families._base import Knob, ModelFamily, make_divisible
+from hwtune.families._base import CellWiring, Knob, ModelFamily, WiredCell, make_divisible
 from hwtune.families._registry import create_model, get_family, list_families, register_family, unregister_family
 
 # Importing the family modules registers them.
 from hwtune.families import convnet, mobilenet, nb201, resnet  # noqa: F401  isort: skip
 
 __all__ = [
+    "CellWiring",
     "Knob",
     "ModelFamily",
+    "WiredCell",
     "create_model",
     "get_family",
     "list_families",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from hwtune._util import is_int, is_num
 from hwtune.errors import ConfigError, did_you_mean
@@ -19,11 +19,28 @@ from hwtune.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["ChannelGroups", "Knob", "ModelFamily", "knobs_of", "make_divisible"]
+__all__ = ["CellWiring", "ChannelGroups", "Knob", "ModelFamily", "WiredCell", "knobs_of", "make_divisible"]
 
 # Module path -> (group of its output channels, group of its input channels); see
 # ``ModelFamily.channel_groups``.
 ChannelGroups = dict[str, tuple[str | None, str | None]]
+
+# Per node after the input: its inputs as (source node, submodule path or None for the identity).
+CellWiring = tuple[tuple[tuple[int, str | None], ...], ...]
+
+
+@runtime_checkable
+class WiredCell(Protocol):
+    """The family hook for a cell whose wiring is data (a NAS cell's edges), not code.
+
+    A module that offers ``wiring()`` promises that its forward is: node 0 is the input; node ``j``
+    is the sum, in the listed order, of ``submodule(node i)`` (the identity when the path is None)
+    over its inputs, or ``zeros_like(input)`` when it has none; the last node is the output. The
+    latency predictor lowers such a cell from ``wiring()`` without tracing it, so a new genotype
+    costs no ``torch.fx`` call.
+    """
+
+    def wiring(self) -> CellWiring: ...
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

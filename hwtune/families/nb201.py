@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from hwtune.errors import ConfigError, did_you_mean
-from hwtune.families._base import Knob, ModelFamily
+from hwtune.families._base import CellWiring, Knob, ModelFamily
 from hwtune.families._layers import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
@@ -174,6 +174,10 @@ class NB201Cell(nn.Module):
                 inputs.append((i, key))
             self._inputs.append(inputs)
 
+    def wiring(self) -> CellWiring:
+        """Per node: (source node, edge module path or None for a skip); see :class:`~hwtune.families.WiredCell`."""
+        return tuple(tuple((i, None if key is None else f"edges.{key}") for i, key in inputs) for inputs in self._inputs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         for inputs in self._inputs:
@@ -208,6 +212,10 @@ class NB201Reduction(nn.Module):
 
 class NB201Net(nn.Module):
     """The NAS-Bench-201 macro skeleton around one cell genotype."""
+
+    #: Plain attributes ``forward`` reads (none: ``arch`` is a label, the cells carry the wiring), so
+    #: the latency predictor replays one forward template for every genotype.
+    forward_attrs: tuple[str, ...] = ()
 
     def __init__(
         self, arch: str, *, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3

@@ -14,8 +14,8 @@ from structure alone:
   template is replayed with shapes (element-wise ops, concatenation, flatten/view, global pooling,
   ``zeros_like``); a template is shared by every instance with the same wiring, so a new
   candidate of a known family costs no fx call at all;
-* **families whose wiring lives in data** (a NAS-Bench-201 cell keeps its edges in a list) get a
-  handler that reads the public description (``NB201Net.arch``) -- see ``_WIRING``;
+* **cells whose wiring lives in data** (a NAS-Bench-201 cell keeps its edges in a list) offer the family
+  hook ``wiring()`` (:class:`hwtune.families.WiredCell`) and are lowered from it -- see ``_wired_cell``;
 * anything else (an op the replay does not know, parameters used functionally, dynamic control
   flow) is traced once per (structure, input shape, precision) with the profiler's tracer through
   the ``trace_unit`` callback and spliced in, so the answer never depends on what this module
@@ -77,8 +77,11 @@ def _class_attrs(cls: type) -> tuple[str, ...] | None:
         pass
     attrs = None
     constants = getattr(cls, "__constants__", None)
+    declared = getattr(cls, "forward_attrs", None)  # the family hook: plain attributes forward reads
     if cls.__module__.startswith("torch.nn.") and isinstance(constants, (list, tuple)):
         attrs = tuple(sorted(str(a) for a in constants))
+    elif isinstance(declared, tuple):
+        attrs = tuple(str(a) for a in declared)
     _CLASS_ATTRS[cls] = attrs
     return attrs
 
@@ -87,8 +90,9 @@ def module_attrs(mod: Any) -> tuple[Any, ...]:
     """The hyperparameters of one module that can change what its forward computes.
 
     Built-in torch modules: the attributes their class declares in ``__constants__`` (channels,
-    kernel, stride ...); other classes: every plain attribute of their ``__dict__`` (wiring kept
-    in plain lists, such as a NAS cell's edges). Values that cannot be frozen are left out.
+    kernel, stride ...); classes that declare ``forward_attrs`` (a family hook: the plain attributes
+    their forward reads): those; other classes: every plain attribute of their ``__dict__`` (wiring
+    kept in plain lists, such as a NAS cell's edges). Values that cannot be frozen are left out.
     """
     d = mod.__dict__
     names = _class_attrs(type(mod))
@@ -209,6 +213,8 @@ class _Lowerer:
         self.names = _Namespace()
         self.names.create("x")  # the forward's input placeholder
         self.seen: set[int] = set()
+        # structure key of a wired cell -> (first row, end row, input, output, path) of its first lowering
+        self.cells: dict[Any, tuple[int, int, _T, _T, str]] = {}
 
     # -- records ---------------------------------------------------------------------------
     def add(self, name: str, op_type: str, precision: str, inputs: Sequence[_T], out: tuple[int, ...], *,
@@ -250,9 +256,8 @@ class _Lowerer:
     # -- modules ---------------------------------------------------------------------------
     def module(self, mod: Any, path: str, args: Sequence[Any]) -> Any:
         cls = type(mod)
-        handler = _wiring_handler(cls)
-        if handler is not None:
-            return handler(self, mod, path, args)
+        if _is_wired(cls):
+            return _wired_cell(self, mod, path, args)
         if cls.forward is _sequential_forward():
             if len(args) != 1:
                 raise StructureUnsupported(f"{path}: Sequential called with {len(args)} inputs")
@@ -696,69 +701,64 @@ def _mean(lw: _Lowerer, name: str, prec: str, x: _T, args: Sequence[Any], kwargs
 
 
 # --------------------------------------------------------------------------------------------
-# Families whose wiring is data
+# Cells whose wiring is data (the family hook hwtune.families.WiredCell)
 
 
-_HANDLERS: dict[type, Callable[..., Any] | None] = {}
-
-
-def _wiring_handler(cls: type) -> Callable[..., Any] | None:
+def _is_wired(cls: type) -> bool:
     try:
-        return _HANDLERS[cls]
+        return _WIRED[cls]
     except KeyError:
         pass
-    handler = _nb201_net if (cls.__name__ == "NB201Net" and cls.__module__ == "hwtune.families.nb201") else None
-    _HANDLERS[cls] = handler
-    return handler
+    from hwtune.families import WiredCell
+
+    _WIRED[cls] = wired = issubclass(cls, WiredCell)
+    return wired
 
 
-def _nb201_net(lw: _Lowerer, net: Any, path: str, args: Sequence[Any]) -> Any:
-    """NAS-Bench-201 network: the cells' edges come from the public cell string ``net.arch``.
+_WIRED: dict[type, bool] = {}
 
-    Mirrors ``NB201Net.forward`` and ``NB201Cell.forward`` (node j = sum over its non-``none``
-    edges in source order, skip = identity, a node without edges = ``zeros_like``); the parity
-    test against the traced lowering guards the mirror. The cells of a stage are identical, so
-    under a uniform precision the first one's layers are copied for the others.
+
+def _structure(mod: Any) -> tuple[Any, ...]:
+    """What decides the rows a module's children lower to: every submodule's class, and the hyperparameters
+    of those whose forward is not ``nn.Sequential``'s (a Sequential's rows follow from its children)."""
+    seq = _sequential_forward()
+    subs = mod.modules()
+    next(subs)
+    return tuple((type(m), None if m._modules and type(m).forward is seq else module_attrs(m)) for m in subs)
+
+
+def _wired_cell(lw: _Lowerer, cell: Any, path: str, args: Sequence[Any]) -> _T:
+    """A cell lowered from its ``wiring()``: node j = sum of its inputs' edges, ``zeros_like`` when it has none.
+
+    Mirrors the forward the hook promises (``hwtune.families.WiredCell``); the parity test against the
+    traced lowering guards the mirror. Under a uniform precision, a cell whose structure and input
+    were lowered before (the identical cells of a stage) has those rows copied.
     """
-    from hwtune.families.nb201 import NB201Cell, parse_arch
-
-    ops = parse_arch(net.arch)
-    x = lw.module(net.stem, _join(path, "stem"), args)
-    for s, stage in net.stages._modules.items():
-        first: tuple[int, int, _T, _T, str] | None = None
-        for b, block in stage._modules.items():
-            where = _join(path, f"stages.{s}.{b}")
-            if not isinstance(block, NB201Cell):
-                x = lw.module(block, where, [x])
-            elif first is not None and not lw.plan.overrides and first[2].shape == x.shape:
-                x = lw.copy_rows(first, where, x)
-            else:
-                start, x_in = len(lw.rows), x
-                x = _nb201_cell(lw, block, where, x, ops)
-                first = (start, len(lw.rows), x_in, x, where)
-    return lw.module(net.head, _join(path, "head"), [x])
-
-
-def _nb201_cell(lw: _Lowerer, cell: Any, where: str, x: _T, ops: tuple[tuple[str, ...], ...]) -> _T:
-    prec = lw.plan.for_module(where)
+    if len(args) != 1 or not isinstance(args[0], _T):
+        raise StructureUnsupported(f"{path}: a wired cell takes one tensor")
+    x = args[0]
+    wiring = cell.wiring()
+    key = None
+    if not lw.plan.overrides:
+        key = (type(cell), wiring, x.shape, _structure(cell))  # the cell's own attributes: its wiring
+        first = lw.cells.get(key)
+        if first is not None:
+            return lw.copy_rows(first, path, x)
+    start = len(lw.rows)
+    prec = lw.plan.for_module(path)
     nodes = [x]
-    for j, node_ops in enumerate(ops, start=1):
-        edges = [(i, op) for i, op in enumerate(node_ops) if op != "none"]
-        if not edges:
+    for inputs in wiring:
+        if not inputs:
             nodes.append(lw.add(lw.names.create("zeros_like"), "other", prec, [x], x.shape, constant=True))
             continue
-        terms = []
-        for i, op in edges:
-            key = f"edge_{j}_{i}"
-            edge = cell.edges._modules.get(key)
-            if op == "skip_connect" or edge is None:
-                terms.append(nodes[i])
-            else:
-                terms.append(lw.module(edge, f"{where}.edges.{key}", [nodes[i]]))
+        terms = [nodes[i] if sub is None else lw.module(cell.get_submodule(sub), _join(path, sub), [nodes[i]])
+                 for i, sub in inputs]
         total = terms[0]
         for t in terms[1:]:
             total = lw.add(lw.names.create("add"), "add", prec, [total, t], _broadcast([total.shape, t.shape]))
         nodes.append(total)
+    if key is not None:
+        lw.cells[key] = (start, len(lw.rows), x, nodes[-1], path)
     return nodes[-1]
 
 

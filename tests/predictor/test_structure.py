@@ -122,3 +122,40 @@ def test_a_wrong_input_shape_is_a_model_error():
     model = _build("convnet", {"width": (8,), "depth": (1,)}, (1, 1, 28, 28))
     with pytest.raises(ModelError, match="input channels"):
         model_features(model, (1, 3, 28, 28))
+
+
+def test_a_wired_cell_is_lowered_from_its_wiring_hook():
+    """Any module offering ``wiring()`` is lowered from it, no fx template; identical cells are copied, others not."""
+    from hwtune.families import WiredCell
+
+    class Cell(nn.Module):
+        def __init__(self, kernel: int) -> None:
+            super().__init__()
+            self.edges = nn.ModuleDict({"a": nn.Conv2d(4, 4, kernel, padding=kernel // 2), "b": nn.ReLU()})
+            self._inputs = [[(0, "a")], [(0, None), (1, "b")], [], [(2, None), (1, "a")]]
+
+        def wiring(self):
+            return tuple(tuple((i, None if k is None else f"edges.{k}") for i, k in node) for node in self._inputs)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            nodes = [x]
+            for node in self._inputs:
+                if not node:
+                    nodes.append(torch.zeros_like(x))
+                    continue
+                terms = [nodes[i] if k is None else self.edges[k](nodes[i]) for i, k in node]
+                total = terms[0]
+                for t in terms[1:]:
+                    total = total + t
+                nodes.append(total)
+            return nodes[-1]
+
+    assert isinstance(Cell(3), WiredCell)
+    # cells 0 and 1 are identical (copied), cell 2 has the same wiring but a 1x1 edge (lowered again)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), Cell(3), Cell(3), Cell(1), nn.AdaptiveAvgPool2d(1)).eval()
+    before = template_count()
+    for precision in ("fp32", "int8"):
+        plan = PrecisionPlan.coerce(precision)
+        g = trace_layers(net, torch.zeros(1, 3, 8, 8), plan)
+        assert raws_from_structure(net, (1, 3, 8, 8), plan) == raws_from_graph(g.layers, dead_by_producers(g.layers))
+    assert template_count() == before

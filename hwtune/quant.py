@@ -13,7 +13,8 @@ precision name) and a typed :class:`QuantConfig`, and writes the converted model
 - mixed (a plan with overrides): the nodes of modules whose precision differs from the converted
   one are excluded (``nodes_to_exclude`` for int8, ``node_block_list`` for fp16). ONNX node names
   carry the module path (``/stages/stages.0/conv/Conv`` -> ``stages.0.conv``), see
-  :func:`onnx_module_path`.
+  :func:`hwtune.onnx_export.onnx_node_module` (one decoder for quantization and the runtimes'
+  per-op attribution).
 
 Example:
     >>> from hwtune.quant import QuantConfig, quantize
@@ -59,7 +60,6 @@ __all__ = [
     "choose_activation_type",
     "initializer_bytes_by_dtype",
     "node_precisions",
-    "onnx_module_path",
     "onnx_weight_bytes",
     "quantize",
 ]
@@ -238,15 +238,6 @@ def choose_activation_type(
 # ONNX graph helpers (node -> module, node precisions, byte accounting)
 
 
-def onnx_module_path(node_name: str) -> str:
-    """Module path of an ONNX node exported by torch: ``/stages/stages.0/conv/Conv`` -> ``stages.0.conv``.
-
-    One decoder (:func:`hwtune.onnx_export.onnx_node_module`) serves quantization and the
-    runtimes' per-op attribution; nodes outside any module map to ``""``.
-    """
-    return onnx_node_module(node_name)
-
-
 def _load_model(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     """A model given as a proto, or read (and checked) from its file by :func:`hwtune.graph.load_onnx`."""
     import onnx
@@ -396,12 +387,12 @@ def quantize(
 
 
 def _node_precision_map(model: onnx.ModelProto, plan: PrecisionPlan) -> dict[str, str]:
-    return {n.name: plan.for_module(onnx_module_path(n.name)) for n in model.graph.node if n.name}
+    return {n.name: plan.for_module(onnx_node_module(n.name)) for n in model.graph.node if n.name}
 
 
 def _check_overrides(model: onnx.ModelProto, plan: PrecisionPlan, src: Path) -> None:
     """A plan override that changes precision but matches no node is almost surely a typo."""
-    paths = {onnx_module_path(n.name) for n in model.graph.node}
+    paths = {onnx_node_module(n.name) for n in model.graph.node}
     prefixes = set()
     for p in paths:
         atoms = p.split(".") if p else []

@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 
 from hwtune.device import load_profile
 from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError
-from hwtune.onnx_export import export_onnx
+from hwtune.onnx_export import export_onnx, onnx_node_module
 from hwtune.precision import PrecisionPlan
 from hwtune.quant import (
     MIN_CALIBRATION_SAMPLES,
@@ -34,7 +34,6 @@ from hwtune.quant import (
     choose_activation_type,
     initializer_bytes_by_dtype,
     node_precisions,
-    onnx_module_path,
     onnx_weight_bytes,
     quantize,
 )
@@ -94,8 +93,8 @@ def torch_logits(model, x: np.ndarray) -> np.ndarray:
         ("input_QuantizeLinear", ""),
     ],
 )
-def test_onnx_module_path(node, module):
-    assert onnx_module_path(node) == module
+def test_onnx_node_module(node, module):
+    assert onnx_node_module(node) == module
 
 
 def test_every_exported_conv_maps_to_a_torch_module(tiny_model, tiny_onnx):
@@ -104,7 +103,7 @@ def test_every_exported_conv_maps_to_a_torch_module(tiny_model, tiny_onnx):
     convs = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(convs) == 3
     for node in convs:
-        assert onnx_module_path(node.name) in modules, node.name
+        assert onnx_node_module(node.name) in modules, node.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +261,7 @@ def test_every_family_every_precision(family, plan, family_exports, tmp_path, im
     precs = node_precisions(res.path)
     target = PrecisionPlan.coerce(plan)
     for node, prec in precs.items():
-        assert prec == target.for_module(onnx_module_path(node)), node
+        assert prec == target.for_module(onnx_node_module(node)), node
     tol = {"fp32": 1e-5, "fp16": FP16_RTOL}.get(target.default, INT8_RTOL)
     assert rel_err(out, torch_logits(model, images[:16])) < tol
 

@@ -35,11 +35,12 @@ from hwtune.device import calibrated_elsewhere
 from hwtune.errors import ConfigError, HwtuneError, RuntimeUnavailableError
 from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_layers, trace_onnx
 from hwtune.precision import PrecisionPlan
-from hwtune.profiler.latency import measure_latency, ort_session
+from hwtune.profiler.latency import measure_latency
 from hwtune.profiler.op_times import OpTimeComparison, OpTimeDiff, compare_op_times
 from hwtune.profiler.report import LIVENESS_SOURCE, Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
 from hwtune.runtimes import LatencyMeasurement, Runtime, get_runtime, list_runtimes, runtime_for_file
+from hwtune.runtimes.onnxruntime import ort_session
 
 if TYPE_CHECKING:
     import numpy as np

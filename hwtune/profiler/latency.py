@@ -2,8 +2,7 @@
 
 The timing protocol (warm-up, then runs until the median's 95% CI is within ``±target_ci_pct`` %, or the
 budget runs out) and the runtimes themselves live in :mod:`hwtune.runtimes`; this module is the
-profiler's front to them. ``ort_session``, ``profile_ort_ops``, ``attribute_op_times`` and
-``onnx_node_module`` are re-exported here for code written against hwtune 0.1.
+profiler's front to them.
 """
 
 from __future__ import annotations
@@ -11,24 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwtune.onnx_export import onnx_node_module
-from hwtune.runtimes import LatencyMeasurement, OpTime, get_runtime, median_ci
-from hwtune.runtimes.onnxruntime import attribute_op_times, ort_session, profile_ort_ops
+from hwtune.runtimes import LatencyMeasurement, get_runtime
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-__all__ = [
-    "LatencyMeasurement",
-    "OpTime",
-    "attribute_op_times",
-    "measure_latency",
-    "median_ci",
-    "onnx_node_module",
-    "ort_session",
-    "profile_ort_ops",
-]
+__all__ = ["measure_latency"]
 
 
 def measure_latency(

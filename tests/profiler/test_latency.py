@@ -12,17 +12,11 @@ import torch
 
 from hwtune.errors import ConfigError, ModelError
 from hwtune.graph import trace_layers
-from hwtune.onnx_export import export_onnx
-from hwtune.profiler.latency import (
-    LatencyMeasurement,
-    attribute_op_times,
-    measure_latency,
-    median_ci,
-    onnx_node_module,
-    ort_session,
-    profile_ort_ops,
-)
+from hwtune.onnx_export import export_onnx, onnx_node_module
+from hwtune.profiler.latency import measure_latency
+from hwtune.runtimes import LatencyMeasurement, median_ci
 from hwtune.runtimes._timing import _binom_cdf
+from hwtune.runtimes.onnxruntime import attribute_op_times, ort_session, profile_ort_ops
 
 
 def test_binomial_cdf_exact_small_case() -> None:

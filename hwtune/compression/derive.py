@@ -11,7 +11,7 @@ depthwise convs, squeeze-and-excitation gates), not from hand-written rules. On 
   ``other``).
 - A **channel group** belongs to the stage of its deepest layer (a ResNet stem conv coupled by
   the residual adds to stage 1's blocks is pruned with stage 1).
-- **Droppable blocks**: see :mod:`hwtune.compression._trace` for the rule.
+- **Droppable blocks**: see :mod:`hwtune.compression._model_trace` for the rule.
 - **Never pruned**: the model input (Torch-Pruning has no pruner for it), every group whose
   channels reach the model output (the classifier), the ``ignored`` modules, and groups
   Torch-Pruning cannot handle: grouped (non-depthwise) convolutions, custom layers with their
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from hwtune._util import is_num
-from hwtune.compression._trace import COMPUTE_TYPES, ModelTrace, trace_model
+from hwtune.compression._model_trace import COMPUTE_TYPES, ModelTrace, trace_model
 from hwtune.compression.compress_space import (
     DEFAULT_PRECISIONS,
     DEFAULT_WIDTH_RATIOS,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hwtune.families._base import ChannelGroups, Knob, ModelFamily
-from hwtune.families._layers import ClassifierHead, ConvBNAct
+from hwtune.families._blocks import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
 __all__ = ["ConvNet", "ConvNetFamily"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hwtune.families._base import ChannelGroups, Knob, ModelFamily, make_divisible
-from hwtune.families._layers import ClassifierHead, ConvBNAct
+from hwtune.families._blocks import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
 __all__ = ["STAGE_CHANNELS", "STAGE_STRIDES", "InvertedResidual", "MobileNetV2Family", "MobileNetV2Net"]

@@ -23,7 +23,7 @@ from torch import nn
 
 from hwtune.errors import ConfigError, did_you_mean
 from hwtune.families._base import CellWiring, Knob, ModelFamily
-from hwtune.families._layers import ClassifierHead, ConvBNAct
+from hwtune.families._blocks import ClassifierHead, ConvBNAct
 from hwtune.families._registry import register_family
 
 __all__ = [

@@ -8,7 +8,7 @@ mobilenet_v2: 9 of 10 adds), and the model's input/output become int8 too, which
 microcontroller wants. Ops still computing in float are listed from the flatbuffer itself.
 
 Mixed precision: ``litert-torch`` names every tensor after the module that made it
-(``.../hwtune.families._layers.ConvBNAct_stem/torch.nn.modules.conv.Conv2d_conv``), so each op is
+(``.../hwtune.families._blocks.ConvBNAct_stem/torch.nn.modules.conv.Conv2d_conv``), so each op is
 mapped back to a module path and its precision comes from the plan; ops whose precision differs
 from the plan's default get a recipe entry matching exactly their scope.
 """

@@ -37,7 +37,7 @@ from hwtune.graph import FlopCount, LayerGraph, LayerInfo, count_flops, trace_la
 from hwtune.precision import PrecisionPlan
 from hwtune.profiler.latency import measure_latency
 from hwtune.profiler.op_times import OpTimeComparison, OpTimeDiff, compare_op_times
-from hwtune.profiler.report import LIVENESS_SOURCE, Fits, ProfileReport
+from hwtune.profiler.profile_report import LIVENESS_SOURCE, Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
 from hwtune.runtimes import LatencyMeasurement, Runtime, get_runtime, list_runtimes, runtime_for_file
 from hwtune.runtimes.onnxruntime import ort_session

@@ -1,6 +1,6 @@
 """Study results as plain values: trial records, the Pareto front, hypervolume, the knee.
 
-Nothing here imports Optuna (``hwtune.search`` converts Optuna's trials into :class:`TrialRecord`),
+Nothing here imports Optuna (``hwtune.tuner.storage.record_of`` converts Optuna's trials into :class:`TrialRecord`),
 so reports, export and tests work on results loaded from JSON as well as from a live study.
 
 Conventions

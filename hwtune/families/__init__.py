@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from hwtune.families._base import CellWiring, Knob, ModelFamily, WiredCell, make_divisible
+from hwtune.families._base import CellWiring, Knob, KnobsInput, ModelFamily, WiredCell, make_divisible
 from hwtune.families._registry import create_model, get_family, list_families, register_family, unregister_family
 
 # Importing the family modules registers them.
@@ -32,6 +32,7 @@ from hwtune.families import convnet, mobilenet, nb201, resnet  # noqa: F401  iso
 __all__ = [
     "CellWiring",
     "Knob",
+    "KnobsInput",
     "ModelFamily",
     "WiredCell",
     "create_model",

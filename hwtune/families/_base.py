@@ -19,7 +19,17 @@ from hwtune.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-__all__ = ["CellWiring", "ChannelGroups", "Knob", "ModelFamily", "WiredCell", "knobs_of", "make_divisible"]
+__all__ = [
+    "CellWiring",
+    "ChannelGroups",
+    "HasKnobs",
+    "Knob",
+    "KnobsInput",
+    "ModelFamily",
+    "WiredCell",
+    "knobs_of",
+    "make_divisible",
+]
 
 # Module path -> (group of its output channels, group of its input channels); see
 # ``ModelFamily.channel_groups``.
@@ -138,7 +148,21 @@ class Knob:
         }
 
 
-def knobs_of(candidate: Any, family: str | None = None) -> dict[str, Any]:
+class HasKnobs(Protocol):
+    """What a family reads of a candidate (``hwtune.space.Candidate``): its family and knob values."""
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def knobs(self) -> tuple[tuple[str, Any], ...]: ...
+
+
+KnobsInput = HasKnobs | Mapping[str, Any]
+"""A candidate, or a plain mapping of knob names to values (omitted knobs take the defaults)."""
+
+
+def knobs_of(candidate: KnobsInput, family: str | None = None) -> dict[str, Any]:
     """The knob dict of a ``Candidate`` or a plain mapping (lists become tuples).
 
     Raises:
@@ -185,7 +209,7 @@ class ModelFamily:
     sliceable: ClassVar[bool] = False
 
     # ---- knobs ---------------------------------------------------------------------------
-    def resolve(self, candidate: Any) -> dict[str, Any]:
+    def resolve(self, candidate: KnobsInput) -> dict[str, Any]:
         """Complete and check a candidate's knobs: defaults filled, scalars broadcast per stage.
 
         Returns:
@@ -245,7 +269,7 @@ class ModelFamily:
             raise ConfigError("\n".join(problems))
         return resolved
 
-    def validate(self, candidate: Any) -> None:
+    def validate(self, candidate: KnobsInput) -> None:
         """Raise ``ConfigError`` listing every problem with ``candidate``'s knobs; else return."""
         self.resolve(candidate)
 
@@ -295,7 +319,7 @@ class ModelFamily:
         raise ConfigError(f"knob {name!r} of family {self.name!r} has no table form")
 
     # ---- stages ----------------------------------------------------------------------------
-    def num_stages(self, candidate: Any) -> int:
+    def num_stages(self, candidate: KnobsInput) -> int:
         """Number of body stages of ``candidate``."""
         knobs = self.resolve(candidate)
         for name, knob in self.knobs.items():
@@ -303,12 +327,12 @@ class ModelFamily:
                 return len(knobs[name])
         return self.min_stages
 
-    def stages(self, candidate: Any) -> tuple[str, ...]:
+    def stages(self, candidate: KnobsInput) -> tuple[str, ...]:
         """Stage names: ``("stem", "stage1", ..., "stageN", "head")``."""
         n = self.num_stages(candidate)
         return ("stem", *(f"stage{i + 1}" for i in range(n)), "head")
 
-    def stage_prefixes(self, candidate: Any) -> dict[str, str]:
+    def stage_prefixes(self, candidate: KnobsInput) -> dict[str, str]:
         """Stage name -> module-name prefix in the built model (``stage1`` -> ``stages.0``)."""
         n = self.num_stages(candidate)
         out = {"stem": "stem"}
@@ -317,7 +341,7 @@ class ModelFamily:
         return out
 
     # ---- building --------------------------------------------------------------------------
-    def build(self, candidate: Any, *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> nn.Module:
+    def build(self, candidate: KnobsInput, *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> nn.Module:
         """Build the model for ``candidate`` (validated first).
 
         Raises:

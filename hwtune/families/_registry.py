@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
-from hwtune.families._base import ModelFamily
+from hwtune.families._base import KnobsInput, ModelFamily
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -62,7 +62,7 @@ def get_family(name: str | ModelFamily) -> ModelFamily:
 
 
 def create_model(
-    family: str, candidate: Any = None, *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28
+    family: str, candidate: KnobsInput | None = None, *, num_classes: int = 10, in_channels: int = 1, input_size: int = 28
 ) -> nn.Module:
     """Build a model of ``family`` from a candidate's knobs.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,9 +30,8 @@ from hwtune.supernet.importance import ChannelOrder
 from hwtune.supernet.parent import check_sliceable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hwtune.space import Candidate, SearchSpace
-
-    CandidateKnobs = Candidate | Mapping[str, Any]  # a recipe's candidate or its knob values
+    from hwtune.families import KnobsInput
+    from hwtune.space import SearchSpace
 
 __all__ = ["SubnetView", "extract"]
 
@@ -67,7 +66,7 @@ def _builder(
         )
     num_classes, in_channels = _fixed_sizes(parent, groups)
 
-    def build(candidate: CandidateKnobs) -> nn.Module:
+    def build(candidate: KnobsInput) -> nn.Module:
         return family.build(candidate, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
 
     return family, groups, build
@@ -76,7 +75,7 @@ def _builder(
 def extract(
     parent: nn.Module,
     space_or_family: SearchSpace | ModelFamily | str,
-    candidate: CandidateKnobs,
+    candidate: KnobsInput,
     *,
     order: ChannelOrder | None = None,
     input_size: int | None = None,
@@ -114,7 +113,7 @@ def extract(
     return sub.train(parent.training)
 
 
-def _cache_key(candidate: CandidateKnobs) -> str:
+def _cache_key(candidate: KnobsInput) -> str:
     knobs = candidate.knobs if hasattr(candidate, "knobs") else sorted(dict(candidate).items())
     return json.dumps(jsonable(knobs), sort_keys=True)
 
@@ -155,7 +154,7 @@ class SubnetView:
         self._cache: OrderedDict[str, nn.Module] = OrderedDict()
         self._cache_size = max(1, int(cache_size))
 
-    def skeleton(self, candidate: CandidateKnobs) -> nn.Module:
+    def skeleton(self, candidate: KnobsInput) -> nn.Module:
         """The candidate's built module (cached); its own weights are never used by the view."""
         key = _cache_key(candidate)
         if key in self._cache:
@@ -169,7 +168,7 @@ class SubnetView:
             self._cache.popitem(last=False)
         return module
 
-    def __call__(self, candidate: CandidateKnobs, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, candidate: KnobsInput, x: torch.Tensor) -> torch.Tensor:
         """The sub-network's output for ``x``, differentiable with respect to the parent."""
         sub = self.skeleton(candidate)
         training = self.parent.training

@@ -39,7 +39,7 @@ from hwtune.profiler.latency import measure_latency
 from hwtune.profiler.op_times import OpTimeComparison, OpTimeDiff, compare_op_times
 from hwtune.profiler.profile_report import LIVENESS_SOURCE, Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
-from hwtune.runtimes import LatencyMeasurement, Runtime, get_runtime, list_runtimes, runtime_for_file
+from hwtune.runtimes import LatencyMeasurement, Runtime, TimingBudget, get_runtime, list_runtimes, runtime_for_file
 from hwtune.runtimes.onnxruntime import ort_session
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ __all__ = [
     "OpTimeComparison",
     "OpTimeDiff",
     "ProfileReport",
+    "TimingBudget",
     "compare_op_times",
     "count_flops",
     "measure_latency",
@@ -70,7 +71,6 @@ __all__ = [
     "trace_onnx",
 ]
 
-DEFAULT_TIME_BUDGET_S = 10.0
 Progress = Callable[[str], None]
 
 
@@ -98,8 +98,9 @@ def profile_model(
     runtime: str | None = None,
     measure: bool = True,
     layers: bool = True,
-    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-    target_ci_pct: float = 2.0,
+    time_budget_s: float | None = None,
+    target_ci_pct: float | None = None,
+    timing: TimingBudget | None = None,
     calibration_data: np.ndarray | None = None,
     quant_config: Any = None,
     name: str | None = None,
@@ -118,8 +119,11 @@ def profile_model(
         measure: Obtain a latency (measured or predicted as the device dictates). False gives the cheap
             profile only (latency ``unavailable``).
         layers: Include the per-layer table (and per-op times from ONNX Runtime's profiler).
-        time_budget_s: Budget for the latency measurement (the stopping rule usually ends it sooner).
-        target_ci_pct: Stop measuring once the median's 95% CI is within ± this %.
+        time_budget_s: Budget for the latency measurement (the stopping rule usually ends it sooner;
+            default 10 s), replacing the one in ``timing``.
+        target_ci_pct: Stop measuring once the median's 95% CI is within ± this % (default 2), replacing
+            the one in ``timing``.
+        timing: Every setting of the timed loop as one :class:`~hwtune.runtimes.TimingBudget`.
         calibration_data: int8 calibration images (N, C, H, W) float32, normalized like training data;
             None calibrates on random data (fine for latency; the report notes it).
         quant_config: ``hwtune.quant.QuantConfig`` for int8; default: the quant defaults, except that
@@ -152,6 +156,8 @@ def profile_model(
         get_runtime(runtime)  # an unknown name fails here, with close matches, before any tracing
     notes: list[str] = []
     onnx_file = _is_onnx(model)
+    flat = {"time_budget_s": time_budget_s, "target_ci_pct": target_ci_pct}
+    timing = TimingBudget.coerce(timing, **{k: v for k, v in flat.items() if v is not None})
 
     # --- structure: layers, MACs, params, bytes, peak activations -------------------------------
     graph, example, shape = _structure(model, input_shape, plan, onnx_file=onnx_file, say=say)
@@ -184,8 +190,7 @@ def profile_model(
         measure=measure,
         onnx_file=onnx_file,
         layers=layers,
-        time_budget_s=time_budget_s,
-        target_ci_pct=target_ci_pct,
+        timing=timing,
         calibration_data=calibration_data,
         quant_config=quant_config,
         notes=notes,
@@ -341,8 +346,7 @@ def _measure(
     *,
     onnx_file: bool,
     layers: bool,
-    time_budget_s: float,
-    target_ci_pct: float,
+    timing: TimingBudget,
     calibration_data: Any,
     quant_config: Any,
     notes: list[str],
@@ -388,18 +392,17 @@ def _measure(
             notes=notes,
             say=say,
         )
-        say(f"measuring latency on {rt.name} ({threads} thread{plural}, up to {time_budget_s:g} s)")
+        say(f"measuring latency on {rt.name} ({threads} thread{plural}, up to {timing.time_budget_s:g} s)")
         measured = rt.measure_latency(
             target,
             example if rt.runs_modules else x,
             threads=threads,
-            time_budget_s=time_budget_s,
-            target_ci_pct=target_ci_pct,
+            timing=timing,
         )
         if not layers or rt.runs_modules and target is model:
             return measured, {}, "unavailable"
         # Enough profiled runs for a stable per-op median, within ~15% of the budget.
-        runs = int(max(5, min(50, 0.15 * time_budget_s * 1000.0 / max(measured.median_ms, 1e-3))))
+        runs = int(max(5, min(50, 0.15 * timing.time_budget_s * 1000.0 / max(measured.median_ms, 1e-3))))
         say(f"profiling {rt.name} ops ({runs} runs)")
         op_times = rt.op_times(target, x, threads=threads, runs=runs)
         if op_times is None:

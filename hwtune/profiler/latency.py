@@ -8,9 +8,9 @@ profiler's front to them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hwtune.runtimes import LatencyMeasurement, get_runtime
+from hwtune.runtimes import LatencyMeasurement, TimingBudget, get_runtime
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,12 +25,8 @@ def measure_latency(
     *,
     runtime: str = "onnxruntime",
     threads: int = 1,
-    time_budget_s: float = 10.0,
-    target_ci_pct: float = 2.0,
-    min_runs: int = 10,
-    max_runs: int = 100_000,
-    warmup_runs: int = 3,
-    min_time_s: float | None = None,
+    timing: TimingBudget | None = None,
+    **settings: Any,
 ) -> LatencyMeasurement:
     """Measure the batch latency of a model on this machine with a registered runtime.
 
@@ -41,17 +37,17 @@ def measure_latency(
         runtime: A registered runtime name (``hwtune.runtimes.list_runtimes()``): ``onnxruntime``,
             ``torch`` (eager, ``inference_mode``) ...
         threads: Intra-op threads; torch's setting is restored after.
-        time_budget_s: Stop timing after this long even if the CI target is not met.
-        target_ci_pct: Stop once the 95% CI of the median is within ± this % of the median.
-        min_runs, max_runs, warmup_runs, min_time_s: The timed loop's limits, see
-            :func:`hwtune.runtimes.measure_callable`.
+        timing: How long and how precisely to time (:class:`hwtune.runtimes.TimingBudget`: time budget,
+            CI target, min/max/warm-up runs, min time); default: its defaults (10 s, ±2%).
+        **settings: Any ``TimingBudget`` field by name (``time_budget_s=0.5``, ``target_ci_pct=1``,
+            ``min_runs``, ``max_runs``, ``warmup_runs``, ``min_time_s``), replacing the one in ``timing``.
 
     Returns:
         A ``LatencyMeasurement`` (``source="measured"``).
 
     Raises:
         UnknownNameError: Unknown runtime (a ConfigError, with close matches).
-        ConfigError: Bad thread count or budget, or a file the runtime does not run.
+        ConfigError: Bad thread count or budget, an unknown timing setting, or a file the runtime does not run.
         ModelError: The model rejects the input or cannot be loaded.
         RuntimeUnavailableError: The runtime's packages are not installed.
 
@@ -61,16 +57,7 @@ def measure_latency(
         >>> m.source, m.runtime, m.runs > 0
         ('measured', 'torch', True)
     """
+    timing = TimingBudget.coerce(timing, **settings)
     rt = get_runtime(runtime)
     rt.require()
-    return rt.measure_latency(
-        target,
-        example,
-        threads=threads,
-        time_budget_s=time_budget_s,
-        target_ci_pct=target_ci_pct,
-        min_runs=min_runs,
-        max_runs=max_runs,
-        warmup_runs=warmup_runs,
-        min_time_s=min_time_s,
-    )
+    return rt.measure_latency(target, example, threads=threads, timing=timing)

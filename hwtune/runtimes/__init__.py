@@ -26,7 +26,7 @@ from hwtune.device import use_runtime_names
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._evaluate import DEFAULT_EVAL_BATCH, EvalResult, evaluate_loaded
-from hwtune.runtimes._timing import LatencyMeasurement, OpTime, measure_callable, median_ci
+from hwtune.runtimes._timing import LatencyMeasurement, OpTime, TimingBudget, measure_callable, median_ci
 
 __all__ = [
     "DEFAULT_EVAL_BATCH",
@@ -37,6 +37,7 @@ __all__ = [
     "Runtime",
     "ShippedModel",
     "TimedCall",
+    "TimingBudget",
     "evaluate_loaded",
     "get_runtime",
     "list_runtimes",

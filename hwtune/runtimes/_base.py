@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hwtune.device import DeviceProfile
     from hwtune.precision import PrecisionPlan
-    from hwtune.runtimes._timing import LatencyMeasurement, OpTime
+    from hwtune.runtimes._timing import LatencyMeasurement, OpTime, TimingBudget
 
 __all__ = ["LoadedModel", "Runtime", "ShippedModel", "TimedCall"]
 
@@ -194,32 +194,25 @@ class Runtime(abc.ABC):
         example: Any,
         *,
         threads: int = 1,
-        time_budget_s: float = 10.0,
-        target_ci_pct: float = 2.0,
-        min_runs: int = 10,
-        max_runs: int = 100_000,
-        warmup_runs: int = 3,
-        min_time_s: float | None = None,
+        timing: TimingBudget | None = None,
+        **settings: Any,
     ) -> LatencyMeasurement:
         """Batch latency of ``target`` on this machine (median with its 95% CI, labelled measured).
 
-        The run prepared by :meth:`timed_call` goes with these arguments to
-        :func:`hwtune.runtimes.measure_callable`, so every runtime uses the same stopping rule.
+        The run prepared by :meth:`timed_call` is timed by :func:`hwtune.runtimes.measure_callable`
+        with ``timing`` (a :class:`~hwtune.runtimes.TimingBudget`; ``**settings`` replaces any of its
+        fields, e.g. ``time_budget_s=0.5``), so every runtime uses the same stopping rule.
         """
-        from hwtune.runtimes._timing import check_timing_args, measure_callable
+        from hwtune.runtimes._timing import TimingBudget, check_timing_args, measure_callable
 
-        check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
+        check_timing_args(threads=threads, time_budget_s=1.0)
+        timing = TimingBudget.coerce(timing, **settings)  # a bad setting fails before anything loads
         with self.timed_call(target, example, threads=threads) as call:
             return measure_callable(
                 call.run,
                 runtime=call.label or self.name,
                 threads=threads if call.threads is None else call.threads,
-                time_budget_s=time_budget_s,
-                target_ci_pct=target_ci_pct,
-                min_runs=min_runs,
-                max_runs=max_runs,
-                warmup_runs=warmup_runs,
-                min_time_s=min_time_s,
+                timing=timing,
             )
 
     def timed_call(

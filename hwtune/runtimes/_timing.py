@@ -13,13 +13,82 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from typing import Any
 
 from hwtune._util import is_int, is_num
-from hwtune.errors import ConfigError
+from hwtune.errors import ConfigError, did_you_mean
 
-__all__ = ["LatencyMeasurement", "OpTime", "check_timing_args", "measure_callable", "median_ci"]
+__all__ = ["LatencyMeasurement", "OpTime", "TimingBudget", "check_timing_args", "measure_callable", "median_ci"]
+
+
+@dataclass(frozen=True)
+class TimingBudget:
+    """How long and how precisely a latency is measured: the settings of the timed loop, as one object.
+
+    Attributes:
+        time_budget_s: Stop timing after this long even if the CI target is not met.
+        target_ci_pct: Stop once the 95% CI of the median is within ± this % of the median.
+        min_runs: Timed runs before the stopping rule is consulted.
+        max_runs: Hard cap on timed runs.
+        warmup_runs: Untimed runs first (more for tiny models: at least ~2% of the budget, max 0.1 s).
+        min_time_s: Keep timing at least this long before the stopping rule may end it (default
+            ``min(0.2, 0.02 * time_budget_s)``): a sub-millisecond model then gets thousands of runs,
+            which steadies its median across repeated measurements more than the CI of 10 runs suggests.
+
+    Example:
+        >>> TimingBudget.coerce(None, time_budget_s=0.5).target_ci_pct
+        2.0
+    """
+
+    time_budget_s: float = 10.0
+    target_ci_pct: float = 2.0
+    min_runs: int = 10
+    max_runs: int = 100_000
+    warmup_runs: int = 3
+    min_time_s: float | None = None
+
+    def __post_init__(self) -> None:
+        check_timing_args(threads=1, time_budget_s=self.time_budget_s, target_ci_pct=self.target_ci_pct)
+        for name in ("min_runs", "max_runs", "warmup_runs"):
+            if not is_num(getattr(self, name)):
+                raise ConfigError(f"{name} must be a number of runs, got {getattr(self, name)!r}")
+        if self.min_time_s is not None and not is_num(self.min_time_s):
+            raise ConfigError(f"min_time_s must be a number of seconds or None, got {self.min_time_s!r}")
+
+    @classmethod
+    def coerce(cls, budget: TimingBudget | Mapping[str, Any] | None = None, **settings: Any) -> TimingBudget:
+        """``budget`` (default: the defaults) with the given settings replaced: the flat keywords users pass.
+
+        Raises:
+            ConfigError: an unknown setting (with close matches) or a value the timed loop cannot use.
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in [*settings, *(budget if isinstance(budget, Mapping) else ())] if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown timing setting {unknown[0]!r}{did_you_mean(unknown[0], known)}")
+        if budget is None or isinstance(budget, Mapping):
+            return cls(**{**dict(budget or {}), **settings})
+        if not is_dataclass(budget) or not hasattr(budget, "time_budget_s"):
+            raise ConfigError(f"timing must be a TimingBudget or a mapping of its settings, got {type(budget).__name__}")
+        return replace(budget, **settings) if settings else budget
+
+    @property
+    def warm_up_s(self) -> float:
+        """Minimum warm-up time: ~2% of the budget, at most 0.1 s (hundreds of runs of a small model)."""
+        return min(0.1, 0.02 * self.time_budget_s)
+
+    @property
+    def min_timing_s(self) -> float:
+        """``min_time_s``, or its default ``min(0.2, 0.02 * time_budget_s)``."""
+        return min(0.2, 0.02 * self.time_budget_s) if self.min_time_s is None else max(float(self.min_time_s), 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TimingBudget:
+        return cls.coerce(data)
 
 
 @dataclass(frozen=True)
@@ -178,26 +247,20 @@ def _percentile(xs_sorted: Sequence[float], q: float) -> float:
     return xs_sorted[lo] + (xs_sorted[hi] - xs_sorted[lo]) * (pos - lo)
 
 
-def _timed_loop(
-    run: Callable[[], Any],
-    *,
-    time_budget_s: float,
-    target_ci_pct: float,
-    min_runs: int,
-    max_runs: int,
-    warmup_runs: int,
-    min_time_s: float,
-) -> tuple[list[float], int, bool, float]:
+def _timed_loop(run: Callable[[], Any], budget: TimingBudget) -> tuple[list[float], int, bool, float]:
     """Warm up, then time ``run`` until the median's CI is tight enough. Returns (times_ms, warmups, converged, s)."""
     start = time.perf_counter()
+    min_runs, max_runs = max(int(budget.min_runs), 1), max(int(budget.max_runs), 1)
+    warmup_runs, min_time_s = max(int(budget.warmup_runs), 0), budget.min_timing_s
+    target_ci_pct = float(budget.target_ci_pct)
     # Warm-up: first runs pay allocation, weight prepacking and cache misses. At least ``warmup_runs``
     # runs and ~2% of the budget (max 0.1 s: hundreds of runs of a small model), so caches settle.
-    warm_until = start + min(0.1, 0.02 * time_budget_s)
+    warm_until = start + budget.warm_up_s
     warm = 0
     while warm < warmup_runs or (time.perf_counter() < warm_until and warm < 200):
         run()
         warm += 1
-    deadline = start + time_budget_s
+    deadline = start + float(budget.time_budget_s)
     timing_start = time.perf_counter()
     times: list[float] = []
     converged = False
@@ -224,12 +287,8 @@ def measure_callable(
     *,
     runtime: str,
     threads: int,
-    time_budget_s: float = 10.0,
-    target_ci_pct: float = 2.0,
-    min_runs: int = 10,
-    max_runs: int = 100_000,
-    warmup_runs: int = 3,
-    min_time_s: float | None = None,
+    timing: TimingBudget | None = None,
+    **settings: Any,
 ) -> LatencyMeasurement:
     """Time ``run()`` (one batch on a runtime, already set up) and summarize it.
 
@@ -237,36 +296,24 @@ def measure_callable(
         run: Runs the model once on the prepared input; its result is ignored.
         runtime: Name recorded in the measurement (the runtime that ``run`` calls).
         threads: Intra-op threads ``run`` uses (recorded; the caller sets them up).
-        time_budget_s: Stop timing after this long even if the CI target is not met.
-        target_ci_pct: Stop once the 95% CI of the median is within ± this % of the median.
-        min_runs: Timed runs before the stopping rule is consulted.
-        max_runs: Hard cap on timed runs.
-        warmup_runs: Untimed runs first (more for tiny models: at least ~2% of the budget, max 0.1 s).
-        min_time_s: Keep timing at least this long before the stopping rule may end it (default
-            ``min(0.2, 0.02 * time_budget_s)``): a sub-millisecond model then gets thousands of runs, which
-            steadies its median across repeated measurements more than the CI of 10 runs suggests.
+        timing: The timed loop's settings (:class:`TimingBudget`; default: its defaults).
+        **settings: Any :class:`TimingBudget` field (``time_budget_s=0.5``, ``min_runs=5`` ...), replacing
+            the one in ``timing``.
 
     Returns:
         A ``LatencyMeasurement`` (``source="measured"``).
 
     Raises:
-        ConfigError: A bad thread count, budget or run count.
+        ConfigError: A bad thread count, budget or run count, or an unknown timing setting.
 
     Example:
         >>> m = measure_callable(lambda: sum(range(100)), runtime="python", threads=1, time_budget_s=0.05)
         >>> m.source, m.runs >= 3
         ('measured', True)
     """
-    check_timing_args(threads=threads, time_budget_s=time_budget_s, target_ci_pct=target_ci_pct)
-    times, warm, converged, secs = _timed_loop(
-        run,
-        time_budget_s=float(time_budget_s),
-        target_ci_pct=float(target_ci_pct),
-        min_runs=max(int(min_runs), 1),
-        max_runs=max(int(max_runs), 1),
-        warmup_runs=max(int(warmup_runs), 0),
-        min_time_s=min(0.2, 0.02 * time_budget_s) if min_time_s is None else max(float(min_time_s), 0.0),
-    )
+    check_timing_args(threads=threads, time_budget_s=1.0)
+    timing = TimingBudget.coerce(timing, **settings)
+    times, warm, converged, secs = _timed_loop(run, timing)
     xs = sorted(times)
     med, lo, hi = median_ci(xs)
     half = (hi - lo) / 2.0 if math.isfinite(lo) else math.inf
@@ -282,7 +329,7 @@ def measure_callable(
         min_ms=float(xs[0]),
         warmup_runs=warm,
         converged=converged,
-        target_ci_pct=float(target_ci_pct),
+        target_ci_pct=float(timing.target_ci_pct),
         seconds=float(secs),
     )
 

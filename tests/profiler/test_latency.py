@@ -118,3 +118,17 @@ def test_per_op_times_map_to_layers(tmp_path, tiny_model: torch.nn.Module, tiny_
     assert sum(times.values()) + unattributed == pytest.approx(sum(op.median_ms for op in ops))
     fused = {layer.name for layer in graph.layers if layer.fused_into}
     assert not fused & set(times)  # fused layers hand their time to their conv
+
+
+def test_timing_settings_travel_as_one_object(tiny_model, tiny_input) -> None:
+    """profile_model and measure_latency take a TimingBudget; the flat keywords replace its fields."""
+    from hwtune.profiler import TimingBudget, profile_model
+
+    timing = TimingBudget(time_budget_s=0.2, target_ci_pct=7.0, min_runs=5)
+    r = profile_model(tiny_model, tiny_input, device="host", runtime="torch", layers=False, timing=timing)
+    assert r.latency_source == "measured" and r.latency.target_ci_pct == 7.0
+    r = profile_model(tiny_model, tiny_input, device="host", runtime="torch", layers=False, timing=timing,
+                      target_ci_pct=9.0)
+    assert r.latency.target_ci_pct == 9.0
+    m = measure_latency(tiny_model, tiny_input, runtime="torch", timing=timing, target_ci_pct=8.0)
+    assert m.target_ci_pct == 8.0 and m.runs >= 3

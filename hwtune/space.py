@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import os
@@ -244,6 +245,9 @@ class SpaceLike(Protocol):
 
 RECIPE_KIND = "recipe"  # a stored space dict without "kind" (what every release wrote for recipes)
 _SPACE_KINDS: dict[str, Callable[[Mapping[str, Any]], SpaceLike]] = {}
+# Built-in kinds defined above this module, by the module that registers them when imported (the way
+# hwtune.runtimes names its built-in runtimes): a stored space opens without its package imported first.
+_BUILTIN_KIND_MODULES = {"compress": "hwtune.compression.user_space"}
 
 
 def register_space_kind(kind: str, from_dict: Callable[[Mapping[str, Any]], SpaceLike]) -> None:
@@ -260,8 +264,8 @@ def register_space_kind(kind: str, from_dict: Callable[[Mapping[str, Any]], Spac
 
 
 def space_kinds() -> list[str]:
-    """The registered kinds of stored spaces, sorted."""
-    return sorted(_SPACE_KINDS)
+    """The kinds of stored spaces that can be rebuilt (registered or built in), sorted."""
+    return sorted({*_SPACE_KINDS, *_BUILTIN_KIND_MODULES})
 
 
 def space_from_dict(data: Mapping[str, Any]) -> SpaceLike:
@@ -274,6 +278,8 @@ def space_from_dict(data: Mapping[str, Any]) -> SpaceLike:
         ConfigError: an unknown kind (close names suggested), or an invalid space.
     """
     kind = data.get("kind", RECIPE_KIND)
+    if isinstance(kind, str) and kind not in _SPACE_KINDS and kind in _BUILTIN_KIND_MODULES:
+        importlib.import_module(_BUILTIN_KIND_MODULES[kind])  # registers the kind
     from_dict = _SPACE_KINDS.get(kind) if isinstance(kind, str) else None
     if from_dict is None:
         known = space_kinds()

@@ -347,3 +347,19 @@ def test_recipe_names_are_safe(tmp_path):
     odd = tmp_path / "my recipe (v2).toml"
     odd.write_text(text)
     assert SearchSpace.from_recipe(odd).name == "my-recipe-v2-"
+
+
+def test_stored_spaces_are_rebuilt_by_kind():
+    """A stored recipe space has no ``kind`` (what every release wrote); other kinds are registered."""
+    from hwtune.candidate import Candidate as CandidateHome
+    from hwtune.space import space_from_dict, space_kinds
+
+    space = SearchSpace.from_recipe("fashion-convnet")
+    assert "kind" not in space.to_dict()
+    assert space_from_dict(space.to_dict()) == space
+    assert {"recipe", "compress"} <= set(space_kinds())
+    with pytest.raises(ConfigError, match=r"unknown kind 'recipes'; did you mean 'recipe'.*\(known: compress, recipe"):
+        space_from_dict({**space.to_dict(), "kind": "recipes"})
+    assert Candidate is CandidateHome  # hwtune.space.Candidate stays importable
+    cand = space.sample(random.Random(1))
+    assert space.candidate_from_dict(cand.to_dict()) == cand

@@ -13,7 +13,19 @@ Devices (:func:`resolve_device`): ``"auto"`` is CUDA when available, else MPS, e
 ``"auto"`` is bf16 on a CUDA device that supports it, else fp16 on CUDA and MPS, and off on the
 CPU (fp32 unless asked: ``"bf16"`` on the CPU is allowed). fp16 uses a gradient scaler.
 
-Reproducibility: seeded CPU runs give the same weights every time. On CUDA, cuDNN convolution
+Memory format (:func:`choose_memory_format`): 4-D image models train in channels-last (NHWC) where
+a quick measurement on this device says it is faster. Measured on the 2-core EPYC (AVX-512), ResNet-8
+(16/32/64) train step at batch 128: 114 ms contiguous, 75 ms channels-last; the fashion convnet gains
+about 1.1x. The measurement (two timed forward+backward passes of each format on a copy of the model,
+a few hundred ms) runs once per process for each device, precision, model class, input shape and batch
+size; channels-last is chosen only when it is at least :data:`CHANNELS_LAST_MIN_SPEEDUP` faster and a
+step takes at least :data:`MEASURE_MIN_STEP_S` (tiny models stay contiguous: their timings are noise),
+so the choice does not flip with timing noise. Fallback: contiguous, whenever the measurement fails.
+``train(channels_last=True/False)`` or ``$HWTUNE_CHANNELS_LAST=1/0`` pins it; the choice is recorded
+with the trial's training device (``"cpu, fp32, channels_last (measured 1.52x)"``).
+
+Reproducibility: seeded CPU runs give the same weights every time (for one memory format: the two
+run different convolution kernels, so pin it to compare runs across machines). On CUDA, cuDNN convolution
 backward kernels and ``index_add``/scatter-based ops (the batch gather of the shift augmentation)
 are nondeterministic, so two seeded GPU runs agree only to rounding.
 
@@ -23,6 +35,7 @@ export, quantization and scoring stay on the CPU.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -37,8 +50,11 @@ from hwtune.errors import ConfigError, ModelError, TrainingDivergedError
 
 __all__ = [
     "AMP_MODES",
+    "CHANNELS_LAST_MIN_SPEEDUP",
     "LoopResult",
+    "MemoryFormat",
     "Precision",
+    "choose_memory_format",
     "device_name",
     "lr_factor",
     "num_threads",
@@ -53,6 +69,11 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Cross-entropy of a 10-class model starts at ln(10) = 2.3; a loss above this only happens when the
 # weights have blown up, and it never comes back within a short budget.
 DIVERGENCE_LOSS = 1e4
+# Channels-last must beat contiguous by this much to be chosen (a margin over timing noise).
+CHANNELS_LAST_MIN_SPEEDUP = 1.15
+# Models whose contiguous training step is faster than this are not measured (and stay contiguous).
+MEASURE_MIN_STEP_S = 0.005
+CHANNELS_LAST_ENV_VAR = "HWTUNE_CHANNELS_LAST"
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,6 +249,122 @@ def _device_of(module: torch.nn.Module) -> torch.device | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Memory format
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryFormat:
+    """Whether a run trains in channels-last, and why (``"measured 1.52x"``, ``"asked"``, ``"no 4-D input"``)."""
+
+    channels_last: bool = False
+    reason: str = "default"
+
+    @property
+    def memory_format(self) -> torch.memory_format | None:
+        """The format batches are put in (``None``: as they come)."""
+        return torch.channels_last if self.channels_last else None
+
+    @property
+    def name(self) -> str:
+        return f"{'channels_last' if self.channels_last else 'contiguous'} ({self.reason})"
+
+    @contextmanager
+    def applied(self, *modules: torch.nn.Module | None) -> Iterator[MemoryFormat]:
+        """``modules`` in this format for the block, contiguous again after it (export expects that)."""
+        mods = [m for m in modules if m is not None] if self.channels_last else []
+        for m in mods:
+            m.to(memory_format=torch.channels_last)
+        try:
+            yield self
+        finally:
+            for m in mods:
+                m.to(memory_format=torch.contiguous_format)
+
+
+_FORMAT_CACHE: dict[tuple[Any, ...], MemoryFormat] = {}
+
+
+def _sample_shape(dataset: Any) -> tuple[int, ...] | None:
+    shape = getattr(dataset, "input_shape", None)
+    if shape is None:
+        try:
+            shape = tuple(dataset[0][0].shape)
+        except Exception:  # noqa: BLE001 - any dataset: no shape, no measurement
+            return None
+    return tuple(int(s) for s in shape)
+
+
+def _step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: Precision) -> float:
+    start = time.perf_counter()
+    with precision.autocast():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter() - start
+
+
+def _measure_format(
+    model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, precision: Precision, batch: int
+) -> MemoryFormat:
+    """Time training steps of a copy of ``model`` in both formats, interleaved; the faster by a margin wins."""
+    probe = copy.deepcopy(model).to(device).train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((batch, *shape), generator=gen).to(device)
+    with torch.no_grad():
+        out = probe(x[:2])
+    y = torch.randint(0, int(out.shape[-1]), (batch,), generator=gen).to(device)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for rep in range(3):  # round 0 warms both formats up and is not counted
+        for cl in (False, True):
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            probe.to(memory_format=fmt)
+            seconds = _step_seconds(probe, x.contiguous(memory_format=fmt), y, precision)
+            probe.zero_grad(set_to_none=True)
+            if rep:
+                times[cl].append(seconds)
+        if rep and min(times[False]) < MEASURE_MIN_STEP_S:
+            return MemoryFormat(False, "step too short to gain")
+    speedup = min(times[False]) / min(times[True])
+    return MemoryFormat(speedup >= CHANNELS_LAST_MIN_SPEEDUP, f"measured {speedup:.2f}x")
+
+
+def choose_memory_format(
+    model: torch.nn.Module,
+    dataset: Any,
+    device: torch.device,
+    precision: Precision | None = None,
+    batch_size: int = 128,
+    channels_last: bool | None = None,
+) -> MemoryFormat:
+    """Channels-last or contiguous for training ``model`` on ``dataset``'s images on ``device``.
+
+    ``channels_last`` (or ``$HWTUNE_CHANNELS_LAST`` = 1/0) decides when given; otherwise a model
+    without 4-D input or 4-D weights stays contiguous, and the rest is measured once per process and
+    (device, precision, model class, input shape, batch size) by :func:`_measure_format`; any error
+    while measuring falls back to contiguous.
+    """
+    if channels_last is not None:
+        return MemoryFormat(bool(channels_last), "asked")
+    env = os.environ.get(CHANNELS_LAST_ENV_VAR, "").strip()
+    if env in ("0", "1"):
+        return MemoryFormat(env == "1", f"{CHANNELS_LAST_ENV_VAR}={env}")
+    shape = _sample_shape(dataset)
+    if shape is None or len(shape) != 3 or not any(p.ndim == 4 for p in model.parameters()):
+        return MemoryFormat(False, "no 4-D images")
+    precision = precision or Precision(device)
+    key = (str(device), precision.name, type(model).__qualname__, shape, int(batch_size))
+    if key not in _FORMAT_CACHE:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                _FORMAT_CACHE[key] = _measure_format(model, shape, device, precision, int(batch_size))
+        except Exception as exc:  # noqa: BLE001 - a failed measurement must not fail the training
+            _FORMAT_CACHE[key] = MemoryFormat(False, f"measurement failed: {type(exc).__name__}")
+    return _FORMAT_CACHE[key]
+
+
+# --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
 
@@ -272,6 +409,7 @@ def run_loop(
     device: torch.device,
     precision: Precision | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    memory_format: torch.memory_format | None = None,
     max_grad_norm: float | None = None,
     check_grad: bool = False,
     time_limit_s: float | None = None,
@@ -280,7 +418,8 @@ def run_loop(
 ) -> LoopResult:
     """Run ``steps`` optimizer steps over ``batches``.
 
-    Each step: the batch goes to ``device`` (non-blocking), through ``augment``; the learning rate
+    Each step: the batch goes to ``device`` (non-blocking), through ``augment``, into
+    ``memory_format`` (:class:`MemoryFormat`; the model must be in it already); the learning rate
     of every parameter group becomes ``lr_at(step)``; the gradients are zeroed; ``objective(x, y,
     backward)`` computes its loss(es) under autocast and calls ``backward`` on each (which checks
     the loss first: NaN/inf or above 1e4 is a :class:`TrainingDivergedError`), returning the loss to
@@ -312,6 +451,8 @@ def run_loop(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if augment is not None:
                 x = augment(x)
+            if memory_format is not None:
+                x = x.contiguous(memory_format=memory_format)
             lr = lr_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -13,6 +13,9 @@ from support import FASHION_DIR, STUDY_FIXTURE, TUNER_TINY_BUDGET, TUNER_TINY_DA
 
 # Tests must not touch the network and must be reproducible on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Training's memory format is measured (hwtune.engine.choose_memory_format): timing on a loaded machine must not
+# change what a test trains, so it is pinned to contiguous here; tests of the measurement unset it.
+os.environ.setdefault("HWTUNE_CHANNELS_LAST", "0")
 # User profiles ($XDG_CONFIG_HOME/hwtune/profiles) shadow bundled ones: tests see only the bundled set
 # unless they write their own (an empty config dir per session; subprocesses inherit it).
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="hwtune-test-config-")

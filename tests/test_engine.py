@@ -182,3 +182,66 @@ def test_cuda_training_moves_model_and_back(amp):
     assert ft.device.startswith("cuda:0")
     recalibrate_bn(model, ds, train_device="cuda")
     assert all(b.device.type == "cpu" for b in model.buffers())
+
+
+# --------------------------------------------------------------------------------- memory format
+
+
+def test_channels_last_is_chosen_by_measurement_and_pinned_when_asked(monkeypatch):
+    import hwtune.engine as eng
+
+    monkeypatch.delenv(eng.CHANNELS_LAST_ENV_VAR, raising=False)
+    monkeypatch.setattr(eng, "_FORMAT_CACHE", {})
+    ds = torch.utils.data.TensorDataset(torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,)))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(8, 4),
+    )  # fmt: skip
+    cpu = torch.device("cpu")
+    # Timed steps: contiguous 30 ms, channels-last 20 ms -> 1.5x, chosen; the decision is cached.
+    calls = []
+
+    def fake_step(model, x, y, precision):
+        calls.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return 0.020 if calls[-1] else 0.030
+
+    monkeypatch.setattr(eng, "_step_seconds", fake_step)
+    fmt = eng.choose_memory_format(net, ds, cpu, batch_size=4)
+    assert fmt.channels_last and fmt.name == "channels_last (measured 1.50x)"
+    assert calls.count(True) == calls.count(False) == 3  # interleaved, first round not counted
+    assert eng.choose_memory_format(net, ds, cpu, batch_size=4) is fmt and len(calls) == 6
+    # A 1.1x gain is below the margin; a tiny step is not worth it; a failure falls back to contiguous.
+    monkeypatch.setattr(eng, "_FORMAT_CACHE", {})
+    monkeypatch.setattr(eng, "_step_seconds", lambda m, x, y, p: 0.030 if x.is_contiguous() else 0.0275)
+    assert eng.choose_memory_format(net, ds, cpu, batch_size=4).name == "contiguous (measured 1.09x)"
+    monkeypatch.setattr(eng, "_FORMAT_CACHE", {})
+    monkeypatch.setattr(eng, "_step_seconds", lambda m, x, y, p: 0.0001)
+    assert eng.choose_memory_format(net, ds, cpu, batch_size=4).name == "contiguous (step too short to gain)"
+    monkeypatch.setattr(eng, "_FORMAT_CACHE", {})
+    monkeypatch.setattr(eng, "_step_seconds", lambda m, x, y, p: 1 / 0)
+    assert eng.choose_memory_format(net, ds, cpu, batch_size=4).name.startswith("contiguous (measurement failed")
+    assert eng.choose_memory_format(net, ds, cpu, channels_last=True).name == "channels_last (asked)"
+    monkeypatch.setenv(eng.CHANNELS_LAST_ENV_VAR, "1")
+    assert eng.choose_memory_format(net, ds, cpu).name == "channels_last (HWTUNE_CHANNELS_LAST=1)"
+    flat = torch.utils.data.TensorDataset(torch.randn(8, 5), torch.randint(0, 4, (8,)))
+    monkeypatch.delenv(eng.CHANNELS_LAST_ENV_VAR)
+    assert eng.choose_memory_format(torch.nn.Linear(5, 4), flat, cpu).name == "contiguous (no 4-D images)"
+
+
+def test_channels_last_training_is_reproducible_and_hands_back_a_contiguous_model():
+    from hwtune.training import TrainBudget, train
+
+    ds = torch.utils.data.TensorDataset(torch.randn(64, 3, 8, 8), torch.randint(0, 4, (64,)))
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(), torch.nn.Linear(8, 4),
+        )  # fmt: skip
+        stats = train(net, ds, budget=TrainBudget(epochs=2), batch_size=16, seed=1, channels_last=True)
+        assert stats.memory_format == "channels_last (asked)"
+        assert net[0].weight.is_contiguous()  # export and quantization get the usual layout back
+        states.append(net.state_dict())
+    for a, b in zip(states[0].values(), states[1].values(), strict=True):
+        assert torch.equal(a, b)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwtune.augment import augmenter
-from hwtune.engine import device_name, on_device, resolve_amp, resolve_device, run_loop
+from hwtune.engine import choose_memory_format, device_name, on_device, resolve_amp, resolve_device, run_loop
 from hwtune.errors import ConfigError, ModelError
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
@@ -97,6 +97,8 @@ class FinetuneStats:
         augment: The augmentation of the training batches (``"none"``: the images as they are).
         device: Where it trained (``"cpu"``, ``"cuda:0 (NVIDIA H100 80GB HBM3)"``).
         amp: Mixed precision used (``"fp32"``, ``"bf16"``, ``"fp16"``).
+        memory_format: ``"channels_last (measured 1.52x)"`` or ``"contiguous (...)"``
+            (:func:`hwtune.engine.choose_memory_format`).
     """
 
     epochs: float
@@ -115,6 +117,7 @@ class FinetuneStats:
     augment: str = "none"
     device: str = "cpu"
     amp: str = "fp32"
+    memory_format: str = "contiguous"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -203,24 +206,27 @@ def finetune(
         return float(loss.detach())
 
     with num_threads(threads) as n_threads, torch.random.fork_rng(devices=[]), on_device([model, teacher], device):
+        fmt = choose_memory_format(model, ds, device, precision, batch_size)
         torch.manual_seed(seed)
         model.train()
         if teacher is not None:
             teacher.eval()
         try:
-            done = run_loop(
-                fetch_batches(ds, batches, pin_memory=device.type == "cuda"),
-                objective,
-                sgd(model, peak_lr, weight_decay),
-                schedule.lr,
-                steps=len(batches),
-                device=device,
-                precision=precision,
-                augment=augment_fn,
-                time_limit_s=time_limit_s,
-                progress=progress,
-                desc="fine-tuning",
-            )
+            with fmt.applied(model, teacher):
+                done = run_loop(
+                    fetch_batches(ds, batches, pin_memory=device.type == "cuda"),
+                    objective,
+                    sgd(model, peak_lr, weight_decay),
+                    schedule.lr,
+                    steps=len(batches),
+                    device=device,
+                    precision=precision,
+                    augment=augment_fn,
+                    memory_format=fmt.memory_format,
+                    time_limit_s=time_limit_s,
+                    progress=progress,
+                    desc="fine-tuning",
+                )
         finally:
             model.train(was_training)
             if teacher is not None:
@@ -243,4 +249,5 @@ def finetune(
         augment=augment or "none",
         device=device_name(device),
         amp=precision.name,
+        memory_format=fmt.name,
     )

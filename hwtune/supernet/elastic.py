@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwtune.engine import device_name, on_device, resolve_amp, resolve_device, run_loop
+from hwtune.engine import choose_memory_format, device_name, on_device, resolve_amp, resolve_device, run_loop
 from hwtune.errors import ConfigError
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
@@ -69,6 +69,7 @@ class ParentStats:
         stopped_early: The time limit ended the run.
         device: Where it trained (``"cpu"``, ``"cuda:0 (NVIDIA H100 80GB HBM3)"``).
         amp: Mixed precision used (``"fp32"``, ``"bf16"``, ``"fp16"``).
+        memory_format: ``"channels_last (measured 1.52x)"`` or ``"contiguous (...)"``.
     """
 
     largest: Mapping[str, Any]
@@ -91,6 +92,7 @@ class ParentStats:
     stopped_early: bool = False
     device: str = "cpu"
     amp: str = "fp32"
+    memory_format: str = "contiguous"
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -204,7 +206,10 @@ def train_parent(
         precision = resolve_amp(amp, device)
         sub_losses: list[float] = []
 
-        with on_device([parent], device):
+        with (
+            on_device([parent], device),
+            choose_memory_format(parent, ds, device, precision, batch_size).applied(parent) as fmt,
+        ):
             view = SubnetView(parent, space, cache_size=4 * (n_random + 2))
 
             def objective(x: torch.Tensor, y: torch.Tensor, backward: Any) -> float:
@@ -225,6 +230,7 @@ def train_parent(
                     steps=len(batches),
                     device=device,
                     precision=precision,
+                    memory_format=fmt.memory_format,
                     time_limit_s=time_limit_s,
                     progress=progress,
                     desc="parent training",
@@ -242,6 +248,7 @@ def train_parent(
         "seed": seed,
         "device": device_name(device),
         "amp": precision.name,
+        "memory_format": fmt.name,
     }
     return parent, _stats(largest, smallest, losses, sub_losses, seen, len(ds), seconds, len(batches), settings)
 

@@ -170,7 +170,7 @@ def _finalize_one(
         "teacher": "parent" if parent is not None else None,
         "augment": augment or "none",
         "final_loss": getattr(stats, "final_loss", None),
-        "train_device": f"{stats.device}, {stats.amp}",
+        "train_device": f"{stats.device}, {stats.amp}, {stats.memory_format}",
     }
     scores, shipped = _score(rec, pipe, model, plan, data, sched, seed, work)
     if rec.accuracy is not None and scores["val_accuracy"] < rec.accuracy:

@@ -102,6 +102,12 @@ class ArtifactStoreFailed(Exception):
     not at fault, so its trial is failed with this reason and the candidate re-queued (once)."""
 
 
+def _trained_on(stats: Any) -> str:
+    """``"cpu, fp32, contiguous (step too short to gain)"``: device, precision and memory format of a training."""
+    fmt = getattr(stats, "memory_format", None)
+    return f"{stats.device}, {getattr(stats, 'amp', 'fp32')}" + (f", {fmt}" if fmt else "")
+
+
 def failure_reason(exc: BaseException) -> str:
     """One line: the exception's type and first line (out-of-memory named as such)."""
     text = str(exc).strip().splitlines()
@@ -404,7 +410,7 @@ class CandidateTrial:
             trained_epochs = sched.rung_epochs[r]
             samples += int(getattr(stats, "samples_seen", 0) or 0)
             if getattr(stats, "device", None):  # where it trained: "cpu", "cuda:0 (NVIDIA H100 ...)"
-                trial.set_user_attr("train_device", f"{stats.device}, {getattr(stats, 'amp', 'fp32')}")
+                trial.set_user_attr("train_device", _trained_on(stats))
             self.stage = f"evaluate (rung {r})"
             acc_fp32 = ctx.pipeline.evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
             if not math.isfinite(acc_fp32):

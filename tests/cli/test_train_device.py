@@ -74,14 +74,15 @@ def test_tiny_tune_finalize_export_record_the_train_device(tmp_path, capsys):
     import json
 
     manifest = json.loads(capsys.readouterr().out)
-    assert manifest["training"]["trained_on"] == "cpu, fp32"
+    # device, precision, memory format (pinned by tests/conftest.py)
+    assert manifest["training"]["trained_on"] == "cpu, fp32, contiguous (HWTUNE_CHANNELS_LAST=0)"
     assert manifest["finalized"]["augment"] == "crop:2"  # the recipe's, as finalize was given none
     from hwtune.tuner.finalize import finalize
 
     res = finalize(out, "knee", epochs=0.1, progress=False, train_device="cpu", augment="crop:2,hflip")
     knee = res.trial(res.knee.number)
-    assert knee.figures.train_device == "cpu, fp32"
-    assert knee.figures.finalized["train_device"] == "cpu, fp32"
+    assert knee.figures.train_device == "cpu, fp32, contiguous (HWTUNE_CHANNELS_LAST=0)"
+    assert knee.figures.finalized["train_device"] == "cpu, fp32, contiguous (HWTUNE_CHANNELS_LAST=0)"
     assert knee.figures.finalized["augment"] == "crop:2,hflip"
 
 

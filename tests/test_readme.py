@@ -41,8 +41,9 @@ SMALL_DATA = "--train-limit 2000 --val-limit 500"
 # {shared} one directory for all documents (the fresh environment both READMEs install into), {repo} the checkout.
 SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
     ("README.md", ".venv/bin/hwtune demo",
-     ".venv/bin/hwtune demo --timeout 120 --trials 3 --out {scratch}/hwtune-demo",
-     "the demo searches for 330 s; two minutes and 3 trials take the same path (parent, search, finalize, export)"),
+     ".venv/bin/hwtune demo --timeout 120 --trials 3 --finalize-epochs 1 --out {scratch}/hwtune-demo",
+     "the demo searches for 240 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
+     "path (search, finalize, export)"),
     ("README.md", ".venv/bin/python -m pytest -q",
      ".venv/bin/python -m pytest -q --collect-only",
      "the full suite contains this test: collecting it checks the command without running the suite twice"),
@@ -63,10 +64,10 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
      "the same fresh environment as README.md's (installing into it again only adds what is missing)"),
     ("README.pypi.md", "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu",
      f"pip install {CPU_TORCH_WHEEL} {CPU_TORCHVISION}", "as for README.md"),
-    ("README.pypi.md", "pip install hwtune-0.1.0-py3-none-any.whl ",
-     "pip wheel --quiet --no-deps {repo} -w {shared}/dist && pip install {shared}/dist/hwtune-0.1.0-py3-none-any.whl ",
+    ("README.pypi.md", "pip install hwtune-0.2.0-py3-none-any.whl ",
+     "pip wheel --quiet --no-deps {repo} -w {shared}/dist && pip install {shared}/dist/hwtune-0.2.0-py3-none-any.whl ",
      "a pip user has the wheel; the test builds it from the checkout first"),
-    ("README.pypi.md", "hwtune demo ", "hwtune demo --timeout 120 --trials 3 -o {scratch}/hwtune-demo ",
+    ("README.pypi.md", "hwtune demo ", "hwtune demo --timeout 120 --trials 3 --finalize-epochs 1 -o {scratch}/hwtune-demo ",
      "as for README.md"),
     ("README.pypi.md", "-n 30 -o runs/convnet", f"-n 4 -o runs/convnet --epochs 0.1 {SMALL_DATA}",
      "as for README.md"),

@@ -2,7 +2,7 @@
 
 Modules, in the order a search uses them (imports flow down this list only):
 
-* :mod:`~hwtune.tuner.config` -- :class:`Constraints` and the training :class:`Schedule`.
+* :mod:`~hwtune.tuner.config` -- :class:`Constraints`, the training :class:`Schedule` and the weight :class:`Strategy`.
 * :mod:`~hwtune.tuner.inputs` -- the space (recipe), the data, the Optuna parameters, settings checks.
 * :mod:`~hwtune.tuner.storage` -- Optuna storages, typed study records, resume, worker liveness.
 * :mod:`~hwtune.tuner.samplers` -- sampler registry (or any ``optuna.samplers.BaseSampler``).
@@ -21,7 +21,7 @@ Optuna is imported lazily (inside functions), so importing this package stays fa
 
 from hwtune.front import TuneResult
 from hwtune.tuner.api import join_study, tune
-from hwtune.tuner.config import DEFAULT_N_TRIALS, STRATEGIES, Constraints, Schedule
+from hwtune.tuner.config import DEFAULT_N_TRIALS, STRATEGIES, Constraints, Schedule, Strategy
 from hwtune.tuner.constraints import constraint_values
 from hwtune.tuner.inputs import load_data
 from hwtune.tuner.pipeline import CandidatePipeline, ship_runtime_name
@@ -36,6 +36,7 @@ __all__ = [
     "CandidatePipeline",
     "Constraints",
     "Schedule",
+    "Strategy",
     "TuneResult",
     "constraint_values",
     "download_weights",

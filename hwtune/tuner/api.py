@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from hwtune.errors import ConfigError, StudyError
 from hwtune.front import TuneResult, resolve_objectives
 from hwtune.records import StudyMeta
 from hwtune.tuner.artifacts import location_for_run, parse_location, redact_url, sqlite_dir
-from hwtune.tuner.config import DEFAULT_N_TRIALS, Constraints, Schedule
+from hwtune.tuner.config import DEFAULT_N_TRIALS, Constraints, Schedule, Strategy
 from hwtune.tuner.constraints import check_feasible_at_all
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination
@@ -67,14 +68,10 @@ __all__ = ["PipelineFactory", "join_study", "tune"]
 PipelineFactory = Callable[..., CandidatePipeline]
 
 
-def _check_run_args(
-    n_trials: Any, timeout: Any, seed: Any, population_size: Any, workers: Any = 1, parent_epochs: Any = None
-) -> None:
+def _check_run_args(n_trials: Any, timeout: Any, seed: Any, population_size: Any, workers: Any = 1) -> None:
     problems = []
     if not is_int(workers) or workers < 1:
         problems.append(f"workers must be an integer >= 1, got {workers!r}")
-    if parent_epochs is not None and (not is_num(parent_epochs) or parent_epochs <= 0):
-        problems.append(f"parent_epochs must be a number > 0, got {parent_epochs!r}")
     if n_trials is not None and (not is_int(n_trials) or n_trials < 1):
         problems.append(f"n_trials must be an integer >= 1, got {n_trials!r}")
     if timeout is not None and (not is_num(timeout) or timeout <= 0):
@@ -277,9 +274,8 @@ def tune(
     threads: int | None = None,
     runtime: str | None = None,
     pipeline: PipelineFactory | None = None,
-    strategy: str | None = None,
+    strategy: str | Strategy | None = None,
     parent_epochs: float | None = None,
-    source_model: Mapping[str, Any] | None = None,
     artifacts: str | Path | None = None,
     workers: int = 1,
     val_data: Any = None,
@@ -328,9 +324,10 @@ def tune(
             ``(space, device, runtime=...)``) to replace steps such as training.
         strategy: ``"inherit"`` (default for sliceable families: candidates are sub-networks of one
             parent trained once, scored in seconds, fine-tuned when promoted) or ``"scratch"`` (every
-            candidate trained from its own initialization). A resumed study keeps its strategy.
+            candidate trained from its own initialization), or a :class:`~hwtune.tuner.Strategy` with
+            its settings. A resumed study keeps its strategy.
         parent_epochs: Epochs of the parent's training (``inherit``; default the recipe's
-            ``[parent] epochs``, else 3).
+            ``[parent] epochs``, else 3); replaces ``strategy.parent_epochs``.
         artifacts: The study's artifact store: a directory every worker sees, or
             ``s3://bucket/prefix`` (extra ``hwtune[s3]``). Default for SQLite: ``artifacts/`` next to the
             study file (stored relative to it, so the run directory can move); required for a server
@@ -338,8 +335,6 @@ def tune(
         workers: Local worker processes sharing the study (``hwtune worker`` each); latency measured
             while they share the CPU is labelled so, and the front is measured again alone at the
             end. ``pipeline`` must then be an importable class and ``data`` a name or mapping.
-        source_model: Set by :func:`hwtune.compress`: the user's model this study compresses
-            (``sha256``, ``class``, ``source`` and ``archive``, a ``torch.export`` file stored with the study).
         train_device: Where candidates (and the parent) train: ``auto`` (CUDA, else MPS, else CPU),
             ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:func:`hwtune.engine.resolve_device`); each
             trial records it. Shipped models are exported, quantized and scored on the CPU still.
@@ -360,22 +355,94 @@ def tune(
         >>> print(result.front_table())  # doctest: +SKIP
     """
     t_call = time.monotonic()  # the timeout covers the whole call (a parent's training included)
-    # --- validate everything cheap first (all before touching storage or data) ---
+    _check_run_args(n_trials, timeout, seed, population_size, workers)
+    if n_trials is None and timeout is None:
+        n_trials = DEFAULT_N_TRIALS
+    run = _plan_run(
+        space_or_recipe, device=device, data=data, val_data=val_data, objectives=objectives,
+        constraints=constraints, budget=budget, strategy=Strategy.coerce(strategy, parent_epochs=parent_epochs),
+        sampler=sampler, study_name=study_name, out_dir=out_dir, storage=storage, artifacts=artifacts,
+        workers=workers, pipeline=pipeline, train_device=train_device, amp=amp,
+    )  # fmt: skip
+    log = make_log(progress)
+    st = open_storage(run.url)
+    study, stored = _open_study(st, run.url, run.study_name, run.objectives)
+    # One worker at a time creates the study's settings; the others wait here, then find them.
+    with study_lock(run.url, run.study_name) if stored is None else contextlib.nullcontext():
+        if stored is None:
+            stored = study_meta(study)
+        ctx, store = _prepare_study(
+            study, stored, run, pipeline=pipeline, runtime=runtime, artifacts=artifacts, seed=seed, threads=threads,
+            log=log, reference_point=reference_point, sampler=sampler,
+        )  # fmt: skip
+        if n_trials is not None and study.user_attrs.get(TARGET_KEY) != n_trials:
+            study.set_user_attr(TARGET_KEY, int(n_trials))  # workers joining later aim for the same
+    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t_call))
+    if workers > 1:
+        interrupted = _run_local_workers(
+            study, ctx, run.url, store, workers, n_trials, left, artifacts, run.pipeline_ref, progress
+        )
+    else:
+        interrupted = _run_here(
+            study, ctx, run.url, store, n_trials, left, sampler, seed, population_size, progress
+        )
+    return _finish(result_from_study(study, interrupted=interrupted, url=run.url), run.out, reports, progress, log)
+
+
+@dataclass
+class _RunPlan:
+    """What one ``tune()`` call works with, every part validated before any storage or data is touched."""
+
+    space: Any
+    recipe_info: dict[str, Any]
+    profiles: list[DeviceProfile]
+    objectives: Any
+    constraints: Constraints
+    schedule: Schedule
+    budget_given: bool
+    strategy: Strategy
+    strategy_name: str
+    study_name: str
+    out: Path
+    url: str
+    data_load: Any
+    splits: Any
+    pipeline_ref: Any
+    train_device: str | None
+    amp: str | None
+
+
+def _plan_run(
+    space_or_recipe: Any,
+    *,
+    device: Any,
+    data: Any,
+    val_data: Any,
+    objectives: Any,
+    constraints: Any,
+    budget: Any,
+    strategy: Strategy,
+    sampler: Any,
+    study_name: str | None,
+    out_dir: Any,
+    storage: Any,
+    artifacts: Any,
+    workers: int,
+    pipeline: Any,
+    train_device: str | None,
+    amp: str | None,
+) -> _RunPlan:
+    """Validate everything cheap first: a bad argument fails before any storage is opened or data loaded."""
+    from hwtune.engine import resolve_amp, resolve_device
+
     space, recipe_info = resolve_space(space_or_recipe)
     profiles = _load_devices(device)
     objs = resolve_objectives(objectives)
     cons = Constraints.coerce(constraints)
-    budget_given = budget is not None
     sched = _schedule_for(space, budget)
     check_sampler(sampler)
-    _check_run_args(n_trials, timeout, seed, population_size, workers, parent_epochs)
-    from hwtune.engine import resolve_amp, resolve_device
-
     resolve_amp(amp, resolve_device(train_device))  # a device this machine lacks fails before any work
-    if n_trials is None and timeout is None:
-        n_trials = DEFAULT_N_TRIALS
-    strategy_arg = strategy
-    strategy = choose_strategy(space, strategy)  # validated before anything is opened
+    strategy_name = choose_strategy(space, strategy.name)  # validated before anything is opened
     remove_stale()  # work directories left by killed hwtune processes
     if study_name is not None:
         study_name = check_study_name(study_name)
@@ -393,54 +460,64 @@ def tune(
     pipeline_ref = check_local_workers(workers, data_load, sampler, pipeline)
     if artifacts is not None:
         parse_location(artifacts, url)  # a malformed value fails before the study is opened
+    return _RunPlan(
+        space=space, recipe_info=recipe_info, profiles=profiles, objectives=objs, constraints=cons, schedule=sched,
+        budget_given=budget is not None, strategy=strategy, strategy_name=strategy_name, study_name=study_name,
+        out=out, url=url, data_load=data_load, splits=splits, pipeline_ref=pipeline_ref, train_device=train_device,
+        amp=amp,
+    )  # fmt: skip
 
-    log = make_log(progress)
-    st = open_storage(url)
-    study, stored = _open_study(st, url, study_name, objs)
-    # One worker at a time creates the study's settings; the others wait here, then find them.
-    with study_lock(url, study_name) if stored is None else contextlib.nullcontext():
-        if stored is None:
-            stored = study_meta(study)
-        location = location_for_run(stored.artifact_dir if stored else None, url, artifacts, study_name)
-        strategy, sched = _run_settings(stored, strategy_arg, strategy, sched, budget_given)
-        default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
-        pipe = (pipeline or default_pipeline)(space, profiles[0], runtime=runtime)
-        pipe.train_device, pipe.amp = train_device, amp
-        if splits is None:
-            splits = load_data(data_load)  # type: ignore[arg-type]
-        data_meta = {"load": data_load, "sizes": splits.to_dict().get("sizes"), "info": jsonable(splits.to_dict())}
-        meta_new = _new_meta(
-            _compact_recipe(recipe_info, space), profiles[0], objs, cons, sched, data_meta, url, out, location.stored
+
+def _prepare_study(
+    study: Any,
+    stored: StudyMeta | None,
+    run: _RunPlan,
+    *,
+    pipeline: PipelineFactory | None,
+    runtime: str | None,
+    artifacts: Any,
+    seed: int | None,
+    threads: int | None,
+    log: Callable[[str], None],
+    reference_point: Mapping[str, float] | None,
+    sampler: Any,
+) -> tuple[SearchContext, Any]:
+    """The search context of this run and the artifact store, the study's settings created or checked."""
+    location = location_for_run(stored.artifact_dir if stored else None, run.url, artifacts, run.study_name)
+    strategy, sched = _run_settings(stored, run.strategy.name, run.strategy_name, run.schedule, run.budget_given)
+    default_pipeline = InheritPipeline if strategy == "inherit" else CandidatePipeline
+    space, profiles = run.space, run.profiles
+    pipe = (pipeline or default_pipeline)(space, profiles[0], runtime=runtime)
+    pipe.train_device, pipe.amp = run.train_device, run.amp
+    splits = run.splits if run.splits is not None else load_data(run.data_load)
+    data_meta = {"load": run.data_load, "sizes": splits.to_dict().get("sizes"), "info": jsonable(splits.to_dict())}
+    meta_new = _new_meta(
+        _compact_recipe(run.recipe_info, space), profiles[0], run.objectives, run.constraints, sched, data_meta,
+        run.url, run.out, location.stored,
+    )  # fmt: skip
+    meta_new.update(_run_extras(profiles, strategy, runtime))
+    if stored is not None:
+        check_meta(_comparable(stored.to_dict()), _comparable(meta_new), run.study_name)
+    store = location.store()
+    ctx = SearchContext(
+        space=space, device=profiles[0], data=splits, objectives=run.objectives, constraints=run.constraints,
+        schedule=sched, reference={}, artifact_dir=location.path or run.out / "artifacts", seed=seed,
+        dists=distributions(space), pipeline=pipe, log=log, threads=threads, devices=profiles,
+    )  # fmt: skip
+    source_model = run.strategy.source_model
+    if source_model is not None and stored is None:
+        meta_new["source_model"] = _store_source_model(source_model, store)
+    elif stored is not None and stored.source_model:
+        meta_new["source_model"] = stored.source_model
+    if strategy == "inherit":
+        _attach_parent(
+            ctx, pipe, space, run.recipe_info, run.data_load, run.strategy.parent_epochs, stored, meta_new, store
         )
-        meta_new.update(_run_extras(profiles, strategy, runtime))
-        if stored is not None:
-            check_meta(_comparable(stored.to_dict()), _comparable(meta_new), study_name)
-        store = location.store()
-        ctx = SearchContext(
-            space=space, device=profiles[0], data=splits, objectives=objs, constraints=cons, schedule=sched,
-            reference={}, artifact_dir=location.path or out / "artifacts", seed=seed, dists=distributions(space),
-            pipeline=pipe, log=log, threads=threads, devices=profiles,
-        )  # fmt: skip
-        if source_model is not None and stored is None:
-            meta_new["source_model"] = _store_source_model(source_model, store)
-        elif stored is not None and stored.source_model:
-            meta_new["source_model"] = stored.source_model
-        if strategy == "inherit":
-            _attach_parent(ctx, pipe, space, recipe_info, data_load, parent_epochs, stored, meta_new, store)
-        if stored is None:
-            _start_study(study, ctx, profiles, reference_point, meta_new, sampler, seed, url)
-        else:
-            _resume_study(study, ctx, stored, meta_new, strategy, url)
-        if n_trials is not None and study.user_attrs.get(TARGET_KEY) != n_trials:
-            study.set_user_attr(TARGET_KEY, int(n_trials))  # workers joining later aim for the same
-    left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t_call))
-    if workers > 1:
-        interrupted = _run_local_workers(
-            study, ctx, url, store, workers, n_trials, left, artifacts, pipeline_ref, progress
-        )
+    if stored is None:
+        _start_study(study, ctx, profiles, reference_point, meta_new, sampler, seed, run.url)
     else:
-        interrupted = _run_here(study, ctx, url, store, n_trials, left, sampler, seed, population_size, progress)
-    return _finish(result_from_study(study, interrupted=interrupted, url=url), out, reports, progress, log)
+        _resume_study(study, ctx, stored, meta_new, strategy, run.url)
+    return ctx, store
 
 
 def _run_settings(

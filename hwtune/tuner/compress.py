@@ -30,6 +30,7 @@ from hwtune.errors import ConfigError
 from hwtune.front import TuneResult
 from hwtune.normalization import with_normalization
 from hwtune.tuner.api import tune
+from hwtune.tuner.config import Strategy
 from hwtune.tuner.inputs import data_spec, load_data
 from hwtune.tuner.pipeline import CandidatePipeline
 
@@ -269,7 +270,6 @@ def compress(
             pipeline=lambda sp, dev, runtime=None: CompressPipeline(
                 sp, dev, runtime=runtime, parent=model, importance=importance
             ),
-            strategy="compress",
-            source_model={**src, "archive": str(archive)},
+            strategy=Strategy("compress", source_model={**src, "archive": str(archive)}),
             **tune_kwargs,
         )

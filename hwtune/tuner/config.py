@@ -1,4 +1,5 @@
-"""Search settings: the user's hard limits (:class:`Constraints`) and the training schedule (:class:`Schedule`).
+"""Search settings: the user's hard limits (:class:`Constraints`), the training schedule (:class:`Schedule`) and
+how candidates get their weights (:class:`Strategy`).
 
 Frozen value objects with ``to_dict``/``from_dict``; every problem is collected and raised once.
 """
@@ -7,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hwtune._util import is_num
 from hwtune.errors import ConfigError, did_you_mean
 
-__all__ = ["DEFAULT_N_TRIALS", "STRATEGIES", "Constraints", "Schedule"]
+__all__ = ["DEFAULT_N_TRIALS", "STRATEGIES", "Constraints", "Schedule", "Strategy"]
 
 DEFAULT_N_TRIALS = 20
 # How candidates get their weights: trained from scratch per candidate, or inherited from one
@@ -199,3 +200,58 @@ class Schedule:
 # ---------------------------------------------------------------------------------------------
 # Optuna plumbing
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How candidates get their weights, with what that needs (a parent's training, a user's model).
+
+    Attributes:
+        name: ``"scratch"`` (every candidate trained from its own initialization), ``"inherit"``
+            (sub-networks of one parent trained once) or ``"compress"`` (set by :func:`hwtune.compress`);
+            None: the family's default, or what a resumed study used.
+        parent_epochs: ``inherit``: epochs of the parent's training (default: the recipe's
+            ``[parent] epochs``, else 3).
+        source_model: ``compress``: the user's model the study compresses (``sha256``, ``class``,
+            ``source`` and ``archive``, a ``torch.export`` file stored with the study).
+
+    Example:
+        >>> Strategy.coerce("inherit", parent_epochs=2).parent_epochs
+        2
+    """
+
+    name: str | None = None
+    parent_epochs: float | None = None
+    source_model: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.name is not None and self.name not in (*STRATEGIES, "compress"):
+            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.name!r}")
+        if self.parent_epochs is not None and (not is_num(self.parent_epochs) or self.parent_epochs <= 0):
+            problems.append(f"parent_epochs must be a number > 0, got {self.parent_epochs!r}")
+        if self.source_model is not None and not isinstance(self.source_model, Mapping):
+            problems.append(f"source_model must be a mapping, got {type(self.source_model).__name__}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    @classmethod
+    def coerce(cls, value: Strategy | str | None, *, parent_epochs: float | None = None) -> Strategy:
+        """A ``Strategy``, a strategy name or None; ``parent_epochs`` (the flat keyword) replaces the object's."""
+        if isinstance(value, Strategy):
+            return value if parent_epochs is None else replace(value, parent_epochs=parent_epochs)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"strategy must be a name or a Strategy, got {type(value).__name__}")
+        return cls(name=value, parent_epochs=parent_epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "parent_epochs": self.parent_epochs,
+                "source_model": None if self.source_model is None else dict(self.source_model)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Strategy:
+        known = {"name", "parent_epochs", "source_model"}
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ConfigError("\n".join(f"strategy: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown))
+        return cls(**dict(data))

@@ -39,7 +39,7 @@ from hwtune.graph._liveness import liveness_peak
 from hwtune.graph._onnx_file import check_onnx_model, load_onnx, onnx_input_shape
 from hwtune.graph._onnx_ops import ONNX_CANONICAL, ONNX_OPS, OnnxOp, OnnxTensors, compute_nodes, onnx_op
 from hwtune.graph._onnx_trace import infer_tensors, trace_onnx
-from hwtune.graph._ops import conv_kind
+from hwtune.graph._ops import conv_kind, function_table, mean_kind, method_table
 from hwtune.graph._torch_trace import trace_layers
 
 __all__ = [
@@ -62,9 +62,12 @@ __all__ = [
     "conv_kind",
     "count_flops",
     "flop_counter",
+    "function_table",
     "infer_tensors",
     "liveness_peak",
     "load_onnx",
+    "mean_kind",
+    "method_table",
     "onnx_input_shape",
     "onnx_op",
     "shape_message",

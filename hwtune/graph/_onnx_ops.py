@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwtune.graph._ops import conv_kind, pair
+from hwtune.graph._ops import conv_kind, mean_kind, pair
 
 __all__ = ["ONNX_CANONICAL", "ONNX_OPS", "OnnxOp", "OnnxTensors", "compute_nodes", "onnx_op"]
 
@@ -199,10 +199,7 @@ def _reduce_mean(node: Any, attrs: Mapping[str, Any], t: OnnxTensors) -> OnnxOp:
     axes_name = _input(node, 1)
     if axes is None and axes_name is not None:
         axes = t.const_ints(axes_name)
-    nd = len(in_shape)
-    if axes is not None and nd >= 3 and sorted(int(a) % nd for a in axes) == list(range(2, nd)):
-        return OnnxOp("gap")
-    return OnnxOp("other")
+    return OnnxOp("other" if axes is None else mean_kind(len(in_shape), axes))
 
 
 ONNX_OPS: dict[str, Handler] = {

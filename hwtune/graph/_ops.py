@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["conv_kind", "function_op", "function_table", "module_op", "pair"]
+__all__ = ["conv_kind", "function_op", "function_table", "mean_kind", "method_table", "module_op", "pair"]
 
 
 def pair(v: Any) -> tuple[int, int] | None:
@@ -33,6 +33,11 @@ def conv_kind(in_channels: int, groups: int, kernel: Sequence[int]) -> str:
     if groups == 1 and all(k == 1 for k in kernel):
         return "pwconv"
     return "conv"
+
+
+def mean_kind(ndim: int, dims: Sequence[int]) -> str:
+    """``gap`` for a mean over every spatial axis of an N-C-spatial tensor (``x.mean((2, 3))``), else ``other``."""
+    return "gap" if ndim >= 3 and sorted(int(d) % ndim for d in dims) == list(range(2, ndim)) else "other"
 
 
 def module_op(mod: nn.Module, out_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
@@ -151,6 +156,11 @@ _METHOD_OPS = {
 }
 
 
+def method_table() -> dict[str, str]:
+    """Canonical op type of the tensor methods an fx graph calls (``x.add(y)``, ``x.view(...)``)."""
+    return dict(_METHOD_OPS)
+
+
 def function_op(node: Any, table: Mapping[Any, str], values: Mapping[Any, Any]) -> tuple[str, dict[str, Any]]:
     """Canonical op type and geometry of an fx call_function / call_method node."""
     import torch
@@ -202,7 +212,4 @@ def _mean_op(node: Any, values: Mapping[Any, Any]) -> str:
     dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
     if not isinstance(inp, torch.Tensor) or dims is None:
         return "other"
-    dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    nd = inp.dim()
-    norm = sorted(d % nd for d in dims)
-    return "gap" if nd >= 3 and norm == list(range(2, nd)) else "other"
+    return mean_kind(inp.dim(), (dims,) if isinstance(dims, int) else tuple(dims))

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hwtune.graph import conv_kind
+from hwtune.graph import conv_kind, mean_kind
 from hwtune.precision import PrecisionPlan
 from hwtune.predictor._features import CONSTANT_TARGETS, RawLayer, weight_bytes
 
@@ -585,17 +585,18 @@ def _flatten(shape: tuple[int, ...], start: int = 0, end: int = -1) -> tuple[int
 
 
 def _function_tables() -> tuple[dict[Any, str], dict[Any, str], dict[str, str]]:
+    """The functions the replay computes shapes for, named by the tracer's table (:func:`hwtune.graph.function_table`)."""
     import torch
     import torch.nn.functional as F
 
-    binary = {operator.add: "add", operator.iadd: "add", torch.add: "add", operator.mul: "mul",
-              operator.imul: "mul", torch.mul: "mul", operator.sub: "other", operator.truediv: "other",
-              torch.sub: "other"}
-    unary = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu_: "relu", F.relu6: "relu6",
-             F.hardswish: "hardswish", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", torch.tanh: "other",
-             F.silu: "other", F.gelu: "other"}
-    methods = {"add": "add", "add_": "add", "mul": "mul", "mul_": "mul", "relu": "relu", "relu_": "relu",
-               "sigmoid": "sigmoid", "sigmoid_": "sigmoid"}
+    from hwtune.graph import function_table, method_table
+
+    table = function_table()
+    binary = {f: op for f, op in table.items() if op in ("add", "mul")}
+    binary.update({operator.sub: "other", operator.truediv: "other", torch.sub: "other"})
+    unary = {f: op for f, op in table.items() if op in ("relu", "relu6", "hardswish", "sigmoid")}
+    unary.update({torch.tanh: "other", F.silu: "other", F.gelu: "other"})
+    methods = {m: op for m, op in method_table().items() if op in ("add", "mul", "relu", "sigmoid")}
     return binary, unary, methods
 
 
@@ -696,7 +697,7 @@ def _mean(lw: _Lowerer, name: str, prec: str, x: _T, args: Sequence[Any], kwargs
     dims = sorted({d % nd for d in ((dims,) if isinstance(dims, int) else dims)})
     out = tuple(1 if i in dims else s for i, s in enumerate(x.shape)) if keep else \
         tuple(s for i, s in enumerate(x.shape) if i not in dims)
-    op = "gap" if nd >= 3 and dims == list(range(2, nd)) else "other"
+    op = mean_kind(nd, dims)
     return lw.add(name, op, prec, [x], out)
 
 

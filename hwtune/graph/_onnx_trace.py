@@ -68,12 +68,11 @@ def trace_onnx(
     input_name = graph_input(model).name
     outputs = {o.name for o in g.output}
     in_prec = next((precisions[j] for j, n in enumerate(nodes) if input_name in n.data_inputs), plan.default)
-    sized, owner_prec = _buffers(records, nodes, fused, input_name, in_prec, precisions, outputs, t, plan.default)
+    sized = _buffers(records, nodes, fused, input_name, in_prec, precisions, outputs, t)
     end = len(records) + 2
     peak, peak_step = liveness_peak(sized, None, end)
-    # Unfused variant: every non-alias op materialises its output (a fused op's output sized at the plan default).
-    sized_u, _ = _buffers(records, nodes, None, input_name, in_prec, precisions, outputs, t, plan.default, owner_prec)
-    peak_u, _ = liveness_peak(sized_u, None, end)
+    # Unfused variant: every non-alias op materialises its output, at its own precision.
+    peak_u, _ = liveness_peak(_buffers(records, nodes, None, input_name, in_prec, precisions, outputs, t), None, end)
     layers = layer_infos(records, precisions, fused, with_producers=False)
     return LayerGraph(
         layers=tuple(layers),
@@ -193,13 +192,11 @@ def _buffers(
     precisions: Sequence[str],
     outputs: set[str],
     t: OnnxTensors,
-    default: str,
-    owner_prec: dict[str, str] | None = None,
-) -> tuple[dict[str, tuple[int, int, int]], dict[str, str]]:
+) -> dict[str, tuple[int, int, int]]:
     """Activation buffers -> (bytes, first step, last step): record j runs at step j + 1.
 
     Alias ops share their input's buffer; with ``fused``, a fused op writes into its conv's buffer.
-    Each buffer counts at its producer's precision, or from ``owner_prec`` when given.
+    Each buffer counts at its producer's precision (the input at its first consumer's).
     """
     root: dict[str, str] = {input_name: input_name}
     span: dict[str, list[int]] = {input_name: [0, 0]}
@@ -226,9 +223,8 @@ def _buffers(
     for o in outputs:
         if o in root:
             span[root[o]][1] = end
-    prec = own if owner_prec is None else owner_prec
 
     def nbytes(name: str) -> int:
-        return scaled_nbytes(t.numel(name), t.itemsize(name), t.is_float(name), prec.get(name, default))
+        return scaled_nbytes(t.numel(name), t.itemsize(name), t.is_float(name), own[name])
 
-    return {k: (nbytes(k), f, last) for k, (f, last) in span.items()}, own
+    return {k: (nbytes(k), f, last) for k, (f, last) in span.items()}

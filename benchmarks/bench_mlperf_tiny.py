@@ -53,7 +53,7 @@ DEVICE = "stm32h743"
 LIMITS = ["--max-ram-kb", "256", "--max-storage-kb", "1024"]  # the MLPerf Tiny boards' budget for the model
 QUALITY_TARGET = 0.85  # IC01 top-1, int8
 AUGMENT = "crop:4,hflip"
-STAGES = ("reference", "search", "front", "compress", "report")
+STAGES = ("reference", "search", "front", "compress", "curve", "report")
 
 
 def _log(msg: str) -> None:
@@ -285,6 +285,78 @@ def stage_compress(args: argparse.Namespace, ref: dict) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
+# Accuracy against budget: the reference trained again for shorter budgets
+
+
+def stage_curve(args: argparse.Namespace) -> list[dict]:
+    """Test accuracy of the reference trained for each ``--curve`` budget (a run of its own each: the cosine
+    schedule depends on the budget), fp32 in torch and int8 in LiteRT (the .tflite tflite-micro ships, scored
+    with LiteRT's kernels for speed: labelled so)."""
+    import numpy as np
+    import torch
+
+    import hwtune
+    from hwtune.compression.loading import load_user_model
+    from hwtune.data import calibration_batch
+    from hwtune.precision import PrecisionPlan
+    from hwtune.runtimes import get_runtime
+    from hwtune.training import TrainBudget, evaluate
+
+    rows = []
+    splits = None
+    for epochs in [float(e) for e in args.curve.split(",") if e]:
+        path = args.cache / f"curve-{epochs:g}.json"
+        row = _read(path)
+        if row is None:
+            splits = splits or hwtune.load_dataset(args.data)
+            _log(f"curve: reference trained for {epochs:g} epochs")
+            model = load_user_model(REFERENCE_SPEC).train()
+            with Clock(args.cache, f"curve-{epochs:g}"):
+                hwtune.train(model, splits, budget=TrainBudget(epochs=epochs), seed=args.seed, augment=AUGMENT,
+                             train_device=args.train_device, amp=args.amp, progress=not args.quiet)
+            model.eval()
+            calib = calibration_batch(splits, 1000, seed=args.seed)
+            out = args.cache / "curve" / f"reference-{epochs:g}.tflite"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shipped = get_runtime("tflite-micro").export(
+                model, torch.zeros(1, 3, 32, 32), PrecisionPlan.uniform("int8"), out, calibration=np.asarray(calib))
+            import dataclasses
+
+            as_litert = dataclasses.replace(shipped, runtime="litert")
+            row = {"epochs": epochs, "test_accuracy_fp32_torch": float(evaluate(model, splits.test).accuracy),
+                   "test_accuracy_int8": float(evaluate(as_litert, splits.test).accuracy),
+                   "int8_scored_in": "litert (the tflite-micro .tflite, LiteRT kernels)"}
+            _write(row, path)
+        _log(f"curve: {row['epochs']:g} epochs: test {100 * row['test_accuracy_fp32_torch']:.2f}% fp32, "
+             f"{100 * row['test_accuracy_int8']:.2f}% int8")
+        rows.append(row)
+    return rows
+
+
+def crossing(points: list[tuple[float, float]], target: float) -> dict[str, Any]:
+    """Budget at which accuracy reaches ``target``: interpolated between measured points, else extrapolated
+    from the last two on a log-budget line (labelled so), else None."""
+    pts = sorted(points)
+    for (b0, a0), (b1, a1) in zip(pts, pts[1:]):
+        if a0 < target <= a1:
+            import math
+
+            f = (target - a0) / (a1 - a0)
+            return {"epochs": round(math.exp(math.log(b0) + f * (math.log(b1) - math.log(b0))), 1),
+                    "how": "interpolated"}
+    if pts and pts[0][1] >= target:
+        return {"epochs": pts[0][0], "how": "measured (at or below the smallest budget)"}
+    if len(pts) >= 2 and pts[-1][1] > pts[-2][1]:
+        import math
+
+        (b0, a0), (b1, a1) = pts[-2], pts[-1]
+        slope = (a1 - a0) / (math.log(b1) - math.log(b0))
+        return {"epochs": round(math.exp(math.log(b1) + (target - a1) / slope), 0),
+                "how": "extrapolated (log-budget line through the last two points)"}
+    return {"epochs": None, "how": "not reached, no rising trend to extrapolate"}
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 
 
@@ -308,7 +380,7 @@ def _dominates(a: dict, b: dict) -> bool:
             and all(a[k] <= b[k] for k in ("arena_bytes", "flash_bytes", "macs")))
 
 
-def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict]) -> dict:
+def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: list[dict]) -> dict:
     by = {r["model"]: r for r in rows}
     base = by.get("reference")
     fronts = [r for r in rows if r["model"].startswith("front-")]
@@ -328,6 +400,11 @@ def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict]) -> dict:
     best = max((r["test_accuracy_int8_as_shipped"] for r in fronts), default=None)
     targets["front_reaches_85"] = {"met": best is not None and best >= QUALITY_TARGET, "best_front": best}
     targets["reference_reaches_85"] = {"met": bool(base and base["test_accuracy_int8_as_shipped"] >= QUALITY_TARGET)}
+    if curve:
+        pts = [(c["epochs"], c["test_accuracy_int8"]) for c in curve]
+        if base:
+            pts.append((args.budget, base["test_accuracy_int8_as_shipped"]))
+        targets["reference_budget_for_85"] = crossing(pts, QUALITY_TARGET)
     run = _search_run(args)
     if (run / "study.db").exists():
         t = _trial_seconds(run)
@@ -341,7 +418,7 @@ def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict]) -> dict:
                    "compress_trials": args.compress_trials, "widths": args.widths, "augment": AUGMENT,
                    "amp": args.amp, "train_device": args.train_device},
         "compute_cpu_s": cpu, "search_arm_cpu_s": search_cpu, "reference_arm_cpu_s": cpu.get("reference"),
-        "compute": compute, "reference_training": ref, "rows": rows, "targets": targets,
+        "compute": compute, "reference_training": ref, "rows": rows, "reference_curve": curve, "targets": targets,
         "machine": machine_info(packages=("torch", "tflite-micro", "ai-edge-litert", "optuna")),
     }
     _write(out, args.results / "mlperf-tiny.json")
@@ -371,6 +448,7 @@ def main() -> None:
     p.add_argument("--finalize-epochs", type=float, default=10.0)
     p.add_argument("--front-members", type=int, default=2, help="front members to finalize and export")
     p.add_argument("--compress-trials", type=int, default=12)
+    p.add_argument("--curve", default="5,10", help="shorter budgets (epochs) the reference is trained for as well")
     p.add_argument("--widths", default="1,0.75,0.7,0.5", help="width ratios of the compress space")
     p.add_argument("--train-device", default="auto")
     p.add_argument("--amp", default="bf16", help="bf16 autocast: 1.45x faster training on this AVX-512 BF16 CPU")
@@ -390,8 +468,9 @@ def main() -> None:
             rows += stage_front(args, front)
     if "compress" in stages:
         rows = stage_compress(args, ref) + rows
+    curve = stage_curve(args) if "curve" in stages and args.curve else []
     if "report" in stages:
-        stage_report(args, ref, rows)
+        stage_report(args, ref, rows, curve)
 
 
 if __name__ == "__main__":

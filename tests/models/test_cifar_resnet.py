@@ -14,24 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "models" / "cifar-resnet.toml"
 
 
-def _rgb_folder(root: Path, per_class: dict[str, int], seed: int) -> Path:
-    """10 classes of 32x32 RGB PNGs: class c is a bright patch of colour c % 3 at grid cell c, plus noise."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for c in range(10):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 60, size=(32, 32, 3), dtype=np.uint8)
-                r, q = divmod(c, 4)
-                img[r * 8 + 2 : r * 8 + 10, q * 8 : q * 8 + 8, c % 3] = 230
-                Image.fromarray(img, mode="RGB").save(d / f"{i}.png")
-    return root
-
-
 def test_the_recipe_holds_the_mlperf_tiny_reference_and_the_ic02_widths():
     import torch
 
@@ -55,10 +37,10 @@ def test_the_recipe_holds_the_mlperf_tiny_reference_and_the_ic02_widths():
 
 
 @pytest.mark.slow
-def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys):
+def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys, rgb_folder):
     from hwtune.cli import main
 
-    data = _rgb_folder(tmp_path / "rgb", {"train": 24, "test": 6}, seed=0)
+    data = rgb_folder(tmp_path / "rgb", {"train": 24, "test": 6}, seed=0)
     run = tmp_path / "run"
     args = ["tune", str(RECIPE), "--device", "stm32h743", "--data", str(data), "--strategy", "inherit"]
     args += ["--parent-epochs", "0.5", "--max-ram-kb", "256", "--max-storage-kb", "1024"]

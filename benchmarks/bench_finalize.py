@@ -12,6 +12,13 @@ Usage::
     .venv/bin/python benchmarks/bench_finalize.py RUN_DIR --epochs 15
     .venv/bin/python benchmarks/bench_finalize.py RUN_DIR --epochs 15 --augment shift-flip --trial 54
     .venv/bin/python benchmarks/bench_finalize.py RUN_DIR RUN_DIR2 --no-run     # collect finalized studies
+    # the demo's knee under several finalize settings, each on its own copy of the study (issue 19 item 6):
+    .venv/bin/python benchmarks/bench_finalize.py hwtune-demo --trial knee --max-params 100000 \
+        --grid 10:none,20:none,20:hflip --out benchmarks/results/demo-finalize.json
+
+    # the demo itself, end to end (its wall time and what it shipped), rows added to the same file:
+    .venv/bin/python benchmarks/bench_finalize.py --demo /tmp/demo-run --append --max-params 100000 \
+        --out benchmarks/results/demo-finalize.json
 
 Writes ``benchmarks/results/finalize.json`` (one row per finalized trial of every study given).
 """
@@ -20,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +43,23 @@ TARGET_COMPUTE_S = 1800.0
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories of finished studies (each holding study.db)")
-    p.add_argument("--trial", type=int, default=None, help="finalize this trial (default: best under --max-params)")
+    p.add_argument("runs", nargs="*", help="run directories of finished studies (each holding study.db)")
+    p.add_argument(
+        "--demo", default=None, metavar="DIR", help="run `hwtune demo --out DIR` first, timed, and add its rows"
+    )
+    p.add_argument("--append", action="store_true", help="keep the rows already in --out")
+    p.add_argument(
+        "--trial", default=None, help="finalize this trial number or 'knee' (default: best under --max-params)"
+    )
     p.add_argument("--max-params", type=int, default=TARGET_MAX_PARAMS)
     p.add_argument("--epochs", type=float, default=15.0)
     p.add_argument("--augment", default=None, help="finalize augmentation (shift, shift-flip)")
+    p.add_argument(
+        "--grid",
+        default=None,
+        metavar="EPOCHS:AUG,...",
+        help="finalize the trial once per setting (e.g. 20:none,20:hflip), each on a copy of the study",
+    )
     p.add_argument("--no-run", action="store_true", help="only collect trials finalized before")
     p.add_argument("--out", default=str(RESULTS / "finalize.json"))
     return p.parse_args()
@@ -64,7 +85,40 @@ def _best_small(result: Any, max_params: int) -> Any:
     return max(small, key=lambda t: (t.accuracy or 0.0, -t.number))
 
 
-def _rows(result: Any, run: Path) -> list[dict[str, Any]]:
+def _run_demo(out: Path, max_params: int) -> list[dict[str, Any]]:
+    """``hwtune demo --out OUT`` as a user runs it (a fresh run directory), timed; its finalized rows."""
+    import subprocess
+    import time
+
+    from hwtune.tuner import load_result
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "hwtune", "demo", "--out", str(out)], check=True)
+    wall = time.monotonic() - start
+    result = load_result(f"sqlite:///{(out / 'study.db').resolve()}")
+    rows = _rows(result, out, max_params)
+    for row in rows:
+        row["demo_wall_seconds"] = wall
+        row["setting"] = {
+            "demo": True,
+            "epochs": row["finalized"].get("epochs"),
+            "augment": row["finalized"].get("augment"),
+        }
+    return rows
+
+
+def _chosen(result: Any, trial: str | None, max_params: int) -> int:
+    if trial is None:
+        return _best_small(result, max_params).number
+    if trial == "knee":
+        if result.knee is None:
+            raise SystemExit(f"study {result.study_name}: no knee")
+        return result.knee.number
+    return int(trial)
+
+
+def _rows(result: Any, run: Path, max_params: int = TARGET_MAX_PARAMS) -> list[dict[str, Any]]:
     search_s = _search_seconds(result)
     parent_s = (result.meta.parent or {}).get("seconds")
     rows = []
@@ -94,13 +148,13 @@ def _rows(result: Any, run: Path) -> list[dict[str, Any]]:
                 "compute_seconds_search_plus_finalize": compute,
                 "target": {
                     "test_accuracy": TARGET_TEST_ACCURACY,
-                    "max_params": TARGET_MAX_PARAMS,
+                    "max_params": max_params,
                     "int8": True,
                     "compute_s": TARGET_COMPUTE_S,
                 },
                 "met": {
                     "test_accuracy": test is not None and test >= TARGET_TEST_ACCURACY,
-                    "params": params <= TARGET_MAX_PARAMS,
+                    "params": params <= max_params,
                     "int8": t.precision == "int8",
                     "compute_without_parent": compute <= TARGET_COMPUTE_S,
                     "compute_with_parent": compute + float(parent_s or 0.0) <= TARGET_COMPUTE_S,
@@ -119,20 +173,48 @@ def main() -> int:
     machine = machine_info(threads=1)  # latency timed on the host profile's 1 thread; training uses torch's default
 
     rows: list[dict[str, Any]] = []
+    if args.demo:
+        rows.extend(_run_demo(Path(args.demo), args.max_params))
+    settings = [(args.epochs, args.augment)]
+    if args.grid:
+        settings = [
+            (float(e), None if a == "none" else a) for e, _, a in (g.partition(":") for g in args.grid.split(","))
+        ]
     for run in map(Path, args.runs):
-        url = f"sqlite:///{(run / 'study.db').resolve()}"
-        result = load_result(url)
-        if not args.no_run:
-            chosen = args.trial if args.trial is not None else _best_small(result, args.max_params).number
-            print(f"{result.study_name}: finalizing trial {chosen} for {args.epochs:g} epochs", flush=True)
-            result = hwtune.finalize(url, chosen, epochs=args.epochs, augment=args.augment)
-        rows.extend(_rows(result, run))
+        for epochs, augment in settings:
+            where = run
+            if args.grid and not args.no_run:  # each setting on its own copy: finalize writes into the study
+                where = Path(tempfile.mkdtemp(prefix="bench-finalize-")) / run.name
+                shutil.copytree(run, where, ignore=shutil.ignore_patterns("export", "finalized"))
+            url = f"sqlite:///{(where / 'study.db').resolve()}"
+            result = load_result(url)
+            if not args.no_run:
+                chosen = _chosen(result, args.trial, args.max_params)
+                print(
+                    f"{result.study_name}: finalizing trial {chosen} for {epochs:g} epochs, augment {augment}",
+                    flush=True,
+                )
+                result = hwtune.finalize(url, chosen, epochs=epochs, augment=augment)
+            for row in _rows(result, run, args.max_params):
+                row["setting"] = {
+                    "epochs": epochs,
+                    "augment": augment or "none",
+                    "knee": result.knee.number if result.knee is not None else None,
+                }
+                rows.append(row)
+            if where != run:
+                shutil.rmtree(where.parent, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.is_file():
+        before = json.loads(out.read_text())
+        rows = [{**r, "machine": r.get("machine", before.get("machine"))} for r in before["rows"]] + rows
     machine["loadavg_after"] = machine_info()["loadavg"]
     if args.no_run:  # collected from finished studies: this machine only read them
-        machine = {"note": "rows collected with --no-run: the machine that finalized them is not recorded here",
-                   "collected_on": machine}
+        machine = {
+            "note": "rows collected with --no-run: the machine that finalized them is not recorded here",
+            "collected_on": machine,
+        }
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2, default=str) + "\n")
     print(
         f"\n{'study':<14} {'trial':>5} {'prec':>6} {'params':>7} {'aug':>10} {'test (shipped)':>15} {'compute s':>10}"

@@ -243,8 +243,8 @@ def on_device(modules: Iterable[torch.nn.Module | None], device: torch.device | 
 def _device_of(module: torch.nn.Module) -> torch.device | None:
     for t in module.parameters():
         return t.device
-    for t in module.buffers():
-        return t.device
+    for b in module.buffers():
+        return b.device
     return None
 
 

@@ -416,7 +416,7 @@ def _read_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tenso
     try:
         labels_arr = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
-        labels_arr = np.zeros(0)
+        labels_arr = np.zeros(0, dtype=np.int64)
     if labels_arr.ndim != 1 or labels_arr.shape[0] != data.shape[0]:
         raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers (one per image), got {str(labels)[:60]}")
     if labels_arr.size and (labels_arr.min() < 0 or labels_arr.max() >= num_classes):

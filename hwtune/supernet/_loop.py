@@ -52,7 +52,7 @@ def check_batch_size(batch_size: Any) -> None:
 
 def train_split(data: Any) -> Any:
     """The training split of a ``DataSplits``, or ``data`` itself (a Dataset)."""
-    ds = data.train if isinstance(data, DataSplits) else data
+    ds: Any = data.train if isinstance(data, DataSplits) else data
     if ds is None or len(ds) == 0:
         raise DataError("cannot train on an empty training split")
     return ds

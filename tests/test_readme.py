@@ -216,6 +216,13 @@ def _rows(d: dict, **match: Any) -> dict:
     return hits[0]
 
 
+def _speedup_cl(d: dict, model: str, threads: int = 1) -> float:
+    """images/s channels_last over contiguous (benchmarks/bench_training.py's throughput rows)."""
+    rate = {r["channels_last"]: r["images_per_s_median"] for r in d["rows"]
+            if r["model"] == model and r["device"] == "cpu" and r["threads"] == threads}
+    return rate[True] / rate[False]
+
+
 def _model(d: dict, model: str, runtime: str, precision: str, key: str = "latency_best_round_us") -> float:
     return _rows(d["models"][model], runtime=runtime, precision=precision)[key]
 
@@ -351,6 +358,9 @@ FIGURES: list[Figure] = [
            lambda d: [_rows(d, precision="int8")["params"] / 1000, 100 * _rows(d, precision="int8")["test_accuracy_as_shipped"]]),
     Figure("finalize.json", r"`--augment shift-flip` lowered the (\d+) K model to (\d+\.\d+)%",
            lambda d: [d["rows"][1]["params"] / 1000, 100 * d["rows"][1]["test_accuracy_as_shipped"]]),
+    Figure("training.json", r"1 thread: (\d+\.\d+)x for the\s+fashion-resnet parent, (\d+\.\d+)x for the largest "
+                            r"fashion-convnet",
+           lambda d: [_speedup_cl(d, "fashion-resnet parent (sandwich)"), _speedup_cl(d, "fashion-convnet largest (train)")]),
     Figure("multidevice-predicted.json", r"Pi 5 \(predicted\) cost (\d+\.\d+)x host alone \(median of (\d+) pairs, "
                                          r"(\d+\.\d+)x and (\d+\.\d+)x",
            lambda d: [d["ratio_median"], len(d["runs"]) // 2,

@@ -9,6 +9,7 @@ graph in its (topological) node order.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,54 @@ def infer_tensors(model: onnx.ModelProto, shape: Sequence[int] | None, src: str)
     except Exception as exc:  # onnx raises InferenceError / ValidationError
         shown = "x".join(map(str, shape)) if shape is not None else "as declared"
         raise ModelError(f"{src}: shape inference failed for input {shown}: {first_line(exc)}") from exc
-    return inferred.graph, OnnxTensors.of(inferred.graph)
+    tensors = OnnxTensors.of(inferred.graph)
+    if shape is not None and _fold_shape_inputs(fixed, inferred.graph, tensors, shape):
+        with contextlib.suppress(Exception):  # the folded graph is only better informed; keep the first on failure
+            inferred = shape_inference.infer_shapes(fixed, data_prop=True)
+            tensors = OnnxTensors.of(inferred.graph)
+    return inferred.graph, tensors
+
+
+def _fold_shape_inputs(model: onnx.ModelProto, g: Any, t: OnnxTensors, shape: Sequence[int]) -> bool:
+    """Give computed integer inputs (Reshape targets, Slice bounds) as constants where shape inference lost them.
+
+    ONNX's data propagation stops at ops such as Div and Cast, which exporters use to compute a
+    channel shuffle's target shape or a ``chunk``'s bounds from ``Shape``; every shape after it, and so
+    the MACs of every conv after it, would be unknown. With the input shape fixed those values are
+    constants: one ONNX Runtime run on zeros computes them, and their consumers read them as
+    initializers. Returns True when anything was folded.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    int64 = onnx.TensorProto.INT64
+    wanted = sorted({
+        i for n in g.node if n.output and t.shapes.get(n.output[0]) is None and t.elem.get(n.output[0]) != int64
+        for i in n.input if i and i not in t.inits and t.elem.get(i) == int64
+    })  # fmt: skip
+    if not wanted:
+        return False
+    try:
+        import onnxruntime as ort
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, int64, None) for n in wanted)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = {i.name: np.zeros(shape, dtype=np.float32) for i in sess.get_inputs()[:1]}
+        values = dict(zip(wanted, sess.run(wanted, feed), strict=True))
+    except Exception:  # noqa: BLE001 - no runtime, or it cannot run the graph: shapes stay unknown
+        return False
+    for name, value in values.items():
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), f"{name}__folded"))
+    for node in model.graph.node:
+        for k, name in enumerate(node.input):
+            if name in values:
+                node.input[k] = f"{name}__folded"
+    return True
 
 
 def _records(g: Any, t: OnnxTensors) -> tuple[list[LayerRecord], list[_Node]]:

@@ -6,8 +6,10 @@ plan (plus one int8 QDQ file): every graph-level figure in clear and one digest 
 ``LayerInfo.to_dict()``). It was written at 622de2a (``python tests/graph/test_onnx_trace.py --write``),
 before the tracers shared their op table and ``LayerInfo`` assembly; a change to what either tracer
 reports fails here, naming the first layer that differs, and must be deliberate (re-record, say so).
-Re-recorded once since: the ONNX reader's unfused peak under a mixed plan sized the outputs of fused
-bn/relu at the plan's default precision instead of their own (now as the torch tracer does).
+Re-recorded twice since: the ONNX reader's unfused peak under a mixed plan sized the outputs of fused
+bn/relu at the plan's default precision instead of their own (now as the torch tracer does); and
+shufflenet's ONNX MACs were 912,384 instead of 3,230,848 because shape inference lost every shape after
+the first channel shuffle (its computed Reshape target and chunk bounds are now folded to constants).
 """
 
 from __future__ import annotations
@@ -109,15 +111,41 @@ def test_graphs_unchanged(key: str, tmp_path: Path) -> None:
         for i, (a, b) in enumerate(zip(have["layers"], want["layers"], strict=False)):
             assert a == b, f"{key} {name}: layer {i} changed, now {graphs[name].layers[i].to_dict()}"
         assert have == want, f"{key} {name}"
-    # The torch trace counts FlopCounterMode's MACs; the ONNX reading the same (conv/linear/matmul only),
-    # except where shape inference loses the shapes: shufflenet's channel shuffle (a known gap, recorded).
+    # The torch trace counts FlopCounterMode's MACs; the ONNX reading the same (conv/linear/matmul only).
     assert got["torch/fp32"]["total_macs"] == golden["flops"] // 2
-    if "shufflenet" not in key:
-        assert got["onnx/fp32"]["total_macs"] == got["torch/fp32"]["total_macs"]
+    assert got["onnx/fp32"]["total_macs"] == got["torch/fp32"]["total_macs"]
     # Where both tracers see the same buffers at fp32, they size them alike under a mixed plan too.
     unfused = "peak_activation_bytes_unfused"
     if got["onnx/fp32"][unfused] == got["torch/fp32"][unfused]:
         assert got["onnx/mixed"][unfused] == got["torch/mixed"][unfused]
+
+
+class _Shuffle(torch.nn.Module):
+    """A channel shuffle and a chunk whose target shape / bounds the exporter computes from ``Shape`` (Div, Cast)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        n, c, h, w = y.size()
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        left, right = y.chunk(2, dim=1)
+        return torch.cat([left, self.b(right)], dim=1)
+
+
+def test_shapes_after_a_computed_reshape_are_known(tmp_path: Path) -> None:
+    """Shape inference stops at Div/Cast; the reader folds those integer inputs, so the second conv has its MACs."""
+    from hwtune.graph import trace_layers, trace_onnx
+    from hwtune.onnx_export import export_onnx
+
+    x = torch.randn(1, 3, 8, 8)
+    model = _Shuffle().eval()
+    onnx_graph = trace_onnx(export_onnx(model, x, tmp_path / "shuffle.onnx"), (1, 3, 8, 8))
+    assert onnx_graph.total_macs == trace_layers(model, x).total_macs == (8 * 3 * 9 + 4 * 4 * 9) * 64
+    assert all(layer.output_shape for layer in onnx_graph.layers)
 
 
 def test_golden_covers_every_family() -> None:

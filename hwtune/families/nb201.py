@@ -176,7 +176,9 @@ class NB201Cell(nn.Module):
 
     def wiring(self) -> CellWiring:
         """Per node: (source node, edge module path or None for a skip); see :class:`~hwtune.families.WiredCell`."""
-        return tuple(tuple((i, None if key is None else f"edges.{key}") for i, key in inputs) for inputs in self._inputs)
+        return tuple(
+            tuple((i, None if key is None else f"edges.{key}") for i, key in inputs) for inputs in self._inputs
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]

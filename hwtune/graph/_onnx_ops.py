@@ -157,7 +157,13 @@ def _conv(node: Any, attrs: Mapping[str, Any], t: OnnxTensors) -> OnnxOp:
     # MACs: every output element reads Cin/g x k inputs; a transposed conv scatters every input element.
     reads = t.numel(node.input[0]) if transposed else t.numel(node.output[0])
     strides = attrs.get("strides") or [1] * len(kernel)
-    geometry = {"kernel_size": pair(kernel), "stride": pair(strides), "groups": group, "in_channels": cin, "out_channels": cout}
+    geometry = {
+        "kernel_size": pair(kernel),
+        "stride": pair(strides),
+        "groups": group,
+        "in_channels": cin,
+        "out_channels": cout,
+    }
     op = "conv" if transposed else conv_kind(cin, group, kernel)
     return OnnxOp(op, geometry, reads * int(math.prod(w[1:])))
 

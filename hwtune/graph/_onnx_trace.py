@@ -217,7 +217,9 @@ def _records(g: Any, t: OnnxTensors) -> tuple[list[LayerRecord], list[_Node]]:
     return records, nodes
 
 
-def _roles(node: Any, op_type: str, geometry: Any, new_params: list[str], params: int, t: OnnxTensors) -> dict[str, int]:
+def _roles(
+    node: Any, op_type: str, geometry: Any, new_params: list[str], params: int, t: OnnxTensors
+) -> dict[str, int]:
     """Element counts by role (weight_storage_bytes): a conv/linear's weight (input 1) and bias, else all "other"."""
     wname = t.weight_name(node.input[1]) if len(node.input) > 1 else None
     if op_type not in COMPUTE_OPS or wname is None or wname not in new_params:

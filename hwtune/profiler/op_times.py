@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["OpTimeComparison", "OpTimeDiff", "compare_op_times", "line_up_op_times"]
 
 
-
 @dataclass(frozen=True)
 class OpTimeDiff:
     """Kernel time of one exported compute node (or one overhead category) in two models.
@@ -49,9 +48,15 @@ class OpTimeDiff:
 
     def to_dict(self) -> dict[str, Any]:
         speedup = self.speedup
-        return {"name": self.name, "module": self.module, "kind": self.kind, "macs": self.macs,
-                "base_ms": round(self.base_ms, 4), "other_ms": round(self.other_ms, 4),
-                "speedup": round(speedup, 3) if math.isfinite(speedup) else None}
+        return {
+            "name": self.name,
+            "module": self.module,
+            "kind": self.kind,
+            "macs": self.macs,
+            "base_ms": round(self.base_ms, 4),
+            "other_ms": round(self.other_ms, 4),
+            "speedup": round(speedup, 3) if math.isfinite(speedup) else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -98,19 +103,38 @@ class OpTimeComparison:
         return sorted(slow, key=lambda r: r.base_ms - r.other_ms)
 
     def to_dict(self) -> dict[str, Any]:
-        kinds = {k: {kk: (round(v, 4) if math.isfinite(v) else None) for kk, v in acc.items()}
-                 for k, acc in self.by_kind().items()}
+        kinds = {
+            k: {kk: (round(v, 4) if math.isfinite(v) else None) for kk, v in acc.items()}
+            for k, acc in self.by_kind().items()
+        }
         return {
-            "base_label": self.base_label, "other_label": self.other_label, "runs": self.runs,
-            "threads": self.threads, "base_total_ms": round(self.base_total_ms, 4),
-            "other_total_ms": round(self.other_total_ms, 4), "by_kind": kinds,
+            "base_label": self.base_label,
+            "other_label": self.other_label,
+            "runs": self.runs,
+            "threads": self.threads,
+            "base_total_ms": round(self.base_total_ms, 4),
+            "other_total_ms": round(self.other_total_ms, 4),
+            "by_kind": kinds,
             "rows": [r.to_dict() for r in self.rows],
         }
 
 
-_COMPUTE_KERNELS = {"Conv", "FusedConv", "NchwcConv", "QLinearConv", "ConvInteger", "Gemm", "FusedGemm", "QGemm",
-                    "MatMul", "FusedMatMul", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",
-                    "ConvTranspose"}
+_COMPUTE_KERNELS = {
+    "Conv",
+    "FusedConv",
+    "NchwcConv",
+    "QLinearConv",
+    "ConvInteger",
+    "Gemm",
+    "FusedGemm",
+    "QGemm",
+    "MatMul",
+    "FusedMatMul",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "ConvTranspose",
+}
 _QDQ_KERNELS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 _LAYOUT_KERNELS = {"Transpose", "ReorderInput", "ReorderOutput"}
 
@@ -134,8 +158,9 @@ def _graph_index(model: onnx.ModelProto) -> tuple[dict[str, Any], dict[str, Any]
     return nodes, producer, compute_nodes(graph.node, tensors)
 
 
-def _resolve_compute(event_name: str, op_name: str, nodes: Mapping[str, Any], producer: Mapping[str, Any],
-                     compute: Mapping[str, OnnxOp]) -> str | None:
+def _resolve_compute(
+    event_name: str, op_name: str, nodes: Mapping[str, Any], producer: Mapping[str, Any], compute: Mapping[str, OnnxOp]
+) -> str | None:
     """Name of the exported compute node an ORT kernel event belongs to, or None.
 
     ORT renames what it fuses: QDQ groups become ``<conv>_token_<n>`` (QLinearConv), NCHWc convs
@@ -206,13 +231,31 @@ def line_up_op_times(
         totals.append(acc)
     order = [n for n in compute if n in totals[0] or n in totals[1]]
     categories = ["quantize/dequantize", "layout", "add", "unmatched compute", "other"]
-    rows = [OpTimeDiff(name=n, module=onnx_node_module(n), kind=compute[n].op_type, macs=compute[n].macs,
-                   base_ms=totals[0].get(n, 0.0), other_ms=totals[1].get(n, 0.0)) for n in order]
-    rows += [OpTimeDiff(name=c, module="", kind=c, macs=0, base_ms=totals[0].get(c, 0.0), other_ms=totals[1].get(c, 0.0))
-             for c in categories if c in totals[0] or c in totals[1]]
-    return OpTimeComparison(base_label=labels[0], other_label=labels[1], rows=tuple(rows),
-                            base_total_ms=sum(totals[0].values()), other_total_ms=sum(totals[1].values()),
-                            runs=runs, threads=threads)
+    rows = [
+        OpTimeDiff(
+            name=n,
+            module=onnx_node_module(n),
+            kind=compute[n].op_type,
+            macs=compute[n].macs,
+            base_ms=totals[0].get(n, 0.0),
+            other_ms=totals[1].get(n, 0.0),
+        )
+        for n in order
+    ]
+    rows += [
+        OpTimeDiff(name=c, module="", kind=c, macs=0, base_ms=totals[0].get(c, 0.0), other_ms=totals[1].get(c, 0.0))
+        for c in categories
+        if c in totals[0] or c in totals[1]
+    ]
+    return OpTimeComparison(
+        base_label=labels[0],
+        other_label=labels[1],
+        rows=tuple(rows),
+        base_total_ms=sum(totals[0].values()),
+        other_total_ms=sum(totals[1].values()),
+        runs=runs,
+        threads=threads,
+    )
 
 
 def _overhead_category(op_type: str) -> str:

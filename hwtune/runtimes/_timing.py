@@ -70,7 +70,9 @@ class TimingBudget:
         if budget is None or isinstance(budget, Mapping):
             return cls(**{**dict(budget or {}), **settings})
         if not is_dataclass(budget) or not hasattr(budget, "time_budget_s"):
-            raise ConfigError(f"timing must be a TimingBudget or a mapping of its settings, got {type(budget).__name__}")
+            raise ConfigError(
+                f"timing must be a TimingBudget or a mapping of its settings, got {type(budget).__name__}"
+            )
         return replace(budget, **settings) if settings else budget
 
     @property

@@ -383,9 +383,7 @@ def tune(
             study, ctx, run.url, store, workers, n_trials, left, artifacts, run.pipeline_ref, progress
         )
     else:
-        interrupted = _run_here(
-            study, ctx, run.url, store, n_trials, left, sampler, seed, population_size, progress
-        )
+        interrupted = _run_here(study, ctx, run.url, store, n_trials, left, sampler, seed, population_size, progress)
     return _finish(result_from_study(study, interrupted=interrupted, url=run.url), run.out, reports, progress, log)
 
 

@@ -245,8 +245,11 @@ class Strategy:
         return cls(name=value, parent_epochs=parent_epochs)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "parent_epochs": self.parent_epochs,
-                "source_model": None if self.source_model is None else dict(self.source_model)}
+        return {
+            "name": self.name,
+            "parent_epochs": self.parent_epochs,
+            "source_model": None if self.source_model is None else dict(self.source_model),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Strategy:

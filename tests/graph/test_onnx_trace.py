@@ -85,7 +85,9 @@ def snapshot(key: str, tmp: Path) -> dict[str, Any]:
         graphs[f"onnx/{plan_name}"] = trace_onnx(path, shape, _plan(spec))
     if key == "family:convnet":
         calib = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
-        q = quantize(path, tmp / "convnet.int8.onnx", "int8", calibration=calib, config=QuantConfig(calibration_samples=8))
+        q = quantize(
+            path, tmp / "convnet.int8.onnx", "int8", calibration=calib, config=QuantConfig(calibration_samples=8)
+        )
         graphs["onnx-qdq/int8"] = trace_onnx(q.path, shape, "int8")
     out.update({k: _summary(g) for k, g in graphs.items()})
     out["_graphs"] = graphs

@@ -20,9 +20,12 @@ def test_flat_keywords_and_the_object_are_the_same_settings() -> None:
 
 def test_max_runs_and_warmup_are_honoured() -> None:
     calls = []
-    m = measure_callable(lambda: calls.append(1), runtime="python",
-                         threads=1, timing=TimingBudget(time_budget_s=5.0, target_ci_pct=1e-9, max_runs=7,
-                                                        warmup_runs=2, min_time_s=0.0))
+    m = measure_callable(
+        lambda: calls.append(1),
+        runtime="python",
+        threads=1,
+        timing=TimingBudget(time_budget_s=5.0, target_ci_pct=1e-9, max_runs=7, warmup_runs=2, min_time_s=0.0),
+    )
     assert m.runs == 7 and m.warmup_runs >= 2 and len(calls) == m.runs + m.warmup_runs
 
 

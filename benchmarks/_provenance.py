@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from hwtune._util import versions  # noqa: E402
-from hwtune.hostcpu import detect_cpu  # noqa: E402
+from hwtune._util import versions
+from hwtune.hostcpu import detect_cpu
 
 __all__ = ["machine_info"]
 

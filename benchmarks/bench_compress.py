@@ -46,7 +46,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -102,11 +102,11 @@ class _Clock:
         t = os.times()  # this process and its finished children (hwtune measures latency in subprocesses)
         return t.user + t.system + t.children_user + t.children_system
 
-    def __enter__(self) -> _Clock:
+    def __enter__(self) -> Self:
         self.wall, self.cpu = time.perf_counter(), self._cpu()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         path = CACHE / "compute.json"
         acc = _read_json(path) or {}
         st = acc.setdefault(self.stage, {"wall_s": 0.0, "cpu_s": 0.0, "runs": 0})
@@ -624,8 +624,8 @@ def markdown(result: dict[str, Any]) -> str:
     """The README's tables: targets (hwtune vs Torch-Pruning), then the recipe comparison."""
     base = result["baseline"]
     lines = [
-        f"Baseline: {base['macs'] / 1e6:.2f} M MACs, {base['params'] / 1e3:.0f} K parameters, test "
-        f"{_pct(base['test_accuracy_fp32_torch'])} (fp32 torch), {_pct(base['test_accuracy_int8_onnx'])} (int8 ORT).",
+        (f"Baseline: {base['macs'] / 1e6:.2f} M MACs, {base['params'] / 1e3:.0f} K parameters, test "
+        f"{_pct(base['test_accuracy_fp32_torch'])} (fp32 torch), {_pct(base['test_accuracy_int8_onnx'])} (int8 ORT)."),
         "",
         "| target | method | MACs | fewer | precision | test as shipped | drop (points) | met |",
         "|---|---|---:|---:|---|---:|---:|---|",
@@ -646,9 +646,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['name']} | {row['macs'] / 1e6:.2f} M | {_pct(row['val_accuracy_pruned'])} | "
                      f"{_pct(row['val_accuracy'])} |")
     c = result["compute"]
-    lines += ["", f"Compute: {c['total_cpu_s'] / 60:.0f} CPU minutes, {c['total_wall_s'] / 60:.0f} wall minutes "
+    lines += ["", (f"Compute: {c['total_cpu_s'] / 60:.0f} CPU minutes, {c['total_wall_s'] / 60:.0f} wall minutes "
               "summed over "
-              f"stages ({result['machine'].get('cpu_model')}, load {result['machine'].get('loadavg')})."]
+              f"stages ({result['machine'].get('cpu_model')}, load {result['machine'].get('loadavg')}).")]
     return "\n".join(lines)
 
 
@@ -698,7 +698,7 @@ def main() -> None:
     if args.debug_limit:  # --quick: every stage in minutes
         for k in ("x_fit", "y_fit", "x_test", "y_test", "x_val", "y_val"):
             data[k] = data[k][: args.debug_limit]
-    run: Callable[[str], bool] = lambda s: args.stage in ("all", s)  # noqa: E731
+    run: Callable[[str], bool] = lambda s: args.stage in ("all", s)
     with _Clock("baseline") if run("baseline") else _NullCtx():
         base, parent = stage_baseline(args, data)
     splits = splits_of(data)
@@ -730,7 +730,7 @@ class _NullCtx:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
 

@@ -166,8 +166,9 @@ def _rows(result: Any, run: Path, max_params: int = TARGET_MAX_PARAMS) -> list[d
 
 def main() -> int:
     args = _parse()
-    import hwtune
     from _provenance import machine_info
+
+    import hwtune
     from hwtune.tuner import load_result
 
     machine = machine_info(threads=1)  # latency timed on the host profile's 1 thread; training uses torch's default

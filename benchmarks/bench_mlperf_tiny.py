@@ -30,6 +30,7 @@ Resumable: each stage's result is cached under ``--cache``; re-running skips wha
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -37,12 +38,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _provenance import machine_info  # noqa: E402
+from _provenance import machine_info
 
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE_FILE = ROOT / "models" / "reference" / "mlperf_tiny_resnet8.py"
@@ -82,11 +83,11 @@ class Clock:
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
-    def __enter__(self) -> Clock:
+    def __enter__(self) -> Self:
         self.wall, self.cpu = time.perf_counter(), self._cpu()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         acc = _read(self.path) or {}
         st = acc.setdefault(self.stage, {"wall_s": 0.0, "cpu_s": 0.0, "runs": 0})
         st["wall_s"] += time.perf_counter() - self.wall
@@ -100,7 +101,7 @@ def _hwtune(*args: str) -> Any:
     """Run the ``hwtune`` CLI (what a user types); returns its JSON output when it prints one."""
     cmd = [sys.executable, "-m", "hwtune", *args]
     _log("$ hwtune " + " ".join(args))
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"hwtune {args[0]} failed with exit {proc.returncode}")
     out = proc.stdout.strip()
@@ -337,7 +338,7 @@ def crossing(points: list[tuple[float, float]], target: float) -> dict[str, Any]
     """Budget at which accuracy reaches ``target``: interpolated between measured points, else extrapolated
     from the last two on a log-budget line (labelled so), else None."""
     pts = sorted(points)
-    for (b0, a0), (b1, a1) in zip(pts, pts[1:]):
+    for (b0, a0), (b1, a1) in itertools.pairwise(pts):
         if a0 < target <= a1:
             import math
 

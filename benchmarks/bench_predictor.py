@@ -138,10 +138,10 @@ def nb201_vectors(archs: list[str], hw) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def _nb201_vectors(archs: list[str], hw) -> tuple[np.ndarray, np.ndarray, dict]:
     import hwtune
+    from benchmarks._nb201_features import NB201Composer
     from hwtune.predictor import model_features
     from hwtune.predictor._features import Lowering
     from hwtune.predictor._forms import base_vector
-    from benchmarks._nb201_features import NB201Composer
 
     comp = NB201Composer()  # its per-stage piece counts key the deployed lowering
     lowerings = {"deployed": Lowering(), "eager": Lowering(eager=True)}
@@ -807,7 +807,7 @@ def write_profiles(result: dict, prior) -> list[str]:
 
 def write_test_slice() -> str:
     """``tests/data/hwnasbench_slice.csv``: 80 connected archs (``default_rng(2024)``) and four settings' latencies."""
-    rows, lat = nb201_table()
+    rows, _lat = nb201_table()
     path = REPO / "tests" / "data" / "hwnasbench_slice.csv"
     settings = ("raspberry-pi-4", "gold_6240", "2080ti_1", "samsung_a50")
     with path.open("w", newline="") as fh:

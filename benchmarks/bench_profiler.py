@@ -113,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}", file=sys.stderr)
         return 2
 
-    import hwtune
     from _provenance import machine_info
+
+    import hwtune
 
     host = hwtune.load_profile("host")
     results: dict[str, object] = {

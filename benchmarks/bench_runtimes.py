@@ -256,8 +256,8 @@ def table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
-
     from _provenance import machine_info
+
     from hwtune._util import jsonable, versions
     from hwtune.data import calibration_batch
 

@@ -691,7 +691,7 @@ def _quantize_probe(src: str, dst: str, scheme: str, calib: list[np.ndarray], in
         def __init__(self) -> None:
             self._it = iter([{input_name: x} for x in calib])
 
-        def get_next(self):  # noqa: ANN201 - ORT's interface
+        def get_next(self):
             return next(self._it, None)
 
     qtype = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[settings["activation_type"]]
@@ -771,7 +771,7 @@ def _quiet_quantizer():
     ort.set_default_logger_severity(3)  # "Removing initializer ..." from the quantizer's own sessions
     root = logging.getLogger()
     null = logging.NullHandler()
-    drop = lambda record: "onnxruntime" not in record.pathname  # noqa: E731
+    drop = lambda record: "onnxruntime" not in record.pathname
     root.addHandler(null)
     root.addFilter(drop)
     try:

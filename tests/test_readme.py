@@ -19,8 +19,8 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,8 +42,8 @@ SMALL_DATA = "--train-limit 2000 --val-limit 500"
 SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
     ("README.md", ".venv/bin/hwtune demo",
      ".venv/bin/hwtune demo --timeout 120 --trials 3 --finalize-epochs 1 --out {scratch}/hwtune-demo",
-     "the demo searches for 240 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
-     "path (search, finalize, export)"),
+     ("the demo searches for 240 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
+     "path (search, finalize, export)")),
     ("README.md", ".venv/bin/python -m pytest -q",
      ".venv/bin/python -m pytest -q --collect-only",
      "the full suite contains this test: collecting it checks the command without running the suite twice"),

@@ -15,7 +15,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def format_bytes(n: float | int | None) -> str:
+def format_bytes(n: float | None) -> str:
     """``1536`` -> ``1.5 KiB``; ``None`` -> ``-``."""
     if n is None:
         return "-"

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import _provenance  # noqa: E402
+import _provenance
 
 
 def test_machine_info_records_cpu_isa_threads_versions_and_load():

@@ -96,11 +96,10 @@ def test_the_flops_fallback_ranks_exactly_like_flops(tmp_path, slice_models):
 
 def test_a_direction_is_kept_only_when_it_beats_flops_leave_one_out():
     from hwtune.device import load_profile
-    from hwtune.predictor._forms import base_vector
-    from hwtune.predictor._model import Hardware
     from hwtune.predictor import model_features
     from hwtune.predictor._features import Lowering
-    from hwtune.predictor._forms import loo_log_error
+    from hwtune.predictor._forms import base_vector, loo_log_error
+    from hwtune.predictor._model import Hardware
     from hwtune.predictor._prior import choose_with_prior, flops_column, load_prior
 
     rows = _slice()[:12]

@@ -40,9 +40,8 @@ def test_suggest_prints_networks_and_a_template_that_calibrates(tmp_path, capsys
 
 
 def test_suggest_is_deterministic_and_spreads_the_sizes():
-    from hwtune.predictor import suggest_networks
+    from hwtune.predictor import model_features, suggest_networks
     from hwtune.predictor._features import Lowering
-    from hwtune.predictor import model_features
     from hwtune.space import SearchSpace
 
     a = suggest_networks(4, pool=24, base_profile="raspberry-pi-4")

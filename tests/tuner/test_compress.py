@@ -78,7 +78,7 @@ def compressed(tmp_path_factory):
 
 
 def test_baseline_row_then_pruned_candidates_with_fewer_macs(compressed):
-    model, res = compressed
+    _model, res = compressed
     first = res.trial(0)
     assert first.complete and first.trained
     assert all(s["width"] == 1.0 for s in first.candidate["stages"].values())  # the user's model as it is

@@ -75,7 +75,8 @@ def study(tmp_path_factory):
     train(model, data, budget=TrainBudget(epochs=3.0), batch_size=64, seed=0, progress=False)  # ~70% val
     model.eval()
     out = tmp_path_factory.mktemp("compress-export")
-    kw = dict(device="host", out_dir=out, study_name="nested", sampler="random", seed=1, budget=BUDGET, progress=False)
+    kw = {"device": "host", "out_dir": out, "study_name": "nested", "sampler": "random", "seed": 1, "budget": BUDGET,
+          "progress": False}
     compress(model, DATA, n_trials=1, **kw)  # the baseline row
     forced = _forced(derive_space(model, torch.zeros(1, 1, 28, 28)))
     st = optuna.load_study(study_name="nested", storage=f"sqlite:///{out / 'study.db'}")

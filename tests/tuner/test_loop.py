@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import TUNER_TINY_RECIPE
 
 from hwtune.errors import ConfigError, StudyError, TrainingDivergedError, UnknownNameError

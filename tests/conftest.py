@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,28 @@ os.environ.setdefault("HWTUNE_CHANNELS_LAST", "0")
 # unless they write their own (an empty config dir per session; subprocesses inherit it).
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="hwtune-test-config-")
 atexit.register(shutil.rmtree, os.environ["XDG_CONFIG_HOME"], True)
+
+
+# HWTUNE_TEST_CPU_LOG=FILE appends "cpu_s<TAB>wall_s<TAB>nodeid" per test (setup, call and teardown; CPU of this
+# process and of the child processes it waited for): on a loaded machine wall time says little, CPU time is
+# what a test costs. Used to pick the `slow` marks (README "Tests, CI, benchmarks").
+_CPU_LOG = os.environ.get("HWTUNE_TEST_CPU_LOG")
+
+
+def _cpu_s() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    cpu, wall = _cpu_s(), time.perf_counter()
+    yield
+    with open(_CPU_LOG, "a") as log:
+        log.write(f"{_cpu_s() - cpu:.2f}\t{time.perf_counter() - wall:.2f}\t{item.nodeid}\n")
 
 
 class _TinyNet:  # built lazily so collecting tests does not import torch

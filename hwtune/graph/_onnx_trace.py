@@ -260,8 +260,8 @@ def _buffers(
         alias_of = None
         if r.target in _ALIAS_OPS and n.data_inputs and n.data_inputs[0] in root:
             alias_of = root[n.data_inputs[0]]
-        elif fused is not None and fused[j] is not None:
-            alias_of = root.get(records[name_to_layer[fused[j]]].out)
+        elif fused is not None and (into := fused[j]) is not None:
+            alias_of = root.get(records[name_to_layer[into]].out)
         for o in n.outs:
             if alias_of is not None and o == r.out:
                 root[o] = alias_of

@@ -442,14 +442,14 @@ def _assemble(model: nn.Module, example: torch.Tensor, plan: PrecisionPlan, tr: 
     input_bytes = sum(sized[k][0] for k in tr.input_keys if k in sized)
 
     merges: dict[int, int] = {}
-    for i, r in enumerate(raws):
-        if fused[i] is None or r.out is None:
+    for r, into in zip(raws, fused, strict=True):
+        if into is None or r.out is None:
             continue
-        key = _storage_key(r.out)
-        target = raws[name_idx[fused[i]]].out
+        out_key = _storage_key(r.out)
+        target = raws[name_idx[into]].out
         tkey = _storage_key(target) if target is not None else None
-        if key is not None and tkey is not None and key != tkey:
-            merges[key] = tkey
+        if out_key is not None and tkey is not None and out_key != tkey:
+            merges[out_key] = tkey
     peak_fused, peak_step = liveness_peak(sized, merges, tr.steps)
     peak_unfused, _ = liveness_peak(sized, None, tr.steps)
 

@@ -60,4 +60,6 @@ def measure_latency(
     timing = TimingBudget.coerce(timing, **settings)
     rt = get_runtime(runtime)
     rt.require()
-    return rt.measure_latency(target, example, threads=threads, timing=timing)
+    return rt.measure_latency(
+        Path(target) if isinstance(target, str) else target, example, threads=threads, timing=timing
+    )

@@ -12,12 +12,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from hwtune.errors import ConfigError
 from hwtune.graph import OnnxOp, load_onnx
 from hwtune.onnx_export import onnx_node_module
-from hwtune.runtimes import runtime_for_file
+from hwtune.runtimes import OpTime, runtime_for_file
 
 if TYPE_CHECKING:
     import onnx
@@ -190,18 +190,10 @@ def _resolve_compute(
     return node.name if node is not None and node.name in compute else None
 
 
-class _OpTimeRow(Protocol):
-    """One per-op time as a runtime's profiler reports it (:class:`hwtune.runtimes.OpTime`)."""
-
-    node: str
-    op_type: str
-    median_ms: float
-
-
 def line_up_op_times(
     reference: str | Path | onnx.ModelProto,
-    base_ops: Sequence[_OpTimeRow],
-    other_ops: Sequence[_OpTimeRow],
+    base_ops: Sequence[OpTime],
+    other_ops: Sequence[OpTime],
     *,
     runs: int,
     threads: int,

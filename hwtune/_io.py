@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hwtune._util import first_line
 from hwtune.errors import ConfigError, HwtuneError
 
 __all__ = [
@@ -59,7 +60,7 @@ ErrorClass = type[HwtuneError]
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return first_line(exc)
 
 
 def check_zip_sizes(path: str | Path, *, what: str, error: ErrorClass = ConfigError) -> list[str]:

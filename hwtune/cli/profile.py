@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from hwtune._util import first_line
 from hwtune.errors import ConfigError, ModelError, UnknownNameError, did_you_mean
 from hwtune.precision import PRECISIONS
 
@@ -146,7 +147,7 @@ def resolve_model(spec: str, builder_args: dict[str, Any] | None = None) -> Any:
         try:
             return builder(weights=None, **builder_args).eval()
         except (TypeError, ValueError, AssertionError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ConfigError(f"torchvision:{name} rejected its arguments {builder_args}: {first}") from exc
     path = Path(spec)
     if path.suffix.lower() == ".onnx" or path.exists():

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwtune._util import is_num
+from hwtune._util import first_line, is_num
 from hwtune.compression._model_trace import COMPUTE_TYPES, ModelTrace, trace_model
 from hwtune.compression.compress_space import (
     DEFAULT_PRECISIONS,
@@ -67,15 +67,10 @@ def build_graph(model: nn.Module, example_input: torch.Tensor) -> Any:
             return tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False)
     except Exception as exc:  # tracing runs user code: any exception type
         raise ModelError(
-            f"cannot trace {type(model).__name__} for pruning: {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot trace {type(model).__name__} for pruning: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     finally:
         model.train(was_training)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,7 +256,7 @@ def _trace_checked(model: nn.Module, example_input: torch.Tensor) -> ModelTrace:
     except Exception as exc:  # user code
         raise ModelError(
             f"{type(model).__name__} does not run on an input of shape {tuple(example_input.shape)}: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
     if len(trace.output_shape) != 2:
         raise ModelError(

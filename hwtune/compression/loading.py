@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from hwtune._io import check_zip_sizes
+from hwtune._util import first_line
 from hwtune.errors import ConfigError, ModelError, UnknownNameError, did_you_mean
 
 __all__ = ["check_model", "load_user_model", "load_weights", "read_state_dict", "state_sha256"]
@@ -47,11 +48,6 @@ TORCHVISION_PREFIX = "torchvision:"
 STATE_DICT_SUFFIXES = (".pt", ".pth")
 SPEC_FORMS = "path/to/file.py:factory, package.module:factory, torchvision:<builder> or a .pt2 archive"
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _short(names: list[str], n: int = 3) -> str:
@@ -139,7 +135,7 @@ def _import_file(path: Path) -> Any:
             spec.loader.exec_module(module)
     except Exception as exc:  # user code: any exception type
         sys.modules.pop(name, None)
-        raise ModelError(f"{path}: importing it failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(f"{path}: importing it failed: {type(exc).__name__}: {first_line(exc)}") from exc
     return module
 
 
@@ -147,7 +143,7 @@ def _import_module(name: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as exc:  # ImportError, or anything the module raises at import
-        raise ModelError(f"cannot import module {name!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot import module {name!r}: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _call_factory(spec: str, module: Any, factory: str, kwargs: Mapping[str, Any]) -> nn.Module:
@@ -163,7 +159,7 @@ def _call_factory(spec: str, module: Any, factory: str, kwargs: Mapping[str, Any
     try:
         model = fn(**kwargs)
     except Exception as exc:  # user code
-        raise ModelError(f"{spec}: calling {factory}() failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(f"{spec}: calling {factory}() failed: {type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"{spec}: {factory}() returned a {type(model).__name__}, expected a torch.nn.Module")
     return model
@@ -183,7 +179,7 @@ def _torchvision_model(builder: str, kwargs: Mapping[str, Any]) -> nn.Module:
         return torchvision.models.get_model(builder, weights=None, **kwargs)
     except Exception as exc:  # bad kwargs: TypeError / ValueError from the builder
         raise ConfigError(
-            f"torchvision:{builder} with {dict(kwargs)}: {type(exc).__name__}: {_first_line(exc)}"
+            f"torchvision:{builder} with {dict(kwargs)}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
 
 
@@ -223,7 +219,7 @@ def _load_export_archive(path: Path) -> nn.Module:
         module = program.module(check_guards=False)
     except Exception as exc:  # torch raises many types for a bad archive
         raise ModelError(
-            f"{path}: cannot load the torch.export archive: {type(exc).__name__}: {_first_line(exc)}"
+            f"{path}: cannot load the torch.export archive: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     from hwtune.compression._layers_from_graph import restore_layers
 
@@ -292,14 +288,14 @@ def _read_torch(path: Path) -> Any:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found is None:  # not a pickle of allowed types at all: garbage or another format
             detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-            what = detail.group(1).strip() if detail else _first_line(exc)
+            what = detail.group(1).strip() if detail else first_line(exc)
             raise ModelError(f"{path}: not a PyTorch weights file (UnpicklingError: {what})") from exc
         raise ModelError(
             f"{path}: refused: not a plain state dict (it pickles {found.group(1)}); hwtune loads weights only "
             "(torch.load(weights_only=True)): save model.state_dict() instead"
         ) from exc
     except Exception as exc:  # RuntimeError / EOFError / ... for garbage
-        raise ModelError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelError(f"{path}: not a PyTorch weights file ({type(exc).__name__}: {first_line(exc)})") from exc
 
 
 def _read_safetensors(path: Path) -> Any:
@@ -312,7 +308,7 @@ def _read_safetensors(path: Path) -> Any:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:  # SafetensorError and friends
-        raise ModelError(f"{path}: not a safetensors file ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelError(f"{path}: not a safetensors file ({type(exc).__name__}: {first_line(exc)})") from exc
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -371,7 +367,7 @@ def check_model(model: nn.Module, example_input: torch.Tensor, num_classes: int)
             out = model.eval()(example_input)
     except Exception as exc:  # user code
         raise ModelError(
-            f"{name} does not run on an input of shape {shape}: {type(exc).__name__}: {_first_line(exc)}"
+            f"{name} does not run on an input of shape {shape}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     finally:
         model.train(was_training)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hwtune._util import first_line
 from hwtune.errors import ModelError
 
 if TYPE_CHECKING:
@@ -54,6 +55,6 @@ def shape_message(model: nn.Module, shape: tuple[int, ...], exc: BaseException) 
                 expected = f"first layer {name!r} expects {want_c} input channels, got {got_c}"
         elif isinstance(mod, nn.Linear) and shape and shape[-1] != mod.in_features:
             expected = f"first layer {name!r} expects {mod.in_features} input features, got {shape[-1]}"
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = first_line(exc)
     msg = f"{type(model).__name__} rejected input of shape {got}"
     return f"{msg}: {expected} ({detail})" if expected else f"{msg}: {detail}"

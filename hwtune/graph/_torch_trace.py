@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hwtune._util import first_line
 from hwtune.errors import ModelError
 from hwtune.graph._assemble import NO_ROLES, LayerRecord, fusions, layer_infos
 from hwtune.graph._flops import flop_counter
@@ -165,7 +166,7 @@ def trace_layers(model: nn.Module, example: torch.Tensor, plan: PrecisionPlan | 
             raise
         except Exception as exc:  # noqa: BLE001 - fx raises TraceError, TypeError, NotImplementedError, ... on dynamic models
             check_input(model, example)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             notes.append(
                 f"torch.fx could not trace {type(model).__name__} ({first[:160]}); used forward hooks on leaf modules"
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
-from hwtune._util import jsonable
+from hwtune._util import first_line, jsonable
 from hwtune.errors import ConfigError, ModelError, RuntimeUnavailableError
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._ort_profile import attribute_op_times, collect_op_times
@@ -37,11 +37,6 @@ __all__ = ["OnnxLoadedModel", "OnnxRuntime", "attribute_op_times", "ort_session"
 # noise, so a small set keeps int8 profiling fast.
 RANDOM_CALIBRATION_SAMPLES = 16
 _ORT_NP_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def ort_session(
@@ -83,7 +78,7 @@ def ort_session(
     try:
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {_first_line(exc)}") from exc
+        raise ModelError(f"{path}: ONNX Runtime cannot load this model: {first_line(exc)}") from exc
 
 
 def _feed(session: onnxruntime.InferenceSession, example: Any, where: str = "") -> dict[str, np.ndarray]:
@@ -145,7 +140,7 @@ class OnnxLoadedModel(LoadedModel):
             out = self.session.run([self.output_name], {self.input_name: arr})[0]
         except Exception as exc:  # ORT raises InvalidArgument etc.
             where = f"{self.source}: " if self.source else ""
-            raise ModelError(f"{where}ONNX Runtime failed on a batch of shape {arr.shape}: {_first_line(exc)}") from exc
+            raise ModelError(f"{where}ONNX Runtime failed on a batch of shape {arr.shape}: {first_line(exc)}") from exc
         return np.asarray(out, dtype=np.float32)
 
 
@@ -284,7 +279,7 @@ class OnnxRuntime(Runtime):
         try:
             session.run(None, feed)
         except Exception as exc:  # onnxruntime raises its own types for shape/type mismatches
-            raise ModelError(f"{path}: ONNX Runtime rejected the input: {_first_line(exc)}") from exc
+            raise ModelError(f"{path}: ONNX Runtime rejected the input: {first_line(exc)}") from exc
         return TimedCall(lambda: session.run(None, feed))
 
     # -- per-op times -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune._util import first_line
 from hwtune.errors import ConfigError, ExportError, ModelError
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 
@@ -145,7 +146,7 @@ class TorchRuntime(Runtime):
             with _eval_mode(model, True), torch.no_grad():
                 program = torch.export.export(model, (traced,), dynamic_shapes=({0: batch},))
         except Exception as exc:  # torch.export raises UserError, TorchRuntimeError, ... on uncapturable models
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ExportError(f"torch.export of {type(model).__name__} failed: {first}") from exc
         out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +184,7 @@ class TorchRuntime(Runtime):
         try:
             return torch.export.load(str(path)).module()
         except Exception as exc:  # a corrupt or foreign file: torch raises many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ModelError(f"{path}: not a torch.export program torch can load: {first}") from exc
 
     @contextlib.contextmanager

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtune._tempdirs import process_start
-from hwtune._util import is_num, jsonable
+from hwtune._util import first_line, is_num, jsonable
 from hwtune.errors import ConfigError, HwtuneError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
 from hwtune.records import StudyMeta, TrialFigures
@@ -155,11 +155,6 @@ def storage_url(storage: str | Path | None, out_dir: Path | None) -> str:
     return text
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _retryable(exc: BaseException) -> bool:
     """A race between workers creating the same schema/study at once (not a bad URL or a dead server)."""
     import sqlalchemy.exc
@@ -279,7 +274,7 @@ def open_storage(url: str, *, heartbeat: bool = True, create: bool = True) -> An
         raise
     except Exception as exc:  # sqlalchemy raises ArgumentError, NoSuchModuleError, OperationalError...
         raise StudyError(
-            f"cannot open study storage {redact_url(url)!r}: {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot open study storage {redact_url(url)!r}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
 
 
@@ -574,7 +569,7 @@ def reading_errors(url: str) -> Iterator[None]:
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ValueError, LookupError, TypeError) as exc:
         path = sqlite_file(url)
         where = str(path) if path is not None else redact_url(url)
-        raise StudyError(f"{where}: cannot read the study database ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise StudyError(f"{where}: cannot read the study database ({type(exc).__name__}: {first_line(exc)})") from exc
 
 
 def load_study(storage: str | Path, study_name: str | None) -> tuple[Any, str]:
@@ -691,7 +686,7 @@ def fetch_artifact(store: Any, artifact_id: str, dest: str | Path, *, what: str,
     try:
         optuna.artifacts.download_artifact(artifact_store=store, file_path=str(dest), artifact_id=artifact_id)
     except Exception as exc:
-        raise StudyError(f"cannot read {what} ({artifact_id}) from {where}: {_first_line(exc)}") from exc
+        raise StudyError(f"cannot read {what} ({artifact_id}) from {where}: {first_line(exc)}") from exc
     return dest
 
 

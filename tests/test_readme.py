@@ -86,6 +86,7 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
 
 # An example is slow when it trains, installs, exports or measures big models.
 SLOW_MARKERS = ("hwtune tune", "hwtune demo", "hwtune export", "hwtune finalize", "hwtune profile torchvision:mobilenet",
+                "hwtune profile torchvision:resnet18",
                 "runs/", "deploy", "setup.sh", "pip install", "hwtune.tune(", "profile_model(", "HWTUNE_PROGRESS")
 
 

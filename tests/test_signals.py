@@ -70,6 +70,7 @@ def _wait_inside_training(proc: subprocess.Popen[str], db: Path, train_log: Path
     pytest.fail("no complete trial within the time limit")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_tune_like_ctrl_c_and_the_same_command_resumes(tmp_path):
     from hwtune.tuner import load_result
 

@@ -128,6 +128,7 @@ tune(recipe, device="host", data=DATA, n_trials=1, out_dir=sys.argv[2] + "/kille
 """
 
 
+@pytest.mark.slow
 def test_a_worker_killed_inside_a_trial_leaves_nothing_after_the_next_tune(tmp_path, monkeypatch, fashion_dir):
     from fake_pipeline import BUDGET, DATA, RECIPE, FastPipeline
 

@@ -67,6 +67,7 @@ def _tiny_run(tmp_path, train_device: str, extra: list[str] | None = None) -> st
     return str(out)
 
 
+@pytest.mark.slow
 def test_tiny_tune_finalize_export_record_the_train_device(tmp_path, capsys):
     out = _tiny_run(tmp_path, "cpu")
     assert main(["finalize", out, "--epochs", "0.2", "--train-device", "cpu", "-q"]) == 0

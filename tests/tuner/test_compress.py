@@ -77,6 +77,7 @@ def compressed(tmp_path_factory):
     return model, res
 
 
+@pytest.mark.slow
 def test_baseline_row_then_pruned_candidates_with_fewer_macs(compressed):
     _model, res = compressed
     first = res.trial(0)
@@ -93,6 +94,7 @@ def test_baseline_row_then_pruned_candidates_with_fewer_macs(compressed):
     assert res.front
 
 
+@pytest.mark.slow
 def test_compressed_trial_exports_and_finalizes(compressed, tmp_path):
     from hwtune.exporting import export
     from hwtune.tuner.finalize import finalize

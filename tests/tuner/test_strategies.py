@@ -68,6 +68,7 @@ def fashion_dir_module():
     return FASHION_DIR
 
 
+@pytest.mark.slow
 def test_inherit_scores_candidates_without_training_them_first(inherited):
     res = inherited
     assert res.meta.strategy == "inherit" and res.meta.parent["artifact_id"]
@@ -83,6 +84,7 @@ def test_inherit_scores_candidates_without_training_them_first(inherited):
         assert t.figures.budget_epochs > 0  # rungs are fine-tuning budgets of the extracted model
 
 
+@pytest.mark.slow
 def test_multi_device_study_has_a_front_per_device(inherited, tmp_path):
     from hwtune.cli import main
     from hwtune.report import write_reports
@@ -107,6 +109,7 @@ def test_multi_device_study_has_a_front_per_device(inherited, tmp_path):
     assert main(["front", "--storage", res.storage, "--study", "inh", "--device", "raspberry-pi-4"]) == 0
 
 
+@pytest.mark.slow
 def test_a_second_study_reuses_the_parent(recipe, tmp_path, inherited, cache_home):
     from hwtune.tuner import tune
 
@@ -128,6 +131,7 @@ def test_a_second_study_reuses_the_parent(recipe, tmp_path, inherited, cache_hom
     assert res.meta.parent["source"] == "cache" and res.meta.parent["key"] == inherited.meta.parent["key"]
 
 
+@pytest.mark.slow
 def test_finalize_records_final_figures_and_export_ships_them(inherited, tmp_path):
     from hwtune.exporting import export
     from hwtune.tuner.finalize import finalize

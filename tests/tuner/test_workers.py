@@ -65,6 +65,7 @@ def test_reading_a_missing_sqlite_file_creates_nothing(tmp_path, capsys):
     assert sqlite3.connect(empty).execute("SELECT name FROM sqlite_master").fetchall() == []
 
 
+@pytest.mark.slow
 def test_workers_creating_a_fresh_sqlite_study_at_once_all_succeed(tmp_path):
     import optuna
 
@@ -251,6 +252,7 @@ def test_cli_worker_joins_and_stops_at_the_study_target(recipe, tmp_path, fashio
 # -- S3 artifact store against a local moto server ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_s3_artifact_store(recipe, tmp_path, fashion_dir, s3_server, monkeypatch):
     import boto3
 
@@ -269,6 +271,7 @@ def test_s3_artifact_store(recipe, tmp_path, fashion_dir, s3_server, monkeypatch
     assert json.loads(exp.manifest_path.read_text())["study"]["trial"] == again.front[0].number
 
 
+@pytest.mark.slow
 def test_inherit_keeps_its_parent_in_an_s3_store(recipe, tmp_path, fashion_dir, s3_server, monkeypatch):
     import shutil
 

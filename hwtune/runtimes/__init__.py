@@ -1,10 +1,11 @@
 """Deployment runtimes behind one registry: export, load, measure, evaluate, per-op times.
 
-``list_runtimes()`` names what is registered (whether or not its optional extra is installed);
-``get_runtime(name)`` returns the runtime object, or raises with close matches. Built-in runtimes
-are imported on first use so ``import hwtune`` stays light. A runtime is a :class:`Runtime`
-subclass; what every runtime shares is here too: the timed loop with its stopping rule
-(:func:`measure_callable`) and the evaluation loop (:func:`evaluate_loaded`).
+The package face only re-exports. ``list_runtimes()`` names what is registered (whether or not its
+optional extra is installed); ``get_runtime(name)`` returns the runtime object, or raises with close
+matches (the registry is :mod:`hwtune.runtimes._registry`; built-in runtimes are imported on first use
+so ``import hwtune`` stays light). A runtime is a :class:`Runtime` subclass; what every runtime shares
+is here too: the timed loop with its stopping rule (:func:`measure_callable`) and the evaluation loop
+(:func:`evaluate_loaded`).
 
 Importing this package also makes :mod:`hwtune.device` check every profile's ``runtime`` against
 the registry (device sits below the runtimes, so the registry hands it the names).
@@ -19,13 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
-from hwtune.device import use_runtime_names
-from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._evaluate import DEFAULT_EVAL_BATCH, EvalResult, evaluate_loaded
+from hwtune.runtimes._registry import get_runtime, list_runtimes, register_runtime, runtime_for_file
 from hwtune.runtimes._timing import LatencyMeasurement, OpTime, TimingBudget, measure_callable, median_ci
 
 __all__ = [
@@ -46,65 +43,3 @@ __all__ = [
     "register_runtime",
     "runtime_for_file",
 ]
-
-# name -> "module:Class" for the built-ins (imported lazily), or the instance once created.
-_BUILTIN: dict[str, str] = {
-    "onnxruntime": "hwtune.runtimes.onnxruntime:OnnxRuntime",
-    "torch": "hwtune.runtimes.torch_eager:TorchRuntime",
-    "executorch": "hwtune.runtimes.executorch:ExecuTorchRuntime",
-    "litert": "hwtune.runtimes.litert:LiteRTRuntime",
-    "tflite-micro": "hwtune.runtimes.tflite_micro:TFLiteMicroRuntime",
-}
-_REGISTRY: dict[str, Runtime | str] = dict(_BUILTIN)
-
-
-def register_runtime(runtime: Runtime) -> Runtime:
-    """Register a :class:`Runtime` instance under ``runtime.name``; a duplicate name raises."""
-    if not isinstance(runtime, Runtime):
-        raise ConfigError(f"register_runtime needs a Runtime instance, got {type(runtime).__name__}")
-    name = runtime.name
-    if not name:
-        raise ConfigError(f"{type(runtime).__name__}.name is empty")
-    if name in _REGISTRY:
-        raise ConfigError(f"runtime {name!r} is already registered")
-    _REGISTRY[name] = runtime
-    return runtime
-
-
-def list_runtimes() -> list[str]:
-    """Registered runtime names, sorted (their extras may or may not be installed)."""
-    return sorted(_REGISTRY)
-
-
-use_runtime_names(list_runtimes)
-
-
-def get_runtime(name: str) -> Runtime:
-    """The registered runtime ``name``.
-
-    Raises:
-        UnknownNameError: no runtime of that name (with close matches and the registered names).
-    """
-    entry = _REGISTRY.get(str(name))
-    if entry is None:
-        raise UnknownNameError(
-            f"unknown runtime {name!r}{did_you_mean(str(name), _REGISTRY)} (registered: {', '.join(list_runtimes())})"
-        )
-    if isinstance(entry, str):
-        module, cls = entry.split(":")
-        entry = getattr(importlib.import_module(module), cls)()
-        _REGISTRY[str(name)] = entry
-    return entry
-
-
-def runtime_for_file(path: str | Path) -> Runtime:
-    """The runtime that runs a shipped file, chosen by its suffix (``.onnx`` -> onnxruntime ...)."""
-    suffix = Path(path).suffix.lower()
-    for name in list_runtimes():
-        rt = get_runtime(name)
-        if rt.suffix and rt.suffix == suffix:
-            return rt
-    known = sorted({get_runtime(n).suffix for n in list_runtimes() if get_runtime(n).suffix})
-    raise ConfigError(
-        f"{path}: no registered runtime runs {suffix or 'files without a suffix'} files ({', '.join(known)})"
-    )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hwtune._util import first_line
 from hwtune.errors import ConfigError, ExportError, ModelError
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
+from hwtune.runtimes._registry import runtime_for_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -172,8 +173,6 @@ class TorchRuntime(Runtime):
 
         path = self._path_of(target)
         if path.suffix.lower() != self.suffix:
-            from hwtune.runtimes import runtime_for_file
-
             hint = ""
             with contextlib.suppress(ConfigError):
                 hint = f"; use runtime {runtime_for_file(path).name!r}"

@@ -51,7 +51,7 @@ class _FakeRuntime(Runtime):
 def fake_runtime():
     rt = register_runtime(_FakeRuntime())
     yield rt
-    runtimes._REGISTRY.pop(rt.name, None)
+    runtimes._registry._REGISTRY.pop(rt.name, None)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from hwtune.normalization import with_normalization
 from hwtune.tuner.api import tune
 from hwtune.tuner.config import Strategy
 from hwtune.tuner.inputs import data_spec, load_data
-from hwtune.tuner.pipeline import CandidatePipeline
+from hwtune.tuner.pipeline import DistilledPipeline
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["CompressPipeline", "compress", "load_compress_model"]
 
+
 def load_compress_model(path: str | Path) -> torch.nn.Module:
     """A pruned trial model stored as a ``torch.export`` archive (weights-only load, no unpickling)."""
     from hwtune.compression import load_user_model
@@ -51,8 +52,8 @@ def load_compress_model(path: str | Path) -> torch.nn.Module:
     return load_user_model(str(path)).eval()
 
 
-class CompressPipeline(CandidatePipeline):
-    """Candidates are pruned copies of ``parent`` (the user's model), fine-tuned distilled from it."""
+class CompressPipeline(DistilledPipeline):
+    """Candidates are pruned copies of ``parent`` (the user's model), fine-tuned distilled from it (``train``)."""
 
     def __init__(
         self,
@@ -63,8 +64,7 @@ class CompressPipeline(CandidatePipeline):
         parent: torch.nn.Module | None = None,
         importance: str = "magnitude",
     ) -> None:
-        super().__init__(space, device, runtime=runtime)
-        self.parent = parent
+        super().__init__(space, device, runtime=runtime, parent=parent)
         self.importance = importance
 
     @property
@@ -99,24 +99,6 @@ class CompressPipeline(CandidatePipeline):
             # the unmodified model keeps the user's statistics
             recalibrate_bn(model, data, seed=seed, train_device=self.train_device)
         return model.eval()
-
-    def train(
-        self, model: Any, data: Any, *, epochs: float, batch_size: int, lr: Any, seed: int, threads: Any = None
-    ) -> Any:
-        from hwtune.supernet import finetune
-
-        return finetune(
-            model,
-            data,
-            epochs=epochs,
-            teacher=self.parent,
-            lr=lr,
-            batch_size=batch_size,
-            seed=seed,
-            threads=threads,
-            train_device=self.train_device,
-            amp=self.amp,
-        )
 
     def extra_artifacts(self, model: torch.nn.Module, workdir: Path) -> dict[str, Path]:
         """The trained pruned model as a ``torch.export`` archive (what export and finalize load)."""
@@ -175,8 +157,12 @@ def validation_check(model: torch.nn.Module, splits: DataSplits, *, held_out: bo
                 "trained on those validation images, so every accuracy of this study is inflated; "
                 "give a held-out set (--val-data / val_data=)"
             )
-    return {"val_source": "held-out" if held_out else "carved", "val_accuracy": val, "test_accuracy": test,
-            "warning": warning}
+    return {
+        "val_source": "held-out" if held_out else "carved",
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "warning": warning,
+    }
 
 
 def compress(

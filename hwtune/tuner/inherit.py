@@ -25,7 +25,7 @@ from hwtune._io import atomic_output
 from hwtune._tempdirs import work_dir
 from hwtune._util import jsonable
 from hwtune.errors import ConfigError
-from hwtune.tuner.pipeline import CandidatePipeline
+from hwtune.tuner.pipeline import DistilledPipeline
 from hwtune.tuner.storage import optuna_module, upload_to_store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,12 +178,13 @@ def obtain_parent(
     return parent.eval(), record
 
 
-class InheritPipeline(CandidatePipeline):
+class InheritPipeline(DistilledPipeline):
     """Candidates extracted from a trained parent; rung budgets fine-tune them, distilled from it.
 
     Args:
-        space, device, runtime: as :class:`CandidatePipeline`.
-        parent: The trained parent (the space's largest candidate).
+        space, device, runtime: as :class:`~hwtune.tuner.pipeline.CandidatePipeline`.
+        parent: The trained parent (the space's largest candidate); ``train`` is
+            :class:`~hwtune.tuner.pipeline.DistilledPipeline`'s.
         bn_images: Training images used to recalibrate BatchNorm statistics of each extracted candidate.
     """
 
@@ -196,8 +197,7 @@ class InheritPipeline(CandidatePipeline):
         parent: torch.nn.Module | None = None,
         bn_images: int = BN_RECALIBRATION_IMAGES,
     ) -> None:
-        super().__init__(space, device, runtime=runtime)
-        self.parent = parent
+        super().__init__(space, device, runtime=runtime, parent=parent)
         self.bn_images = bn_images
 
     @property
@@ -217,30 +217,3 @@ class InheritPipeline(CandidatePipeline):
         if data is not None:
             recalibrate_bn(model, data, n_images=self.bn_images, seed=seed, train_device=self.train_device)
         return model.eval()
-
-    def train(
-        self,
-        model: torch.nn.Module,
-        data: DataSplits,
-        *,
-        epochs: float,
-        batch_size: int,
-        lr: float | None,
-        seed: int,
-        threads: int | None = None,
-    ) -> Any:
-        """Fine-tune ``model`` for ``epochs``, distilled from the parent."""
-        from hwtune.supernet import finetune
-
-        return finetune(
-            model,
-            data,
-            epochs=epochs,
-            teacher=self.parent,
-            lr=lr,
-            batch_size=batch_size,
-            seed=seed,
-            threads=threads,
-            train_device=self.train_device,
-            amp=self.amp,
-        )

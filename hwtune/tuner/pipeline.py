@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtune.runtimes import Runtime, ShippedModel
     from hwtune.space import Candidate, SearchSpace
 
-__all__ = ["CandidatePipeline", "ship_runtime_name"]
+__all__ = ["CandidatePipeline", "DistilledPipeline", "ship_runtime_name"]
 
 _FALLBACK_RUNTIME = "onnxruntime"
 
@@ -217,3 +217,54 @@ def _search_target(target: Any) -> Any:
     if other is None or not get_runtime(other).available():
         return target
     return dataclasses.replace(target, runtime=other)
+
+
+class DistilledPipeline(CandidatePipeline):
+    """Candidates that start from ``parent``'s weights and are fine-tuned distilled from it.
+
+    What strategies ``inherit`` (:class:`~hwtune.tuner.inherit.InheritPipeline`: a trained supernet
+    parent) and ``compress`` (:class:`~hwtune.tuner.compress.CompressPipeline`: the user's model)
+    share; each says how a candidate is cut out of the parent (``initial_model``).
+
+    Args:
+        space, device, runtime: as :class:`CandidatePipeline`.
+        parent: The model candidates come from and are distilled from (set later when it is trained).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        device: DeviceProfile,
+        *,
+        runtime: str | None = None,
+        parent: torch.nn.Module | None = None,
+    ) -> None:
+        super().__init__(space, device, runtime=runtime)
+        self.parent = parent
+
+    def train(
+        self,
+        model: torch.nn.Module,
+        data: DataSplits,
+        *,
+        epochs: float,
+        batch_size: int,
+        lr: float | None,
+        seed: int,
+        threads: int | None = None,
+    ) -> Any:
+        """Fine-tune ``model`` for ``epochs`` (fractional allowed), distilled from :attr:`parent`."""
+        from hwtune.supernet import finetune
+
+        return finetune(
+            model,
+            data,
+            epochs=epochs,
+            teacher=self.parent,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            threads=threads,
+            train_device=self.train_device,
+            amp=self.amp,
+        )

@@ -138,3 +138,47 @@ def test_resume_after_a_killed_process_loses_and_repeats_nothing(tmp_path, tuner
     # nothing completed was trained twice: each candidate has one original (non-repeat) trial
     originals = [t.figures["candidate_key"] for t in res.trials if t.complete and t.duplicate_of is None]
     assert len(originals) == len(set(originals))
+
+
+@pytest.mark.parametrize("strategy", ["inherit", "compress"])
+def test_inherit_and_compress_fine_tune_distilled_from_their_parent(strategy, monkeypatch):
+    """Both strategies train through DistilledPipeline.train: supernet.finetune with the parent as teacher."""
+    import torch
+
+    from hwtune import supernet
+    from hwtune.device import load_profile
+    from hwtune.space import SearchSpace
+    from hwtune.tuner.compress import CompressPipeline
+    from hwtune.tuner.inherit import InheritPipeline
+    from hwtune.tuner.pipeline import DistilledPipeline
+
+    calls = []
+
+    def fake_finetune(model, data, **kw):
+        calls.append((model, data, kw))
+        return "stats"
+
+    monkeypatch.setattr(supernet, "finetune", fake_finetune)
+    parent, model = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+    cls = InheritPipeline if strategy == "inherit" else CompressPipeline
+    pipe = cls(SearchSpace.from_recipe("fashion-convnet"), load_profile("host"), parent=parent)
+    assert isinstance(pipe, DistilledPipeline) and pipe.strategy == strategy
+    pipe.train_device, pipe.amp = "cpu", "off"
+    out = pipe.train(model, "data", epochs=0.5, batch_size=32, lr=None, seed=3, threads=1)
+    assert out == "stats"
+    assert calls == [
+        (
+            model,
+            "data",
+            {
+                "epochs": 0.5,
+                "teacher": parent,
+                "lr": None,
+                "batch_size": 32,
+                "seed": 3,
+                "threads": 1,
+                "train_device": "cpu",
+                "amp": "off",
+            },
+        )
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from hwtune.supernet._loop import (
 from hwtune.supernet.distill import check_kd, distill_loss
 from hwtune.supernet.extract import SubnetView
 from hwtune.supernet.parent import largest_candidate, smallest_candidate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.space import SearchSpace
 
 __all__ = ["ParentStats", "sandwich_step", "train_parent"]
 
@@ -137,7 +140,7 @@ def sandwich_step(
 
 
 def train_parent(
-    space: Any,
+    space: SearchSpace,
     data: Any,
     *,
     epochs: float,
@@ -159,7 +162,8 @@ def train_parent(
     """Train the space's largest candidate so that its sub-networks are good too.
 
     Args:
-        space: A sliceable ``SearchSpace``.
+        space: A sliceable recipe ``SearchSpace`` (not any ``SpaceLike``: the sandwich rule builds and
+            samples candidates of a sliceable family, which a compress space is not).
         data: A ``DataSplits`` (its training split is used) or a Dataset.
         epochs: Passes over the training split (fractional allowed).
         batch_size: Images per step (each network sees the same batch).

@@ -195,12 +195,17 @@ def _trial_seconds(run: Path) -> dict[str, Any]:
 
 
 def pick_front(front: list[dict], n: int) -> list[int]:
-    """Front members to finalize: the most accurate (in the search) whose MACs and parameters are at most the
-    reference's -- the one that can dominate it -- then the most accurate overall, up to ``n``."""
+    """Front members to finalize, up to ``n``: first the most accurate (in the search) of those with at most the
+    reference's MACs and parameters -- the one that can dominate it -- or, when none has both, of those with at
+    most its MACs; then the rest of the front, most accurate first."""
     def acc(m: dict) -> float:
         return float(m.get("accuracy") or 0.0)
 
-    small = [m for m in front if (m.get("macs") or 1e18) <= REFERENCE_MACS and (m.get("params") or 1e18) <= REFERENCE_PARAMS]
+    def at_most(m: dict, key: str, limit: int) -> bool:
+        return (m.get(key) or 1e18) <= limit
+
+    small = [m for m in front if at_most(m, "macs", REFERENCE_MACS) and at_most(m, "params", REFERENCE_PARAMS)]
+    small = small or [m for m in front if at_most(m, "macs", REFERENCE_MACS)]
     picks = [max(small, key=acc)["number"]] if small else []
     for m in sorted(front, key=acc, reverse=True):
         if len(picks) >= n:

@@ -3,7 +3,7 @@
 Real models are built (tiny convnets) and real Optuna studies with SQLite storage are used; only
 the expensive steps (profiling, training, evaluation, quantization) are replaced by fakes whose
 results are a deterministic function of the model, so constraint, schedule, failure and resume
-logic can be asserted exactly. The real pipeline end to end is in ``test_search_e2e.py``.
+logic can be asserted exactly. The real pipeline end to end is in ``test_pipeline.py``.
 """
 
 from __future__ import annotations

@@ -397,7 +397,29 @@ FIGURES: list[Figure] = [
     Figure("runtimes.json", r"TFLite Micro arena (\d+\.\d+)x \(small CNN\) and (\d+\.\d+)x \(MobileNetV2 0\.5\)",
            lambda d: [d["models"]["convnet_16_32_64"]["mcu"]["arena_over_liveness"],
                       d["models"]["mobilenet_v2_0.5"]["mcu"]["arena_over_liveness"]]),
+    *[Figure("mlperf-tiny.json",
+             rf"\| {label} \| (\d+\.\d+)% \| (\d+\.\d+) \| (\d+\.\d+) \| (\d+\.\d+) M \| (\d+\.\d+) ms \|",
+             lambda d, m=model: _mlperf_row(d, m))
+      for label, model in (("reference ResNet-8, 20 epochs", "reference"),
+                           (r"front member 15 \(12/32/80, depth 1\)", "front-15"),
+                           (r"reference compressed \(uniform 0\.7 width\)", "compressed"))],
+    Figure("mlperf-tiny.json", r"member 15 is (\d+\.\d+) points below it\. The search arm used (\d[\d,]*)\s+"
+           r"CPU-seconds \(parent \+ search \+ finalize\) against the reference's (\d[\d,]*)",
+           lambda d: [_mlperf_row(d, "reference")[0] - _mlperf_row(d, "front-15")[0],
+                      d["search_arm_cpu_s"], d["reference_arm_cpu_s"]]),
+    Figure("mlperf-tiny.json", r"reaches (\d+\.\d+)x fewer MACs at (\d+\.\d+) points below the reference",
+           lambda d: [d["targets"]["compress_2x_within_1pt"]["macs_ratio"],
+                      d["targets"]["compress_2x_within_1pt"]["drop_points"]]),
+    Figure("mlperf-tiny.json", r"A search candidate takes (\d+\.\d+) s \(median of (\d+),",
+           lambda d: [d["targets"]["candidate_eval_le_10s"]["median_s"], d["targets"]["candidate_eval_le_10s"]["trials"]]),
 ]
+
+
+def _mlperf_row(d: dict, model: str) -> list[float]:
+    """test accuracy %, arena KiB, flash KiB, M MACs, predicted ms of one bench_mlperf_tiny row."""
+    r = next(x for x in d["rows"] if x["model"] == model)
+    return [100 * r["test_accuracy_int8_as_shipped"], r["arena_bytes"] / 1024, r["flash_bytes"] / 1024,
+            r["macs"] / 1e6, r["predicted_latency_ms"]]
 
 
 def _readme_text() -> str:

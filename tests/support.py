@@ -106,3 +106,25 @@ def start_together(url: str, n: int, snippet: str = _OPEN_SNIPPET) -> list[subpr
         for _ in range(n)
     ]
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
+def write_patch_folder(root: Path, per_class: dict[str, int], seed: int, *, size: int = 28, channels: int = 1) -> Path:
+    """A tiny generated ImageFolder of 10 classes (``root/<split>/c<k>/<i>.png``): class c is a bright patch at grid
+    cell c (4 cells a row, ``size // 4`` pixels each) over noise; in RGB the patch is in colour channel c % 3."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    cell = size // 4
+    shape = (size, size) if channels == 1 else (size, size, 3)
+    for split, n in per_class.items():
+        for c in range(10):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 60, size=shape, dtype=np.uint8)
+                r, q = divmod(c, 4)
+                patch = (slice(r * cell + 2, r * cell + 2 + cell), slice(q * cell, q * cell + cell))
+                img[patch if channels == 1 else (*patch, c % 3)] = 230
+                Image.fromarray(img, mode="L" if channels == 1 else "RGB").save(d / f"{i}.png")
+    return root

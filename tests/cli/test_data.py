@@ -12,34 +12,17 @@ import json
 from pathlib import Path
 
 import pytest
+from support import write_patch_folder
 
 REPO = Path(__file__).resolve().parents[2]
 NESTED = REPO / "tests" / "data" / "models" / "nested_net.py"
 
 
-def _write_folder(root: Path, per_class: dict[str, int], seed: int) -> Path:
-    """10 classes of 28x28 grayscale PNGs: class c is a bright 7x7 patch at grid cell c, plus noise."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, n in per_class.items():
-        for c in range(10):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 60, size=(28, 28), dtype=np.uint8)
-                r, q = divmod(c, 4)
-                img[r * 7 + 2 : r * 7 + 9, q * 7 : q * 7 + 7] = 230
-                Image.fromarray(img, mode="L").save(d / f"{i}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("user-data")
-    data = _write_folder(base / "patches", {"train": 30, "test": 8}, seed=0)
-    held = _write_folder(base / "patches-held", {"train": 8}, seed=1)
+    data = write_patch_folder(base / "patches", {"train": 30, "test": 8}, seed=0)
+    held = write_patch_folder(base / "patches-held", {"train": 8}, seed=1)
     return data, held
 
 

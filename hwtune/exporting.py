@@ -30,6 +30,7 @@ from hwtune._tempdirs import remove_stale, work_dir
 from hwtune._util import is_int, is_num, versions
 from hwtune.errors import ConfigError, ExportError, StudyError, did_you_mean
 from hwtune.front import TrialRecord, TuneResult
+from hwtune.runtimes import search_scoring_runtime
 from hwtune.tuner import CandidatePipeline, Schedule, download_weights, load_result, sha256_file
 from hwtune.tuner.artifacts import sqlite_dir
 from hwtune.tuner.inputs import input_spec, load_stored_data, space_from_info
@@ -287,7 +288,7 @@ def _export_in(
     scored_on = rec.figures.runtime or pipe.device.runtime
     if plan.precisions != ("fp32",) and shipped.runtime != scored_on:
         tolerance = max(tolerance, CROSS_RUNTIME_TOLERANCE)
-    elif getattr(_runtime(shipped.runtime), "search_scoring_runtime", None):
+    elif search_scoring_runtime(shipped.runtime):
         # The study scored this very file with other kernels (tflite-micro: LiteRT's), which round a few
         # near-tied logits the other way: allow KERNEL_FLIPS images of disagreement on small splits.
         tolerance = max(tolerance, KERNEL_FLIPS / max(1, len(data.val)))
@@ -462,9 +463,3 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     return str(o)
-
-
-def _runtime(name: str) -> Any:
-    from hwtune.runtimes import get_runtime, list_runtimes
-
-    return get_runtime(name) if name in list_runtimes() else None

@@ -22,7 +22,13 @@ from __future__ import annotations
 
 from hwtune.runtimes._base import LoadedModel, Runtime, ShippedModel, TimedCall
 from hwtune.runtimes._evaluate import DEFAULT_EVAL_BATCH, EvalResult, evaluate_loaded
-from hwtune.runtimes._registry import get_runtime, list_runtimes, register_runtime, runtime_for_file
+from hwtune.runtimes._registry import (
+    get_runtime,
+    list_runtimes,
+    register_runtime,
+    runtime_for_file,
+    search_scoring_runtime,
+)
 from hwtune.runtimes._timing import LatencyMeasurement, OpTime, TimingBudget, measure_callable, median_ci
 
 __all__ = [
@@ -42,4 +48,5 @@ __all__ = [
     "median_ci",
     "register_runtime",
     "runtime_for_file",
+    "search_scoring_runtime",
 ]

@@ -19,7 +19,7 @@ from hwtune.device import use_runtime_names
 from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
 from hwtune.runtimes._base import Runtime
 
-__all__ = ["get_runtime", "list_runtimes", "register_runtime", "runtime_for_file"]
+__all__ = ["get_runtime", "list_runtimes", "register_runtime", "runtime_for_file", "search_scoring_runtime"]
 
 # name -> "module:Class" for the built-ins (imported lazily), or the instance once created.
 _BUILTIN: dict[str, str] = {
@@ -82,3 +82,12 @@ def runtime_for_file(path: str | Path) -> Runtime:
     raise ConfigError(
         f"{path}: no registered runtime runs {suffix or 'files without a suffix'} files ({', '.join(known)})"
     )
+
+
+def search_scoring_runtime(name: str) -> str | None:
+    """The runtime a search scores ``name``'s shipped files with when it is another one, installed (tflite-micro:
+    LiteRT's kernels on the same ``.tflite``), else None: the file is scored on ``name`` itself."""
+    if name not in list_runtimes():
+        return None
+    other = getattr(get_runtime(name), "search_scoring_runtime", None)
+    return other if other is not None and get_runtime(other).available() else None

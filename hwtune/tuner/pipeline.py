@@ -209,14 +209,10 @@ def _search_target(target: Any) -> Any:
     """``target`` as a search scores it: a shipped file moves to its runtime's ``search_scoring_runtime``."""
     import dataclasses
 
-    from hwtune.runtimes import ShippedModel, get_runtime, list_runtimes
+    from hwtune.runtimes import ShippedModel, search_scoring_runtime
 
-    if not isinstance(target, ShippedModel) or target.runtime not in list_runtimes():
-        return target
-    other = getattr(get_runtime(target.runtime), "search_scoring_runtime", None)
-    if other is None or not get_runtime(other).available():
-        return target
-    return dataclasses.replace(target, runtime=other)
+    other = search_scoring_runtime(target.runtime) if isinstance(target, ShippedModel) else None
+    return target if other is None else dataclasses.replace(target, runtime=other)
 
 
 class DistilledPipeline(CandidatePipeline):

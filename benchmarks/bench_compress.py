@@ -40,13 +40,12 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
-import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,6 +56,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 
+from benchmarks._stage_cache import Clock
+from benchmarks._stage_cache import read_json as _read_json
+from benchmarks._stage_cache import write_json as _write_json
 from hwtune._idx import read_idx
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,43 +80,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    from hwtune._io import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-class _Clock:
-    """CPU and wall seconds of a stage, added to CACHE/compute.json (summed over resumed runs)."""
-
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
-
-    @staticmethod
-    def _cpu() -> float:
-        t = os.times()  # this process and its finished children (hwtune measures latency in subprocesses)
-        return t.user + t.system + t.children_user + t.children_system
-
-    def __enter__(self) -> Self:
-        self.wall, self.cpu = time.perf_counter(), self._cpu()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        path = CACHE / "compute.json"
-        acc = _read_json(path) or {}
-        st = acc.setdefault(self.stage, {"wall_s": 0.0, "cpu_s": 0.0, "runs": 0})
-        st["wall_s"] += time.perf_counter() - self.wall
-        st["cpu_s"] += self._cpu() - self.cpu
-        st["runs"] += 1
-        st["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        _write_json(acc, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -699,7 +664,7 @@ def main() -> None:
         for k in ("x_fit", "y_fit", "x_test", "y_test", "x_val", "y_val"):
             data[k] = data[k][: args.debug_limit]
     run: Callable[[str], bool] = lambda s: args.stage in ("all", s)
-    with _Clock("baseline") if run("baseline") else _NullCtx():
+    with Clock(CACHE, "baseline") if run("baseline") else _NullCtx():
         base, parent = stage_baseline(args, data)
     splits = splits_of(data)
     compare = searched = tp_rows = None
@@ -707,18 +672,18 @@ def main() -> None:
     args.lr = None if args.lr == "default" else args.lr
     recipe: dict[str, Any] = {}
     if run("compare") or run("report") or "auto" in (args.importance, args.augment, args.lr):
-        with _Clock("compare"):
+        with Clock(CACHE, "compare"):
             compare = stage_compare(args, data, parent, splits)
         recipe = choose_recipe(args, compare)
     _IMPORTANCE[0] = args.importance
     if run("search"):
-        with _Clock("search"):
+        with Clock(CACHE, "search"):
             stage_search(args, data, parent, splits)
     if run("finalize"):
-        with _Clock("finalize"):
+        with Clock(CACHE, "finalize"):
             searched = stage_finalize(args, data, splits, base)
     if run("tp"):
-        with _Clock("tp"):
+        with Clock(CACHE, "tp"):
             tp_rows = stage_tp(args, data, parent, splits)
     if run("report"):
         searched = searched if searched is not None else stage_finalize(args, data, splits, base)

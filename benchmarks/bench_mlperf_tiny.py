@@ -38,12 +38,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _provenance import machine_info
+from _stage_cache import Clock
+from _stage_cache import read_json as _read
+from _stage_cache import write_json as _write
 
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE_FILE = ROOT / "models" / "reference" / "mlperf_tiny_resnet8.py"
@@ -59,42 +62,6 @@ STAGES = ("reference", "search", "front", "compress", "curve", "report")
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _write(obj: Any, path: Path) -> None:
-    from hwtune._io import write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-class Clock:
-    """CPU (this process + finished children) and wall seconds of a stage, summed in CACHE/compute.json."""
-
-    def __init__(self, cache: Path, stage: str) -> None:
-        self.path, self.stage = cache / "compute.json", stage
-
-    @staticmethod
-    def _cpu() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def __enter__(self) -> Self:
-        self.wall, self.cpu = time.perf_counter(), self._cpu()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        acc = _read(self.path) or {}
-        st = acc.setdefault(self.stage, {"wall_s": 0.0, "cpu_s": 0.0, "runs": 0})
-        st["wall_s"] += time.perf_counter() - self.wall
-        st["cpu_s"] += self._cpu() - self.cpu
-        st["runs"] += 1
-        st["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        _write(acc, self.path)
 
 
 def _hwtune(*args: str) -> Any:

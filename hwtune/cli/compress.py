@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from hwtune.cli._constraints import constraint_arguments
 from hwtune.cli._data import add_data_arguments
 from hwtune.cli._train_device import add_train_device_arguments, train_device_arguments
 from hwtune.cli.profile import parse_input_shape
@@ -110,15 +111,7 @@ def run_compress(args: argparse.Namespace) -> int:
             example = torch.zeros(1, *load_data(load).input_shape)  # type: ignore[arg-type]
         sys.stdout.write(derive_space(model.eval(), example).to_toml())
         return 0
-    constraints = {
-        k: v
-        for k, v in (
-            ("max_latency_ms", args.max_latency_ms),
-            ("max_ram_kb", args.max_ram_kb),
-            ("max_storage_kb", args.max_storage_kb),
-        )
-        if v is not None
-    }
+    constraints = constraint_arguments(args)
     # With --json, stdout carries the JSON only: the human summary table goes to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         result = _run(model, data, example, constraints, args)

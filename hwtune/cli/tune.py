@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwtune.cli._constraints import constraint_arguments
 from hwtune.cli._data import add_data_arguments, data_arguments
 from hwtune.cli._run import add_source_arguments, parse_trial_spec, resolve_source
 from hwtune.cli._train_device import add_train_device_arguments, train_device_arguments
@@ -364,15 +365,7 @@ def _budget(args: argparse.Namespace) -> Any:
 
 def _tune_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """``tune()`` keyword arguments from the ``hwtune tune`` options."""
-    constraints = {
-        k: v
-        for k, v in (
-            ("max_latency_ms", args.max_latency_ms),
-            ("max_ram_kb", args.max_ram_kb),
-            ("max_storage_kb", args.max_storage_kb),
-        )
-        if v is not None
-    }
+    constraints = constraint_arguments(args)
     data = data_arguments(args, train_limit=args.train_limit, val_limit=args.val_limit)
     return {
         "device": args.device,

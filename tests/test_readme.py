@@ -44,8 +44,8 @@ SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
      ".venv/bin/hwtune demo --timeout 120 --trials 3 --finalize-epochs 1 --out {scratch}/hwtune-demo",
      ("the demo searches for 240 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
      "path (search, finalize, export)")),
-    ("README.md", ".venv/bin/python -m pytest -q",
-     ".venv/bin/python -m pytest -q --collect-only",
+    ("README.md", ".venv/bin/python -m pytest -q -n 2 --dist worksteal",
+     ".venv/bin/python -m pytest -q -n 2 --dist worksteal --collect-only",
      "the full suite contains this test: collecting it checks the command without running the suite twice"),
     ("README.md", "~/hwtune-env", "{shared}/hwtune-env",
      "a fresh environment in the scratch directory instead of the user's home"),
@@ -166,7 +166,7 @@ def test_every_document_with_code_has_examples_and_every_substitution_applies():
 def test_the_two_opening_commands_are_unchanged():
     first = extract_examples(REPO / "README.md")[0]
     assert "bash scripts/setup.sh && .venv/bin/hwtune demo\n" in first.code
-    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q\n" in first.code
+    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q -n 2 --dist worksteal\n" in first.code
 
 
 @pytest.mark.parametrize("example", [_param(ex) for ex in ALL_EXAMPLES])

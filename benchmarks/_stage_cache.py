@@ -39,8 +39,9 @@ class Clock:
     def __exit__(self, *exc: object) -> None:
         acc = read_json(self.path) or {}
         st = acc.setdefault(self.stage, {"wall_s": 0.0, "cpu_s": 0.0, "runs": 0})
-        st["wall_s"] += time.perf_counter() - self.wall
-        st["cpu_s"] += self._cpu() - self.cpu
+        self.wall_s, self.cpu_s = time.perf_counter() - self.wall, self._cpu() - self.cpu  # this run's
+        st["wall_s"] += self.wall_s
+        st["cpu_s"] += self.cpu_s
         st["runs"] += 1
         st["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         write_json(acc, self.path)

@@ -57,7 +57,7 @@ DEVICE = "stm32h743"
 LIMITS = ["--max-ram-kb", "256", "--max-storage-kb", "1024"]  # the MLPerf Tiny boards' budget for the model
 QUALITY_TARGET = 0.85  # IC01 top-1, int8
 AUGMENT = "crop:4,hflip"
-STAGES = ("reference", "search", "front", "compress", "curve", "report")
+STAGES = ("reference", "search", "front", "compress", "curve", "report")  # default; also "eval-time"
 
 
 def _log(msg: str) -> None:
@@ -146,8 +146,8 @@ def stage_search(args: argparse.Namespace) -> list[dict]:
     return front
 
 
-def _trial_seconds(run: Path) -> dict[str, Any]:
-    """Durations of the search's completed trials (after the parent, which the first trial waits for)."""
+def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
+    """Durations of the search's completed trials after the first ``skip`` (the first waits for the parent)."""
     import optuna
 
     study = optuna.load_study(study_name="mlperf-tiny", storage=f"sqlite:///{run / 'study.db'}")
@@ -155,9 +155,9 @@ def _trial_seconds(run: Path) -> dict[str, Any]:
         (t for t in study.trials if t.state.name == "COMPLETE" and t.datetime_complete and t.datetime_start),
         key=lambda t: t.number,
     )
-    secs = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done[1:]]
+    secs = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done[skip:]]
     secs.sort()
-    return {"trials": len(secs), "median_s": secs[len(secs) // 2] if secs else None,
+    return {"trials": len(secs), "seconds": secs, "median_s": secs[len(secs) // 2] if secs else None,
             "max_s": secs[-1] if secs else None, "note": "first trial left out: it waits for the parent"}
 
 
@@ -190,12 +190,24 @@ def _export(args: argparse.Namespace, run: Path, trial: int, name: str) -> dict:
     return manifest
 
 
+def _finalized_for(done: Path, epochs: float, export_dir: Path) -> bool:
+    """Whether ``done`` caches a finalize of ``epochs``; a cached finalize of other epochs is dropped, and the
+    export made from it (finalize starts again from the searched weights, so the export must follow)."""
+    fin = _read(done)
+    if fin is not None and all(float(f.get("epochs", -1)) == epochs for f in fin):
+        return True
+    if fin is not None:
+        _log(f"{done.name}: cached finalize of {[f.get('epochs') for f in fin]} epochs, {epochs:g} asked: redone")
+        shutil.rmtree(export_dir, ignore_errors=True)
+    return False
+
+
 def stage_front(args: argparse.Namespace, front: list[dict]) -> list[dict]:
     run = _search_run(args)
     rows = []
     for trial in pick_front(front, args.front_members):
         done = args.cache / f"finalized-front-{trial}.json"
-        if _read(done) is None:
+        if not _finalized_for(done, args.finalize_epochs, args.cache / "exports" / f"front-{trial}"):
             with Clock(args.cache, f"finalize-front-{trial}"):
                 fin = _hwtune("finalize", str(run), "--trial", str(trial), "--epochs", f"{args.finalize_epochs:g}",
                               "--augment", AUGMENT, "--json", "-q", *_data_args(args), *_train_args(args))
@@ -204,6 +216,69 @@ def stage_front(args: argparse.Namespace, front: list[dict]) -> list[dict]:
             manifest = _export(args, run, trial, f"front-{trial}")
         rows.append(_row(f"front-{trial}", manifest, _read(done)))
     return rows
+
+
+def stage_front_curve(args: argparse.Namespace, front: list[dict]) -> list[dict]:
+    """The search arm's accuracy against its compute: the first picked front member finalized for each
+    ``--front-curve`` budget (epochs), each on its own copy of the search run (``hwtune finalize`` as a user runs
+    it, test accuracy as it records it: scored in TFLite Micro). Compute = parent + search + that finalize."""
+    run = _search_run(args)
+    trial = pick_front(front, 1)[0]
+    compute = _read(args.cache / "compute.json") or {}
+    base_cpu = compute.get("search", {}).get("cpu_s", 0.0)
+    rows = []
+    for epochs in [float(e) for e in args.front_curve.split(",") if e]:
+        path = args.cache / f"front-curve-{trial}-{epochs:g}.json"
+        row = _read(path)
+        if row is None and epochs == args.finalize_epochs:  # the front stage's own finalize is this point
+            fin = _read(args.cache / f"finalized-front-{trial}.json")
+            cpu = compute.get(f"finalize-front-{trial}", {}).get("cpu_s")
+            if fin and cpu:
+                row = {"epochs": epochs, "test_accuracy_int8": fin[0]["test_accuracy"], "finalize_cpu_s": cpu}
+        if row is None:
+            copy = args.cache / "front-curve" / f"{trial}-{epochs:g}"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(run, copy)
+            _log(f"front curve: trial {trial} finalized for {epochs:g} epochs (a copy of the search run)")
+            with Clock(args.cache, f"front-curve-{trial}-{epochs:g}") as clock:
+                fin = _hwtune("finalize", str(copy), "--trial", str(trial), "--epochs", f"{epochs:g}",
+                              "--augment", AUGMENT, "--json", "-q", *_data_args(args), *_train_args(args))
+            row = {"epochs": epochs, "test_accuracy_int8": fin[0]["test_accuracy"], "finalize_cpu_s": clock.cpu_s}
+            _write(row, path)
+        row = {**row, "trial": trial, "search_cpu_s": base_cpu, "arm_cpu_s": base_cpu + row["finalize_cpu_s"]}
+        _log(f"front curve: {row['epochs']:g} epochs: test {100 * row['test_accuracy_int8']:.2f}% int8, "
+             f"arm {row['arm_cpu_s']:.0f} CPU-s")
+        rows.append(row)
+    return rows
+
+
+def stage_eval_time(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per candidate evaluation, timed now: ``hwtune tune`` resumed on a copy of the search run with
+    ``--eval-trials`` more trials (the parent is reused, so each new trial is one candidate's slice, fine-tune,
+    export and scoring), with the load average during them."""
+    run = args.cache / "eval-time"
+    path = args.cache / "eval-time.json"
+    row = _read(path)
+    if row is not None:
+        return row
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(_search_run(args), run)
+    import optuna
+
+    before = len(optuna.load_study(study_name="mlperf-tiny", storage=f"sqlite:///{run / 'study.db'}").trials)
+    done_before = _trial_seconds(run, skip=0)["trials"]
+    cli = ["tune", "cifar-resnet", "--device", DEVICE, "--strategy", "inherit", "--parent-epochs",
+           f"{args.parent_epochs:g}", *LIMITS, "--trials", str(before + args.eval_trials), "--epochs",
+           f"{args.trial_epochs:g}", "--rungs", "1", "--out", str(run), "--study", "mlperf-tiny", "--seed",
+           str(args.seed), "--json", "-q", *_data_args(args), *_train_args(args)]
+    with Clock(args.cache, "eval-time"):
+        _hwtune(*cli)
+    secs = sorted(_trial_seconds(run, skip=done_before)["seconds"])
+    row = {"trials": len(secs), "median_s": secs[len(secs) // 2] if secs else None, "seconds": secs,
+           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "threads": "torch default (all cores)"}
+    _write(row, path)
+    _log(f"eval time: {len(secs)} candidates, median {row['median_s']} s")
+    return row
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,9 +322,10 @@ def stage_compress(args: argparse.Namespace, ref: dict) -> list[dict]:
         return rows
     pick = max(ok, key=lambda t: t.figures.val_accuracy)
     done = args.cache / f"finalized-compressed-{pick.number}.json"
-    if _read(done) is None:
+    epochs = args.compress_finalize_epochs or args.finalize_epochs
+    if not _finalized_for(done, epochs, args.cache / "exports" / "compressed"):
         with Clock(args.cache, "finalize-compressed"):
-            fin = _hwtune("finalize", str(run), "--trial", str(pick.number), "--epochs", f"{args.finalize_epochs:g}",
+            fin = _hwtune("finalize", str(run), "--trial", str(pick.number), "--epochs", f"{epochs:g}",
                           "--augment", AUGMENT, "--json", "-q", *_data_args(args), *_train_args(args))
         _write(fin, done)
     with Clock(args.cache, "export-compressed"):
@@ -306,7 +382,7 @@ def stage_curve(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def crossing(points: list[tuple[float, float]], target: float) -> dict[str, Any]:
+def crossing(points: list[tuple[float, float]], target: float, unit: str = "epochs") -> dict[str, Any]:
     """Budget at which accuracy reaches ``target``: interpolated between measured points, else extrapolated
     from the last two on a log-budget line (labelled so), else None."""
     pts = sorted(points)
@@ -315,18 +391,18 @@ def crossing(points: list[tuple[float, float]], target: float) -> dict[str, Any]
             import math
 
             f = (target - a0) / (a1 - a0)
-            return {"epochs": round(math.exp(math.log(b0) + f * (math.log(b1) - math.log(b0))), 1),
+            return {unit: round(math.exp(math.log(b0) + f * (math.log(b1) - math.log(b0))), 1),
                     "how": "interpolated"}
     if pts and pts[0][1] >= target:
-        return {"epochs": pts[0][0], "how": "measured (at or below the smallest budget)"}
+        return {unit: pts[0][0], "how": "measured (at or below the smallest budget)"}
     if len(pts) >= 2 and pts[-1][1] > pts[-2][1]:
         import math
 
         (b0, a0), (b1, a1) = pts[-2], pts[-1]
         slope = (a1 - a0) / (math.log(b1) - math.log(b0))
-        return {"epochs": round(math.exp(math.log(b1) + (target - a1) / slope), 0),
+        return {unit: round(math.exp(math.log(b1) + (target - a1) / slope), 0),
                 "how": "extrapolated (log-budget line through the last two points)"}
-    return {"epochs": None, "how": "not reached, no rising trend to extrapolate"}
+    return {unit: None, "how": "not reached, no rising trend to extrapolate"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,7 +429,8 @@ def _dominates(a: dict, b: dict) -> bool:
             and all(a[k] <= b[k] for k in ("arena_bytes", "flash_bytes", "macs")))
 
 
-def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: list[dict]) -> dict:
+def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: list[dict],
+                 front_curve: list[dict] | None = None, eval_time: dict | None = None) -> dict:
     by = {r["model"]: r for r in rows}
     base = by.get("reference")
     fronts = [r for r in rows if r["model"].startswith("front-")]
@@ -375,13 +452,24 @@ def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: l
     targets["reference_reaches_85"] = {"met": bool(base and base["test_accuracy_int8_as_shipped"] >= QUALITY_TARGET)}
     if curve:
         pts = [(c["epochs"], c["test_accuracy_int8"]) for c in curve]
+        cpu_pts = [(compute[f"curve-{c['epochs']:g}"]["cpu_s"], c["test_accuracy_int8"]) for c in curve
+                   if f"curve-{c['epochs']:g}" in compute]
         if base:
             pts.append((args.budget, base["test_accuracy_int8_as_shipped"]))
+            if "reference" in compute:
+                cpu_pts.append((compute["reference"]["cpu_s"], base["test_accuracy_int8_as_shipped"]))
         targets["reference_budget_for_85"] = crossing(pts, QUALITY_TARGET)
+        targets["reference_cpu_s_for_85"] = crossing(cpu_pts, QUALITY_TARGET, "cpu_s")
+    if front_curve:
+        pts = [(c["arm_cpu_s"], c["test_accuracy_int8"]) for c in front_curve]
+        targets["search_arm_cpu_s_for_85"] = crossing(pts, QUALITY_TARGET, "cpu_s")
     run = _search_run(args)
     if (run / "study.db").exists():
         t = _trial_seconds(run)
         targets["candidate_eval_le_10s"] = {"met": t["median_s"] is not None and t["median_s"] <= 10, **t}
+    if eval_time:
+        targets["candidate_eval_le_10s_timed_alone"] = {
+            "met": eval_time["median_s"] is not None and eval_time["median_s"] <= 10, **eval_time}
     out = {
         "what": "MLPerf Tiny IC01 on CIFAR-10 (JPEG q75 copy) for stm32h743: the reference ResNet-8 trained by "
                 "hwtune.train vs hwtune tune --strategy inherit + finalize vs hwtune.compress + finalize; every "
@@ -391,7 +479,8 @@ def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: l
                    "compress_trials": args.compress_trials, "widths": args.widths, "augment": AUGMENT,
                    "amp": args.amp, "train_device": args.train_device},
         "compute_cpu_s": cpu, "search_arm_cpu_s": search_cpu, "reference_arm_cpu_s": cpu.get("reference"),
-        "compute": compute, "reference_training": ref, "rows": rows, "reference_curve": curve, "targets": targets,
+        "compute": compute, "reference_training": ref, "rows": rows, "reference_curve": curve,
+        "search_arm_curve": front_curve or [], "targets": targets,
         "machine": machine_info(packages=("torch", "tflite-micro", "ai-edge-litert", "optuna")),
     }
     _write(out, args.results / "mlperf-tiny.json")
@@ -419,6 +508,10 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--trial-epochs", type=float, default=0.25, help="fine-tuning of a promoted candidate")
     p.add_argument("--finalize-epochs", type=float, default=10.0)
+    p.add_argument("--compress-finalize-epochs", type=float, default=None,
+                   help="finalize epochs of the compressed member (default --finalize-epochs)")
+    p.add_argument("--front-curve", default="", help="finalize budgets (epochs) of the search arm's curve, e.g. 6,15")
+    p.add_argument("--eval-trials", type=int, default=6, help="eval-time stage: trials timed on a copy of the search")
     p.add_argument("--front-members", type=int, default=2, help="front members to finalize and export")
     p.add_argument("--compress-trials", type=int, default=12)
     p.add_argument("--curve", default="5,10", help="shorter budgets (epochs) the reference is trained for as well")
@@ -435,15 +528,19 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     ref = stage_reference(args)
     rows: list[dict] = []
+    front_curve: list[dict] = []
     if "search" in stages:
         front = stage_search(args)
         if "front" in stages:
             rows += stage_front(args, front)
+        if "curve" in stages and args.front_curve:
+            front_curve = stage_front_curve(args, front)
     if "compress" in stages:
         rows = stage_compress(args, ref) + rows
     curve = stage_curve(args) if "curve" in stages and args.curve else []
+    eval_time = stage_eval_time(args) if "eval-time" in stages else _read(args.cache / "eval-time.json")
     if "report" in stages:
-        stage_report(args, ref, rows, curve)
+        stage_report(args, ref, rows, curve, front_curve, eval_time)
 
 
 if __name__ == "__main__":

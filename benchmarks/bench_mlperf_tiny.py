@@ -185,6 +185,9 @@ def pick_front(front: list[dict], n: int) -> list[int]:
 def _export(args: argparse.Namespace, run: Path, trial: int, name: str) -> dict:
     out = args.cache / "exports" / name
     manifest = _read(out / "manifest.json")
+    if manifest is not None and (manifest.get("study") or {}).get("trial") != trial:  # another trial's: redo
+        shutil.rmtree(out)
+        manifest = None
     if manifest is None:
         manifest = _hwtune("export", str(run), "--trial", str(trial), "-o", str(out), "--json", *_data_args(args))
     return manifest

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
+from hwtune.errors import ConfigError, UnknownNameError, did_you_mean, unknown_key_problems
 from hwtune.precision import PRECISIONS, PrecisionPlan
 
 __all__ = ["Candidate"]
@@ -198,7 +198,7 @@ class Candidate:
         if not isinstance(data, Mapping):
             raise ConfigError(f"candidate must be a JSON object, got {data!r}")
         known = ("schema_version", "family", "knobs", "precision", "stage_precision")
-        problems = [f"candidate: unknown key {k!r}{did_you_mean(k, known)}" for k in data if k not in known]
+        problems = unknown_key_problems(data, known, "candidate")
         if "family" not in data:
             problems.append("candidate: missing required key 'family'")
         for key in ("knobs", "stage_precision"):

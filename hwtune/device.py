@@ -24,7 +24,7 @@ from typing import Any
 from hwtune._io import load_toml
 from hwtune._resources import resource_dir, resource_files
 from hwtune._util import SAFE_NAME_RULE, is_int, is_num, is_safe_name
-from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
+from hwtune.errors import ConfigError, UnknownNameError, did_you_mean, reject_unknown_keys
 from hwtune.hostcpu import detect_cpu, isa_summary, read_cpuinfo
 from hwtune.precision import PRECISIONS
 
@@ -132,12 +132,7 @@ class DeviceProfile:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> DeviceProfile:
         """Inverse of ``to_dict`` (validated)."""
-        known = {f.name for f in fields(cls)}
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ConfigError(
-                "; ".join(f"{source}: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown)
-            )
+        reject_unknown_keys(data, {f.name for f in fields(cls)}, source, sep="; ")
         kwargs = dict(data)
         try:
             for key in ("precisions", "isa"):

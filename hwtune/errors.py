@@ -8,7 +8,8 @@ exit code 2.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from typing import Any
 
 __all__ = [
     "CalibrationError",
@@ -24,6 +25,8 @@ __all__ = [
     "TrainingDivergedError",
     "UnknownNameError",
     "did_you_mean",
+    "reject_unknown_keys",
+    "unknown_key_problems",
 ]
 
 
@@ -81,3 +84,38 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if not matches:
         return ""
     return "; did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+def unknown_key_problems(
+    given: Iterable[Any], allowed: Collection[str], where: str = "", *, prefix: str = "", what: str = "key"
+) -> list[str]:
+    """One ``"<where>: unknown key 'k'; did you mean 'x'?"`` line per key of ``given`` not in ``allowed``.
+
+    Keys keep the order of ``given``. ``where`` names the file or table (left out with its colon when
+    empty); ``prefix`` is shown in front of the key (``'input.size'``) but not matched against
+    ``allowed``; ``what`` names what the keys are (``"parameter"``).
+
+    Example:
+        >>> unknown_key_problems({"epoch": 1, "seed": 0}, ("epochs", "seed"), "train")
+        ["train: unknown key 'epoch'; did you mean 'epochs'?"]
+    """
+    head = f"{where}: " if where else ""
+    return [
+        f"{head}unknown {what} {repr(f'{prefix}{k}') if prefix else repr(k)}{did_you_mean(str(k), allowed)}"
+        for k in given
+        if k not in allowed
+    ]
+
+
+def reject_unknown_keys(
+    given: Iterable[Any],
+    allowed: Collection[str],
+    where: str = "",
+    *,
+    sep: str = "\n",
+    error: type[HwtuneError] = ConfigError,
+) -> None:
+    """Raise one ``error`` listing every :func:`unknown_key_problems` line (joined by ``sep``), if any."""
+    problems = unknown_key_problems(given, allowed, where)
+    if problems:
+        raise error(sep.join(problems))

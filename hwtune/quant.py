@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune._tempdirs import work_dir
-from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError, did_you_mean
+from hwtune.errors import ConfigError, DataError, ModelError, QuantizationError, did_you_mean, reject_unknown_keys
 from hwtune.int8_scheme import INT8_SCHEMES, int8_scheme_for
 from hwtune.onnx_export import onnx_node_module
 from hwtune.precision import PrecisionPlan
@@ -150,12 +150,7 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
-        known = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ConfigError(
-                "\n".join(f"QuantConfig: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown)
-            )
+        reject_unknown_keys(data, [f.name for f in fields(cls)], "QuantConfig")
         return cls(**dict(data))
 
 
@@ -203,12 +198,7 @@ class QuantResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantResult:
-        known = [f.name for f in fields(cls)]
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ConfigError(
-                "\n".join(f"QuantResult: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown)
-            )
+        reject_unknown_keys(data, [f.name for f in fields(cls)], "QuantResult")
         kwargs = dict(data)
         kwargs["path"] = Path(kwargs["path"])
         kwargs["excluded_nodes"] = tuple(kwargs.get("excluded_nodes", ()))

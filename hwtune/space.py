@@ -60,7 +60,7 @@ from hwtune._io import load_toml
 from hwtune._resources import resource_dir, resource_files
 from hwtune._util import SAFE_NAME_RULE, is_int, is_num, is_safe_name, safe_name
 from hwtune.candidate import Candidate
-from hwtune.errors import ConfigError, UnknownNameError, did_you_mean
+from hwtune.errors import ConfigError, UnknownNameError, did_you_mean, unknown_key_problems
 from hwtune.precision import PRECISIONS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -443,12 +443,7 @@ class SearchSpace:
         parameters and values outside their choices.
         """
         all_params = {p.name: p for p in self.params}
-        problems: list[str] = []
-        for key in params:
-            if key not in all_params and key != PRECISION_PARAM:
-                problems.append(
-                    f"{self.name}: unknown parameter {key!r}{did_you_mean(key, [*all_params, PRECISION_PARAM])}"
-                )
+        problems = unknown_key_problems(params, [*all_params, PRECISION_PARAM], self.name, what="parameter")
         values: dict[str, Any] = {}
         for p in (*self.params, Param(PRECISION_PARAM, self.precision_choices, PRECISION_PARAM)):
             if p.name in params:
@@ -641,9 +636,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{src}: a recipe must be a table, got {raw!r}")
-    for key in raw:
-        if key not in _TOP_KEYS:
-            problems.append(f"{src}: unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}")
+    problems += unknown_key_problems(raw, _TOP_KEYS, src)
     for key in ("family", "dataset", "input"):
         if key not in raw:
             problems.append(f"{src}: missing required key {key!r}")
@@ -666,9 +659,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     if not isinstance(table, Mapping):
         problems.append(f"{src}: [input] must be a table, got {table!r}")
     else:
-        for key in table:
-            if key not in _INPUT_KEYS:
-                problems.append(f"{src}: unknown key 'input.{key}'{did_you_mean(key, _INPUT_KEYS)}")
+        problems += unknown_key_problems(table, _INPUT_KEYS, src, prefix="input.")
         vals = {}
         for key in _INPUT_KEYS:
             if key not in table:
@@ -686,9 +677,7 @@ def _parse_recipe(raw: Mapping[str, Any], src: str, name: str | None, path: Path
     if not isinstance(table, Mapping):
         problems.append(f"{src}: [train] must be a table, got {table!r}")
     else:
-        for key in table:
-            if key not in _TRAIN_KEYS:
-                problems.append(f"{src}: unknown key 'train.{key}'{did_you_mean(key, _TRAIN_KEYS)}")
+        problems += unknown_key_problems(table, _TRAIN_KEYS, src, prefix="train.")
         epochs, batch = table.get("epochs", 1.0), table.get("batch_size", 128)
         if not (is_num(epochs) and epochs > 0):
             problems.append(f"{src}: train.epochs must be a number > 0, got {epochs!r}")
@@ -770,9 +759,7 @@ def _parse_parent(table: Any, src: str, problems: list[str]) -> ParentSpec | Non
     if not isinstance(table, Mapping):
         problems.append(f"{src}: [parent] must be a table, got {table!r}")
         return None
-    for key in table:
-        if key not in ("epochs", "batch_size"):
-            problems.append(f"{src}: unknown key 'parent.{key}'{did_you_mean(key, ('epochs', 'batch_size'))}")
+    problems += unknown_key_problems(table, ("epochs", "batch_size"), src, prefix="parent.")
     epochs, batch = table.get("epochs", 3.0), table.get("batch_size", 128)
     if not (is_num(epochs) and epochs > 0):
         problems.append(f"{src}: parent.epochs must be a number > 0, got {epochs!r}")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtune._util import is_int, is_num
-from hwtune.errors import ConfigError, did_you_mean
+from hwtune.errors import ConfigError, did_you_mean, unknown_key_problems
 from hwtune.precision import PRECISIONS
 
 __all__ = [
@@ -311,7 +311,7 @@ class CompressSpace:
             ConfigError: unknown names, missing parameters, values outside their choices (all listed).
         """
         known = self.all_params()
-        problems = [f"unknown parameter {k!r}{did_you_mean(k, known)}" for k in params if k not in known]
+        problems = unknown_key_problems(params, known, what="parameter")
         values: dict[str, Any] = {}
         for name, choices in known.items():
             if name in params:
@@ -465,7 +465,7 @@ def _layout_problems(data: Any) -> list[str]:
     """Key/type problems of a raw dict (before the dataclasses are built)."""
     if not isinstance(data, Mapping):
         return [f"must be a table, got {data!r}"]
-    problems = [f"unknown key {k!r}{did_you_mean(k, _TOP_KEYS)}" for k in data if k not in _TOP_KEYS]
+    problems = unknown_key_problems(data, _TOP_KEYS)
     if data.get("kind", KIND) != KIND:
         problems.append(f"kind must be {KIND!r}, got {data.get('kind')!r}")
     for key in ("input_shape", "num_classes", "stages"):
@@ -489,7 +489,7 @@ def _stage_layout_problems(name: str, raw: Any) -> list[str]:
     where = f"stages.{name}"
     if not isinstance(raw, Mapping):
         return [f"{where} must be a table, got {raw!r}"]
-    problems = [f"{where}: unknown key {k!r}{did_you_mean(k, _STAGE_KEYS)}" for k in raw if k not in _STAGE_KEYS]
+    problems = unknown_key_problems(raw, _STAGE_KEYS, where)
     for key in ("width", "depth", "precision", "resolution"):
         if key in raw and not isinstance(raw[key], (list, tuple)):
             problems.append(f"{where}.{key} must be a list, got {raw[key]!r}")
@@ -504,7 +504,7 @@ def _stage_layout_problems(name: str, raw: Any) -> list[str]:
         if not isinstance(g, Mapping):
             problems.append(f"{gw} must be a table {{root, channels, layers}}, got {g!r}")
             continue
-        problems += [f"{gw}: unknown key {k!r}{did_you_mean(k, _GROUP_KEYS)}" for k in g if k not in _GROUP_KEYS]
+        problems += unknown_key_problems(g, _GROUP_KEYS, gw)
         if not isinstance(g.get("root"), str):
             problems.append(f"{gw}.root must be a module name, got {g.get('root')!r}")
         if not (is_int(g.get("channels")) and g["channels"] >= 1):

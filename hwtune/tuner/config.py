@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hwtune._util import is_num
-from hwtune.errors import ConfigError, did_you_mean
+from hwtune.errors import ConfigError, did_you_mean, reject_unknown_keys
 
 __all__ = ["DEFAULT_N_TRIALS", "STRATEGIES", "Constraints", "Schedule", "Strategy"]
 
@@ -187,10 +187,7 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
-        known = set(cls.__dataclass_fields__)
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ConfigError("\n".join(f"budget: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown))
+        reject_unknown_keys(data, set(cls.__dataclass_fields__), "budget")
         kw = dict(data)
         if "rungs" in kw:
             kw["rungs"] = tuple(kw["rungs"])
@@ -253,8 +250,5 @@ class Strategy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Strategy:
-        known = {"name", "parent_epochs", "source_model"}
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ConfigError("\n".join(f"strategy: unknown key {k!r}{did_you_mean(k, known)}" for k in unknown))
+        reject_unknown_keys(data, {"name", "parent_epochs", "source_model"}, "strategy")
         return cls(**dict(data))

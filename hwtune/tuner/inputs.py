@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hwtune._io import parse_toml, read_text
 from hwtune._util import SAFE_NAME_RULE, is_num, is_safe_name, jsonable, safe_name
 from hwtune.compression.user_space import UserModelSpace
-from hwtune.errors import ConfigError, DataError, StudyError, did_you_mean
+from hwtune.errors import ConfigError, DataError, StudyError, reject_unknown_keys
 from hwtune.space import SearchSpace, SpaceLike, list_recipes, space_from_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,10 +171,7 @@ def _load_kwargs() -> tuple[str, ...]:
 
 
 def _check_spec_keys(spec: Mapping[str, Any], where: str, error: type[ConfigError | StudyError]) -> None:
-    allowed = _load_kwargs()
-    unknown = [str(k) for k in spec if k not in allowed]
-    if unknown:
-        raise error("; ".join(f"{where}: unknown key {k!r}{did_you_mean(k, allowed)}" for k in unknown))
+    reject_unknown_keys(map(str, spec), _load_kwargs(), where, sep="; ", error=error)
 
 
 def load_data(spec: Mapping[str, Any]) -> DataSplits:

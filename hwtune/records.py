@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, ClassVar, Self, cast
 
 from hwtune._util import is_int, is_num, jsonable
 from hwtune.errors import StudyError
@@ -26,6 +26,7 @@ __all__ = [
     "DeviceFigures",
     "StudyMeta",
     "TrialFigures",
+    "VersionedRecord",
 ]
 
 FIGURES_SCHEMA_VERSION = 2  # 1 = hwtune 0.1.0 (no version key stored)
@@ -65,6 +66,26 @@ def _check(where: str, name: str, kind: str, value: Any) -> Any:
     if kind == "list":
         return list(value)
     return value
+
+
+class VersionedRecord:
+    """A frozen dataclass of what one run did, stored as ``{"schema_version": N, <field>: <value>, ...}``.
+
+    One layout for the run summaries that travel with a study or a run directory
+    (``TrainStats``, ``FinetuneStats``, ``ParentStats``, ``EvalResult``): the version key first, then
+    the fields in declaration order (``dataclasses.asdict``). ``from_dict`` drops the version key and
+    passes the rest to the constructor, so a key the class does not define is a ``TypeError``. A
+    class whose stored layout changes sets its own ``SCHEMA_VERSION`` and reads the old one.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.SCHEMA_VERSION, **asdict(cast(Any, self))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return cast(Any, cls)(**{k: v for k, v in data.items() if k != "schema_version"})
 
 
 class _Record:

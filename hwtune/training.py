@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ from hwtune.engine import (
     run_loop,
 )
 from hwtune.errors import ConfigError, ModelError, did_you_mean
+from hwtune.records import VersionedRecord
 from hwtune.runtimes import DEFAULT_EVAL_BATCH, EvalResult, ShippedModel, get_runtime, runtime_for_file
 
 __all__ = [
@@ -149,7 +150,7 @@ class TrainBudget:
 
 
 @dataclass(frozen=True)
-class TrainStats:
+class TrainStats(VersionedRecord):
     """What one :func:`train` call did.
 
     Attributes:
@@ -189,12 +190,6 @@ class TrainStats:
     augment: str = "none"
     memory_format: str = "contiguous"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainStats:
-        return cls(**{k: v for k, v in d.items() if k != "schema_version"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hwtune._util import is_int
 from hwtune.errors import ConfigError, ModelError
+from hwtune.records import VersionedRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -22,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DEFAULT_EVAL_BATCH", "EvalResult", "check_eval_args", "eval_indices", "evaluate_loaded", "score_logits"]
 
-SCHEMA_VERSION = 1  # of EvalResult.to_dict()
 # Torch CPU inference of these small CNNs is 1.2-1.8x faster per image at batch 64 than at 512
 # (a 512 batch of 16x28x28 activations is 25 MB and spills out of cache); ONNX Runtime is flat
 # between 64 and 512. Measured with convnet (16, 32) and (16, 32, 64), 1 thread.
@@ -30,7 +30,7 @@ DEFAULT_EVAL_BATCH = 64
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(VersionedRecord):
     """Accuracy (a fraction in [0, 1]), mean cross-entropy loss and sample count of one evaluation.
 
     Attributes:
@@ -47,11 +47,9 @@ class EvalResult:
     seconds: float = 0.0
     runtime: str = "torch"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        """Unlike other records, keys this release does not know are skipped (a newer writer's extras)."""
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -16,8 +16,7 @@ convergence). Both are one cosine cycle here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch import nn
 from hwtune.augment import augmenter
 from hwtune.engine import choose_memory_format, device_name, on_device, resolve_amp, resolve_device, run_loop
 from hwtune.errors import ConfigError, ModelError
+from hwtune.records import VersionedRecord
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
     Schedule,
@@ -42,7 +42,6 @@ from hwtune.supernet._loop import (
 
 __all__ = ["FINETUNE_BASE_LR", "FinetuneStats", "distill_loss", "finetune"]
 
-SCHEMA_VERSION = 1
 # Peak learning rate at batch 128 (scaled linearly with the batch size).
 FINETUNE_BASE_LR = 0.05
 
@@ -77,7 +76,7 @@ def check_kd(kd_weight: float, temperature: float) -> None:
 
 
 @dataclass(frozen=True)
-class FinetuneStats:
+class FinetuneStats(VersionedRecord):
     """What one :func:`finetune` call did.
 
     Attributes:
@@ -119,12 +118,6 @@ class FinetuneStats:
     amp: str = "fp32"
     memory_format: str = "contiguous"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FinetuneStats:
-        return cls(**{k: v for k, v in data.items() if k != "schema_version"})
 
 
 def finetune(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch import nn
 
 from hwtune.engine import choose_memory_format, device_name, on_device, resolve_amp, resolve_device, run_loop
 from hwtune.errors import ConfigError
+from hwtune.records import VersionedRecord
 from hwtune.supernet._loop import (
     WARMUP_FRACTION,
     Schedule,
@@ -43,12 +44,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["ParentStats", "sandwich_step", "train_parent"]
 
-SCHEMA_VERSION = 1
 BASE_LR = 0.1  # at batch 128, like hwtune.training's from-scratch default
 
 
 @dataclass(frozen=True)
-class ParentStats:
+class ParentStats(VersionedRecord):
     """What one :func:`train_parent` call did.
 
     Attributes:
@@ -97,12 +97,6 @@ class ParentStats:
     amp: str = "fp32"
     memory_format: str = "contiguous"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ParentStats:
-        return cls(**{k: v for k, v in data.items() if k != "schema_version"})
 
 
 def sandwich_step(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,15 +67,19 @@ def claim_key(key: str, rung: int) -> str:
     return f"{key}@{int(rung)}"
 
 
-def claim_or_twin(study: Any, trial: Any, key: str, rung: int) -> Any | None:
+def claim_or_twin(study: Any, trial: Any, key: str, rung: int, trials: Sequence[Any] | None = None) -> Any | None:
     """Claim (candidate ``key``, ``rung``) for ``trial``, or return the RUNNING trial that already has it.
 
-    Call under :meth:`Coordination.lock` (the caller checks for a completed result in the same section).
+    Call under :meth:`Coordination.lock`; the caller checks for a completed result in the same section,
+    and on the same read of the study: pass that read as ``trials``. A twin finishes without the lock,
+    so with two reads it can be RUNNING in the first (no result yet) and COMPLETE in the second (no
+    twin): missed by both, and its candidate evaluated again. One read shows it in one state or the
+    other (its claim is written before it runs, its result before it completes).
     A RUNNING trial whose worker on this machine is gone is not a twin (it will be failed and re-queued).
     """
     optuna = optuna_module()
     wanted = claim_key(key, rung)
-    for t in fresh_trials(study, states=(optuna.trial.TrialState.RUNNING,)):
+    for t in _in_state(study, trials, optuna.trial.TrialState.RUNNING):
         if t.number == trial.number or t.user_attrs.get(CLAIM_KEY) != wanted:
             continue
         worker = t.user_attrs.get("worker")
@@ -170,11 +174,14 @@ def promote_pending(study: Any, ctx: SearchContext) -> list[tuple[int, int]]:
     return queued
 
 
-def completed_by_key(study: Any) -> dict[str, Any]:
-    """Candidate key -> its best completed original trial (highest rung reached, then lowest number)."""
+def completed_by_key(study: Any, trials: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Candidate key -> its best completed original trial (highest rung reached, then lowest number).
+
+    ``trials``: the study's trials as already read (see :func:`claim_or_twin`); default: read them now.
+    """
     optuna = optuna_module()
     out: dict[str, Any] = {}
-    for t in fresh_trials(study, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in _in_state(study, trials, optuna.trial.TrialState.COMPLETE):
         a = trial_figures_dict(t)
         key = a.get("candidate_key")
         if not key or a.get("duplicate_of") is not None:
@@ -183,3 +190,10 @@ def completed_by_key(study: Any) -> dict[str, Any]:
         if best is None or int(a.get("rung", 0) or 0) > int(trial_figures_dict(best).get("rung", 0) or 0):
             out[key] = t
     return out
+
+
+def _in_state(study: Any, trials: Sequence[Any] | None, state: Any) -> list[Any]:
+    """The trials in ``state``: of ``trials`` when given (one read shared by several checks), else read now."""
+    if trials is None:
+        return fresh_trials(study, states=(state,))
+    return [t for t in trials if t.state == state]

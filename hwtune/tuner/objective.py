@@ -35,7 +35,7 @@ from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
 from hwtune.tuner.inputs import candidate_seed, stage_precision_of
-from hwtune.tuner.storage import BufferedTrial, optuna_module, requeue, trial_figures_dict, worker_id
+from hwtune.tuner.storage import BufferedTrial, fresh_trials, optuna_module, requeue, trial_figures_dict, worker_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.space import CandidateLike
@@ -219,15 +219,17 @@ class CandidateTrial:
         """Claim (candidate, rung) for this trial; returns a completed trial to copy instead, if any.
 
         A twin RUNNING elsewhere is waited for (its result is then copied; if it failed, this trial
-        claims the candidate and evaluates it).
+        claims the candidate and evaluates it). The completed results and the running twins are looked
+        up in one read of the study: a twin completing between two reads would be in neither.
         """
         study = self.study
         while True:
             with self.coord.lock() if self.coord is not None else contextlib.nullcontext():
-                prior = completed_by_key(study).get(key)
+                trials = fresh_trials(study)
+                prior = completed_by_key(study, trials).get(key)
                 if prior is not None and (not promotion or int(trial_figures_dict(prior).get("rung", 0) or 0) >= rung):
                     return prior
-                twin = claim_or_twin(study, self.optuna_trial, key, rung)
+                twin = claim_or_twin(study, self.optuna_trial, key, rung, trials)
             if twin is None:
                 return None
             self.stage = f"wait for trial {twin.number}"

@@ -322,7 +322,13 @@ class CandidateTrial:
             trial.set_user_attr(
                 "infeasible", [f"{d}: {m}" for d, f in per_device.items() for m in f["infeasible"] or []]
             )
-            for k, v in (("trained", False), ("budget_epochs", 0.0), ("epochs_trained", 0.0), ("val_accuracy", None)):
+            untrained: dict[str, Any] = {
+                "trained": False,
+                "budget_epochs": 0.0,
+                "epochs_trained": 0.0,
+                "val_accuracy": None,
+            }
+            for k, v in untrained.items():
                 trial.set_user_attr(k, v)
             trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
             trial.flush(final=True)

@@ -655,7 +655,7 @@ def upload_to_store(base: Path | Any, path: Path) -> str:
     """Write ``path`` into an artifact store (an Optuna store, or a directory for a file-system one) under a new id."""
     import uuid
 
-    store = base
+    store: Any = base  # an Optuna artifact store
     if isinstance(base, (str, Path)):
         store = optuna_module().artifacts.FileSystemArtifactStore(str(base))
     artifact_id = str(uuid.uuid4())

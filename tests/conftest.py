@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import FASHION_DIR, STUDY_FIXTURE, TUNER_TINY_BUDGET, TUNER_TINY_DATA, TUNER_TINY_RECIPE
+from support import FASHION_DIR, STUDY_FIXTURE, TUNER_TINY_BUDGET, TUNER_TINY_DATA, write_recipe
 
 # Tests must not touch the network and must be reproducible on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -104,9 +104,7 @@ def old_run(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tuner_recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tuner-recipe") / "tiny-convnet.toml"
-    path.write_text(TUNER_TINY_RECIPE)
-    return path
+    return write_recipe(tmp_path_factory.mktemp("tuner-recipe"), "tiny-convnet.toml")
 
 
 @pytest.fixture(scope="session")

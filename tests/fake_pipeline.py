@@ -12,35 +12,14 @@ from __future__ import annotations
 import os
 import time
 
+from support import tiny_recipe
+
 from hwtune.tuner import CandidatePipeline
 
 TRAIN_SLEEP_S = float(os.environ.get("HWTUNE_FAKE_TRAIN_SLEEP", "0.3"))
 
 # 16 fp32 candidates (stem width x two stage widths x kernel size); rungs 0.5 and 1 epoch in tests.
-RECIPE = """\
-schema_version = 1
-family = "convnet"
-dataset = "fashion-mnist"
-
-[input]
-channels = 1
-size = 28
-classes = 10
-
-[knobs]
-stem_stride = 2
-stem_width = [4, 8]
-width = [[4, 8], [8, 16]]
-depth = 1
-kernel_size = [3, 5]
-
-[precision]
-choices = ["fp32"]
-
-[train]
-epochs = 1.0
-batch_size = 64
-"""
+RECIPE = tiny_recipe(kernel_size=[3, 5], precisions=["fp32"])
 DATA = {"name": "fashion-mnist", "train_limit": 256, "val_limit": 128, "test_limit": 128}
 BUDGET = {"epochs": 1.0, "rungs": [0.5, 1.0], "batch_size": 64, "latency_budget_s": 0.05, "calibration_samples": 32}
 

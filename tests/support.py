@@ -8,11 +8,13 @@ that would run it a second time).
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -20,6 +22,7 @@ REPO_ROOT = TESTS_DIR.parent
 DATA_DIR = TESTS_DIR / "data"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 STUDY_FIXTURE = DATA_DIR / "study-0.1.0"  # a study written by hwtune 0.1.0 (see its README)
+MODELS_DIR = DATA_DIR / "models"  # user-model files, loaded the way `hwtune compress FILE:build` does
 BINARY = bytes(range(256)) * 4  # not UTF-8 from its 0x80 on
 
 
@@ -45,9 +48,8 @@ def mount_tmpfs(path: Path, options: str) -> bool:
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, check=False)
     return done.returncode == 0
 
-# One real (not faked) tiny search: a 16-candidate convnet space (fp32/int8), 2000 Fashion-MNIST
-# training images, 4 trials, two rungs (the ``tuned_study`` fixture; tests/test_exporting.py).
-TUNER_TINY_RECIPE = """\
+
+_TINY_RECIPE = """\
 schema_version = 1
 family = "convnet"
 dataset = "fashion-mnist"
@@ -62,15 +64,59 @@ stem_stride = 2
 stem_width = [4, 8]
 width = [[4, 8], [8, 16]]
 depth = 1
-kernel_size = 3
+kernel_size = {kernel_size}
 
 [precision]
-choices = ["fp32", "int8"]
+choices = {precisions}
 
 [train]
-epochs = 1.0
-batch_size = 64
+epochs = {epochs!r}
+batch_size = {batch_size}
 """
+
+
+def tiny_recipe(
+    *,
+    kernel_size: int | list[int] = 3,
+    precisions: Sequence[str] = ("fp32", "int8"),
+    epochs: float = 1.0,
+    batch_size: int = 64,
+    augment: Sequence[str] = (),
+) -> str:
+    """The tests' tiny convnet recipe as TOML text: Fashion-MNIST, stem 4 or 8 channels at stride 2, two
+    stages of widths 4/8 and 8/16, depth 1 (8 shapes per kernel size, times the precisions).
+
+    The keywords set what the tests vary; ``augment`` adds a ``[train] augment`` list.
+    """
+    text = _TINY_RECIPE.format(
+        kernel_size=json.dumps(kernel_size), precisions=json.dumps(list(precisions)), epochs=float(epochs),
+        batch_size=batch_size,
+    )
+    return text + (f"augment = {json.dumps(list(augment))}\n" if augment else "")
+
+
+def nested_model():
+    """``build()`` of tests/data/models/nested_net.py (blocks inside blocks), seeded 0, in train mode."""
+    import torch
+
+    sys.path.insert(0, str(MODELS_DIR))
+    try:
+        from nested_net import build
+    finally:
+        sys.path.remove(str(MODELS_DIR))
+    torch.manual_seed(0)
+    return build()
+
+
+def write_recipe(directory: Path, name: str = "tiny.toml", text: str | None = None) -> Path:
+    """Write ``text`` (default: :func:`tiny_recipe`) to ``directory / name``; returns the path."""
+    path = directory / name
+    path.write_text(tiny_recipe() if text is None else text)
+    return path
+
+
+# One real (not faked) tiny search: ``tiny_recipe()`` (16 candidates, fp32/int8), 2000 Fashion-MNIST
+# training images, 4 trials, two rungs (the ``tuned_study`` fixture; tests/test_exporting.py).
 TUNER_TINY_DATA = {"name": "fashion-mnist", "train_limit": 2000, "val_limit": 500, "test_limit": 500}
 TUNER_TINY_BUDGET = {"epochs": 1.0, "rungs": [0.5, 1.0], "batch_size": 64, "latency_budget_s": 0.2,
                      "calibration_samples": 64}

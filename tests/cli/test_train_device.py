@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support import FASHION_DIR, TUNER_TINY_RECIPE
+from support import FASHION_DIR, tiny_recipe, write_recipe
 
 from hwtune import engine
 from hwtune.cli import main
@@ -54,8 +54,7 @@ def test_cuda_index_beyond_the_machine_exits_2(monkeypatch, capsys, tmp_path):
 def _tiny_run(tmp_path, train_device: str, extra: list[str] | None = None) -> str:
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    recipe = tmp_path / "tiny.toml"
-    recipe.write_text(TUNER_TINY_RECIPE + 'augment = ["crop:2"]\n')  # [train] augment: finalize's default
+    recipe = write_recipe(tmp_path, text=tiny_recipe(augment=["crop:2"]))  # [train] augment: finalize's default
     out = tmp_path / "run"
     from hwtune.tuner import tune
 

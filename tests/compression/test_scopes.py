@@ -8,25 +8,10 @@ for a nested user model (SE blocks in stages, a concatenating transition) and to
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-
-MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
-
-
-def _nested():
-    import torch
-
-    sys.path.insert(0, str(MODELS))
-    try:
-        from nested_net import build
-    finally:
-        sys.path.remove(str(MODELS))
-    torch.manual_seed(0)
-    return build().eval()
+from support import nested_model
 
 
 def _mixed_candidate(space, *, drop: bool = True):
@@ -60,7 +45,7 @@ def nested_pruned(tmp_path_factory):
 
     from hwtune.compression import apply_candidate, derive_space
 
-    model = _nested()
+    model = nested_model().eval()
     example = torch.zeros(1, 1, 28, 28)
     space = derive_space(model, example)
     cand = _mixed_candidate(space)
@@ -157,7 +142,7 @@ def test_block_dropped_over_a_concatenation_prunes(nested_pruned):
     from hwtune.compression import apply_candidate
 
     space, _, _, _, example = nested_pruned
-    model = _nested()
+    model = nested_model().eval()
     cand = _mixed_candidate(space)
     assert any(cand.choice(st.name).depth < len(st.blocks) for st in space.stages)
     pruned, info = apply_candidate(model, space, cand, example_input=example)

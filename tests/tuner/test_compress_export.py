@@ -10,29 +10,15 @@ search's figure; every front member is finalized without losing accuracy, and ex
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
+from support import nested_model
 
 pytestmark = pytest.mark.slow
 
-MODELS = Path(__file__).resolve().parents[1] / "data" / "models"
 DATA = {"name": "fashion-mnist", "train_limit": 1500, "val_limit": 400, "test_limit": 300}
 BUDGET = {"epochs": 0.3, "rungs": [1.0], "batch_size": 64, "latency_budget_s": 0.1, "calibration_samples": 64}
 RESCORE_POINTS = 0.5
-
-
-def _nested():
-    import torch
-
-    sys.path.insert(0, str(MODELS))
-    try:
-        from nested_net import build
-    finally:
-        sys.path.remove(str(MODELS))
-    torch.manual_seed(0)
-    return build()
 
 
 def _forced(space) -> list[dict]:
@@ -70,7 +56,7 @@ def study(tmp_path_factory):
     from hwtune.training import TrainBudget, train
     from hwtune.tuner.compress import compress
 
-    model = _nested()
+    model = nested_model()
     data = load_dataset("fashion-mnist", train_limit=1500, val_limit=400, test_limit=300)
     train(model, data, budget=TrainBudget(epochs=3.0), batch_size=64, seed=0, progress=False)  # ~70% val
     model.eval()

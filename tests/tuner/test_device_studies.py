@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import TUNER_TINY_RECIPE
+from support import tiny_recipe, write_recipe
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEVICES = ("pixel-3", "stm32h743")
@@ -34,9 +34,7 @@ EXTRA_MODULES = {"pixel-3": LITERT_MODULES, "stm32h743": (*LITERT_MODULES, "tfli
 TEST_LIMIT = 300  # the manifest's test accuracy is over the first 300 t10k images: the ones re-run here
 
 # int8 only: the MCU ships int8 and the phone's int8 file is the one worth checking (fully int8 kernels).
-RECIPE = TUNER_TINY_RECIPE.replace('choices = ["fp32", "int8"]', 'choices = ["int8"]').replace(
-    "batch_size = 64", "batch_size = 32"
-)
+RECIPE = tiny_recipe(precisions=["int8"], batch_size=32)
 DATA = {"name": "fashion-mnist", "train_limit": 8000, "val_limit": 300, "test_limit": TEST_LIMIT}
 BUDGET = {"epochs": 1.0, "rungs": [1.0], "batch_size": 32, "latency_budget_s": 0.05, "calibration_samples": 64}
 
@@ -83,8 +81,7 @@ def _deploy(device_id: str, base: Path) -> Deployment:
 
     import hwtune
 
-    recipe = base / "tiny-int8-convnet.toml"
-    recipe.write_text(RECIPE)
+    recipe = write_recipe(base, "tiny-int8-convnet.toml", RECIPE)
     run_dir, export_dir = base / "run", base / "export"
     result = hwtune.tune(
         recipe,

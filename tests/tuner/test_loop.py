@@ -17,22 +17,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import TUNER_TINY_RECIPE
+from support import tiny_recipe, write_recipe
 
 from hwtune.errors import ConfigError, StudyError, TrainingDivergedError, UnknownNameError
 
 # The shared tiny space of conftest.py, trained for half an epoch here.
-TINY_RECIPE = TUNER_TINY_RECIPE.replace("epochs = 1.0", "epochs = 0.5")
-assert "epochs = 0.5" in TINY_RECIPE
+TINY_RECIPE = tiny_recipe(epochs=0.5)
 
 DATA = {"name": "fashion-mnist", "train_limit": 256, "val_limit": 128, "test_limit": 128}
 
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
-    p = tmp_path / "tiny.toml"
-    p.write_text(TINY_RECIPE)
-    return p
+    return write_recipe(tmp_path, text=TINY_RECIPE)
 
 
 class Fakes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import TUNER_TINY_RECIPE
+from support import write_recipe
 
 from hwtune.errors import ConfigError, UnknownNameError
 
@@ -19,9 +19,7 @@ BUDGET = {"epochs": 0.4, "rungs": [0.5, 1.0], "batch_size": 64, "latency_budget_
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory) -> Path:
-    p = tmp_path_factory.mktemp("recipe") / "tiny.toml"
-    p.write_text(TUNER_TINY_RECIPE)
-    return p
+    return write_recipe(tmp_path_factory.mktemp("recipe"))
 
 
 @pytest.fixture(scope="module")

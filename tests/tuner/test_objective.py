@@ -9,14 +9,18 @@ import pytest
 
 
 @pytest.mark.parametrize("promotion", [False, True])
-def test_a_twin_completing_while_a_claim_is_decided_is_copied_not_evaluated_again(tmp_path, monkeypatch, promotion):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_twin_completing_while_a_claim_is_decided_is_copied_not_evaluated_again(
+    tmp_path, monkeypatch, request, backend, promotion
+):
     import optuna
 
     from hwtune.tuner import halving, objective
     from hwtune.tuner.halving import CLAIM_KEY, Coordination, claim_or_twin
     from hwtune.tuner.storage import FIG_KEY, fresh_trials, open_storage
 
-    url = f"sqlite:///{tmp_path / 's.db'}"
+    # PostgreSQL: a fresh database on HWTUNE_TEST_POSTGRES_URL's server (skipped without one, see .ci/run)
+    url = f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
     study = optuna.create_study(storage=open_storage(url, heartbeat=False), study_name="c", directions=["maximize"])
     rung = 1 if promotion else 0
     a, b = study.ask(), study.ask()

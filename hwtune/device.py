@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from hwtune._io import load_toml
 from hwtune._resources import resource_dir, resource_files
@@ -188,7 +188,7 @@ class DeviceProfile:
 
 
 
-def _positive_int(v: Any) -> bool:
+def _positive_int(v: Any) -> TypeGuard[int]:
     return is_int(v) and v > 0
 
 
@@ -204,7 +204,7 @@ def _nonempty_str(v: Any) -> bool:
     return isinstance(v, str) and bool(v.strip())
 
 
-def _str_list(v: Any) -> bool:
+def _str_list(v: Any) -> TypeGuard[list[str]]:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
@@ -297,8 +297,8 @@ def _validate_toml(raw: Mapping[str, Any], src: str) -> list[str]:
     for key in _REQUIRED_TOP:
         if key not in raw:
             problems.append(f"{src}: missing required key '{key}'")
-    compute = raw.get("compute") if isinstance(raw.get("compute"), dict) else {}
-    memory = raw.get("memory") if isinstance(raw.get("memory"), dict) else {}
+    compute: Mapping[str, Any] = raw["compute"] if isinstance(raw.get("compute"), dict) else {}
+    memory: Mapping[str, Any] = raw["memory"] if isinstance(raw.get("memory"), dict) else {}
     if not detect:
         problems += [f"{src}: missing required key 'compute.{k}'" for k in _REQUIRED_COMPUTE if k not in compute]
         problems += [f"{src}: missing required key 'memory.{k}'" for k in _REQUIRED_MEMORY if k not in memory]

@@ -71,6 +71,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,7 @@ class _Graph:
         return list(self.inputs[-1 - ref]) if ref < 0 else list(self.layers[ref]["output_shape"])
 
     def _add(self, op: str, inputs: list[int], out: list[int], **kw: object) -> int:
-        layer = {"op": op, "inputs": list(inputs), "input_shapes": [self.shape(i) for i in inputs], "output_shape": out}
+        layer: dict[str, object] = {"op": op, "inputs": list(inputs), "input_shapes": [self.shape(i) for i in inputs], "output_shape": out}
         layer.update(kw)
         self.layers.append(layer)
         return len(self.layers) - 1
@@ -484,7 +485,7 @@ def build_model(case: dict, act_type: str = "u8"):
             nodes.append(helper.make_node("Gemm", [xs[0], w_name, bias(fout, w_scale)], [y], transB=1))
         elif op in ("maxpool", "avgpool"):
             k, s, p = layer["kernel"], layer["stride"], layer["padding"]
-            extra = {"count_include_pad": 0} if op == "avgpool" else {}
+            extra: dict[str, Any] = {"count_include_pad": 0} if op == "avgpool" else {}
             nodes.append(helper.make_node("MaxPool" if op == "maxpool" else "AveragePool", [xs[0]], [y],
                                           kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, **extra))
         elif op == "gap":

@@ -285,6 +285,8 @@ def _export_in(
     staged = work / f"staged{suffix}"
     shutil.copyfile(shipped.path, staged)  # what is checked is byte for byte what is written
     recorded = (final or {}).get("val_accuracy", rec.accuracy)
+    if recorded is None:
+        raise StudyError(f"trial {rec.number} has no recorded validation accuracy")
     scored_on = rec.figures.runtime or pipe.device.runtime
     if plan.precisions != ("fp32",) and shipped.runtime != scored_on:
         tolerance = max(tolerance, CROSS_RUNTIME_TOLERANCE)
@@ -316,14 +318,12 @@ def _export_in(
 
 
 def _check_accuracy(
-    target: Any, data: Any, number: int, recorded: float | None, sched: Schedule, tolerance: float
+    target: Any, data: Any, number: int, recorded: float, sched: Schedule, tolerance: float
 ) -> tuple[Any, Any]:
     """Evaluate the file to be written (a ShippedModel: on its runtime); refuse it when it disagrees."""
     from hwtune.training import evaluate
 
     val = evaluate(target, data.val, batch_size=sched.val_batch_size)
-    if recorded is None:
-        raise StudyError(f"trial {number} has no recorded validation accuracy")
     if abs(val.accuracy - recorded) > tolerance:
         raise ExportError(
             f"exported model of trial {number} scores {100 * val.accuracy:.2f}% on the validation split but the "

@@ -245,10 +245,18 @@ def _eligible(records: Iterable[TrialRecord], objectives: Sequence[Objective]) -
     for r in records:
         if not (r.feasible and r.trained) or r.duplicate_of is not None:
             continue
-        if any(r.value(o) is None or not math.isfinite(r.value(o)) for o in objectives):  # type: ignore[arg-type]
+        values = [r.value(o) for o in objectives]
+        if any(v is None or not math.isfinite(v) for v in values):
             continue
         out.append(r)
     return out
+
+
+def _figure(record: TrialRecord, objective: Objective) -> float:
+    value = record.value(objective)
+    if value is None:
+        raise ConfigError(f"trial #{record.number} has no {objective.attr}: cost_matrix takes eligible trials only")
+    return value
 
 
 def cost_matrix(
@@ -261,7 +269,7 @@ def cost_matrix(
     """
     cols = []
     for o in objectives:
-        vals = np.array([float(r.value(o)) for r in records], dtype=float)  # type: ignore[arg-type]
+        vals = np.asarray([_figure(r, o) for r in records], dtype=np.float64)
         ref = float(reference[o.attr])
         if o.maximize:
             # accuracy in [0, 1]: cost = (1 - acc) / (1 - ref), i.e. error when ref = 0.
@@ -436,6 +444,7 @@ def _short_candidate(cand: Mapping[str, Any] | None) -> str:
     if cand.get("kind") == "compress" and isinstance(cand.get("stages"), Mapping):
         return _short_stages(cand["stages"])
     knobs = cand.get("knobs")
+    items: Iterable[tuple[Any, Any]]
     if isinstance(knobs, Mapping):
         items = knobs.items()
     elif isinstance(knobs, (list, tuple)):

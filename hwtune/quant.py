@@ -383,7 +383,7 @@ def _node_precision_map(model: onnx.ModelProto, plan: PrecisionPlan) -> dict[str
 def _check_overrides(model: onnx.ModelProto, plan: PrecisionPlan, src: Path) -> None:
     """A plan override that changes precision but matches no node is almost surely a typo."""
     paths = {onnx_node_module(n.name) for n in model.graph.node}
-    prefixes = set()
+    prefixes: set[str] = set()
     for p in paths:
         atoms = p.split(".") if p else []
         prefixes.update(".".join(atoms[: i + 1]) for i in range(len(atoms)))
@@ -448,12 +448,13 @@ def _calibration_array(
     notes: list[str] = []
     rng = np.random.default_rng(config.seed)
     if calibration is None:
-        if any(d is None for d in dims[1:]):
+        known = [d for d in dims[1:] if d is not None]
+        if len(known) < len(dims) - 1:
             raise DataError(
                 f"calibration data is required: the model input shape {dims} has symbolic non-batch "
                 "dimensions, so random calibration data cannot be generated"
             )
-        shape = (config.calibration_samples, *dims[1:])
+        shape = (config.calibration_samples, *known)
         data = rng.standard_normal(shape, dtype=np.float32)
         notes.append(
             f"int8 calibrated on {config.calibration_samples} random (standard normal) inputs: latency is "

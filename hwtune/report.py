@@ -13,6 +13,7 @@ from typing import Any
 
 from hwtune._io import atomic_output, check_writable_dir, write_atomic
 from hwtune._util import safe_name
+from hwtune.errors import StudyError
 from hwtune.front import TrialRecord, TuneResult
 
 __all__ = ["plot_hypervolume", "plot_pareto", "write_reports"]
@@ -29,6 +30,13 @@ def _pyplot() -> Any:
 
 def _short_source(rec: TrialRecord) -> str:
     return (rec.latency_source or "unavailable").split(" ")[0]
+
+
+def _accuracy_pct(rec: TrialRecord) -> float:
+    """Validation accuracy in percent of a trial plotted as trained (the caller picked it for having one)."""
+    if rec.accuracy is None:
+        raise StudyError(f"trial #{rec.number} has no accuracy to plot")
+    return 100 * rec.accuracy
 
 
 def plot_pareto(result: TuneResult, path: str | Path) -> Path:
@@ -49,7 +57,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
         if full:
             ax.scatter(
                 [t.latency_ms for t in full],
-                [100 * t.accuracy for t in full],
+                [_accuracy_pct(t) for t in full],
                 s=18,
                 c="0.55",
                 label="trained (full budget)",
@@ -58,7 +66,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
         if partial:
             ax.scatter(
                 [t.latency_ms for t in partial],
-                [100 * t.accuracy for t in partial],
+                [_accuracy_pct(t) for t in partial],
                 s=18,
                 facecolors="none",
                 edgecolors="0.55",
@@ -68,7 +76,7 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
     if infeasible:
         # Infeasible candidates were never trained: they have no accuracy. Show them on a strip
         # under the trained points, at their measured latency.
-        ys = [100 * t.accuracy for t in trained] or [50.0]
+        ys = [_accuracy_pct(t) for t in trained] or [50.0]
         floor = min(ys) - 0.08 * (max(ys) - min(ys) + 1.0)
         ax.scatter(
             [t.latency_ms for t in infeasible],
@@ -81,24 +89,24 @@ def plot_pareto(result: TuneResult, path: str | Path) -> Path:
         )
     if front:
         xs = [t.latency_ms for t in front]
-        ys = [100 * t.accuracy for t in front]  # type: ignore[operator]
+        ys = [_accuracy_pct(t) for t in front]
         ax.step(xs, ys, where="post", c="tab:blue", lw=1.2, zorder=3)
         ax.scatter(xs, ys, c="tab:blue", s=36, label="Pareto front", zorder=4)
         for t in front:
             ax.annotate(
                 f"#{t.number} {t.precision}",
-                (t.latency_ms, 100 * t.accuracy),
-                fontsize=7,  # type: ignore[arg-type, operator]
+                (t.latency_ms, _accuracy_pct(t)),
+                fontsize=7,
                 xytext=(4, -9),
                 textcoords="offset points",
             )
     if knee is not None:
         ax.scatter(
             [knee.latency_ms],
-            [100 * knee.accuracy],
+            [_accuracy_pct(knee)],
             marker="*",
             s=180,
-            c="tab:orange",  # type: ignore[operator]
+            c="tab:orange",
             edgecolors="k",
             linewidths=0.5,
             label=f"knee (#{knee.number})",

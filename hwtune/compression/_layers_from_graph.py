@@ -11,15 +11,18 @@ Calls that do not have that form (a weight computed in the graph, string padding
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
 
 __all__ = ["restore_layers"]
 
-_CONV = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
-_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+# By weight rank (conv) / input rank (batch norm). Typed as factories: the three conv classes take
+# kernel sizes of different tuple lengths, which one dict of classes cannot express.
+_CONV: dict[int, Callable[..., nn.Module]] = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
+_BN: dict[int, Callable[..., nn.Module]] = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
 
 def _owner(node: Any, attr: str) -> str | None:
@@ -27,6 +30,17 @@ def _owner(node: Any, attr: str) -> str | None:
     if isinstance(node, fx.Node) and node.op == "get_attr" and str(node.target).endswith("." + attr):
         return str(node.target)[: -len(attr) - 1]
     return None
+
+
+def _parameter(owner: nn.Module, name: str) -> nn.Parameter:
+    """``owner.<name>``, which the graph reads with ``get_attr`` and the new layer registers as its own
+    parameter (torch types any module attribute as ``Tensor | Module``)."""
+    return cast(nn.Parameter, getattr(owner, name))
+
+
+def _buffer(owner: nn.Module, name: str) -> torch.Tensor:
+    """``owner.<name>``: a batch-norm statistic the graph reads with ``get_attr``."""
+    return cast(torch.Tensor, getattr(owner, name))
 
 
 def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
@@ -41,7 +55,7 @@ def _conv(gm: fx.GraphModule, node: fx.Node) -> tuple[str, nn.Module] | None:
     if path is None or (bias is not None and _owner(bias, "bias") != path):
         return None
     owner = gm.get_submodule(path)
-    weight = owner.weight
+    weight = _parameter(owner, "weight")
     padding = _arg(node, 4, "padding", 0)
     if isinstance(padding, str) or weight.dim() not in _CONV:
         return None
@@ -58,7 +72,7 @@ def _conv(gm: fx.GraphModule, node: fx.Node) -> tuple[str, nn.Module] | None:
     )
     layer.weight = weight
     if bias is not None:
-        layer.bias = owner.bias
+        layer.bias = _parameter(owner, "bias")
     return path, layer
 
 
@@ -69,13 +83,14 @@ def _batch_norm(gm: fx.GraphModule, node: fx.Node, rank: int | None) -> tuple[st
     owner = gm.get_submodule(path)
     if not all(hasattr(owner, b) for b in ("running_mean", "running_var")):
         return None
+    weight = _parameter(owner, "weight")
     layer = _BN[rank](
-        owner.weight.shape[0], eps=float(_arg(node, 7, "eps", 1e-5)), momentum=float(_arg(node, 6, "momentum", 0.1))
+        weight.shape[0], eps=float(_arg(node, 7, "eps", 1e-5)), momentum=float(_arg(node, 6, "momentum", 0.1))
     )
-    layer.weight, layer.bias = owner.weight, owner.bias
-    layer.running_mean, layer.running_var = owner.running_mean, owner.running_var
+    layer.weight, layer.bias = weight, _parameter(owner, "bias")
+    layer.running_mean, layer.running_var = _buffer(owner, "running_mean"), _buffer(owner, "running_var")
     if hasattr(owner, "num_batches_tracked"):
-        layer.num_batches_tracked = owner.num_batches_tracked
+        layer.num_batches_tracked = _buffer(owner, "num_batches_tracked")
     return path, layer
 
 
@@ -85,10 +100,11 @@ def _linear(gm: fx.GraphModule, node: fx.Node) -> tuple[str, nn.Module] | None:
     if path is None or (bias is not None and _owner(bias, "bias") != path):
         return None
     owner = gm.get_submodule(path)
-    layer = nn.Linear(owner.weight.shape[1], owner.weight.shape[0], bias=bias is not None)
-    layer.weight = owner.weight
+    weight = _parameter(owner, "weight")
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight = weight
     if bias is not None:
-        layer.bias = owner.bias
+        layer.bias = _parameter(owner, "bias")
     return path, layer
 
 

@@ -120,7 +120,9 @@ def _output_layers(trace: ModelTrace, out_fn: Any) -> list[str]:
     """Layers that produce the model output with no other conv/linear after them: the classifier
     (or every branch of a concatenated output). Their output channels are the classes."""
     by_fn = {trace.modules[name].out_fn: name for name in trace.layers if trace.modules[name].out_fn is not None}
-    found, seen, stack = [], set(), [out_fn]
+    found: list[str] = []
+    seen: set[Any] = set()
+    stack = [out_fn]
     while stack and len(seen) < _MAX_GRAPH_NODES:
         node = stack.pop()
         if node is None or node in seen:

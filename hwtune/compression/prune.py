@@ -119,7 +119,8 @@ def _prune_channels(
     widths = _group_widths(space, cand)
     if batch is not None:
         _taylor_gradients(model, batch)
-    plans, report = [], {}
+    plans: list[Any] = []
+    report: dict[str, dict[str, list[int]]] = {}
     for group in dg.get_all_groups(root_module_types=(nn.modules.conv._ConvNd, nn.Linear)):
         layers = [names.get(d.target.module, "") for d, _ in group if dg.is_out_channel_pruning_fn(d.handler)]
         hits = [widths[layer] for layer in layers if layer in widths]

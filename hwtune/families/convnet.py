@@ -7,8 +7,8 @@ an epoch of Fashion-MNIST on a laptop CPU in seconds, which is what a search nee
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ class ConvNetFamily(ModelFamily):
         """No residuals: every block's output channels are a group of their own."""
         groups: ChannelGroups = {"stem.conv": ("stem", None), "stem.bn": ("stem", "stem")}
         prev = "stem"
-        for s, stage in enumerate(model.stages):
+        for s, stage in enumerate(cast("Iterable[nn.Sequential]", model.stages)):  # torch says Tensor | Module
             for b in range(len(stage)):
                 g = f"stages.{s}.{b}"
                 groups[f"{g}.conv"] = (g, prev)

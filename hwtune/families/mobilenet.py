@@ -11,8 +11,8 @@ then still see 2x2 instead of a single pixel).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -154,7 +154,7 @@ class MobileNetV2Family(ModelFamily):
         block's hidden (expanded) group, or on the input group when there is no expansion."""
         groups: ChannelGroups = {"stem.conv": ("stem", None), "stem.bn": ("stem", "stem")}
         prev = "stem"
-        for s, stage in enumerate(model.stages):
+        for s, stage in enumerate(cast("Iterable[nn.Sequential]", model.stages)):  # torch says Tensor | Module
             for b, block in enumerate(stage):
                 path = f"stages.{s}.{b}"
                 out = prev if block.use_residual else path

@@ -10,8 +10,8 @@ conv + BN shortcut appears where the shape changes (torchvision's option B).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -125,7 +125,7 @@ class ResNetFamily(ModelFamily):
         share the group opened by their first block's downsample."""
         groups: ChannelGroups = {"stem.conv": ("stem", None), "stem.bn": ("stem", "stem")}
         prev = "stem"
-        for s, stage in enumerate(model.stages):
+        for s, stage in enumerate(cast("Iterable[nn.Sequential]", model.stages)):  # torch says Tensor | Module
             for b, block in enumerate(stage):
                 path = f"stages.{s}.{b}"
                 out = prev

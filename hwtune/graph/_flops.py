@@ -86,6 +86,7 @@ def _extra_formulas() -> dict[Any, Any]:
         return 2 * (mha_macs(src, src) + 2 * b * length * e * ff)
 
     extra: dict[Any, Any] = {}
+    fn: Any  # a counting function; torch's FlopCounterMode reads the flag set on it below
     for name, fn in (
         ("_scaled_dot_product_flash_attention_for_cpu", cpu_flash_sdpa),
         ("_native_multi_head_attention", native_mha),
@@ -93,7 +94,7 @@ def _extra_formulas() -> dict[Any, Any]:
     ):
         op = getattr(torch.ops.aten, name, None)
         if op is not None and op not in fc.flop_registry:
-            fn._get_raw = True  # type: ignore[attr-defined]  # receive tensors, not shapes
+            fn._get_raw = True  # receive tensors, not shapes
             extra[op] = fn
     return extra
 

@@ -258,7 +258,7 @@ def fit_scales(
     def loo(cols: tuple[int, ...]) -> Any:
         return np.array([d[i] @ fit(np.setdiff1d(np.arange(len(y)), [i]), cols) for i in range(len(y))])
 
-    subsets = _SCALE_SUBSETS if select and np.any(d[:, 1] > 0) else ((0, 1, 2),)
+    subsets: tuple[tuple[int, ...], ...] = _SCALE_SUBSETS if select and np.any(d[:, 1] > 0) else ((0, 1, 2),)
     best, best_pred = subsets[0], loo(subsets[0])
     best_err = error_stats(best_pred, y)[0]
     for cols in subsets[1:]:
@@ -327,15 +327,16 @@ def _microbench_records(path: Path, required: Sequence[str]) -> tuple[list[Any],
                 f"{path}: missing column(s) {', '.join(missing)} (have: {', '.join(columns) or 'none'}); "
                 "expected the CSV that scripts/profile_device.py writes")
         rows: list[Any] = []
-        for r in raw_rows:
-            r = dict(r)
+        for raw in raw_rows:
+            r: dict[str, Any] = dict(raw)
             r["input_shapes"] = [s for s in str(r.get("input_shapes") or "").split(";") if s]
             rows.append(r)
         return rows, {}
     data = load_json(path, kind=kind, error=CalibrationError)
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise CalibrationError(f"{path}: expected a JSON object with a 'results' list (scripts/profile_device.py output)")
-    return data["results"], data.get("device") if isinstance(data.get("device"), dict) else {}
+    device = data.get("device")
+    return data["results"], device if isinstance(device, dict) else {}
 
 
 def read_microbench(path: str | Path, statistic: str = "median") -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -31,11 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hwtune.predictor._features import LayerFeatures
 from hwtune.predictor._model import Hardware
 from hwtune.predictor._numerics import error_stats, nnls
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hwtune.predictor._numerics import Floats
 
 __all__ = [
     "BASE_COLUMNS",
@@ -275,7 +278,7 @@ def _score(form: str, executes: str, pred: Sequence[float], y: Any) -> FormScore
     return FormScore(form, executes, err, within, rho, tuple(float(p) for p in pred))
 
 
-def flops_score(flops: Sequence[float], y: Sequence[float]) -> FormScore:
+def flops_score(flops: Floats, y: Floats) -> FormScore:
     """Leave-one-out figures of ``latency = a * FLOPs + b`` (non-negative a, b)."""
     import numpy as np
 
@@ -296,7 +299,7 @@ def flops_score(flops: Sequence[float], y: Sequence[float]) -> FormScore:
 FORM_PARAMETERS: Mapping[str, int] = {"macs": 2, "macs_memory_layers": 4, "per_op": 6}
 
 
-def loo_log_error(pred: Sequence[float], y: Sequence[float]) -> float:
+def loo_log_error(pred: Floats, y: Floats) -> float:
     """Mean absolute log ratio of predicted to measured (the choice criterion: every row counts,
     over- and under-prediction alike; a median of ten rows was too noisy to choose by)."""
     import numpy as np

@@ -106,11 +106,13 @@ def _features_by_trace(
             _FEATURE_CACHE.move_to_end(key)
             return hit
     graph = _traced_graph(model, shape, plan)
-    dead: frozenset[str] | None = frozenset()
+    dead: frozenset[str] = frozenset()
     if not lowering.eager:
-        dead = dead_by_producers(graph.layers)
-        if dead is None:
-            dead = dead_layer_names(model) if graph.traced_with == "fx" else frozenset()
+        by_producers = dead_by_producers(graph.layers)
+        if by_producers is not None:
+            dead = by_producers
+        elif graph.traced_with == "fx":
+            dead = dead_layer_names(model)
     value = (lower(raws_from_graph(graph.layers, dead), lowering), math.prod(shape))
     with CACHE_LOCK:
         _FEATURE_CACHE[key] = value

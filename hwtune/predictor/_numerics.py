@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    # A list of floats or a 1-d numpy array: what the error figures take (they np.asarray it).
+    Floats: TypeAlias = Sequence[float] | np.ndarray
 
 __all__ = ["error_stats", "nnls", "rank_stats"]
 
@@ -22,7 +28,7 @@ def nnls(a: Any, b: Any) -> Any:
     return x / norms
 
 
-def error_stats(pred: Sequence[float], meas: Sequence[float]) -> tuple[float, float, float]:
+def error_stats(pred: Floats, meas: Floats) -> tuple[float, float, float]:
     """(median abs % error, share within 10%, Spearman rho; NaN when undefined)."""
     import numpy as np
     from scipy.stats import spearmanr
@@ -33,7 +39,7 @@ def error_stats(pred: Sequence[float], meas: Sequence[float]) -> tuple[float, fl
     return float(np.median(rel) * 100.0), float(np.mean(rel <= 0.10)), rho
 
 
-def rank_stats(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
+def rank_stats(pred: Floats, meas: Floats) -> dict[str, float]:
     """Spearman, Kendall, share within +-10% and +-20%, median abs % error of ``pred`` vs ``meas``."""
     import numpy as np
     from scipy.stats import kendalltau, spearmanr

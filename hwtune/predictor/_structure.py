@@ -344,7 +344,7 @@ class _Lowerer:
                         if p >= 0:
                             live[p] = True
         index = [-1] * n
-        out = []
+        out: list[RawLayer] = []
         for old in range(n):
             if not live[old]:
                 continue
@@ -652,9 +652,9 @@ def _function(lw: _Lowerer, n: Any, args: tuple[Any, ...], kwargs: dict[str, Any
     if target in (torch.cat, torch.concat) and ins:
         dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
         d = dim % len(ins[0].shape)
-        out = list(ins[0].shape)
-        out[d] = sum(t.shape[d] for t in ins)
-        return lw.add(name, "cat", prec, ins, tuple(out))
+        joined = list(ins[0].shape)
+        joined[d] = sum(t.shape[d] for t in ins)
+        return lw.add(name, "cat", prec, ins, tuple(joined))
     if target is torch.flatten and len(ins) == 1:
         return lw.add(name, "flatten", prec, ins, _reshape(ins[0].shape, "flatten", args[1:], kwargs))
     if target in (F.adaptive_avg_pool2d,) and len(ins) == 1:

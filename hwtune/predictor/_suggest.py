@@ -178,7 +178,7 @@ def suggest_networks(
     picked = _greedy_d_optimal(u[:, :r] * s[:r], n)
     chosen = tuple(cands[i] for i in picked)
     names = tuple(f"suggest-{i + 1:02d}" for i in range(len(chosen)))
-    return Suggestion(chosen, names, tuple(space.input_shape), str(space.name), len(cands))
+    return Suggestion(chosen, names, space.input_shape, str(space.name), len(cands))
 
 
 def suggestion_lines(sug: Suggestion, columns: Sequence[str] = ("name", "knobs")) -> list[str]:

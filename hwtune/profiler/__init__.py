@@ -28,7 +28,7 @@ import io
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hwtune._tempdirs import work_dir
 from hwtune.device import calibrated_elsewhere
@@ -284,8 +284,8 @@ def _structure(
         shape = _check_shape(input_shape) if input_shape is not None else None
         say(f"reading {path.name}")
         graph = trace_onnx(path, shape, plan)
-        example = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
-        return graph, example, tuple(graph.input_shape)
+        sample = np.random.default_rng(0).standard_normal(graph.input_shape).astype(np.float32)
+        return graph, sample, tuple(graph.input_shape)
     import torch
 
     if isinstance(input_shape, torch.Tensor):
@@ -438,8 +438,9 @@ def _ship(
         say(f"converting the ONNX graph to {plan.label}")
     else:
         say(f"exporting to {rt.name} ({plan.label})")
+    # An ONNX file only reaches a runtime with the .onnx suffix (checked by the caller), whose export takes a path.
     shipped = rt.export(
-        Path(model) if onnx_file else model,
+        cast(Any, Path(model)) if onnx_file else model,
         example,
         plan,
         tmp / f"model.shipped{rt.suffix}",

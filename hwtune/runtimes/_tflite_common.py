@@ -501,6 +501,8 @@ def _qparams(details: dict[str, Any]) -> tuple[float, int]:
     qp = details.get("quantization_parameters") or {}
     scales, zeros = qp.get("scales"), qp.get("zero_points")
     if scales is not None and len(scales):
+        if zeros is None or not len(zeros):
+            raise ModelError(f"quantized tensor {details.get('name', '')!r} has scales but no zero points")
         return float(scales[0]), int(zeros[0])
     scale, zero = details.get("quantization", (0.0, 0))
     if not scale:
@@ -526,6 +528,8 @@ def run_chunked(run_one: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, 
 
 class TfliteInterpreterModel(LoadedModel):
     """A ``.tflite`` loaded into ai-edge-litert's interpreter (XNNPACK, or the reference kernels)."""
+
+    fixed_batch: int  # the file's batch dimension: always set (LoadedModel allows None)
 
     def __init__(self, content: bytes, *, threads: int | None = 1, reference: bool = False) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType

@@ -193,6 +193,8 @@ def _io_spec(content: bytes) -> dict[str, dict[str, Any]]:
 class ExecuTorchModel(LoadedModel):
     """A ``.pte`` program's ``forward`` method loaded into the ExecuTorch runtime."""
 
+    fixed_batch: int  # the file's batch dimension: always set (LoadedModel allows None)
+
     def __init__(self, path: Path, *, threads: int | None, etdump: bool = False) -> None:
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime as EtRuntime
@@ -270,6 +272,7 @@ class ExecuTorchRuntime(Runtime):
         if plan.is_mixed:
             check_overrides((name for name, _ in model.named_modules()), plan, what="module of the model")
         notes: list[str] = []
+        calibration_samples = 0
         was_training = model.training
         model.eval()
         try:
@@ -284,6 +287,7 @@ class ExecuTorchRuntime(Runtime):
                     rng = np.random.default_rng(seed)
                     calibration = rng.standard_normal((RANDOM_CALIBRATION_SAMPLES, *example.shape[1:]))
                     notes.append(f"int8 calibrated on {len(calibration)} random samples (no calibration data given)")
+                calibration_samples = len(calibration)
                 converted = _quantize(exported, example, plan, calibration)
                 float_ops = float_compute_ops(converted)
                 exported = torch.export.export(converted, (example,))
@@ -303,7 +307,7 @@ class ExecuTorchRuntime(Runtime):
                 "tool": "PT2E XNNPACKQuantizer",
                 "weights": "int8 per-channel symmetric",
                 "activations": "int8 per-tensor",
-                "calibration_samples": len(calibration),
+                "calibration_samples": calibration_samples,
             }
         if notes:
             info["notes"] = notes

@@ -67,6 +67,8 @@ def _interpreter(content: bytes, arena_size: int) -> Any:
 class MicroModel(LoadedModel):
     """A ``.tflite`` in TFLite Micro's interpreter (reference kernels, one thread)."""
 
+    fixed_batch: int  # the file's batch dimension: always set (LoadedModel allows None)
+
     def __init__(self, content: bytes, arena_size: int) -> None:
         err = None
         try:

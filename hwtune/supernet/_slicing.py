@@ -62,7 +62,7 @@ class _Cutter:
                 raise ModelError(f"{where}: a {n}x{n} kernel is not the centre of the parent's {size}x{size}")
             return t.narrow(dim, (size - n) // 2, n) if n < size else t
         perm = None if (self.order is None or group is None) else self.order.indices(group)
-        if perm is None:
+        if perm is None or group is None:  # perm is None whenever group is; this tells mypy
             if n < size and (role is None or group is None):
                 raise ModelError(f"{where}: dim {dim} is not sliceable but sizes differ ({n} vs {size})")
             return t.narrow(dim, 0, n) if n < size else t

@@ -8,9 +8,9 @@ is then used by every extraction, so two layers tied by an add always keep the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ class ChannelOrder:
         ((1, 0, 2), None)
     """
 
-    groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    groups: tuple[tuple[str, tuple[int, ...]], ...] | Mapping[str, Sequence[int]] = ()
     method: str = "custom"
     schema_version: int = SCHEMA_VERSION
 
@@ -57,9 +57,14 @@ class ChannelOrder:
             raise ConfigError("\n".join(problems))
         object.__setattr__(self, "groups", groups)
 
+    @property
+    def pairs(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``groups`` as ``__post_init__`` stores it: sorted ``(group, permutation)`` pairs."""
+        return cast("tuple[tuple[str, tuple[int, ...]], ...]", self.groups)
+
     def indices(self, group: str | None) -> tuple[int, ...] | None:
         """The permutation of ``group``, or ``None`` (keep the parent's channel order)."""
-        for g, perm in self.groups:
+        for g, perm in self.pairs:
             if g == group:
                 return perm
         return None
@@ -68,7 +73,7 @@ class ChannelOrder:
         return {
             "schema_version": self.schema_version,
             "method": self.method,
-            "groups": {g: list(perm) for g, perm in self.groups},
+            "groups": {g: list(perm) for g, perm in self.pairs},
         }
 
     @classmethod

@@ -8,7 +8,7 @@ so its candidates share nothing a parent could hand down; they are trained from 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hwtune._util import is_num
 from hwtune.errors import ConfigError, ModelError
@@ -72,7 +72,7 @@ def why_not_sliceable(family_or_space: str | ModelFamily | SpaceLike) -> str | N
         )
     if isinstance(family_or_space, (str, ModelFamily)):
         return None
-    space = family_or_space
+    space = cast("SearchSpace", family_or_space)  # only recipe spaces have a sliceable family
     where = str(space.path) if space.path is not None else space.name
     problems = []
     choices = _space_choices(space)

@@ -60,7 +60,7 @@ from hwtune.tuner.workers import check_local_workers, remeasure_front_alone, run
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.device import DeviceProfile
-    from hwtune.space import SearchSpace
+    from hwtune.space import SearchSpace, SpaceLike
 
 __all__ = ["PipelineFactory", "join_study", "tune"]
 
@@ -112,7 +112,7 @@ def _load_devices(device: Any) -> list[DeviceProfile]:
 
 
 def _check_feasible_somewhere(
-    space: SearchSpace,
+    space: SpaceLike,
     profiles: Sequence[DeviceProfile],
     cons: Constraints,
     pipe: CandidatePipeline,
@@ -134,7 +134,7 @@ def _check_feasible_somewhere(
         log(f"warning: {d}: {e} (its front will be empty)")
 
 
-def _schedule_for(space: SearchSpace, budget: Any) -> Schedule:
+def _schedule_for(space: SpaceLike, budget: Any) -> Schedule:
     if budget is None:
         train_spec = getattr(space, "train", None)
         return Schedule(

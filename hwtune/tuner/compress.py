@@ -55,6 +55,8 @@ def load_compress_model(path: str | Path) -> torch.nn.Module:
 class CompressPipeline(DistilledPipeline):
     """Candidates are pruned copies of ``parent`` (the user's model), fine-tuned distilled from it (``train``)."""
 
+    space: UserModelSpace
+
     def __init__(
         self,
         space: UserModelSpace,
@@ -133,6 +135,11 @@ def _as_data_arg(load: Mapping[str, Any]) -> dict[str, Any]:
 CONTAMINATION_POINTS = 1.5
 
 
+def _nonempty(split: Any) -> bool:
+    """A split that is there and has samples (a torch ``Dataset`` is not typed as sized)."""
+    return split is not None and len(split) > 0
+
+
 def validation_check(model: torch.nn.Module, splits: DataSplits, *, held_out: bool) -> dict[str, Any]:
     """The user's model scored on the validation and test splits before any trial, and what that says.
 
@@ -142,8 +149,8 @@ def validation_check(model: torch.nn.Module, splits: DataSplits, *, held_out: bo
     """
     from hwtune.training import evaluate
 
-    val = evaluate(model, splits.val).accuracy if splits.val is not None and len(splits.val) else None
-    test = evaluate(model, splits.test).accuracy if splits.test is not None and len(splits.test) else None
+    val = evaluate(model, splits.val).accuracy if _nonempty(splits.val) else None
+    test = evaluate(model, splits.test).accuracy if _nonempty(splits.test) else None
     warning = None
     if not held_out:
         warning = (

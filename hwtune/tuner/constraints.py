@@ -14,7 +14,7 @@ from hwtune.tuner.inputs import extreme_candidate, stage_precision_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from hwtune.device import DeviceProfile
-    from hwtune.space import SearchSpace
+    from hwtune.space import SpaceLike
     from hwtune.tuner.pipeline import CandidatePipeline
 
 __all__ = [
@@ -88,7 +88,7 @@ def violations_text(
 
 
 def check_feasible_at_all(
-    space: SearchSpace, device: DeviceProfile, cons: Constraints, pipeline: CandidatePipeline, latency_budget_s: float
+    space: SpaceLike, device: DeviceProfile, cons: Constraints, pipeline: CandidatePipeline, latency_budget_s: float
 ) -> None:
     """Raise ConfigError when no candidate can meet the hard limits (detected cheaply up front)."""
     supported = [p for p in space.precision_choices if choice_supported(space, p, device)]
@@ -140,7 +140,7 @@ def check_feasible_at_all(
         raise ConfigError("impossible constraints: " + "; ".join(problems))
 
 
-def choice_supported(space: SearchSpace, precision: str, device: DeviceProfile) -> bool:
+def choice_supported(space: SpaceLike, precision: str, device: DeviceProfile) -> bool:
     try:
         cand = extreme_candidate(space, largest=False, precision=precision)
     except HwtuneError:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hwtune.front import Objective, TrialRecord, cost_matrix
+from hwtune.records import TrialFigures
 from hwtune.tuner.config import Constraints, Schedule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,5 +83,5 @@ class SearchContext:
         # later re-measurement of a quantized file must not move old points.
         if fig.get("latency_profile_ms") is not None:
             fig["latency_ms"] = fig["latency_profile_ms"]
-        rec = TrialRecord(number=-1, state="complete", figures=fig)
+        rec = TrialRecord(number=-1, state="complete", figures=TrialFigures.from_dict(fig, where="trial -1"))
         return [float(x) for x in cost_matrix([rec], self.objectives, self.reference)[0]]

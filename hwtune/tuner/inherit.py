@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hwtune._io import atomic_output
 from hwtune._tempdirs import work_dir
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from hwtune.data import DataSplits
     from hwtune.device import DeviceProfile
-    from hwtune.space import Candidate, SearchSpace
+    from hwtune.space import Candidate, CandidateLike, SearchSpace, SpaceLike
 
 __all__ = ["DEFAULT_PARENT_EPOCHS", "InheritPipeline", "choose_strategy", "obtain_parent", "parent_key"]
 
@@ -43,7 +43,7 @@ DEFAULT_STRATEGY = "scratch"
 BN_RECALIBRATION_IMAGES = 2000
 
 
-def choose_strategy(space: SearchSpace, strategy: str | None) -> str:
+def choose_strategy(space: SpaceLike, strategy: str | None) -> str:
     """The strategy to use: the caller's (checked against the family), else :data:`DEFAULT_STRATEGY`."""
     from hwtune.supernet import is_sliceable, why_not_sliceable
     from hwtune.tuner.config import STRATEGIES
@@ -188,6 +188,8 @@ class InheritPipeline(DistilledPipeline):
         bn_images: Training images used to recalibrate BatchNorm statistics of each extracted candidate.
     """
 
+    space: SearchSpace  # a recipe space: only those share a parent
+
     def __init__(
         self,
         space: SearchSpace,
@@ -204,7 +206,7 @@ class InheritPipeline(DistilledPipeline):
     def strategy(self) -> str:
         return "inherit"
 
-    def initial_model(self, cand: Candidate, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
+    def initial_model(self, cand: CandidateLike, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
         """Extract ``cand`` from the parent and re-estimate its BatchNorm statistics on training images."""
         from hwtune.supernet import extract, recalibrate_bn
 
@@ -213,7 +215,7 @@ class InheritPipeline(DistilledPipeline):
         # No importance re-ordering: the sandwich rule trains the leading channels of every layer as the
         # sub-networks, so the first channels are the right ones (re-sorting by BN scale measured
         # 13-16% instead of 91% validation accuracy on fashion-convnet).
-        model = extract(self.parent, self.space, cand)
+        model = extract(self.parent, self.space, cast("Candidate", cand))  # a recipe space's candidate
         if data is not None:
             recalibrate_bn(model, data, n_images=self.bn_images, seed=seed, train_device=self.train_device)
         return model.eval()

@@ -51,8 +51,9 @@ __all__ = [
 
 def resolve_space(space_or_recipe: Any) -> tuple[SpaceLike, dict[str, Any]]:
     if isinstance(space_or_recipe, UserModelSpace):  # a user model's derived space (hwtune.compress)
-        space = space_or_recipe
-        return space, {"name": space.name, "path": None, "text": None, "space": space.to_dict()}
+        user = space_or_recipe
+        return user, {"name": user.name, "path": None, "text": None, "space": user.to_dict()}
+    space: SearchSpace
     if isinstance(space_or_recipe, SearchSpace):
         space = space_or_recipe
         src = getattr(space, "path", None) or getattr(space, "source", None)
@@ -114,7 +115,7 @@ def space_from_info(info: Mapping[str, Any]) -> SpaceLike:
 
 def input_spec(space: SpaceLike) -> tuple[int, int, int]:
     """(channels, size, num_classes) of the space's input."""
-    inp = space.input
+    inp: Any = space.input  # an InputSpec; a duck-typed space may give a mapping or a (channels, size) tuple
     if isinstance(inp, Mapping):
         ch, size = int(inp["channels"]), int(inp["size"])
     elif hasattr(inp, "channels"):
@@ -124,7 +125,7 @@ def input_spec(space: SpaceLike) -> tuple[int, int, int]:
     return ch, size, int(space.num_classes)
 
 
-def data_spec(data: Any, space: SpaceLike, val_data: Any = None) -> tuple[dict[str, Any] | None, Any]:
+def data_spec(data: Any, space: SpaceLike | None, val_data: Any = None) -> tuple[dict[str, Any] | None, Any]:
     """(reloadable load_dataset kwargs or None, DataSplits or None if not loaded yet).
 
     ``val_data`` (a name, a directory or a torch dataset) is a held-out validation set that replaces
@@ -141,7 +142,7 @@ def data_spec(data: Any, space: SpaceLike, val_data: Any = None) -> tuple[dict[s
     return None, with_held_out(load_data(load), val_data)
 
 
-def _data_spec(data: Any, space: SpaceLike) -> tuple[dict[str, Any] | None, Any]:
+def _data_spec(data: Any, space: SpaceLike | None) -> tuple[dict[str, Any] | None, Any]:
     from hwtune.data import DataSplits
 
     if isinstance(data, DataSplits):

@@ -14,7 +14,7 @@ want another trainer) subclass it and override a step instead of patching privat
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hwtune._util import jsonable
 from hwtune.tuner.inputs import input_spec
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtune.device import DeviceProfile
     from hwtune.precision import PrecisionPlan
     from hwtune.runtimes import Runtime, ShippedModel
-    from hwtune.space import Candidate, SearchSpace
+    from hwtune.space import Candidate, CandidateLike, SpaceLike
 
 __all__ = ["CandidatePipeline", "DistilledPipeline", "ship_runtime_name"]
 
@@ -52,6 +52,12 @@ def ship_runtime_name(device: DeviceProfile, override: str | None = None) -> str
     return _FALLBACK_RUNTIME
 
 
+def _recipe(cand: CandidateLike) -> Candidate:
+    """A candidate of a recipe space, which is what this class builds; a derived space (``hwtune.compress``)
+    comes with its own pipeline that overrides ``build`` and ``plan``."""
+    return cast("Candidate", cand)
+
+
 class CandidatePipeline:
     """The steps that turn a :class:`~hwtune.space.Candidate` into scored figures on a device.
 
@@ -66,7 +72,7 @@ class CandidatePipeline:
     train_device: str | None = None
     amp: str | None = None
 
-    def __init__(self, space: SearchSpace, device: DeviceProfile, *, runtime: str | None = None) -> None:
+    def __init__(self, space: SpaceLike, device: DeviceProfile, *, runtime: str | None = None) -> None:
         self.space = space
         self.device = device
         self.runtime_name = ship_runtime_name(device, runtime)
@@ -88,14 +94,14 @@ class CandidatePipeline:
         return get_runtime(self.runtime_name)
 
     # -- steps ----------------------------------------------------------------------------------
-    def build(self, cand: Candidate) -> torch.nn.Module:
+    def build(self, cand: CandidateLike) -> torch.nn.Module:
         """A freshly initialised model of the candidate's architecture."""
         from hwtune.families import create_model
 
         ch, size, ncls = input_spec(self.space)
-        return create_model(self.space.family, cand, num_classes=ncls, in_channels=ch, input_size=size)
+        return create_model(self.space.family, _recipe(cand), num_classes=ncls, in_channels=ch, input_size=size)
 
-    def initial_model(self, cand: Candidate, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
+    def initial_model(self, cand: CandidateLike, *, seed: int, data: DataSplits | None = None) -> torch.nn.Module:
         """The model a trial starts from: fresh weights seeded by ``seed`` (strategy ``scratch``)."""
         import torch
 
@@ -107,7 +113,7 @@ class CandidatePipeline:
         """How candidates get their weights (``scratch`` here; see :class:`~hwtune.tuner.inherit.InheritPipeline`)."""
         return "scratch"
 
-    def plan(self, cand: Candidate) -> PrecisionPlan:
+    def plan(self, cand: CandidateLike) -> PrecisionPlan:
         """The candidate's precision per module prefix (uniform or mixed)."""
         from hwtune.families import get_family
         from hwtune.precision import PrecisionPlan
@@ -116,7 +122,8 @@ class CandidatePipeline:
         if callable(own):  # a derived space (hwtune.compress) knows its stages' modules
             return PrecisionPlan.coerce(own(cand))
         fam = get_family(self.space.family)
-        return PrecisionPlan.coerce(cand.precision_plan(fam.stage_prefixes(cand)))
+        recipe_cand = _recipe(cand)
+        return PrecisionPlan.coerce(recipe_cand.precision_plan(fam.stage_prefixes(recipe_cand)))
 
     def profile(
         self,
@@ -229,7 +236,7 @@ class DistilledPipeline(CandidatePipeline):
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: SpaceLike,
         device: DeviceProfile,
         *,
         runtime: str | None = None,

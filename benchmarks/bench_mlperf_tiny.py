@@ -161,6 +161,15 @@ def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
             "max_s": secs[-1] if secs else None, "note": "first trial left out: it waits for the parent"}
 
 
+def _trials_run(run: Path, study: str) -> int | None:
+    """Trials a study holds (a search stopped early holds fewer than it was asked for)."""
+    import optuna
+
+    if not (run / "study.db").exists():
+        return None
+    return len(optuna.load_study(study_name=study, storage=f"sqlite:///{run / 'study.db'}").trials)
+
+
 def pick_front(front: list[dict], n: int) -> list[int]:
     """Front members to finalize, up to ``n``: first the most accurate (in the search) of those with at most the
     reference's MACs and parameters -- the one that can dominate it -- or, when none has both, of those with at
@@ -479,7 +488,10 @@ def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: l
                 "model as exported (int8 .tflite, test accuracy scored in TFLite Micro)",
         "budget": {"reference_epochs": args.budget, "parent_epochs": args.parent_epochs, "trials": args.trials,
                    "trial_epochs": args.trial_epochs, "finalize_epochs": args.finalize_epochs,
-                   "compress_trials": args.compress_trials, "widths": args.widths, "augment": AUGMENT,
+                   "compress_trials": args.compress_trials, "compress_trials_run": _trials_run(args.cache / "compress",
+                                                                                         "mlperf-tiny-compress"),
+                   "compress_finalize_epochs": args.compress_finalize_epochs or args.finalize_epochs,
+                   "widths": args.widths, "augment": AUGMENT,
                    "amp": args.amp, "train_device": args.train_device},
         "compute_cpu_s": cpu, "search_arm_cpu_s": search_cpu, "reference_arm_cpu_s": cpu.get("reference"),
         "compute": compute, "reference_training": ref, "rows": rows, "reference_curve": curve,

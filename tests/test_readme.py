@@ -224,6 +224,22 @@ def _speedup_cl(d: dict, model: str, threads: int = 1) -> float:
     return rate[True] / rate[False]
 
 
+RESNET8_PARENT = "cifar-resnet parent (sandwich, ResNet-8 space)"
+
+
+def _rate(d: dict, model: str, threads: int, channels_last: bool) -> float:
+    """Median images/s of a CPU throughput row of bench_training.py (not an image-folder row)."""
+    hits = [r for r in d["rows"] if r["model"] == model and r["device"] == "cpu" and r["threads"] == threads
+            and r["channels_last"] == channels_last and "loader" not in r]
+    assert len(hits) == 1, f"{len(hits)} rows match {model}, {threads} threads"
+    return hits[0]["images_per_s_median"]
+
+
+def _loader_rate(d: dict, loader: str, threads: int) -> float:
+    """Median images/s of bench_training.py's image-folder rows: ``in-memory`` or ``dataloader`` (streamed)."""
+    return _rows(d, loader=loader, threads=threads)["images_per_s_median"]
+
+
 def _model(d: dict, model: str, runtime: str, precision: str, key: str = "latency_best_round_us") -> float:
     return _rows(d["models"][model], runtime=runtime, precision=precision)[key]
 
@@ -359,9 +375,24 @@ FIGURES: list[Figure] = [
            lambda d: [_rows(d, precision="int8")["params"] / 1000, 100 * _rows(d, precision="int8")["test_accuracy_as_shipped"]]),
     Figure("finalize.json", r"`--augment shift-flip` lowered the (\d+) K model to (\d+\.\d+)%",
            lambda d: [d["rows"][1]["params"] / 1000, 100 * d["rows"][1]["test_accuracy_as_shipped"]]),
-    Figure("training.json", r"1 thread: (\d+\.\d+)x for the\s+fashion-resnet parent, (\d+\.\d+)x for the largest "
-                            r"fashion-convnet",
-           lambda d: [_speedup_cl(d, "fashion-resnet parent (sandwich)"), _speedup_cl(d, "fashion-convnet largest (train)")]),
+    Figure("training.json", r"1 thread: (\d+\.\d+)x for the\s+fashion-resnet parent, (\d+\.\d+)x for the ResNet-8 parent, "
+                            r"(\d+\.\d+)x for the largest fashion-convnet",
+           lambda d: [_speedup_cl(d, "fashion-resnet parent (sandwich)"), _speedup_cl(d, RESNET8_PARENT),
+                      _speedup_cl(d, "fashion-convnet largest (train)")]),
+    Figure("training.json", r"1-minute load (\d+\.\d+) at the start, (\d+\.\d+) at the end",
+           lambda d: [d["machine"]["loadavg"][0], d["loadavg_after"][0]]),
+    Figure("training.json", r"trains at (\d+\.\d+) images/s contiguous and (\d+\.\d+) channels-last, the fashion-resnet "
+                            r"parent at (\d+\.\d+) and (\d+\.\d+)\.",
+           lambda d: [_rate(d, RESNET8_PARENT, 1, False), _rate(d, RESNET8_PARENT, 1, True),
+                      _rate(d, "fashion-resnet parent (sandwich)", 1, False),
+                      _rate(d, "fashion-resnet parent (sandwich)", 1, True)]),
+    Figure("training.json", r"\(ResNet-8 parent (\d+\.\d+) images/s contiguous\)",
+           lambda d: [_rate(d, RESNET8_PARENT, 2, False)]),
+    Figure("training.json", r"ran at (\d+\.\d+) images/s in memory .*? and (\d+\.\d+) images/s streamed .*? streaming cost "
+                            r"(\d+\.\d+)x at 1 thread here \((\d+\.\d+) vs (\d+\.\d+) at 2 threads\)",
+           lambda d: [_loader_rate(d, "in-memory", 1), _loader_rate(d, "dataloader", 1),
+                      _loader_rate(d, "dataloader", 1) / _loader_rate(d, "in-memory", 1),
+                      _loader_rate(d, "in-memory", 2), _loader_rate(d, "dataloader", 2)]),
     Figure("multidevice-predicted.json", r"Pi 5 \(predicted\) cost (\d+\.\d+)x host alone \(median of (\d+) pairs, "
                                          r"(\d+\.\d+)x and (\d+\.\d+)x",
            lambda d: [d["ratio_median"], len(d["runs"]) // 2,

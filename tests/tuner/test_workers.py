@@ -199,9 +199,6 @@ def test_join_uses_stored_settings_but_not_stored_paths(recipe, tmp_path, fashio
 
 
 @pytest.mark.slow
-# Known flake (closing note of issues 18-23): about 1 run in 3 on a loaded 2-core machine, one (candidate, rung)
-# is trained twice with no failed trial; rerun while the cause is found, not hidden: the rerun counts in the log.
-@pytest.mark.flaky(reruns=2)
 def test_four_local_workers_share_one_sqlite_study(recipe, tmp_path, fashion_dir, monkeypatch):
     import optuna
 

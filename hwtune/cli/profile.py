@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hwtune._util import first_line
-from hwtune.errors import ConfigError, ModelError, UnknownNameError, did_you_mean
+from hwtune.errors import ConfigError, ModelError, did_you_mean
 from hwtune.precision import PRECISIONS
 
 __all__ = ["add_parser", "parse_input_shape", "resolve_model", "run"]
@@ -136,12 +136,10 @@ def resolve_model(spec: str, builder_args: dict[str, Any] | None = None) -> Any:
         import torch
         import torchvision
 
+        from hwtune.compression.loading import check_torchvision_builder
+
         name = spec[len(TORCHVISION_PREFIX) :]
-        known = torchvision.models.list_models()
-        if name not in known:
-            raise UnknownNameError(
-                f"unknown torchvision builder {name!r}{did_you_mean(name, known)} (torchvision.models.list_models())"
-            )
+        check_torchvision_builder(name)
         builder = torchvision.models.get_model_builder(name)
         torch.manual_seed(0)
         try:

@@ -42,7 +42,7 @@ from hwtune._io import check_zip_sizes
 from hwtune._util import first_line
 from hwtune.errors import ConfigError, ModelError, UnknownNameError, did_you_mean
 
-__all__ = ["check_model", "load_user_model", "load_weights", "read_state_dict", "state_sha256"]
+__all__ = ["check_model", "check_torchvision_builder", "load_user_model", "load_weights", "read_state_dict", "state_sha256"]
 
 TORCHVISION_PREFIX = "torchvision:"
 STATE_DICT_SUFFIXES = (".pt", ".pth")
@@ -165,7 +165,8 @@ def _call_factory(spec: str, module: Any, factory: str, kwargs: Mapping[str, Any
     return model
 
 
-def _torchvision_model(builder: str, kwargs: Mapping[str, Any]) -> nn.Module:
+def check_torchvision_builder(builder: str) -> None:
+    """Raise ``UnknownNameError`` (close names suggested) unless ``builder`` is a ``torchvision.models`` builder."""
     import torchvision
 
     names = torchvision.models.list_models()
@@ -173,6 +174,12 @@ def _torchvision_model(builder: str, kwargs: Mapping[str, Any]) -> nn.Module:
         raise UnknownNameError(
             f"unknown torchvision builder {builder!r}{did_you_mean(builder, names)} (torchvision.models.list_models())"
         )
+
+
+def _torchvision_model(builder: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    import torchvision
+
+    check_torchvision_builder(builder)
     if "weights" in kwargs:
         raise ConfigError("torchvision builders are called with weights=None; pass trained weights as a file instead")
     try:

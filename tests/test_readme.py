@@ -240,6 +240,11 @@ def _loader_rate(d: dict, loader: str, threads: int) -> float:
     return _rows(d, loader=loader, threads=threads)["images_per_s_median"]
 
 
+def _accuracy_row(d: dict, augment: str) -> dict:
+    """bench_training.py --part accuracy's row for one augmentation setting (``none``, ``crop:4,hflip``)."""
+    return next(r for r in d["accuracy"]["rows"] if r["augment"] == augment)
+
+
 def _model(d: dict, model: str, runtime: str, precision: str, key: str = "latency_best_round_us") -> float:
     return _rows(d["models"][model], runtime=runtime, precision=precision)[key]
 
@@ -393,6 +398,14 @@ FIGURES: list[Figure] = [
            lambda d: [_loader_rate(d, "in-memory", 1), _loader_rate(d, "dataloader", 1),
                       _loader_rate(d, "dataloader", 1) / _loader_rate(d, "in-memory", 1),
                       _loader_rate(d, "in-memory", 2), _loader_rate(d, "dataloader", 2)]),
+    Figure("training.json", r"probed faster, (\d+\.\d+) vs (\d+\.\d+) images/s\), so without augmentation (\d+\.\d+) "
+                            r"epochs took (\d+\.\d+) s and reached (\d+\.\d+)% test, with `crop:4,hflip` (\d+\.\d+) epochs "
+                            r"took (\d+\.\d+) s and reached (\d+\.\d+)% \((\d+\.\d+) vs (\d+\.\d+) images/s",
+           lambda d: [_accuracy_row(d, "crop:4,hflip")["probe_images_per_s"], _accuracy_row(d, "none")["probe_images_per_s"],
+                      *(v for aug in ("none", "crop:4,hflip") for v in (
+                          _accuracy_row(d, aug)["epochs"], _accuracy_row(d, aug)["train_seconds"],
+                          100 * _accuracy_row(d, aug)["test_accuracy"])),
+                      _accuracy_row(d, "none")["images_per_s"], _accuracy_row(d, "crop:4,hflip")["images_per_s"]]),
     Figure("multidevice-predicted.json", r"Pi 5 \(predicted\) cost (\d+\.\d+)x host alone \(median of (\d+) pairs, "
                                          r"(\d+\.\d+)x and (\d+\.\d+)x",
            lambda d: [d["ratio_median"], len(d["runs"]) // 2,

@@ -371,6 +371,9 @@ FIGURES: list[Figure] = [
                       100 * _summary(d, "inherit", 600, "best_accuracy_under_budget_mean"),
                       *(_summary(d, "hwtune", c) for c in (600, 1200, 1800)),
                       100 * _summary(d, "hwtune", 1800, "best_accuracy_under_budget_mean")]),
+    Figure("demo-finalize.json", r"the same finalize on one thread reached (\d+\.\d+)%, and the knee under the\s+"
+                                 r"same settings (\d+\.\d+)%",
+           lambda d: [100 * _rows(d, name="t23-30-hflip")["test"], 100 * _rows(d, name="t13-30-hflip")["test"]]),
     Figure("finalize.json", r"went from (\d+\.\d+)% to (\d+\.\d+)% validation and \*\*(\d+\.\d+)% test as shipped\*\* "
                             r"\(ONNX Runtime; search \+ finalize (\d+) minutes",
            lambda d: [100 * d["rows"][0]["search_val_accuracy"], 100 * d["rows"][0]["finalized"]["val_accuracy"],

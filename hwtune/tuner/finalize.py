@@ -82,9 +82,15 @@ def _parent_of(result: TuneResult, work: Path) -> Any:
     parent_rec = result.meta.parent
     if result.meta.strategy != "inherit" or not parent_rec:
         return None
+    from hwtune.space import SearchSpace
     from hwtune.supernet import largest_candidate
 
     space = space_from_info(result.meta.recipe or {})
+    if not isinstance(space, SearchSpace):  # a parent is sliced from a recipe's space, never a user model's
+        raise StudyError(
+            f"study {result.study_name!r}: strategy inherit with a {type(space).__name__} space; "
+            "expected a recipe's SearchSpace (the stored study is inconsistent)"
+        )
     path = download_artifact_file(result, str(parent_rec["artifact_id"]), work / "parent.pt")
     blob = torch.load(path, map_location="cpu", weights_only=True)
     parent = space.build(largest_candidate(space))

@@ -849,13 +849,19 @@ def heartbeat_ages(study: Any) -> dict[int, float | None]:
 def settle_stale(study: Any, log: Callable[[str], None]) -> int:
     """Before a worker leaves a study that has its trials: wait (at most the grace period) for RUNNING
     trials whose heartbeat stopped, and fail and re-queue them, so no trial of a dead worker stays
-    RUNNING after the last worker is gone. Returns how many were re-queued.
+    RUNNING after the last worker is gone. Returns how many were re-queued (by this worker or another):
+    queued trials that retry a failed one, not the promotions other workers queue meanwhile (counting
+    those made a worker run one more trial past the study's target).
     """
     optuna = optuna_module()
     interval, grace = heartbeat_settings()
     deadline = time.monotonic() + grace + interval
     waiting = optuna.trial.TrialState.WAITING
-    before = len(fresh_trials(study, states=(waiting,)))
+
+    def requeued() -> set[int]:
+        return {t.number for t in fresh_trials(study, states=(waiting,)) if t.user_attrs.get("retry_of") is not None}
+
+    before = requeued()
     while True:
         recover_stale(study, log)
         with contextlib.suppress(optuna.exceptions.OptunaError), quiet_optuna():
@@ -865,7 +871,7 @@ def settle_stale(study: Any, log: Callable[[str], None]) -> int:
         if not silent or time.monotonic() > deadline:
             break
         time.sleep(interval)
-    return max(0, len(fresh_trials(study, states=(waiting,))) - before)
+    return len(requeued() - before)
 
 
 def sha256_file(path: str | Path) -> str:

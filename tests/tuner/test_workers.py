@@ -164,6 +164,30 @@ def test_a_candidate_running_elsewhere_is_claimed_once_and_waited_for(tmp_path):
     assert wait_until_done(study, twin, poll_s=0.1) == "COMPLETE" and time.monotonic() - t0 >= 0.4
 
 
+def test_a_leaving_worker_runs_requeued_trials_not_promotions_queued_meanwhile(tmp_path, monkeypatch):
+    """A worker whose study has its trials settles stale ones and runs what that re-queued; a promotion
+    another worker queued meanwhile is not one of them (it made a worker run a trial past the target)."""
+    import optuna
+
+    from hwtune.tuner import storage
+    from hwtune.tuner.storage import open_storage, settle_stale
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s",
+                                directions=["maximize"])
+    study.enqueue_trial({}, user_attrs={"retry_of": 0, "retries": 1})  # re-queued earlier: not this settle's
+    real = storage.recover_stale
+
+    def others_meanwhile(st, log):
+        if len(st.trials) == 1:
+            st.enqueue_trial({}, user_attrs={"continue_from": 1, "rung_target": 1, "candidate_key": "k"})
+            st.enqueue_trial({}, user_attrs={"retry_of": 2, "retries": 1})  # a dead worker's candidate
+        return real(st, log)
+
+    monkeypatch.setattr(storage, "recover_stale", others_meanwhile)
+    assert settle_stale(study, lambda msg: None) == 1
+    assert [t.state.name for t in study.trials] == ["WAITING"] * 3
+
+
 # -- joining a study ---------------------------------------------------------------------------------
 
 

@@ -202,16 +202,22 @@ def _export(args: argparse.Namespace, run: Path, trial: int, name: str) -> dict:
     return manifest
 
 
-def _finalized_for(done: Path, epochs: float, export_dir: Path) -> bool:
-    """Whether ``done`` caches a finalize of ``epochs``; a cached finalize of other epochs is dropped, and the
-    export made from it (finalize starts again from the searched weights, so the export must follow)."""
+def _finalized_for(done: Path, epochs: float) -> bool:
+    """Whether ``done`` caches a finalize of ``epochs`` (one of other epochs is redone; its export is dropped by
+    :func:`_save_finalize` once the new finalize succeeded, so a stopped run keeps the old pair)."""
     fin = _read(done)
     if fin is not None and all(float(f.get("epochs", -1)) == epochs for f in fin):
         return True
     if fin is not None:
         _log(f"{done.name}: cached finalize of {[f.get('epochs') for f in fin]} epochs, {epochs:g} asked: redone")
-        shutil.rmtree(export_dir, ignore_errors=True)
     return False
+
+
+def _save_finalize(fin: Any, done: Path, export_dir: Path) -> None:
+    """Cache a finished finalize and drop the export made from an earlier one (finalize starts again from the
+    searched weights, so the export must follow)."""
+    _write(fin, done)
+    shutil.rmtree(export_dir, ignore_errors=True)
 
 
 def stage_front(args: argparse.Namespace, front: list[dict]) -> list[dict]:
@@ -219,11 +225,11 @@ def stage_front(args: argparse.Namespace, front: list[dict]) -> list[dict]:
     rows = []
     for trial in pick_front(front, args.front_members):
         done = args.cache / f"finalized-front-{trial}.json"
-        if not _finalized_for(done, args.finalize_epochs, args.cache / "exports" / f"front-{trial}"):
+        if not _finalized_for(done, args.finalize_epochs):
             with Clock(args.cache, f"finalize-front-{trial}"):
                 fin = _hwtune("finalize", str(run), "--trial", str(trial), "--epochs", f"{args.finalize_epochs:g}",
                               "--augment", AUGMENT, "--json", "-q", *_data_args(args), *_train_args(args))
-            _write(fin, done)
+            _save_finalize(fin, done, args.cache / "exports" / f"front-{trial}")
         with Clock(args.cache, f"export-front-{trial}"):
             manifest = _export(args, run, trial, f"front-{trial}")
         rows.append(_row(f"front-{trial}", manifest, _read(done)))
@@ -335,11 +341,11 @@ def stage_compress(args: argparse.Namespace, ref: dict) -> list[dict]:
     pick = max(ok, key=lambda t: t.figures.val_accuracy)
     done = args.cache / f"finalized-compressed-{pick.number}.json"
     epochs = args.compress_finalize_epochs or args.finalize_epochs
-    if not _finalized_for(done, epochs, args.cache / "exports" / "compressed"):
+    if not _finalized_for(done, epochs):
         with Clock(args.cache, "finalize-compressed"):
             fin = _hwtune("finalize", str(run), "--trial", str(pick.number), "--epochs", f"{epochs:g}",
                           "--augment", AUGMENT, "--json", "-q", *_data_args(args), *_train_args(args))
-        _write(fin, done)
+        _save_finalize(fin, done, args.cache / "exports" / "compressed")
     with Clock(args.cache, "export-compressed"):
         rows.append(_row("compressed", _export(args, run, pick.number, "compressed"), _read(done)))
     return rows

@@ -129,28 +129,35 @@ def _search_run(args: argparse.Namespace) -> Path:
     return args.cache / "search"
 
 
+def _tune_cli(args: argparse.Namespace, run: Path, trials: int) -> list[str]:
+    """The search's ``hwtune tune`` command line, up to ``trials`` trials in the study at ``run``."""
+    return ["tune", "cifar-resnet", "--device", DEVICE, "--strategy", "inherit", "--parent-epochs",
+            f"{args.parent_epochs:g}", *LIMITS, "--trials", str(trials), "--epochs", f"{args.trial_epochs:g}",
+            "--rungs", "1", "--out", str(run), "--study", "mlperf-tiny", "--seed", str(args.seed), "--json", "-q",
+            *_data_args(args), *_train_args(args)]
+
+
 def stage_search(args: argparse.Namespace) -> list[dict]:
     path = args.cache / "search.json"
     front = _read(path)
     if front is not None:
         return front
-    run = _search_run(args)
-    cli = ["tune", "cifar-resnet", "--device", DEVICE, "--strategy", "inherit", "--parent-epochs", f"{args.parent_epochs:g}",
-           *LIMITS, "--trials", str(args.trials), "--epochs", f"{args.trial_epochs:g}", "--rungs", "1",
-           "--out", str(run), "--study", "mlperf-tiny", "--seed", str(args.seed), "--json", "-q",
-           *_data_args(args), *_train_args(args)]
     with Clock(args.cache, "search"):
-        front = _hwtune(*cli)
+        front = _hwtune(*_tune_cli(args, _search_run(args), args.trials))
     _write(front, path)
     _log(f"search: {len(front)} front members")
     return front
 
 
-def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
-    """Durations of the search's completed trials after the first ``skip`` (the first waits for the parent)."""
+def _study(run: Path, name: str) -> Any:
     import optuna
 
-    study = optuna.load_study(study_name="mlperf-tiny", storage=f"sqlite:///{run / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run / 'study.db'}")
+
+
+def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
+    """Durations of the search's completed trials after the first ``skip`` (the first waits for the parent)."""
+    study = _study(run, "mlperf-tiny")
     done = sorted(
         (t for t in study.trials if t.state.name == "COMPLETE" and t.datetime_complete and t.datetime_start),
         key=lambda t: t.number,
@@ -163,11 +170,7 @@ def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
 
 def _trials_run(run: Path, study: str) -> int | None:
     """Trials a study holds (a search stopped early holds fewer than it was asked for)."""
-    import optuna
-
-    if not (run / "study.db").exists():
-        return None
-    return len(optuna.load_study(study_name=study, storage=f"sqlite:///{run / 'study.db'}").trials)
+    return len(_study(run, study).trials) if (run / "study.db").exists() else None
 
 
 def pick_front(front: list[dict], n: int) -> list[int]:
@@ -281,21 +284,15 @@ def stage_eval_time(args: argparse.Namespace) -> dict[str, Any]:
         return row
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(_search_run(args), run)
-    import optuna
-
-    before = len(optuna.load_study(study_name="mlperf-tiny", storage=f"sqlite:///{run / 'study.db'}").trials)
+    before = _trials_run(run, "mlperf-tiny") or 0
     done_before = _trial_seconds(run, skip=0)["trials"]
-    cli = ["tune", "cifar-resnet", "--device", DEVICE, "--strategy", "inherit", "--parent-epochs",
-           f"{args.parent_epochs:g}", *LIMITS, "--trials", str(before + args.eval_trials), "--epochs",
-           f"{args.trial_epochs:g}", "--rungs", "1", "--out", str(run), "--study", "mlperf-tiny", "--seed",
-           str(args.seed), "--json", "-q", *_data_args(args), *_train_args(args)]
     with Clock(args.cache, "eval-time"):
-        _hwtune(*cli)
-    secs = sorted(_trial_seconds(run, skip=done_before)["seconds"])
-    row = {"trials": len(secs), "median_s": secs[len(secs) // 2] if secs else None, "seconds": secs,
+        _hwtune(*_tune_cli(args, run, before + args.eval_trials))
+    t = _trial_seconds(run, skip=done_before)
+    row = {"trials": t["trials"], "median_s": t["median_s"], "seconds": t["seconds"],
            "loadavg_after": [round(x, 2) for x in os.getloadavg()], "threads": "torch default (all cores)"}
     _write(row, path)
-    _log(f"eval time: {len(secs)} candidates, median {row['median_s']} s")
+    _log(f"eval time: {row['trials']} candidates, median {row['median_s']} s")
     return row
 
 
@@ -340,7 +337,7 @@ def stage_compress(args: argparse.Namespace, ref: dict) -> list[dict]:
         return rows
     pick = max(ok, key=lambda t: t.figures.val_accuracy)
     done = args.cache / f"finalized-compressed-{pick.number}.json"
-    epochs = args.compress_finalize_epochs or args.finalize_epochs
+    epochs = args.compress_finalize_epochs
     if not _finalized_for(done, epochs):
         with Clock(args.cache, "finalize-compressed"):
             fin = _hwtune("finalize", str(run), "--trial", str(pick.number), "--epochs", f"{epochs:g}",
@@ -496,7 +493,7 @@ def stage_report(args: argparse.Namespace, ref: dict, rows: list[dict], curve: l
                    "trial_epochs": args.trial_epochs, "finalize_epochs": args.finalize_epochs,
                    "compress_trials": args.compress_trials, "compress_trials_run": _trials_run(args.cache / "compress",
                                                                                          "mlperf-tiny-compress"),
-                   "compress_finalize_epochs": args.compress_finalize_epochs or args.finalize_epochs,
+                   "compress_finalize_epochs": args.compress_finalize_epochs,
                    "widths": args.widths, "augment": AUGMENT,
                    "amp": args.amp, "train_device": args.train_device},
         "compute_cpu_s": cpu, "search_arm_cpu_s": search_cpu, "reference_arm_cpu_s": cpu.get("reference"),
@@ -546,6 +543,7 @@ def main() -> None:
     if args.data is None or not Path(args.data).is_dir():
         p.error(f"--data: CIFAR-10 directory expected (or $HWTUNE_CIFAR10), got {args.data}")
     stages = set(args.stages.split(","))
+    args.compress_finalize_epochs = args.compress_finalize_epochs or args.finalize_epochs
     args.cache.mkdir(parents=True, exist_ok=True)
     ref = stage_reference(args)
     rows: list[dict] = []

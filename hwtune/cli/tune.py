@@ -608,12 +608,8 @@ def _demo_pick(result: Any) -> Any:
         return t.precision in ("int8", "mixed") and 0 < int(t.figures.params or 0) <= DEMO_MAX_PARAMS
 
     members = [t for t in result.front if fits(t)]
-    if not members:
-        return knee
-    best = max(members, key=lambda t: (t.accuracy or 0.0, -t.number))
-    if knee is not None and fits(knee) and (knee.accuracy or 0.0) >= (best.accuracy or 0.0):
-        return knee
-    return best
+    # ties go to the knee, then to the earlier trial
+    return max(members, key=lambda t: (t.accuracy or 0.0, t is knee, -t.number)) if members else knee
 
 
 def run_demo(args: argparse.Namespace) -> int:

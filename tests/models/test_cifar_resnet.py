@@ -37,8 +37,13 @@ def test_the_recipe_holds_the_mlperf_tiny_reference_and_the_ic02_widths():
 
 
 @pytest.mark.slow
+@pytest.mark.extras
 def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys, rgb_folder):
     from hwtune.cli import main
+    from hwtune.runtimes import get_runtime
+
+    if not get_runtime("tflite-micro").available():  # the stm32h743 profile deploys with TFLite Micro
+        pytest.skip("TFLite Micro not installed (pip install 'hwtune[litert]')")
 
     data = rgb_folder(tmp_path / "rgb", {"train": 24, "test": 6}, seed=0)
     run = tmp_path / "run"

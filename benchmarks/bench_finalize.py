@@ -12,9 +12,10 @@ Usage::
     .venv/bin/python benchmarks/bench_finalize.py RUN_DIR --epochs 15
     .venv/bin/python benchmarks/bench_finalize.py RUN_DIR --epochs 15 --augment shift-flip --trial 54
     .venv/bin/python benchmarks/bench_finalize.py RUN_DIR RUN_DIR2 --no-run     # collect finalized studies
-    # the demo's knee under several finalize settings, each on its own copy of the study (issue 19 item 6):
+    # the demo's knee under several finalize settings (EPOCHS/AUGMENT[/SEED]), each on its own copy of the
+    # study, two at a time on one torch thread each (issue 19 item 6):
     .venv/bin/python benchmarks/bench_finalize.py hwtune-demo --trial knee --max-params 100000 \
-        --grid 10:none,20:none,20:hflip --out benchmarks/results/demo-finalize.json
+        --grid 30/none 30/hflip 30/hflip/1 --threads 1 --jobs 2 --out benchmarks/results/demo-finalize.json
 
     # the demo itself, end to end (its wall time and what it shipped), rows added to the same file:
     .venv/bin/python benchmarks/bench_finalize.py --demo /tmp/demo-run --append --max-params 100000 \
@@ -56,10 +57,14 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--augment", default=None, help="finalize augmentation (shift, shift-flip)")
     p.add_argument(
         "--grid",
+        nargs="+",
         default=None,
-        metavar="EPOCHS:AUG,...",
-        help="finalize the trial once per setting (e.g. 20:none,20:hflip), each on a copy of the study",
+        metavar="EPOCHS/AUG[/SEED]",
+        help="finalize the trial once per setting (e.g. 30/none 30/hflip,erasing:0.25 30/hflip/1), each on a copy "
+        "of the study",
     )
+    p.add_argument("--threads", type=int, default=None, help="torch threads of each finalize (default: torch's)")
+    p.add_argument("--jobs", type=int, default=1, help="grid settings finalized at once, each in its own process")
     p.add_argument("--no-run", action="store_true", help="only collect trials finalized before")
     p.add_argument("--out", default=str(RESULTS / "finalize.json"))
     return p.parse_args()
@@ -164,47 +169,96 @@ def _rows(result: Any, run: Path, max_params: int = TARGET_MAX_PARAMS) -> list[d
     return rows
 
 
+def _setting(item: str) -> tuple[float, str | None, int | None]:
+    """``EPOCHS/AUGMENT[/SEED]`` of ``--grid`` (``none`` for no augmentation)."""
+    parts = item.split("/")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        return float(parts[0]), None if parts[1] == "none" else parts[1], int(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        raise SystemExit(f"--grid {item!r}: expected EPOCHS/AUGMENT[/SEED], e.g. 30/hflip or 30/hflip/1") from None
+
+
+def _finalize_copy(
+    run: str, trial: str | None, max_params: int, setting: tuple[float, str | None, int | None], threads: int | None
+) -> list[dict[str, Any]]:
+    """One grid setting finalized on its own copy of the study (finalize writes into it): its rows."""
+    import hwtune
+    from hwtune.tuner import load_result
+
+    epochs, augment, seed = setting
+    where = Path(tempfile.mkdtemp(prefix="bench-finalize-")) / Path(run).name
+    try:
+        shutil.copytree(run, where, ignore=shutil.ignore_patterns("export", "finalized"))
+        url = f"sqlite:///{(where / 'study.db').resolve()}"
+        chosen = _chosen(load_result(url), trial, max_params)
+        print(f"{run}: finalizing trial {chosen} for {epochs:g} epochs, augment {augment}, seed {seed}", flush=True)
+        result = hwtune.finalize(url, chosen, epochs=epochs, augment=augment, seed=seed, threads=threads)
+        rows = [r for r in _rows(result, Path(run), max_params) if r["trial"] == chosen]  # not earlier ones
+    finally:
+        shutil.rmtree(where.parent, ignore_errors=True)
+    for row in rows:
+        row["setting"] = {
+            "epochs": epochs,
+            "augment": augment or "none",
+            "seed": seed if seed is not None else "the study's",
+            "threads": threads if threads is not None else "torch default",
+            "knee": result.knee.number if result.knee is not None else None,
+        }
+    return rows
+
+
+def _run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every ``--grid`` setting of every run, ``--jobs`` at a time (each in its own process)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = [(run, _setting(item)) for run in args.runs for item in args.grid]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_finalize_copy, run, args.trial, args.max_params, s, args.threads) for run, s in work]
+        rows = [row for f in futures for row in f.result()]
+    for row in rows:
+        row["setting"]["concurrent_settings"] = min(max(1, args.jobs), len(work))
+    return rows
+
+
+def _run_in_place(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Finalize (unless ``--no-run``) each run's chosen trial in its own study; the finalized rows."""
+    import hwtune
+    from hwtune.tuner import load_result
+
+    rows: list[dict[str, Any]] = []
+    for run in map(Path, args.runs):
+        url = f"sqlite:///{(run / 'study.db').resolve()}"
+        result = load_result(url)
+        if not args.no_run:
+            chosen = _chosen(result, args.trial, args.max_params)
+            print(f"{result.study_name}: finalizing trial {chosen} for {args.epochs:g} epochs, augment {args.augment}")
+            result = hwtune.finalize(url, chosen, epochs=args.epochs, augment=args.augment, threads=args.threads)
+        for row in _rows(result, run, args.max_params):
+            row["setting"] = {
+                "epochs": args.epochs,
+                "augment": args.augment or "none",
+                "knee": result.knee.number if result.knee is not None else None,
+            }
+            rows.append(row)
+    return rows
+
+
 def main() -> int:
     args = _parse()
     from _provenance import machine_info
 
-    import hwtune
-    from hwtune.tuner import load_result
-
-    machine = machine_info(threads=1)  # latency timed on the host profile's 1 thread; training uses torch's default
+    machine = machine_info(threads=args.threads or 1)  # latency is timed on the host profile's 1 thread
 
     rows: list[dict[str, Any]] = []
     if args.demo:
         rows.extend(_run_demo(Path(args.demo), args.max_params))
-    settings = [(args.epochs, args.augment)]
-    if args.grid:
-        settings = [
-            (float(e), None if a == "none" else a) for e, _, a in (g.partition(":") for g in args.grid.split(","))
-        ]
-    for run in map(Path, args.runs):
-        for epochs, augment in settings:
-            where = run
-            if args.grid and not args.no_run:  # each setting on its own copy: finalize writes into the study
-                where = Path(tempfile.mkdtemp(prefix="bench-finalize-")) / run.name
-                shutil.copytree(run, where, ignore=shutil.ignore_patterns("export", "finalized"))
-            url = f"sqlite:///{(where / 'study.db').resolve()}"
-            result = load_result(url)
-            if not args.no_run:
-                chosen = _chosen(result, args.trial, args.max_params)
-                print(
-                    f"{result.study_name}: finalizing trial {chosen} for {epochs:g} epochs, augment {augment}",
-                    flush=True,
-                )
-                result = hwtune.finalize(url, chosen, epochs=epochs, augment=augment)
-            for row in _rows(result, run, args.max_params):
-                row["setting"] = {
-                    "epochs": epochs,
-                    "augment": augment or "none",
-                    "knee": result.knee.number if result.knee is not None else None,
-                }
-                rows.append(row)
-            if where != run:
-                shutil.rmtree(where.parent, ignore_errors=True)
+    if args.grid and not args.no_run:
+        rows.extend(_run_grid(args))
+    else:
+        rows.extend(_run_in_place(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.append and out.is_file():

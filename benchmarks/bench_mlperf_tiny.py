@@ -168,6 +168,20 @@ def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
             "max_s": secs[-1] if secs else None, "note": "first trial left out: it waits for the parent"}
 
 
+def _trial_phases(run: Path, first: int) -> list[dict[str, Any]]:
+    """Where the time of each trained trial numbered ``first`` or later went: its fine-tune (``train_seconds``)
+    and the rest of its evaluation (fp32 scoring, quantization, export, scoring the shipped file)."""
+    rows = []
+    for t in _study(run, "mlperf-tiny").trials:
+        a = t.user_attrs
+        if t.number < first or t.state.name != "COMPLETE" or not a.get("trained"):
+            continue
+        wall, train = float(a.get("wall_seconds") or 0.0), float(a.get("train_seconds") or 0.0)
+        rows.append({"trial": t.number, "wall_s": round(wall, 2), "train_s": round(train, 2),
+                     "rest_s": round(wall - train, 2), "macs": a.get("macs"), "precision": a.get("precision")})
+    return rows
+
+
 def _trials_run(run: Path, study: str) -> int | None:
     """Trials a study holds (a search stopped early holds fewer than it was asked for)."""
     return len(_study(run, study).trials) if (run / "study.db").exists() else None
@@ -290,7 +304,8 @@ def stage_eval_time(args: argparse.Namespace) -> dict[str, Any]:
         _hwtune(*_tune_cli(args, run, before + args.eval_trials))
     t = _trial_seconds(run, skip=done_before)
     row = {"trials": t["trials"], "median_s": t["median_s"], "seconds": t["seconds"],
-           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "threads": "torch default (all cores)"}
+           "phases": _trial_phases(run, before), "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+           "threads": "torch default (all cores)"}
     _write(row, path)
     _log(f"eval time: {row['trials']} candidates, median {row['median_s']} s")
     return row

@@ -629,7 +629,9 @@ def run_demo(args: argparse.Namespace) -> int:
     say = (lambda *a, **k: None) if quiet else print
     say(
         f"hwtune demo: {DEMO_RECIPE} for {args.device} on Fashion-MNIST: search up to {args.timeout:g} s, then the "
-        f"knee is finalized ({args.finalize_epochs:g} more epochs) and exported (run directory {out})",
+        f"most accurate int8/mixed front member under {DEMO_MAX_PARAMS // 1000} K parameters is finalized "
+        f"({args.finalize_epochs:g} more epochs, augment {DEMO_FINALIZE_AUGMENT or 'none'}) and exported (run "
+        f"directory {out})",
         file=sys.stderr,
     )
     # Strategy scratch: measured here, 10 minutes of weight inheritance (parent training included) did not
@@ -650,14 +652,14 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     if result.interrupted:
         return 130
-    knee = _demo_pick(result)
-    if knee is None:
+    pick = _demo_pick(result)
+    if pick is None:
         say("no feasible trained trial yet: nothing to export", file=sys.stderr)
         return 1
-    what = "knee" if result.knee is not None and knee.number == result.knee.number else "front member"
+    what = "knee" if result.knee is not None and pick.number == result.knee.number else "front member"
     result = finalize(
         result,
-        [knee.number],
+        [pick.number],
         epochs=args.finalize_epochs,
         augment=DEMO_FINALIZE_AUGMENT,
         progress=not quiet,
@@ -665,9 +667,9 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     write_reports(result, out)
     say(
-        f"\nexporting the finalized {what} (trial #{knee.number}) and checking it with ONNX Runtime...", file=sys.stderr
+        f"\nexporting the finalized {what} (trial #{pick.number}) and checking it with ONNX Runtime...", file=sys.stderr
     )
-    exp = export(result, knee.number, out / "export")
+    exp = export(result, pick.number, out / "export")
     if getattr(args, "json", False):
         json.dump(exp.manifest, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

@@ -169,16 +169,24 @@ def _trial_seconds(run: Path, skip: int = 1) -> dict[str, Any]:
 
 
 def _trial_phases(run: Path, first: int) -> list[dict[str, Any]]:
-    """Where the time of each trained trial numbered ``first`` or later went: its fine-tune (``train_seconds``)
-    and the rest of its evaluation (fp32 scoring, quantization, export, scoring the shipped file)."""
+    """Where the time of each trained trial numbered ``first`` or later went (from its stored figures): the
+    profiling (working memory), the fine-tune, the fp32 scoring, and the rest (quantize, export the .tflite,
+    score the shipped file on the validation split)."""
     rows = []
     for t in _study(run, "mlperf-tiny").trials:
-        a = t.user_attrs
-        if t.number < first or t.state.name != "COMPLETE" or not a.get("trained"):
+        hw = t.user_attrs.get("hw") or {}
+        if t.number < first or t.state.name != "COMPLETE" or not hw.get("trained"):
             continue
-        wall, train = float(a.get("wall_seconds") or 0.0), float(a.get("train_seconds") or 0.0)
-        rows.append({"trial": t.number, "wall_s": round(wall, 2), "train_s": round(train, 2),
-                     "rest_s": round(wall - train, 2), "macs": a.get("macs"), "precision": a.get("precision")})
+        wall, train = float(hw.get("wall_seconds") or 0.0), float(hw.get("train_seconds") or 0.0)
+        profile = float(hw.get("profile_seconds") or 0.0)
+        own = [r for r in hw.get("rungs") or [] if r.get("trial") == t.number]
+        if not own:  # a repeat of a candidate scored before: its figures are the twin's
+            continue
+        rungs = sum(float(r.get("seconds") or 0.0) for r in own)
+        rows.append({"trial": t.number, "rung": hw.get("rung"), "epochs": hw.get("budget_epochs"),
+                     "wall_s": round(wall, 2), "profile_s": round(profile, 2), "train_s": round(train, 2),
+                     "score_fp32_s": round(rungs - train, 2), "ship_and_score_s": round(wall - profile - rungs, 2),
+                     "macs": hw.get("macs"), "precision": hw.get("precision")})
     return rows
 
 

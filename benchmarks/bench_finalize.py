@@ -20,6 +20,10 @@ Usage::
     # the demo itself, end to end (its wall time and what it shipped), rows added to the same file:
     .venv/bin/python benchmarks/bench_finalize.py --demo /tmp/demo-run --append --max-params 100000 \
         --out benchmarks/results/demo-finalize.json
+    # README command 1 as a user runs it: a fresh clone of this checkout's HEAD, `bash scripts/setup.sh`, then
+    # `.venv/bin/hwtune demo`, each timed (wall and CPU seconds):
+    .venv/bin/python benchmarks/bench_finalize.py --demo-clone --append --max-params 100000 \
+        --out benchmarks/results/demo-finalize.json
 
 Writes ``benchmarks/results/finalize.json`` (one row per finalized trial of every study given).
 """
@@ -47,6 +51,11 @@ def _parse() -> argparse.Namespace:
     p.add_argument("runs", nargs="*", help="run directories of finished studies (each holding study.db)")
     p.add_argument(
         "--demo", default=None, metavar="DIR", help="run `hwtune demo --out DIR` first, timed, and add its rows"
+    )
+    p.add_argument(
+        "--demo-clone",
+        action="store_true",
+        help="README command 1 on a fresh clone of HEAD (setup.sh, then hwtune demo), each timed, and add its rows",
     )
     p.add_argument("--append", action="store_true", help="keep the rows already in --out")
     p.add_argument(
@@ -107,6 +116,53 @@ def _run_demo(out: Path, max_params: int) -> list[dict[str, Any]]:
         row["demo_wall_seconds"] = wall
         row["setting"] = {
             "demo": True,
+            "epochs": row["finalized"].get("epochs"),
+            "augment": row["finalized"].get("augment"),
+        }
+    return rows
+
+
+def _run_demo_clone(max_params: int) -> list[dict[str, Any]]:
+    """README command 1 on a fresh clone of this checkout's HEAD: ``bash scripts/setup.sh`` then
+    ``.venv/bin/hwtune demo``, each timed (wall, and CPU seconds of the command and its children)."""
+    import resource
+    import subprocess
+    import time
+
+    from hwtune.tuner import load_result
+
+    def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.monotonic()
+        subprocess.run(cmd, cwd=cwd, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return time.monotonic() - start, cpu
+
+    where = Path(tempfile.mkdtemp(prefix="bench-demo-clone-")) / "hwtune"
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        subprocess.run(["git", "clone", "-q", str(REPO), str(where)], check=True)
+        subprocess.run(["git", "checkout", "-q", "--detach", head], cwd=where, check=True)
+        setup_s, setup_cpu = timed(["bash", "scripts/setup.sh"], where)
+        demo_s, demo_cpu = timed([str(where / ".venv" / "bin" / "hwtune"), "demo"], where)
+        run = where / "hwtune-demo"
+        rows = _rows(load_result(f"sqlite:///{(run / 'study.db').resolve()}"), run, max_params)
+    finally:
+        shutil.rmtree(where.parent, ignore_errors=True)
+    for row in rows:
+        row.update(
+            fresh_clone=f"git {head[:7]}",
+            setup_seconds=setup_s,
+            setup_cpu_seconds=setup_cpu,
+            demo_wall_seconds=demo_s,
+            demo_cpu_seconds=demo_cpu,
+            readme_command_1_seconds=setup_s + demo_s,
+        )
+        row["setting"] = {
+            "demo": "README command 1, fresh clone",
             "epochs": row["finalized"].get("epochs"),
             "augment": row["finalized"].get("augment"),
         }
@@ -255,6 +311,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     if args.demo:
         rows.extend(_run_demo(Path(args.demo), args.max_params))
+    if args.demo_clone:
+        rows.extend(_run_demo_clone(args.max_params))
     if args.grid and not args.no_run:
         rows.extend(_run_grid(args))
     else:

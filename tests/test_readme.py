@@ -401,14 +401,15 @@ FIGURES: list[Figure] = [
            lambda d: [_loader_rate(d, "in-memory", 1), _loader_rate(d, "dataloader", 1),
                       _loader_rate(d, "dataloader", 1) / _loader_rate(d, "in-memory", 1),
                       _loader_rate(d, "in-memory", 2), _loader_rate(d, "dataloader", 2)]),
-    Figure("training.json", r"probed faster, (\d+\.\d+) vs (\d+\.\d+) images/s\), so without augmentation (\d+\.\d+) "
-                            r"epochs took (\d+\.\d+) s and reached (\d+\.\d+)% test, with `crop:4,hflip` (\d+\.\d+) epochs "
-                            r"took (\d+\.\d+) s and reached (\d+\.\d+)% \((\d+\.\d+) vs (\d+\.\d+) images/s",
-           lambda d: [_accuracy_row(d, "crop:4,hflip")["probe_images_per_s"], _accuracy_row(d, "none")["probe_images_per_s"],
-                      *(v for aug in ("none", "crop:4,hflip") for v in (
-                          _accuracy_row(d, aug)["epochs"], _accuracy_row(d, aug)["train_seconds"],
-                          100 * _accuracy_row(d, aug)["test_accuracy"])),
-                      _accuracy_row(d, "none")["images_per_s"], _accuracy_row(d, "crop:4,hflip")["images_per_s"]]),
+    Figure("training.json", r"from a probe of its CPU cost per image, (\d+\.\d+) vs (\d+\.\d+) CPU-ms",
+           lambda d: [_accuracy_row(d, "none")["probe_cpu_ms_per_image"],
+                      _accuracy_row(d, "crop:4,hflip")["probe_cpu_ms_per_image"]]),
+    Figure("training.json", r"without augmentation (\d+\.\d+) epochs took (\d+) CPU-seconds and reached (\d+\.\d+)% "
+                            r"test, with\s+`crop:4,hflip` (\d+\.\d+) epochs took (\d+) CPU-seconds and reached "
+                            r"\*\*(\d+\.\d+)%\*\*",
+           lambda d: [v for aug in ("none", "crop:4,hflip") for v in (
+               _accuracy_row(d, aug)["epochs"], _accuracy_row(d, aug)["train_cpu_seconds"],
+               100 * _accuracy_row(d, aug)["test_accuracy"])]),
     Figure("multidevice-predicted.json", r"Pi 5 \(predicted\) cost (\d+\.\d+)x host alone \(median of (\d+) pairs, "
                                          r"(\d+\.\d+)x and (\d+\.\d+)x",
            lambda d: [d["ratio_median"], len(d["runs"]) // 2,

@@ -240,6 +240,11 @@ def _loader_rate(d: dict, loader: str, threads: int) -> float:
     return _rows(d, loader=loader, threads=threads)["images_per_s_median"]
 
 
+def _clone(d: dict, run: int) -> dict:
+    """bench_finalize.py --demo-clone's row of fresh-clone run ``run`` (README command 1, timed)."""
+    return d["fresh_clone"]["runs"][run]["rows"][0]
+
+
 def _accuracy_row(d: dict, augment: str) -> dict:
     """bench_training.py --part accuracy's row for one augmentation setting (``none``, ``crop:4,hflip``)."""
     return next(r for r in d["accuracy"]["rows"] if r["augment"] == augment)
@@ -371,9 +376,21 @@ FIGURES: list[Figure] = [
                       100 * _summary(d, "inherit", 600, "best_accuracy_under_budget_mean"),
                       *(_summary(d, "hwtune", c) for c in (600, 1200, 1800)),
                       100 * _summary(d, "hwtune", 1800, "best_accuracy_under_budget_mean")]),
-    Figure("demo-finalize.json", r"the same finalize on one thread reached (\d+\.\d+)%, and the knee under the\s+"
-                                 r"same settings (\d+\.\d+)%",
-           lambda d: [100 * _rows(d, name="t23-30-hflip")["test"], 100 * _rows(d, name="t13-30-hflip")["test"]]),
+    Figure("demo-finalize.json", r"setup (\d+) s, demo (\d+) s \((\d+) CPU-seconds\), \*\*(\d+):(\d+) in all\*\*",
+           lambda d: [(r := _clone(d, 0))["setup_seconds"], r["demo_wall_seconds"], r["demo_cpu_seconds"],
+                      r["readme_command_1_seconds"] // 60, r["readme_command_1_seconds"] % 60]),
+    Figure("demo-finalize.json", r"\(mixed precision, (\d+) K parameters, (\d+\.\d+) M MACs\) reached (\d+\.\d+)% "
+                                 r"validation and \*\*(\d+\.\d+)% test\*\*",
+           lambda d: [(r := _clone(d, 0))["params"] / 1000, r["macs"] / 1e6, 100 * r["finalized"]["val_accuracy"],
+                      100 * r["test_accuracy_as_shipped"]]),
+    Figure("demo-finalize.json", r"A second fresh clone shipped the same member at (\d+\.\d+)% test; .*? so its (\d+):(\d+)",
+           lambda d: [100 * (r := _clone(d, 1))["test_accuracy_as_shipped"], r["readme_command_1_seconds"] // 60,
+                      r["readme_command_1_seconds"] % 60]),
+    Figure("demo-finalize.json", r"reached (\d+\.\d+)%, (\d+\.\d+)% and (\d+\.\d+)% test with three seeds, against "
+                                 r"(\d+\.\d+)% with flips alone",
+           lambda d: [100 * _rows(d, name="t23-30-shiftflip")["test"],
+                      *(100 * r["test_accuracy_as_shipped"] for r in d["seeds"]["rows"]),
+                      100 * _rows(d, name="t23-30-hflip")["test"]]),
     Figure("finalize.json", r"went from (\d+\.\d+)% to (\d+\.\d+)% validation and \*\*(\d+\.\d+)% test as shipped\*\* "
                             r"\(ONNX Runtime; search \+ finalize (\d+) minutes",
            lambda d: [100 * d["rows"][0]["search_val_accuracy"], 100 * d["rows"][0]["finalized"]["val_accuracy"],

@@ -130,16 +130,18 @@ def infer_channels_last(model: torch.nn.Module, x: torch.Tensor) -> bool:
     key = (type(model).__qualname__, tuple(x.shape), torch.get_num_threads(), str(x.device))
     if key not in _INFER_FORMATS:
         try:
-            probe = copy.deepcopy(model).eval()
+            with torch.no_grad():  # a copy in the training world, timed under inference mode only
+                probe = copy.deepcopy(model).eval()
             times: dict[bool, list[float]] = {False: [], True: []}
-            with torch.inference_mode():
-                for rep in range(4):  # round 0 warms both formats up and is not counted
-                    for cl in (False, True):
-                        fmt = torch.channels_last if cl else torch.contiguous_format
+            for rep in range(4):  # round 0 warms both formats up and is not counted
+                for cl in (False, True):
+                    fmt = torch.channels_last if cl else torch.contiguous_format
+                    with torch.no_grad():
                         probe.to(memory_format=fmt)
+                    with torch.inference_mode():
                         seconds = _forward_seconds(probe, x.contiguous(memory_format=fmt))
-                        if rep:
-                            times[cl].append(seconds)
+                    if rep:
+                        times[cl].append(seconds)
             _INFER_FORMATS[key] = min(times[False]) >= CHANNELS_LAST_MIN_SPEEDUP * min(times[True])
         except Exception:  # noqa: BLE001 - a failed measurement must not fail the scoring
             _INFER_FORMATS[key] = False
@@ -159,19 +161,27 @@ class TorchLoadedModel(LoadedModel):
         import torch
 
         x = _as_input(self.model, torch.from_numpy(np.ascontiguousarray(batch)))
-        with _threads(self.threads), _eval_mode(self.model, self.switch_mode), torch.inference_mode():
+        with _threads(self.threads), _eval_mode(self.model, self.switch_mode):
             if not self.switch_mode or x.ndim != 4 or x.shape[0] < _MIN_FORMAT_BATCH:
-                return _first(self.model(x))  # a torch.export program, or a batch too small to reorder
+                return self._forward(x)  # a torch.export program, or a batch too small to reorder
             chunks = x.split(INFER_CHUNK)
             if not infer_channels_last(self.model, chunks[0]):
-                return np.concatenate([_first(self.model(c)) for c in chunks])
-            self.model.to(memory_format=torch.channels_last)
+                return np.concatenate([self._forward(c) for c in chunks])
+            # The format changes outside inference mode: parameters converted inside it would become
+            # inference tensors, which training and export then refuse.
+            with torch.no_grad():
+                self.model.to(memory_format=torch.channels_last)
             try:
-                return np.concatenate(
-                    [_first(self.model(c.contiguous(memory_format=torch.channels_last))) for c in chunks]
-                )
+                return np.concatenate([self._forward(c.contiguous(memory_format=torch.channels_last)) for c in chunks])
             finally:
-                self.model.to(memory_format=torch.contiguous_format)  # as it came (export expects that)
+                with torch.no_grad():
+                    self.model.to(memory_format=torch.contiguous_format)  # as it came (export expects that)
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return _first(self.model(x))
 
 
 class TorchRuntime(Runtime):

@@ -36,6 +36,10 @@ def test_chunked_scoring_gives_the_whole_batch_logits_in_either_format(monkeypat
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     assert model.training  # the mode is restored
     assert all(p.is_contiguous() for p in model.parameters())  # and the format (export expects contiguous)
+    # the parameters are still trainable ones (not inference tensors): the model trains and exports after scoring
+    assert not any(p.is_inference() for p in model.parameters())
+    model(torch.from_numpy(x[:4])).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_the_format_is_measured_once_per_model_class_and_shape(monkeypatch):

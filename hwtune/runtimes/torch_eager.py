@@ -162,7 +162,12 @@ class TorchLoadedModel(LoadedModel):
 
         x = _as_input(self.model, torch.from_numpy(np.ascontiguousarray(batch)))
         with _threads(self.threads), _eval_mode(self.model, self.switch_mode):
-            if not self.switch_mode or x.ndim != 4 or x.shape[0] < _MIN_FORMAT_BATCH:
+            if (
+                not self.switch_mode
+                or x.ndim != 4
+                or x.shape[0] < _MIN_FORMAT_BATCH
+                or torch.is_inference_mode_enabled()  # a caller's inference mode: the weights stay as they are
+            ):
                 return self._forward(x)  # a torch.export program, or a batch too small to reorder
             chunks = x.split(INFER_CHUNK)
             if not infer_channels_last(self.model, chunks[0]):

@@ -53,3 +53,13 @@ def test_the_format_is_measured_once_per_model_class_and_shape(monkeypatch):
     assert infer_channels_last(model, x) is first and len(calls) == 8  # 4 rounds x 2 formats, then cached
     assert infer_channels_last(model, torch.randn(4, 3, 8, 8)) is False  # a small batch is not reordered
     assert infer_channels_last(nn.Linear(4, 2), torch.randn(32, 4)) is False  # no images
+
+
+def test_scoring_inside_a_callers_inference_mode_leaves_the_weights_alone(monkeypatch):
+    monkeypatch.setenv("HWTUNE_CHANNELS_LAST", "1")
+    model = _cnn()
+    x = np.random.default_rng(0).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        out = TorchLoadedModel(model).run(x)
+    assert out.shape == (64, 10)
+    assert not any(p.is_inference() for p in model.parameters())

@@ -57,6 +57,7 @@ def _parse() -> argparse.Namespace:
         action="store_true",
         help="README command 1 on a fresh clone of HEAD (setup.sh, then hwtune demo), each timed, and add its rows",
     )
+    p.add_argument("--keep", default=None, metavar="DIR", help="--demo-clone: copy the demo's run directory here")
     p.add_argument("--append", action="store_true", help="keep the rows already in --out")
     p.add_argument(
         "--trial", default=None, help="finalize this trial number or 'knee' (default: best under --max-params)"
@@ -122,9 +123,10 @@ def _run_demo(out: Path, max_params: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_demo_clone(max_params: int) -> list[dict[str, Any]]:
+def _run_demo_clone(max_params: int, keep: Path | None = None) -> list[dict[str, Any]]:
     """README command 1 on a fresh clone of this checkout's HEAD: ``bash scripts/setup.sh`` then
-    ``.venv/bin/hwtune demo``, each timed (wall, and CPU seconds of the command and its children)."""
+    ``.venv/bin/hwtune demo``, each timed (wall, and CPU seconds of the command and its children); the demo's run
+    directory is copied to ``keep`` when given (the clone itself is removed)."""
     import resource
     import subprocess
     import time
@@ -149,6 +151,10 @@ def _run_demo_clone(max_params: int) -> list[dict[str, Any]]:
         setup_s, setup_cpu = timed(["bash", "scripts/setup.sh"], where)
         demo_s, demo_cpu = timed([str(where / ".venv" / "bin" / "hwtune"), "demo"], where)
         run = where / "hwtune-demo"
+        if keep is not None:  # the run directory outlives the clone (its study can be finalized again)
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(run, keep)
+            run = keep
         rows = _rows(load_result(f"sqlite:///{(run / 'study.db').resolve()}"), run, max_params)
     finally:
         shutil.rmtree(where.parent, ignore_errors=True)
@@ -312,7 +318,7 @@ def main() -> int:
     if args.demo:
         rows.extend(_run_demo(Path(args.demo), args.max_params))
     if args.demo_clone:
-        rows.extend(_run_demo_clone(args.max_params))
+        rows.extend(_run_demo_clone(args.max_params, Path(args.keep) if args.keep else None))
     if args.grid and not args.no_run:
         rows.extend(_run_grid(args))
     else:

@@ -392,6 +392,11 @@ FIGURES: list[Figure] = [
     Figure("demo-finalize.json", r"A second fresh clone shipped the same member at (\d+\.\d+)% test; .*? so its (\d+):(\d+)",
            lambda d: [100 * (r := _clone(d, 1))["test_accuracy_as_shipped"], r["readme_command_1_seconds"] // 60,
                       r["readme_command_1_seconds"] % 60]),
+    Figure("demo-finalize.json", r"A third \((\d+):(\d+) in all, nearly idle\) .*? topped out at (\d+\.\d+) M MACs, and the member "
+                                 r"it shipped \((\d+) K parameters, (\d+\.\d+) M MACs\)\s+reached \*\*(\d+\.\d+)%\*\*",
+           lambda d: [(r := _clone(d, 2))["readme_command_1_seconds"] // 60, r["readme_command_1_seconds"] % 60,
+                      max(d["fresh_clone"]["runs"][2]["front_mmacs"]["values"].values()),
+                      r["params"] / 1000, r["macs"] / 1e6, 100 * r["test_accuracy_as_shipped"]]),
     Figure("demo-finalize.json", r"reached (\d+\.\d+)%, (\d+\.\d+)% and (\d+\.\d+)% test with three seeds, against "
                                  r"(\d+\.\d+)% with flips alone",
            lambda d: [100 * _rows(d, name="t23-30-shiftflip")["test"],

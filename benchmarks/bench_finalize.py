@@ -111,8 +111,7 @@ def _run_demo(out: Path, max_params: int) -> list[dict[str, Any]]:
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "hwtune", "demo", "--out", str(out)], check=True)
     wall = time.monotonic() - start
-    result = load_result(f"sqlite:///{(out / 'study.db').resolve()}")
-    rows = _rows(result, out, max_params)
+    rows = _rows(load_result(out), out, max_params)
     for row in rows:
         row["demo_wall_seconds"] = wall
         row["setting"] = {
@@ -155,7 +154,7 @@ def _run_demo_clone(max_params: int, keep: Path | None = None) -> list[dict[str,
             shutil.rmtree(keep, ignore_errors=True)
             shutil.copytree(run, keep)
             run = keep
-        rows = _rows(load_result(f"sqlite:///{(run / 'study.db').resolve()}"), run, max_params)
+        rows = _rows(load_result(run), run, max_params)
     finally:
         shutil.rmtree(where.parent, ignore_errors=True)
     for row in rows:
@@ -253,10 +252,9 @@ def _finalize_copy(
     where = Path(tempfile.mkdtemp(prefix="bench-finalize-")) / Path(run).name
     try:
         shutil.copytree(run, where, ignore=shutil.ignore_patterns("export", "finalized"))
-        url = f"sqlite:///{(where / 'study.db').resolve()}"
-        chosen = _chosen(load_result(url), trial, max_params)
+        chosen = _chosen(load_result(where), trial, max_params)
         print(f"{run}: finalizing trial {chosen} for {epochs:g} epochs, augment {augment}, seed {seed}", flush=True)
-        result = hwtune.finalize(url, chosen, epochs=epochs, augment=augment, seed=seed, threads=threads)
+        result = hwtune.finalize(where, chosen, epochs=epochs, augment=augment, seed=seed, threads=threads)
         rows = [r for r in _rows(result, Path(run), max_params) if r["trial"] == chosen]  # not earlier ones
     finally:
         shutil.rmtree(where.parent, ignore_errors=True)
@@ -292,12 +290,11 @@ def _run_in_place(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     for run in map(Path, args.runs):
-        url = f"sqlite:///{(run / 'study.db').resolve()}"
-        result = load_result(url)
+        result = load_result(run)
         if not args.no_run:
             chosen = _chosen(result, args.trial, args.max_params)
             print(f"{result.study_name}: finalizing trial {chosen} for {args.epochs:g} epochs, augment {args.augment}")
-            result = hwtune.finalize(url, chosen, epochs=args.epochs, augment=args.augment, threads=args.threads)
+            result = hwtune.finalize(run, chosen, epochs=args.epochs, augment=args.augment, threads=args.threads)
         for row in _rows(result, run, args.max_params):
             row["setting"] = {
                 "epochs": args.epochs,

@@ -60,6 +60,7 @@ __all__ = [
     "num_threads",
     "on_device",
     "param_groups",
+    "pinned_memory_format",
     "resolve_amp",
     "resolve_device",
     "run_loop",
@@ -330,6 +331,12 @@ def _measure_format(
     return MemoryFormat(speedup >= CHANNELS_LAST_MIN_SPEEDUP, f"measured {speedup:.2f}x")
 
 
+def pinned_memory_format() -> MemoryFormat | None:
+    """The format ``$HWTUNE_CHANNELS_LAST`` (``1`` / ``0``) pins, for training and scoring alike; else None."""
+    env = os.environ.get(CHANNELS_LAST_ENV_VAR, "").strip()
+    return MemoryFormat(env == "1", f"{CHANNELS_LAST_ENV_VAR}={env}") if env in ("0", "1") else None
+
+
 def choose_memory_format(
     model: torch.nn.Module,
     dataset: Any,
@@ -347,9 +354,9 @@ def choose_memory_format(
     """
     if channels_last is not None:
         return MemoryFormat(bool(channels_last), "asked")
-    env = os.environ.get(CHANNELS_LAST_ENV_VAR, "").strip()
-    if env in ("0", "1"):
-        return MemoryFormat(env == "1", f"{CHANNELS_LAST_ENV_VAR}={env}")
+    pinned = pinned_memory_format()
+    if pinned is not None:
+        return pinned
     shape = _sample_shape(dataset)
     if shape is None or len(shape) != 3 or not any(p.ndim == 4 for p in model.parameters()):
         return MemoryFormat(False, "no 4-D images")

@@ -120,11 +120,11 @@ def infer_channels_last(model: torch.nn.Module, x: torch.Tensor) -> bool:
 
     import torch
 
-    from hwtune.engine import CHANNELS_LAST_ENV_VAR, CHANNELS_LAST_MIN_SPEEDUP
+    from hwtune.engine import CHANNELS_LAST_MIN_SPEEDUP, pinned_memory_format
 
-    env = os.environ.get(CHANNELS_LAST_ENV_VAR, "").strip()
-    if env in ("0", "1"):
-        return env == "1"
+    pinned = pinned_memory_format()
+    if pinned is not None:
+        return pinned.channels_last
     if x.ndim != 4 or x.shape[0] < _MIN_FORMAT_BATCH or not any(p.ndim == 4 for p in model.parameters()):
         return False
     key = (type(model).__qualname__, tuple(x.shape), torch.get_num_threads(), str(x.device))

@@ -39,7 +39,15 @@ from hwtune.profiler.latency import measure_latency
 from hwtune.profiler.op_times import OpTimeComparison, OpTimeDiff, compare_op_times
 from hwtune.profiler.profile_report import LIVENESS_SOURCE, Fits, ProfileReport
 from hwtune.profiler.roofline import ROOFLINE_LABEL, LatencyEstimate, roofline_estimate
-from hwtune.runtimes import LatencyMeasurement, Runtime, TimingBudget, get_runtime, list_runtimes, runtime_for_file
+from hwtune.runtimes import (
+    LatencyMeasurement,
+    Runtime,
+    ShippedModel,
+    TimingBudget,
+    get_runtime,
+    list_runtimes,
+    runtime_for_file,
+)
 from hwtune.runtimes.onnxruntime import ort_session
 
 if TYPE_CHECKING:
@@ -105,6 +113,7 @@ def profile_model(
     quant_config: Any = None,
     name: str | None = None,
     progress: Progress | None = None,
+    ship_to: Path | None = None,
 ) -> ProfileReport:
     """Profile a model for a device: MACs, FLOPs, params, weight bytes, peak activations, fit and latency.
 
@@ -130,6 +139,10 @@ def profile_model(
             random calibration uses only 16 samples (ranges from noise do not improve with more).
         name: Model name for the report (default: class name or file path).
         progress: Called with a short description at the start of each step (the CLI prints the slow ones).
+        ship_to: Where to keep the deployable file that the working memory is measured on (microcontroller
+            profiles that convert the model to measure it), returned as ``report.shipped``; by default it is
+            written to a temporary file and dropped. A caller that ships these very weights at this plan with
+            ``calibration_data`` (a search scoring inherited weights) then converts once, not twice.
 
     Returns:
         A ``ProfileReport``.
@@ -167,9 +180,11 @@ def profile_model(
     fits_lower_bound = (
         graph.total_weight_bytes <= profile.storage_bytes and graph.peak_activation_bytes <= profile.ram_bytes
     )
-    working, working_source, storage = (None, LIVENESS_SOURCE, None)
+    working, working_source, storage, shipped = (None, LIVENESS_SOURCE, None, None)
     if fits_lower_bound:  # a model over the limits by its lower bounds needs no arena measurement to say so
-        working, working_source, storage = _working_memory(model, example, plan, profile, calibration_data, notes, say)
+        working, working_source, storage, shipped = _working_memory(
+            model, example, plan, profile, calibration_data, notes, say, ship_to
+        )
     fits = Fits.check(
         graph.total_weight_bytes if storage is None else storage,
         graph.peak_activation_bytes if working is None else working,
@@ -227,6 +242,7 @@ def profile_model(
         working_memory_bytes=graph.peak_activation_bytes if working is None else working,
         working_memory_source=working_source,
         storage_bytes=storage,
+        shipped=shipped,
     )
 
 
@@ -238,8 +254,9 @@ def _working_memory(
     calibration_data: Any,
     notes: list[str],
     say: Progress,
-) -> tuple[int | None, str, int | None]:
-    """(working memory bytes, its source, deployable file bytes) for microcontroller profiles.
+    ship_to: Path | None = None,
+) -> tuple[int | None, str, int | None, ShippedModel | None]:
+    """(working memory bytes, its source, deployable file bytes, the file when kept) for microcontroller profiles.
 
     On an ``mcu`` profile whose runtime is TFLite Micro, an int8 model is shipped as the ``.tflite``
     that runs there and its tensor arena is measured by the TFLite Micro interpreter (what decides
@@ -247,17 +264,17 @@ def _working_memory(
     labelled as the lower bound it is.
     """
     if profile.kind != "mcu" or profile.runtime != "tflite-micro" or _is_onnx(model):
-        return None, LIVENESS_SOURCE, None
+        return None, LIVENESS_SOURCE, None, None
     rt = get_runtime("tflite-micro")
     if not rt.available():
         notes.append(
             "working memory is the liveness estimate (a lower bound): pip install 'hwtune[litert]' "
             "to measure the TFLite Micro arena"
         )
-        return None, LIVENESS_SOURCE, None
+        return None, LIVENESS_SOURCE, None, None
     if plan.precisions != ("int8",):
         notes.append(f"TFLite Micro runs int8 models; the arena of a {plan.label} model is not measured")
-        return None, LIVENESS_SOURCE, None
+        return None, LIVENESS_SOURCE, None, None
     import numpy as np
 
     say("measuring the TFLite Micro arena")
@@ -266,9 +283,11 @@ def _working_memory(
         calib = np.random.default_rng(0).standard_normal((16, *tuple(example.shape[1:]))).astype(np.float32)
     with work_dir("tflm") as tmp, contextlib.redirect_stderr(io.StringIO()):
         # (the converter and quantizer draw their own progress bars on stderr)
-        shipped = rt.export(model, example, plan, Path(tmp) / "model.tflite", calibration=calib, device=profile)
+        out = Path(ship_to) if ship_to is not None else Path(tmp) / "model.tflite"
+        shipped = rt.export(model, example, plan, out, calibration=calib, device=profile)
         arena = int(shipped.info["arena_bytes"])
-        return arena, str(shipped.info.get("arena_source", "measured (tflite-micro arena)")), shipped.size_bytes
+        source = str(shipped.info.get("arena_source", "measured (tflite-micro arena)"))
+        return arena, source, shipped.size_bytes, shipped if ship_to is not None else None
 
 
 def _structure(

@@ -108,6 +108,8 @@ class ProfileReport:
         notes: Caveats (random int8 calibration, fallbacks, precision not supported, ...).
         traced_with: ``fx``, ``hooks`` or ``onnx``.
         profile_seconds: Wall time ``profile_model`` took.
+        shipped: The deployable file the working memory was measured on, when ``profile_model`` was asked to
+            keep it (``ship_to``); not part of the report's dict.
     """
 
     model: str
@@ -136,6 +138,7 @@ class ProfileReport:
     working_memory_source: str = LIVENESS_SOURCE
     storage_bytes: int | None = None
     schema_version: int = SCHEMA_VERSION
+    shipped: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # The one invariant that matters most: nothing but a measurement may call itself measured.

@@ -142,7 +142,9 @@ def promote_pending(study: Any, ctx: SearchContext) -> list[tuple[int, int]]:
             continue
         top = int(a.get("rung", 0))
         if top < n_rungs - 1:
-            results[top][key] = (ctx.rung_cost(float(a["val_accuracy_fp32"]), a), t)
+            # fp32 accuracy where the rung scored it; a quantized candidate scored untrained has its shipped one
+            acc = a.get("val_accuracy_fp32")
+            results[top][key] = (ctx.rung_cost(float(a["val_accuracy"] if acc is None else acc), a), t)
         for r in range(min(top, n_rungs - 1)):
             promoted[r].add(key)  # this trial itself went past rung r
     queued: list[tuple[int, int]] = []

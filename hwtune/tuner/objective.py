@@ -35,6 +35,7 @@ from hwtune.tuner.constraints import constraint_values, violations_text
 from hwtune.tuner.context import SearchContext
 from hwtune.tuner.halving import Coordination, claim_or_twin, completed_by_key, wait_until_done
 from hwtune.tuner.inputs import candidate_seed, stage_precision_of
+from hwtune.tuner.pipeline import converts_once
 from hwtune.tuner.storage import BufferedTrial, fresh_trials, optuna_module, requeue, trial_figures_dict, worker_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,6 +162,9 @@ class CandidateTrial:
         self.stage = "suggest"
         self._infeasible_values: list[float] = []
         self._sharing: int | None = None
+        # The file the profile converted for the weights this trial scores (inherited weights scored
+        # untrained at a zero rung): shipped as is instead of converted again.
+        self._preshipped: Any = None
 
     # -- entry ----------------------------------------------------------------------------------
     def run(self) -> list[float]:
@@ -260,39 +264,57 @@ class CandidateTrial:
         trial.set_user_attr("stage_precision", stage_precision_of(cand))
         trial.set_user_attr("precision_plan", plan.to_dict() if hasattr(plan, "to_dict") else str(plan))
         seed = candidate_seed(ctx.seed, cand.key)
-        if origin is None:
-            started = self._profile_fresh(cand, plan, seed)
-            if started is None:
-                return self._infeasible_values
-            model, figures, start = started
-        else:
-            model, figures, start = self._continue_origin(cand, origin, target_rung)
-        acc_fp32, _ = self._train_rungs(model, seed, start)
-        trial.set_user_attr("seed", seed)
-        trial.flush()
-        val_accuracy = self._ship_and_score(model, cand, plan, acc_fp32, figures, measure=origin is None)
+        quantized = plan.precisions != ("fp32",)
+        with work_dir("ship") as keep:
+            if origin is None:
+                started = self._profile_fresh(cand, plan, seed, Path(keep))
+                if started is None:
+                    return self._infeasible_values
+                model, figures, start = started
+            else:
+                model, figures, start = self._continue_origin(cand, origin, target_rung)
+            acc_fp32, epochs = self._train_rungs(model, seed, start, quantized=quantized)
+            if epochs != start["epochs"]:  # trained since the profile converted it
+                self._preshipped = None
+            trial.set_user_attr("seed", seed)
+            trial.flush()
+            val_accuracy = self._ship_and_score(model, cand, plan, acc_fp32, figures, measure=origin is None)
         self._save_weights(model, cand, seed)
         trial.set_user_attr("val_accuracy", val_accuracy)
         trial.set_user_attr("wall_seconds", time.monotonic() - self.t_start)
         trial.flush(final=True)
         return ctx.values_for({**figures, "val_accuracy": val_accuracy})
 
-    def _profile_fresh(self, cand: CandidateLike, plan: Any, seed: int) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
+    def _profile_fresh(
+        self, cand: CandidateLike, plan: Any, seed: int, keep: Path
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
         """Cheap profile and constraints on every device; None when infeasible everywhere (never trained).
 
         The primary device's figures go to the top level; with several devices every device's figures
         and constraint values go to ``per_device``, and Optuna is told the lowest value per constraint
         (the candidate is trained when it fits at least one device).
+
+        When the first rung trains nothing (inherited weights, scored as they are) and the device's working
+        memory is measured on the int8 file (TFLite Micro), the profile converts the weights that are scored,
+        with the real calibration, and keeps the file in ``keep``: the candidate is converted once, not twice.
         """
         ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
         stage_precisions = tuple(stage_precision_of(cand).values()) or (cand.precision,)
         self.stage = "profile"
         t0 = time.monotonic()
-        model = pipeline.build(cand)
+        once = ctx.schedule.rung_epochs[0] == 0 and "int8" in plan.precisions and converts_once(pipeline)
+        model = pipeline.initial_model(cand, seed=seed, data=ctx.data) if once else pipeline.build(cand)
         per_device: dict[str, dict[str, Any]] = {}
         combined: dict[str, float] = {}
         for dev in ctx.devices:
-            prof = pipeline.profile(model, plan, measure=True, time_budget_s=ctx.schedule.latency_budget_s, device=dev)
+            kw: dict[str, Any] = {}
+            if once and dev.id == pipeline.device.id:
+                kw = {"calibration": ctx.calibration_batch(), "ship_to": keep / f"model{pipeline.runtime.suffix}"}
+            prof = pipeline.profile(
+                model, plan, measure=True, time_budget_s=ctx.schedule.latency_budget_s, device=dev, **kw
+            )
+            if kw:
+                self._preshipped = prof.get("shipped")
             figs = {k: prof.get(k) for k in PROFILE_KEYS}
             cons = constraint_values(figs, ctx.constraints, dev, stage_precisions)
             infeasible = violations_text(cons, figs, ctx.constraints, dev, stage_precisions)
@@ -336,10 +358,11 @@ class CandidateTrial:
             return None
         if primary["infeasible"]:
             trial.set_user_attr("infeasible", [f"{ctx.device.id}: {m}" for m in primary["infeasible"]])
-        self.stage = "build"
-        # Fresh weights from the candidate seed (profiling may have traced the other model), or
-        # weights inherited from a trained parent: the pipeline decides.
-        model = pipeline.initial_model(cand, seed=seed, data=ctx.data)
+        if not once:
+            self.stage = "build"
+            # Fresh weights from the candidate seed (profiling may have traced the other model), or
+            # weights inherited from a trained parent: the pipeline decides.
+            model = pipeline.initial_model(cand, seed=seed, data=ctx.data)
         return model, figures, {"rung": 0, "epochs": 0.0, "rungs": [], "target": 0, "train_seconds": 0.0}
 
     def _continue_origin(
@@ -393,12 +416,19 @@ class CandidateTrial:
             },
         )
 
-    def _train_rungs(self, model: Any, seed: int, start: dict[str, Any]) -> tuple[float, float]:
-        """Train the same weights up to the target rung; returns (fp32 val accuracy, epochs reached)."""
+    def _train_rungs(
+        self, model: Any, seed: int, start: dict[str, Any], *, quantized: bool
+    ) -> tuple[float | None, float]:
+        """Train the same weights up to the target rung; returns (fp32 val accuracy, epochs reached).
+
+        A quantized candidate's weights that no rung trained (inherited, scored as they are) are not scored in
+        fp32 (None): the shipped file's score is the one that counts, and halving ranks by it.
+        """
         ctx, trial, sched = self.ctx, self.trial, self.ctx.schedule
         trained_epochs = epochs_before = start["epochs"]
         rungs = start["rungs"]
-        train_seconds, samples, acc_fp32 = 0.0, 0, float("nan")
+        train_seconds, samples = 0.0, 0
+        acc_fp32: float | None = float("nan")
         for r in range(start["rung"], start["target"] + 1):
             self.stage = f"train (rung {r})"
             t0 = time.monotonic()
@@ -419,10 +449,13 @@ class CandidateTrial:
             samples += int(getattr(stats, "samples_seen", 0) or 0)
             if getattr(stats, "device", None):  # where it trained: "cpu", "cuda:0 (NVIDIA H100 ...)"
                 trial.set_user_attr("train_device", _trained_on(stats))
-            self.stage = f"evaluate (rung {r})"
-            acc_fp32 = ctx.pipeline.evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
-            if not math.isfinite(acc_fp32):
-                raise FloatingPointError(f"validation accuracy is {acc_fp32}")
+            if quantized and sched.rung_epochs[r] == 0:
+                acc_fp32 = None
+            else:
+                self.stage = f"evaluate (rung {r})"
+                acc_fp32 = ctx.pipeline.evaluate(model, ctx.data.val, batch_size=sched.val_batch_size)
+                if not math.isfinite(acc_fp32):
+                    raise FloatingPointError(f"validation accuracy is {acc_fp32}")
             rungs.append(
                 {
                     "rung": r,
@@ -448,7 +481,14 @@ class CandidateTrial:
         return acc_fp32, trained_epochs
 
     def _ship_and_score(
-        self, model: Any, cand: CandidateLike, plan: Any, acc_fp32: float, figures: dict[str, Any], *, measure: bool
+        self,
+        model: Any,
+        cand: CandidateLike,
+        plan: Any,
+        acc_fp32: float | None,
+        figures: dict[str, Any],
+        *,
+        measure: bool,
     ) -> float:
         """Accuracy of what ships; on measure devices, the latency of the shipped file (once, at rung 0).
 
@@ -456,13 +496,15 @@ class CandidateTrial:
         fp32 candidates keep their torch accuracy (the fp32 file computes the same function).
         """
         ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
-        accuracy_by_precision = {"fp32": acc_fp32}
+        accuracy_by_precision = {} if acc_fp32 is None else {"fp32": acc_fp32}
         val_accuracy, accuracy_source = acc_fp32, "torch (fp32)"
         quantized = plan.precisions != ("fp32",)
         with work_dir("trial") as tmp:
             self.stage = "quantize" if quantized else "ship"
-            calib = ctx.calibration_batch() if "int8" in plan.precisions else None
-            shipped = pipeline.ship(model, plan, Path(tmp), calibration=calib, seed=int(ctx.seed or 0))
+            shipped = self._preshipped
+            if shipped is None:
+                calib = ctx.calibration_batch() if "int8" in plan.precisions else None
+                shipped = pipeline.ship(model, plan, Path(tmp), calibration=calib, seed=int(ctx.seed or 0))
             trial.set_user_attr("onnx_bytes" if shipped.format == "onnx" else "shipped_bytes", shipped.size_bytes)
             self._upload(Path(shipped.path), "shipped_artifact_id", "application/octet-stream")
             if quantized:
@@ -476,6 +518,8 @@ class CandidateTrial:
                     self._measure_shipped(shipped, plan, figures)
         trial.set_user_attr("accuracy_by_precision", accuracy_by_precision)
         trial.set_user_attr("accuracy_source", accuracy_source)
+        if val_accuracy is None:  # pragma: no cover - an fp32 plan is always scored in fp32
+            raise RuntimeError("no accuracy: an fp32 candidate was not scored")
         return val_accuracy
 
     def _sharing_workers(self) -> int:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hwtune.runtimes import Runtime, ShippedModel
     from hwtune.space import Candidate, CandidateLike, SpaceLike
 
-__all__ = ["CandidatePipeline", "DistilledPipeline", "ship_runtime_name"]
+__all__ = ["CandidatePipeline", "DistilledPipeline", "converts_once", "ship_runtime_name"]
 
 _FALLBACK_RUNTIME = "onnxruntime"
 
@@ -133,8 +133,16 @@ class CandidatePipeline:
         measure: bool,
         time_budget_s: float,
         device: DeviceProfile | None = None,
+        calibration: np.ndarray | None = None,
+        ship_to: Path | None = None,
     ) -> dict[str, Any]:
-        """The cheap profile (no training): MACs, params, bytes, peak activations, latency, fits."""
+        """The cheap profile (no training): MACs, params, bytes, peak activations, latency, fits.
+
+        With ``ship_to``, a device whose working memory is measured on the deployable file (TFLite Micro) keeps
+        that file there, converted with ``calibration``: the dict's ``shipped`` is then a
+        :class:`~hwtune.runtimes.ShippedModel` that :meth:`ship` would have written for these weights (None
+        when the profile converted nothing).
+        """
         from hwtune.profiler import profile_model
 
         rep = profile_model(
@@ -145,10 +153,14 @@ class CandidatePipeline:
             measure=measure,
             layers=False,
             time_budget_s=time_budget_s,
+            calibration_data=calibration,
+            ship_to=ship_to,
         )
         d = rep.to_dict()
         d.pop("layers", None)
         d.pop("device", None)
+        if ship_to is not None:
+            d["shipped"] = rep.shipped if rep.shipped is not None and rep.shipped.runtime == self.runtime.name else None
         return d
 
     def train(
@@ -210,6 +222,13 @@ class CandidatePipeline:
         example = np.zeros(self.input_shape, dtype=np.float32)
         m = rt.measure_latency(shipped, example, threads=dev.threads, time_budget_s=time_budget_s)
         return jsonable(m.to_dict())
+
+
+def converts_once(pipeline: Any) -> bool:
+    """Whether ``pipeline``'s profile may keep the file its ``ship`` writes (neither step is overridden: a
+    pipeline that ships its own way ships every trial itself)."""
+    cls = type(pipeline)
+    return getattr(cls, "profile", None) is CandidatePipeline.profile and getattr(cls, "ship", None) is CandidatePipeline.ship
 
 
 def _search_target(target: Any) -> Any:

@@ -38,12 +38,22 @@ def test_the_recipe_holds_the_mlperf_tiny_reference_and_the_ic02_widths():
 
 @pytest.mark.slow
 @pytest.mark.extras
-def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys, rgb_folder):
+def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys, rgb_folder, monkeypatch):
     from hwtune.cli import main
     from hwtune.runtimes import get_runtime
+    from hwtune.tuner import load_result
+    from hwtune.tuner.pipeline import CandidatePipeline
 
     if not get_runtime("tflite-micro").available():  # the stm32h743 profile deploys with TFLite Micro
         pytest.skip("TFLite Micro not installed (pip install 'hwtune[litert]')")
+    ships = []
+    base_ship = CandidatePipeline.ship
+
+    def counted_ship(self, *args, **kwargs):
+        ships.append(1)
+        return base_ship(self, *args, **kwargs)
+
+    monkeypatch.setattr(CandidatePipeline, "ship", counted_ship)
 
     data = rgb_folder(tmp_path / "rgb", {"train": 24, "test": 6}, seed=0)
     run = tmp_path / "run"
@@ -53,6 +63,13 @@ def test_tune_finalize_export_for_the_cortex_m7(tmp_path, capsys, rgb_folder):
     assert main(args) == 0, capsys.readouterr().err
     front = json.loads(capsys.readouterr().out)
     assert front and all(m["precision"] == "int8" for m in front), front  # the Cortex-M7 runs int8 only
+    # Inherited weights scored untrained ship the file their profile converted (one conversion per candidate,
+    # and no fp32 scoring); only the trials that fine-tuned convert again.
+    trials = load_result(run).trials
+    scored = [t for t in trials if t.trained and t.duplicate_of is None]
+    tuned = [t for t in scored if t.figures.continue_from is not None]
+    assert len(scored) > len(tuned) and len(ships) == len(tuned), (len(ships), len(scored), len(tuned))
+    assert all(t.figures.val_accuracy_fp32 is None for t in scored if t.figures.continue_from is None)
     assert main(["finalize", str(run), "--trial", "knee", "--epochs", "0.3", "--json", "-q", "--data", str(data)]) == 0
     done = json.loads(capsys.readouterr().out)
     assert done and done[0]["val_accuracy"] is not None

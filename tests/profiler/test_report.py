@@ -97,6 +97,28 @@ def test_mcu_int8_bytes_and_fit(tiny_model: torch.nn.Module) -> None:
     assert fp32.latency_source == "unavailable"
 
 
+def test_mcu_int8_keeps_the_file_its_arena_was_measured_on(tmp_path, tiny_model: torch.nn.Module) -> None:
+    import numpy as np
+
+    from hwtune.runtimes import get_runtime
+
+    rt = get_runtime("tflite-micro")
+    if not rt.available():
+        pytest.skip("TFLite Micro not installed (pip install 'hwtune[litert]')")
+    calib = np.random.default_rng(1).standard_normal((8, *SHAPE[1:])).astype(np.float32)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    kw = {"device": "stm32h743", "precision": "int8", "measure": False, "layers": False}
+    r = profile_model(tiny_model, SHAPE, calibration_data=calib, ship_to=tmp_path / "m.tflite", **kw)
+    assert r.shipped is not None and r.shipped.path == tmp_path / "m.tflite" and r.shipped.path.is_file()
+    assert r.working_memory_bytes == r.shipped.info["arena_bytes"] and r.storage_bytes == r.shipped.size_bytes
+    assert "shipped" not in r.to_dict()
+    # the weights are untouched, and the file is the one the runtime ships for them with that calibration
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    again = rt.export(tiny_model, torch.zeros(SHAPE), PrecisionPlan("int8"), tmp_path / "again.tflite", calibration=calib)
+    assert again.path.read_bytes() == r.shipped.path.read_bytes()
+    assert profile_model(tiny_model, SHAPE, **kw).shipped is None  # without ship_to nothing is kept
+
+
 def test_fit_fails_when_weights_exceed_flash() -> None:
     big = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 4096))  # 3.2 M params > 2 MiB int8 flash
     r = profile_model(big, SHAPE, device="stm32h743", precision="int8", measure=False)

@@ -596,7 +596,7 @@ class TuneResult:
         recipe: the search-space recipe (name or path).
         objectives: objective names, in Optuna's order.
         reference_point: objective figure -> reference value for the hypervolume.
-        constraints: the user's hard limits (``max_latency_ms``, ``max_ram_bytes``, ``max_storage_bytes``).
+        constraints: the user's hard limits (``max_latency_ms``, ``max_ram_bytes``, ``max_storage_bytes``, ``max_params``).
         trials: every trial of the study.
         interrupted: the run stopped on Ctrl-C (the front is what finished before).
         meta: everything else stored with the study (budget, data spec, sampler, versions...).

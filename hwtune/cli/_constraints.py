@@ -1,5 +1,5 @@
 """The constraint options ``hwtune tune`` and ``hwtune compress`` share, read one way:
-``--max-latency-ms``, ``--max-ram-kb``, ``--max-storage-kb``."""
+``--max-latency-ms``, ``--max-ram-kb``, ``--max-storage-kb``, ``--max-params``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 __all__ = ["constraint_arguments"]
 
-CONSTRAINT_OPTIONS = ("max_latency_ms", "max_ram_kb", "max_storage_kb")
+CONSTRAINT_OPTIONS = ("max_latency_ms", "max_ram_kb", "max_storage_kb", "max_params")
 
 
 def constraint_arguments(args: argparse.Namespace) -> dict[str, float]:

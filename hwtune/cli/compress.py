@@ -12,7 +12,7 @@ from hwtune.cli._constraints import constraint_arguments
 from hwtune.cli._data import add_data_arguments
 from hwtune.cli._train_device import add_train_device_arguments, train_device_arguments
 from hwtune.cli.profile import parse_input_shape
-from hwtune.cli.tune import _positive_float
+from hwtune.cli.tune import _positive_float, _positive_int
 from hwtune.errors import ConfigError
 
 __all__ = ["add_parser", "run_compress"]
@@ -70,6 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-latency-ms", type=_positive_float, default=None, metavar="X", help="latency limit")
     p.add_argument("--max-ram-kb", type=_positive_float, default=None, metavar="X", help="working-memory limit, KiB")
     p.add_argument("--max-storage-kb", type=_positive_float, default=None, metavar="X", help="storage limit, KiB")
+    p.add_argument("--max-params", type=_positive_int, default=None, metavar="N", help="parameter limit")
     p.add_argument("--epochs", type=_positive_float, default=None, metavar="E", help="fine-tuning epochs at the last rung")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="seed of sampler and fine-tuning")
     p.add_argument("--train-limit", type=int, default=None, metavar="N", help="use only N training samples")

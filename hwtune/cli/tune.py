@@ -62,6 +62,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return v
+
+
 def _rungs(text: str) -> tuple[float, ...]:
     try:
         rungs = tuple(float(x) for x in text.split(",") if x.strip())
@@ -139,6 +149,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-storage-kb", type=_positive_float, default=None, metavar="X", help="storage limit (weights), KiB"
     )
+    p.add_argument("--max-params", type=_positive_int, default=None, metavar="N", help="parameter limit")
     p.add_argument(
         "--objectives",
         default="accuracy,latency",

@@ -99,7 +99,7 @@ class CompressPipeline(DistilledPipeline):
         model = self.build(cand)
         if data is not None and cand.key != self.space.cspace.baseline().key:
             # the unmodified model keeps the user's statistics
-            recalibrate_bn(model, data, seed=seed, train_device=self.train_device)
+            recalibrate_bn(model, data, seed=seed, train_device=self.train_device, amp=self.amp)
         return model.eval()
 
     def extra_artifacts(self, model: torch.nn.Module, workdir: Path) -> dict[str, Path]:

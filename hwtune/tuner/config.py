@@ -30,15 +30,17 @@ class Constraints:
         max_latency_ms: Batch-1 latency on the device.
         max_ram_bytes: Working memory: peak activation bytes at batch 1.
         max_storage_bytes: Weight bytes at the candidate's precision.
+        max_params: Parameters (as papers state a model budget: "under 100 K parameters").
     """
 
     max_latency_ms: float | None = None
     max_ram_bytes: int | None = None
     max_storage_bytes: int | None = None
+    max_params: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
-        for key in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes"):
+        for key in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_params"):
             v = getattr(self, key)
             if v is None:
                 continue
@@ -56,7 +58,7 @@ class Constraints:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"constraints must be a mapping or Constraints, got {type(value).__name__}")
-        known = {"max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_ram_kb", "max_storage_kb"}
+        known = {"max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_ram_kb", "max_storage_kb", "max_params"}
         problems = [
             f"constraints: unknown key {k!r}, expected one of {', '.join(sorted(known))}{did_you_mean(k, known)}"
             for k in value
@@ -65,7 +67,9 @@ class Constraints:
         if problems:
             raise ConfigError("\n".join(problems))
         kw: dict[str, Any] = {
-            k: value[k] for k in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes") if value.get(k) is not None
+            k: value[k]
+            for k in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_params")
+            if value.get(k) is not None
         }
         for kb_key, byte_key in (("max_ram_kb", "max_ram_bytes"), ("max_storage_kb", "max_storage_bytes")):
             if value.get(kb_key) is not None:
@@ -82,6 +86,7 @@ class Constraints:
                 ("max_latency_ms", self.max_latency_ms),
                 ("max_ram_bytes", self.max_ram_bytes),
                 ("max_storage_bytes", self.max_storage_bytes),
+                ("max_params", self.max_params),
             )
             if v is not None
         }

@@ -52,6 +52,8 @@ def constraint_values(
         lat = figures.get("latency_ms")
         # A latency that cannot be obtained cannot be shown to meet the limit.
         out["latency"] = 1.0 if lat is None else float(lat) / constraints.max_latency_ms - 1.0
+    if constraints.max_params is not None:
+        out["params"] = float(figures["params"]) / constraints.max_params - 1.0
     unsupported = sorted({p for p in stage_precisions if not device.supports(p)})
     out["precision"] = float(len(unsupported))
     return out
@@ -76,6 +78,8 @@ def violations_text(
         msgs.append(f"{what} > limit {storage_limit(constraints, device)} B")
     if values.get("latency", 0) > 0:
         msgs.append(f"latency {figures.get('latency_ms')} ms > limit {constraints.max_latency_ms} ms")
+    if values.get("params", 0) > 0:
+        msgs.append(f"{figures['params']} parameters > limit {constraints.max_params}")
     if values.get("precision", 0) > 0:
         bad = sorted({p for p in stage_precisions if not device.supports(p)})
         msgs.append(f"precision {', '.join(bad)} not supported by {device.id} ({', '.join(device.precisions)})")
@@ -114,6 +118,7 @@ def check_feasible_at_all(
             "peak_activation_bytes": prof.get("working_memory_bytes") or prof.get("peak_activation_bytes"),
             "weight_bytes": prof.get("storage_bytes") or prof.get("weight_bytes"),
             "latency_ms": prof.get("latency_ms"),
+            "params": prof.get("params"),
         }
         for k, v in figures.items():
             if v is not None:
@@ -130,6 +135,8 @@ def check_feasible_at_all(
             f"max storage {storage / 1024:g} KiB is below the smallest candidate's weights "
             f"({best['weight_bytes'] / 1024:.1f} KiB; {desc})"
         )
+    if cons.max_params is not None and best.get("params", 0) > cons.max_params:
+        problems.append(f"max params {cons.max_params} is below the smallest candidate's {best['params']:.0f} ({desc})")
     # Latency is noisy: only call a limit impossible when even the smallest candidate is 2x over it.
     if cons.max_latency_ms is not None and best.get("latency_ms", 0) > 2 * cons.max_latency_ms:
         problems.append(

@@ -217,5 +217,7 @@ class InheritPipeline(DistilledPipeline):
         # 13-16% instead of 91% validation accuracy on fashion-convnet).
         model = extract(self.parent, self.space, cast("Candidate", cand))  # a recipe space's candidate
         if data is not None:
-            recalibrate_bn(model, data, n_images=self.bn_images, seed=seed, train_device=self.train_device)
+            recalibrate_bn(
+                model, data, n_images=self.bn_images, seed=seed, train_device=self.train_device, amp=self.amp
+            )
         return model.eval()

@@ -17,6 +17,8 @@ from support import cli_error
         ("--epochs", "-1"),
         ("--rungs", "0.5,nan"),
         ("--rungs", "0.5,2"),
+        ("--max-params", "0"),
+        ("--max-params", "1.5"),
     ],
 )
 def test_cli_numbers_are_finite_and_in_range(capsys, tmp_path, option, value):

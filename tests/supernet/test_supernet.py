@@ -335,6 +335,22 @@ def test_recalibrate_bn_reestimates_running_statistics(fashion_tiny):
     assert torch.allclose(after["stem.bn.running_mean"], batch_mean, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", ["0", "1"])
+def test_recalibrate_bn_under_bf16_and_either_layout_matches_fp32(fashion_tiny, monkeypatch, channels_last):
+    monkeypatch.setenv("HWTUNE_CHANNELS_LAST", channels_last)  # the layout the measurement would pick, pinned
+    space = make_space("convnet")
+    parent = make_parent(space)
+    ref = recalibrate_bn(extract(parent, space, smallest_candidate(space)), fashion_tiny, n_images=64)
+    sub = recalibrate_bn(extract(parent, space, smallest_candidate(space)), fashion_tiny, n_images=64, amp="bf16")
+    for (name, a), b in zip(ref.state_dict().items(), sub.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype, name  # statistics stay fp32
+        if "running" in name:
+            assert torch.allclose(a, b, rtol=0.05, atol=0.02), name
+    assert all(p.is_contiguous() for p in sub.parameters())  # the layout is restored for export
+    with pytest.raises(ConfigError, match="fp16"):
+        recalibrate_bn(sub, fashion_tiny, n_images=64, amp="fp16")  # no fp16 autocast on the CPU
+
+
 # ---- sandwich training and fine-tuning ---------------------------------------------------------
 
 

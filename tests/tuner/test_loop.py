@@ -246,6 +246,25 @@ def test_constraint_violating_candidates_are_never_trained(recipe, tmp_path, fak
     assert all(t.feasible for t in res.front)
 
 
+def test_a_parameter_limit_leaves_larger_candidates_untrained(recipe, tmp_path, fakes):
+    from hwtune.space import SearchSpace
+
+    space = SearchSpace.from_recipe(recipe)
+    sizes = sorted({sum(p.numel() for p in space.build(c).parameters()) for c in space.enumerate()})
+    limit = sizes[len(sizes) // 2]
+    res = run(recipe, tmp_path, n_trials=12, constraints={"max_params": limit})
+    assert res.constraints["max_params"] == limit
+    over = [t for t in res.trials if t.complete and t.duplicate_of is None and t.figures["params"] > limit]
+    assert over, "the seed should sample some larger candidates"
+    trained_keys = {k for k, _ in fakes.trained}
+    for t in over:
+        assert t.constraints["params"] > 0 and not t.feasible and t.candidate_key not in trained_keys
+        assert f"parameters > limit {limit}" in t.figures["infeasible"][0]
+    assert res.front and all(t.figures["params"] <= limit for t in res.front)
+    with pytest.raises(ConfigError, match=f"max params 10 is below the smallest candidate's {sizes[0]}"):
+        run(recipe, tmp_path / "none", constraints={"max_params": 10})
+
+
 def test_failed_trials_do_not_stop_the_study(recipe, tmp_path, fakes):
     from hwtune.space import SearchSpace
 

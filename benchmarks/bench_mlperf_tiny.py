@@ -576,6 +576,10 @@ def main() -> None:
     if args.data is None or not Path(args.data).is_dir():
         p.error(f"--data: CIFAR-10 directory expected (or $HWTUNE_CIFAR10), got {args.data}")
     stages = set(args.stages.split(","))
+    if "report" in stages and not {"search", "front", "compress", "curve"} <= stages:
+        # the report is written from the rows of these stages: without them it would overwrite the results with
+        # a partial table (cached stages return at once)
+        p.error("--stages report needs search,front,compress,curve as well (cached ones are read, not rerun)")
     args.compress_finalize_epochs = args.compress_finalize_epochs or args.finalize_epochs
     args.cache.mkdir(parents=True, exist_ok=True)
     ref = stage_reference(args)

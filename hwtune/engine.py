@@ -306,6 +306,26 @@ def _step_seconds(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, prec
     return time.perf_counter() - start
 
 
+def race_formats(
+    step: Callable[[torch.memory_format], float], *, rounds: int, min_step_s: float | None = None
+) -> MemoryFormat:
+    """Channels-last against contiguous, by ``step(format)`` (runs one timed step in that format, returns its
+    seconds): ``rounds`` interleaved rounds after one that warms both formats up and is not counted; the faster
+    by ``CHANNELS_LAST_MIN_SPEEDUP`` wins. Contiguous steps shorter than ``min_step_s`` end it early: too short
+    to gain anything. What training (:func:`choose_memory_format`) and torch scoring
+    (``hwtune.runtimes.torch_eager.infer_channels_last``) both decide by."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for rep in range(rounds + 1):
+        for cl in (False, True):
+            seconds = step(torch.channels_last if cl else torch.contiguous_format)
+            if rep:
+                times[cl].append(seconds)
+        if rep and min_step_s is not None and min(times[False]) < min_step_s:
+            return MemoryFormat(False, "step too short to gain")
+    speedup = min(times[False]) / min(times[True])
+    return MemoryFormat(speedup >= CHANNELS_LAST_MIN_SPEEDUP, f"measured {speedup:.2f}x")
+
+
 def _measure_format(
     model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, precision: Precision, batch: int
 ) -> MemoryFormat:
@@ -316,19 +336,14 @@ def _measure_format(
     with torch.no_grad():
         out = probe(x[:2])
     y = torch.randint(0, int(out.shape[-1]), (batch,), generator=gen).to(device)
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for rep in range(3):  # round 0 warms both formats up and is not counted
-        for cl in (False, True):
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            probe.to(memory_format=fmt)
-            seconds = _step_seconds(probe, x.contiguous(memory_format=fmt), y, precision)
-            probe.zero_grad(set_to_none=True)
-            if rep:
-                times[cl].append(seconds)
-        if rep and min(times[False]) < MEASURE_MIN_STEP_S:
-            return MemoryFormat(False, "step too short to gain")
-    speedup = min(times[False]) / min(times[True])
-    return MemoryFormat(speedup >= CHANNELS_LAST_MIN_SPEEDUP, f"measured {speedup:.2f}x")
+
+    def step(fmt: torch.memory_format) -> float:
+        probe.to(memory_format=fmt)
+        seconds = _step_seconds(probe, x.contiguous(memory_format=fmt), y, precision)
+        probe.zero_grad(set_to_none=True)
+        return seconds
+
+    return race_formats(step, rounds=2, min_step_s=MEASURE_MIN_STEP_S)
 
 
 def pinned_memory_format() -> MemoryFormat | None:

@@ -120,7 +120,7 @@ def infer_channels_last(model: torch.nn.Module, x: torch.Tensor) -> bool:
 
     import torch
 
-    from hwtune.engine import CHANNELS_LAST_MIN_SPEEDUP, pinned_memory_format
+    from hwtune.engine import pinned_memory_format, race_formats
 
     pinned = pinned_memory_format()
     if pinned is not None:
@@ -132,17 +132,14 @@ def infer_channels_last(model: torch.nn.Module, x: torch.Tensor) -> bool:
         try:
             with torch.no_grad():  # a copy in the training world, timed under inference mode only
                 probe = copy.deepcopy(model).eval()
-            times: dict[bool, list[float]] = {False: [], True: []}
-            for rep in range(4):  # round 0 warms both formats up and is not counted
-                for cl in (False, True):
-                    fmt = torch.channels_last if cl else torch.contiguous_format
-                    with torch.no_grad():
-                        probe.to(memory_format=fmt)
-                    with torch.inference_mode():
-                        seconds = _forward_seconds(probe, x.contiguous(memory_format=fmt))
-                    if rep:
-                        times[cl].append(seconds)
-            _INFER_FORMATS[key] = min(times[False]) >= CHANNELS_LAST_MIN_SPEEDUP * min(times[True])
+
+            def step(fmt: torch.memory_format) -> float:
+                with torch.no_grad():
+                    probe.to(memory_format=fmt)
+                with torch.inference_mode():
+                    return _forward_seconds(probe, x.contiguous(memory_format=fmt))
+
+            _INFER_FORMATS[key] = race_formats(step, rounds=3).channels_last
         except Exception:  # noqa: BLE001 - a failed measurement must not fail the scoring
             _INFER_FORMATS[key] = False
     return _INFER_FORMATS[key]

@@ -265,9 +265,11 @@ class CandidateTrial:
         trial.set_user_attr("precision_plan", plan.to_dict() if hasattr(plan, "to_dict") else str(plan))
         seed = candidate_seed(ctx.seed, cand.key)
         quantized = plan.precisions != ("fp32",)
-        with work_dir("ship") as keep:
+        # Inherited weights scored untrained on a microcontroller: the profile's conversion is the shipped file.
+        once = origin is None and ctx.schedule.rung_epochs[0] == 0 and converts_once(ctx.pipeline, plan)
+        with work_dir("trial") if once else contextlib.nullcontext() as keep:
             if origin is None:
-                started = self._profile_fresh(cand, plan, seed, Path(keep))
+                started = self._profile_fresh(cand, plan, seed, Path(keep) if keep else None)
                 if started is None:
                     return self._infeasible_values
                 model, figures, start = started
@@ -286,7 +288,7 @@ class CandidateTrial:
         return ctx.values_for({**figures, "val_accuracy": val_accuracy})
 
     def _profile_fresh(
-        self, cand: CandidateLike, plan: Any, seed: int, keep: Path
+        self, cand: CandidateLike, plan: Any, seed: int, keep: Path | None
     ) -> tuple[Any, dict[str, Any], dict[str, Any]] | None:
         """Cheap profile and constraints on every device; None when infeasible everywhere (never trained).
 
@@ -294,21 +296,21 @@ class CandidateTrial:
         and constraint values go to ``per_device``, and Optuna is told the lowest value per constraint
         (the candidate is trained when it fits at least one device).
 
-        When the first rung trains nothing (inherited weights, scored as they are) and the device's working
-        memory is measured on the int8 file (TFLite Micro), the profile converts the weights that are scored,
-        with the real calibration, and keeps the file in ``keep``: the candidate is converted once, not twice.
+        With ``keep`` (the first rung trains nothing, and the device's working memory is measured on the int8
+        file: :func:`~hwtune.tuner.pipeline.converts_once`), the profile converts the weights that are scored,
+        with the real calibration, and keeps the file there: the candidate is converted once, not twice.
         """
         ctx, trial, pipeline = self.ctx, self.trial, self.ctx.pipeline
         stage_precisions = tuple(stage_precision_of(cand).values()) or (cand.precision,)
         self.stage = "profile"
         t0 = time.monotonic()
-        once = ctx.schedule.rung_epochs[0] == 0 and "int8" in plan.precisions and converts_once(pipeline)
+        once = keep is not None
         model = pipeline.initial_model(cand, seed=seed, data=ctx.data) if once else pipeline.build(cand)
         per_device: dict[str, dict[str, Any]] = {}
         combined: dict[str, float] = {}
         for dev in ctx.devices:
             kw: dict[str, Any] = {}
-            if once and dev.id == pipeline.device.id:
+            if keep is not None and dev.id == pipeline.device.id:
                 kw = {"calibration": ctx.calibration_batch(), "ship_to": keep / f"model{pipeline.runtime.suffix}"}
             prof = pipeline.profile(
                 model, plan, measure=True, time_budget_s=ctx.schedule.latency_budget_s, device=dev, **kw

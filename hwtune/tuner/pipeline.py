@@ -224,11 +224,19 @@ class CandidatePipeline:
         return jsonable(m.to_dict())
 
 
-def converts_once(pipeline: Any) -> bool:
-    """Whether ``pipeline``'s profile may keep the file its ``ship`` writes (neither step is overridden: a
+def converts_once(pipeline: Any, plan: PrecisionPlan) -> bool:
+    """Whether ``pipeline``'s profile converts the very file its ``ship`` writes for ``plan``: an int8 plan for a
+    microcontroller whose TFLite Micro arena is measured on the ``.tflite``, and neither step overridden (a
     pipeline that ships its own way ships every trial itself)."""
-    cls = type(pipeline)
-    return getattr(cls, "profile", None) is CandidatePipeline.profile and getattr(cls, "ship", None) is CandidatePipeline.ship
+    dev, cls = pipeline.device, type(pipeline)
+    return (
+        tuple(plan.precisions) == ("int8",)
+        and dev.kind == "mcu"
+        and dev.runtime == "tflite-micro"
+        and pipeline.runtime.name == "tflite-micro"
+        and getattr(cls, "profile", None) is CandidatePipeline.profile
+        and getattr(cls, "ship", None) is CandidatePipeline.ship
+    )
 
 
 def _search_target(target: Any) -> Any:

@@ -8,7 +8,9 @@
 3. **Train** the weights up to the target rung.
 4. **What ships is what is scored**: int8/fp16/mixed candidates are shipped to the runtime
    (quantized with calibration from the train split) and evaluated there; on ``measure`` devices their
-   latency is measured on the shipped file.
+   latency is measured on the shipped file. Inherited weights scored untrained (a zero rung) are scored
+   only as shipped (no fp32 score), and on a TFLite Micro microcontroller the file the profile converted
+   to measure the arena is the one that ships (one conversion per candidate).
 5. The trained weights and the shipped model file are stored as Optuna artifacts (in the study's
    artifact store), so any trial can be exported later and the dashboard shows both.
 

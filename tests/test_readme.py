@@ -511,7 +511,7 @@ FIGURES: list[Figure] = [
                       d["targets"]["compress_2x_within_1pt"]["drop_points"]]),
     Figure("mlperf-tiny.json", r"a search candidate takes (\d+\.\d+) s \(median of (\d+) timed on a nearly idle",
            lambda d: [(e := d["targets"]["candidate_eval_le_10s_timed_alone"])["median_s"], e["trials"]]),
-    Figure("mlperf-tiny.json", r"The search's own trials, run loaded with the old code, took a\s+median of (\d+\.\d+) s",
+    Figure("mlperf-tiny.json", r"The\s+search's own trials, run loaded with the old code, took a median of (\d+\.\d+) s",
            lambda d: [d["targets"]["candidate_eval_le_10s"]["median_s"]]),
     Figure("mlperf-tiny.json", r"inherited weights took\s+(\d+\.\d+)-(\d+\.\d+) s \(median (\d+\.\d+) s; .*?\):\s+"
                                r"(\d+\.\d+)-(\d+\.\d+) s\s+profiling .*? and (\d+\.\d+)-(\d+\.\d+) s scoring",

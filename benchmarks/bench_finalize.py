@@ -24,6 +24,8 @@ Usage::
     # `.venv/bin/hwtune demo`, each timed (wall and CPU seconds):
     .venv/bin/python benchmarks/bench_finalize.py --demo-clone --append --max-params 100000 \
         --out benchmarks/results/demo-finalize.json
+    # the same with another search of the demo (`hwtune demo --seed 1`):
+    .venv/bin/python benchmarks/bench_finalize.py --demo-clone --demo-seed 1 --max-params 100000 --out /tmp/s1.json
 
 Writes ``benchmarks/results/finalize.json`` (one row per finalized trial of every study given).
 """
@@ -58,6 +60,7 @@ def _parse() -> argparse.Namespace:
         help="README command 1 on a fresh clone of HEAD (setup.sh, then hwtune demo), each timed, and add its rows",
     )
     p.add_argument("--keep", default=None, metavar="DIR", help="--demo-clone: copy the demo's run directory here")
+    p.add_argument("--demo-seed", type=int, default=None, metavar="S", help="--demo-clone: run `hwtune demo --seed S`")
     p.add_argument("--append", action="store_true", help="keep the rows already in --out")
     p.add_argument(
         "--trial", default=None, help="finalize this trial number or 'knee' (default: best under --max-params)"
@@ -122,10 +125,11 @@ def _run_demo(out: Path, max_params: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _run_demo_clone(max_params: int, keep: Path | None = None) -> list[dict[str, Any]]:
+def _run_demo_clone(max_params: int, keep: Path | None = None, seed: int | None = None) -> list[dict[str, Any]]:
     """README command 1 on a fresh clone of this checkout's HEAD: ``bash scripts/setup.sh`` then
-    ``.venv/bin/hwtune demo``, each timed (wall, and CPU seconds of the command and its children); the demo's run
-    directory is copied to ``keep`` when given (the clone itself is removed)."""
+    ``.venv/bin/hwtune demo`` (with ``--seed seed`` when given: another search of the same demo), each timed (wall,
+    and CPU seconds of the command and its children); the demo's run directory is copied to ``keep`` when given
+    (the clone itself is removed)."""
     import resource
     import subprocess
     import time
@@ -148,7 +152,8 @@ def _run_demo_clone(max_params: int, keep: Path | None = None) -> list[dict[str,
         subprocess.run(["git", "clone", "-q", str(REPO), str(where)], check=True)
         subprocess.run(["git", "checkout", "-q", "--detach", head], cwd=where, check=True)
         setup_s, setup_cpu = timed(["bash", "scripts/setup.sh"], where)
-        demo_s, demo_cpu = timed([str(where / ".venv" / "bin" / "hwtune"), "demo"], where)
+        seeded = [] if seed is None else ["--seed", str(seed)]
+        demo_s, demo_cpu = timed([str(where / ".venv" / "bin" / "hwtune"), "demo", *seeded], where)
         run = where / "hwtune-demo"
         if keep is not None:  # the run directory outlives the clone (its study can be finalized again)
             shutil.rmtree(keep, ignore_errors=True)
@@ -167,7 +172,7 @@ def _run_demo_clone(max_params: int, keep: Path | None = None) -> list[dict[str,
             readme_command_1_seconds=setup_s + demo_s,
         )
         row["setting"] = {
-            "demo": "README command 1, fresh clone",
+            "demo": "README command 1, fresh clone" + ("" if seed is None else f", hwtune demo --seed {seed}"),
             "epochs": row["finalized"].get("epochs"),
             "augment": row["finalized"].get("augment"),
         }
@@ -315,7 +320,7 @@ def main() -> int:
     if args.demo:
         rows.extend(_run_demo(Path(args.demo), args.max_params))
     if args.demo_clone:
-        rows.extend(_run_demo_clone(args.max_params, Path(args.keep) if args.keep else None))
+        rows.extend(_run_demo_clone(args.max_params, Path(args.keep) if args.keep else None, args.demo_seed))
     if args.grid and not args.no_run:
         rows.extend(_run_grid(args))
     else:

@@ -255,6 +255,12 @@ def _median(d: dict, key: str, rung: int) -> float:
     return values[len(values) // 2]
 
 
+def _shipped_and_time(row: dict) -> list[float]:
+    """K parameters, M MACs, test % of what a fresh-clone demo shipped, and its README command 1 as minutes, seconds."""
+    total = row["readme_command_1_seconds"]
+    return [row["params"] / 1000, row["macs"] / 1e6, 100 * row["test_accuracy_as_shipped"], total // 60, total % 60]
+
+
 def _clone(d: dict, run: int) -> dict:
     """bench_finalize.py --demo-clone's row of fresh-clone run ``run`` (README command 1, timed)."""
     return d["fresh_clone"]["runs"][run]["rows"][0]
@@ -406,6 +412,10 @@ FIGURES: list[Figure] = [
            lambda d: [(r := _clone(d, 2))["readme_command_1_seconds"] // 60, r["readme_command_1_seconds"] % 60,
                       max(d["fresh_clone"]["runs"][2]["front_mmacs"]["values"].values()),
                       r["params"] / 1000, r["macs"] / 1e6, 100 * r["test_accuracy_as_shipped"]]),
+    Figure("demo-finalize.json", r"seed 1 shipped an int8 member of (\d+) K parameters\s+and (\d+\.\d+) M MACs at "
+                                 r"\*\*(\d+\.\d+)%\*\* \((\d+):(\d+) in all\), seed 2 one of (\d+) K parameters and "
+                                 r"(\d+\.\d+) M MACs at \*\*(\d+\.\d+)%\*\* \((\d+):(\d+)\)",
+           lambda d: [v for i in (3, 4) for v in _shipped_and_time(_clone(d, i))]),
     Figure("demo-finalize.json", r"reached (\d+\.\d+)%, (\d+\.\d+)% and (\d+\.\d+)% test with three seeds, against "
                                  r"(\d+\.\d+)% with flips alone",
            lambda d: [100 * _rows(d, name="t23-30-shiftflip")["test"],

@@ -70,6 +70,7 @@ __all__ = [
     "ProfileReport",
     "TimingBudget",
     "compare_op_times",
+    "converts_to_measure_memory",
     "count_flops",
     "measure_latency",
     "ort_session",
@@ -246,6 +247,18 @@ def profile_model(
     )
 
 
+def _arena_device(profile: DeviceProfile) -> bool:
+    """A microcontroller whose runtime is TFLite Micro: its working memory is the tensor arena, measured."""
+    return profile.kind == "mcu" and profile.runtime == "tflite-micro"
+
+
+def converts_to_measure_memory(profile: DeviceProfile, plan: str | PrecisionPlan) -> bool:
+    """Whether profiling a torch model at ``plan`` for ``profile`` converts it to the file that ships there, to
+    measure its working memory (an int8 model for a TFLite Micro microcontroller; see ``profile_model``'s
+    ``ship_to``)."""
+    return _arena_device(profile) and PrecisionPlan.coerce(plan).precisions == ("int8",)
+
+
 def _working_memory(
     model: Any,
     example: Any,
@@ -263,7 +276,7 @@ def _working_memory(
     "fits"; 1.6-2.4x the liveness estimate on typical CNNs). Otherwise the liveness estimate stands,
     labelled as the lower bound it is.
     """
-    if profile.kind != "mcu" or profile.runtime != "tflite-micro" or _is_onnx(model):
+    if not _arena_device(profile) or _is_onnx(model):
         return None, LIVENESS_SOURCE, None, None
     rt = get_runtime("tflite-micro")
     if not rt.available():
@@ -272,7 +285,7 @@ def _working_memory(
             "to measure the TFLite Micro arena"
         )
         return None, LIVENESS_SOURCE, None, None
-    if plan.precisions != ("int8",):
+    if not converts_to_measure_memory(profile, plan):
         notes.append(f"TFLite Micro runs int8 models; the arena of a {plan.label} model is not measured")
         return None, LIVENESS_SOURCE, None, None
     import numpy as np

@@ -231,15 +231,15 @@ class CandidatePipeline:
 
 
 def converts_once(pipeline: Any, plan: PrecisionPlan) -> bool:
-    """Whether ``pipeline``'s profile converts the very file its ``ship`` writes for ``plan``: an int8 plan for a
-    microcontroller whose TFLite Micro arena is measured on the ``.tflite``, and neither step overridden (a
-    pipeline that ships its own way ships every trial itself)."""
-    dev, cls = pipeline.device, type(pipeline)
+    """Whether ``pipeline``'s profile converts the very file its ``ship`` writes for ``plan``: the profiler
+    converts it to measure working memory (:func:`hwtune.profiler.converts_to_measure_memory`), the pipeline ships
+    on that runtime, and neither step is overridden (a pipeline that ships its own way ships every trial itself)."""
+    from hwtune.profiler import converts_to_measure_memory
+
+    cls = type(pipeline)
     return (
-        tuple(plan.precisions) == ("int8",)
-        and dev.kind == "mcu"
-        and dev.runtime == "tflite-micro"
-        and pipeline.runtime.name == "tflite-micro"
+        converts_to_measure_memory(pipeline.device, plan)
+        and pipeline.runtime.name == pipeline.device.runtime
         and getattr(cls, "profile", None) is CandidatePipeline.profile
         and getattr(cls, "ship", None) is CandidatePipeline.ship
     )

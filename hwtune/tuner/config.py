@@ -20,6 +20,8 @@ DEFAULT_N_TRIALS = 20
 # How candidates get their weights: trained from scratch per candidate, or inherited from one
 # trained parent network (see hwtune.supernet).
 STRATEGIES = ("scratch", "inherit")
+# The limits a Constraints holds, in the order they are stored.
+_LIMITS = ("max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_params")
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Constraints:
 
     def __post_init__(self) -> None:
         problems = []
-        for key in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_params"):
+        for key in _LIMITS:
             v = getattr(self, key)
             if v is None:
                 continue
@@ -58,7 +60,7 @@ class Constraints:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"constraints must be a mapping or Constraints, got {type(value).__name__}")
-        known = {"max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_ram_kb", "max_storage_kb", "max_params"}
+        known = {*_LIMITS, "max_ram_kb", "max_storage_kb"}
         problems = [
             f"constraints: unknown key {k!r}, expected one of {', '.join(sorted(known))}{did_you_mean(k, known)}"
             for k in value
@@ -66,11 +68,7 @@ class Constraints:
         ]
         if problems:
             raise ConfigError("\n".join(problems))
-        kw: dict[str, Any] = {
-            k: value[k]
-            for k in ("max_latency_ms", "max_ram_bytes", "max_storage_bytes", "max_params")
-            if value.get(k) is not None
-        }
+        kw: dict[str, Any] = {k: value[k] for k in _LIMITS if value.get(k) is not None}
         for kb_key, byte_key in (("max_ram_kb", "max_ram_bytes"), ("max_storage_kb", "max_storage_bytes")):
             if value.get(kb_key) is not None:
                 v = value[kb_key]
@@ -80,16 +78,7 @@ class Constraints:
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in (
-                ("max_latency_ms", self.max_latency_ms),
-                ("max_ram_bytes", self.max_ram_bytes),
-                ("max_storage_bytes", self.max_storage_bytes),
-                ("max_params", self.max_params),
-            )
-            if v is not None
-        }
+        return {k: getattr(self, k) for k in _LIMITS if getattr(self, k) is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Constraints:

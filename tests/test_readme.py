@@ -42,7 +42,7 @@ SMALL_DATA = "--train-limit 2000 --val-limit 500"
 SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
     ("README.md", ".venv/bin/hwtune demo",
      ".venv/bin/hwtune demo --timeout 120 --trials 3 --finalize-epochs 1 --out {scratch}/hwtune-demo",
-     ("the demo searches for 240 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
+     ("the demo searches for 180 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
      "path (search, finalize, export)")),
     ("README.md", ".venv/bin/python -m pytest -q -n 2 --dist worksteal",
      ".venv/bin/python -m pytest -q -n 2 --dist worksteal --collect-only",

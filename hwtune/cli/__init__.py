@@ -64,6 +64,7 @@ _COMMAND_MODULES = (
     "hwtune.cli.recipes",
     "hwtune.cli.profile",
     "hwtune.cli.tune",
+    "hwtune.cli.demo",
     "hwtune.cli.compress",
     "hwtune.cli.calibrate",
 )

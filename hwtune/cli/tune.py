@@ -1,4 +1,4 @@
-"""``hwtune tune``, ``front``, ``report``, ``export``, ``finalize`` and ``demo``.
+"""``hwtune tune``, ``front``, ``report``, ``export`` and ``finalize`` (``hwtune demo``: :mod:`hwtune.cli.demo`).
 
 ``front``, ``report``, ``export`` and ``finalize`` read a finished study from its run directory
 (``hwtune export runs/convnet --trial knee``) or from ``--storage URL [--study NAME]``.
@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,30 +23,8 @@ from hwtune.errors import ConfigError, StudyError
 if TYPE_CHECKING:
     from hwtune.tuner.rundir import RunSource
 
-__all__ = ["add_parsers", "run_demo", "run_export", "run_finalize", "run_front", "run_report", "run_tune"]
+__all__ = ["add_parsers", "run_export", "run_finalize", "run_front", "run_report", "run_tune"]
 
-DEMO_RECIPE = "fashion-convnet"
-DEMO_OUT = "hwtune-demo"
-# Sized so the whole demo (data load, search, finalize, reports, export) ends inside 10 minutes on a 2-core
-# machine with the ~1:30 of setup on a fresh clone: the search stops after DEMO_TIMEOUT_S (the trial in flight
-# finishes first) or DEMO_TRIALS, then the front member the demo ships is finalized for DEMO_FINALIZE_EPOCHS with
-# DEMO_FINALIZE_AUGMENT. The target is the published figure of small Fashion-MNIST CNNs: 92.5% test, int8 or
-# mixed, <= DEMO_MAX_PARAMS parameters. Measured on copies of one demo study (2-core AMD EPYC, 1 thread each,
-# benchmarks/results/demo-finalize.json): the knee (#13, mixed, 63 K parameters) shipped 91.48% test after 30
-# epochs, 92.33% after 30 epochs with horizontal flips and 91.99% after 45 with flips (so +-0.3 between budgets is
-# noise); the most accurate member under 100 K (#23, mixed, 97 K) 91.84% after 30 epochs, 92.62% with flips,
-# 92.70% with flips and erasing:0.25 and 92.90% with shift-flip (a random shift of up to 2 px, edges repeated,
-# and a flip; batched, so it costs about what flips alone cost). So the demo ships the most accurate int8/mixed
-# front member under DEMO_MAX_PARAMS (the one with the best chance at the target), finalized 30 epochs with
-# shift-flip: its epochs cost ~1.4x the knee's (4.0 vs 1.7 MMACs, small convolutions), ~190 s on an idle 2-core
-# machine.
-DEMO_TIMEOUT_S = 240.0
-DEMO_TRIALS = 40
-DEMO_EPOCHS = 1.0
-DEMO_RUNGS = (0.25, 1.0)
-DEMO_FINALIZE_EPOCHS = 30.0
-DEMO_FINALIZE_AUGMENT: str | None = "shift-flip"
-DEMO_MAX_PARAMS = 100_000
 # Exit codes of an interrupted search (as shells report a process ended by the signal: 128 + its number).
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
 
@@ -83,7 +60,7 @@ def _rungs(text: str) -> tuple[float, ...]:
 
 
 def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
-    """Register ``tune``, ``front``, ``report``, ``export``, ``finalize`` and ``demo``."""
+    """Register ``tune``, ``front``, ``report``, ``export`` and ``finalize``."""
     p = subparsers.add_parser(
         "tune",
         help="search a recipe for the accuracy/latency Pareto front on a device",
@@ -93,7 +70,7 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
     _add_search_options(p)
     _add_training_options(p)
     p.set_defaults(func=run_tune)
-    return [p, *_add_study_commands(subparsers), _add_demo(subparsers)]
+    return [p, *_add_study_commands(subparsers)]
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
@@ -332,38 +309,6 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
     z.add_argument("-q", "--quiet", action="store_true", help="no progress lines, no table")
     z.set_defaults(func=run_finalize)
     return [e, z]
-
-
-def _add_demo(subparsers: Any) -> argparse.ArgumentParser:
-    """``demo``: the README's first command."""
-    d = subparsers.add_parser(
-        "demo",
-        help="search fashion-convnet on this host with Fashion-MNIST, report, export the knee (< 10 min)",
-    )
-    d.add_argument("-o", "--out", default=DEMO_OUT, metavar="DIR", help=f"run directory (default ./{DEMO_OUT})")
-    d.add_argument("--device", default="host", metavar="ID", help="device profile id or path (default host)")
-    d.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=DEMO_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"search time (default {DEMO_TIMEOUT_S:g} s)",
-    )
-    d.add_argument(
-        "-n", "--trials", type=int, default=DEMO_TRIALS, metavar="N", help=f"trial target (default {DEMO_TRIALS})"
-    )
-    d.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampler and training (default 0)")
-    d.add_argument(
-        "--finalize-epochs",
-        type=_positive_float,
-        default=DEMO_FINALIZE_EPOCHS,
-        metavar="E",
-        help=f"epochs the exported model is finalized for (default {DEMO_FINALIZE_EPOCHS:g}; fewer is a quick check)",
-    )
-    add_train_device_arguments(d)
-    d.add_argument("--json", action="store_true", help="print the exported knee's manifest as JSON")
-    d.set_defaults(func=run_demo)
-    return d
 
 
 def _budget(args: argparse.Namespace) -> Any:
@@ -609,83 +554,4 @@ def run_finalize(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif not args.quiet:
         print(result.front_table(finalized=True))
-    return 0
-
-
-def _demo_pick(result: Any) -> Any:
-    """The trial the demo ships: the most accurate front member that is int8 or mixed with <= DEMO_MAX_PARAMS
-    parameters (what the demo's accuracy target is for; the knee when it is that member, or when none is)."""
-    knee = result.knee
-
-    def fits(t: Any) -> bool:
-        return t.precision in ("int8", "mixed") and 0 < int(t.figures.params or 0) <= DEMO_MAX_PARAMS
-
-    members = [t for t in result.front if fits(t)]
-    # ties go to the knee, then to the earlier trial
-    return max(members, key=lambda t: (t.accuracy or 0.0, t is knee, -t.number)) if members else knee
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from hwtune.exporting import export
-    from hwtune.report import write_reports
-    from hwtune.tuner import Schedule, tune
-    from hwtune.tuner.finalize import finalize
-
-    if args.trials < 1:
-        raise ConfigError(f"--trials must be >= 1, got {args.trials}")
-    on = train_device_arguments(args)
-    t0 = time.monotonic()
-    out = Path(args.out)
-    quiet = bool(getattr(args, "quiet", False))
-    say = (lambda *a, **k: None) if quiet else print
-    say(
-        f"hwtune demo: {DEMO_RECIPE} for {args.device} on Fashion-MNIST: search up to {args.timeout:g} s, then the "
-        f"most accurate int8/mixed front member under {DEMO_MAX_PARAMS // 1000} K parameters is finalized "
-        f"({args.finalize_epochs:g} more epochs, augment {DEMO_FINALIZE_AUGMENT or 'none'}) and exported (run "
-        f"directory {out})",
-        file=sys.stderr,
-    )
-    # Strategy scratch: measured here, 10 minutes of weight inheritance (parent training included) did not
-    # yet reach the front of 10 minutes of the scratch schedule (benchmarks/results/search.json).
-    result = tune(
-        DEMO_RECIPE,
-        device=args.device,
-        data=None,
-        n_trials=args.trials,
-        timeout=args.timeout,
-        out_dir=out,
-        study_name="demo",
-        seed=args.seed,
-        budget=Schedule(epochs=DEMO_EPOCHS, rungs=DEMO_RUNGS),
-        strategy="scratch",
-        progress=not quiet,
-        **on,
-    )
-    if result.interrupted:
-        return 130
-    pick = _demo_pick(result)
-    if pick is None:
-        say("no feasible trained trial yet: nothing to export", file=sys.stderr)
-        return 1
-    what = "knee" if result.knee is not None and pick.number == result.knee.number else "front member"
-    result = finalize(
-        result,
-        [pick.number],
-        epochs=args.finalize_epochs,
-        augment=DEMO_FINALIZE_AUGMENT,
-        progress=not quiet,
-        **on,
-    )
-    write_reports(result, out)
-    say(
-        f"\nexporting the finalized {what} (trial #{pick.number}) and checking it with ONNX Runtime...", file=sys.stderr
-    )
-    exp = export(result, pick.number, out / "export")
-    if getattr(args, "json", False):
-        json.dump(exp.manifest, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-        return 0
-    if not quiet:
-        _print_export(exp)
-        print(f"report: {out / 'report.md'}; plot: {out / 'pareto.png'}; total {time.monotonic() - t0:.0f} s")
     return 0

@@ -281,6 +281,7 @@ def tune(
     val_data: Any = None,
     train_device: str | None = "auto",
     amp: str | None = None,
+    start: Sequence[Mapping[str, Any]] = (),
 ) -> TuneResult:
     """Search ``space_or_recipe`` for the accuracy/latency(/memory) Pareto front on ``device``.
 
@@ -341,6 +342,11 @@ def tune(
         amp: Mixed precision of training (``auto``: bf16/fp16 on accelerators, off on the CPU;
             ``bf16``, ``fp16``, ``off``).
 
+        start: Candidates the search evaluates first, before its sampler's own (a seeded start), as
+            parameter dicts (``space.params_of(candidate)``); queued when the study is created, not
+            when it is resumed. ``hwtune demo`` starts with the space's capacity frontier
+            (:mod:`hwtune.capacity`).
+
     Returns:
         A :class:`TuneResult`; ``result.front``, ``result.knee``, ``result.front_table()``.
 
@@ -362,7 +368,7 @@ def tune(
         space_or_recipe, device=device, data=data, val_data=val_data, objectives=objectives,
         constraints=constraints, budget=budget, strategy=Strategy.coerce(strategy, parent_epochs=parent_epochs),
         sampler=sampler, study_name=study_name, out_dir=out_dir, storage=storage, artifacts=artifacts,
-        workers=workers, pipeline=pipeline, train_device=train_device, amp=amp,
+        workers=workers, pipeline=pipeline, train_device=train_device, amp=amp, start=start,
     )  # fmt: skip
     log = make_log(progress)
     st = open_storage(run.url)
@@ -408,6 +414,7 @@ class _RunPlan:
     pipeline_ref: Any
     train_device: str | None
     amp: str | None
+    start: tuple[dict[str, Any], ...] = ()
 
 
 def _plan_run(
@@ -429,11 +436,13 @@ def _plan_run(
     pipeline: Any,
     train_device: str | None,
     amp: str | None,
+    start: Sequence[Mapping[str, Any]] = (),
 ) -> _RunPlan:
     """Validate everything cheap first: a bad argument fails before any storage is opened or data loaded."""
     from hwtune.engine import resolve_amp, resolve_device
 
     space, recipe_info = resolve_space(space_or_recipe)
+    start_params = _start_params(space, start)
     profiles = _load_devices(device)
     objs = resolve_objectives(objectives)
     cons = Constraints.coerce(constraints)
@@ -462,8 +471,26 @@ def _plan_run(
         space=space, recipe_info=recipe_info, profiles=profiles, objectives=objs, constraints=cons, schedule=sched,
         budget_given=budget is not None, strategy=strategy, strategy_name=strategy_name, study_name=study_name,
         out=out, url=url, data_load=data_load, splits=splits, pipeline_ref=pipeline_ref, train_device=train_device,
-        amp=amp,
+        amp=amp, start=start_params,
     )  # fmt: skip
+
+
+def _start_params(space: Any, start: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """``tune(start=...)`` checked against the space: each a parameter dict of one of its candidates."""
+    if isinstance(start, Mapping | str) or not isinstance(start, Sequence):
+        raise ConfigError(f"start must be a list of parameter dicts, got {type(start).__name__}")
+    dists = distributions(space)
+    out = []
+    for i, params in enumerate(start):
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"start[{i}] must be a parameter dict, got {type(params).__name__}")
+        try:
+            values = space.params_of(space.candidate(params))
+        except ConfigError as exc:
+            raise ConfigError(f"start[{i}]: {exc}") from None
+        # as the sampler suggests them: the searched parameters, by their Optuna labels
+        out.append({n: next(lb for lb, v in back.items() if v == values[n]) for n, (_, back) in dists.items()})
+    return tuple(out)
 
 
 def _prepare_study(
@@ -512,7 +539,7 @@ def _prepare_study(
             ctx, pipe, space, run.recipe_info, run.data_load, run.strategy.parent_epochs, stored, meta_new, store
         )
     if stored is None:
-        _start_study(study, ctx, profiles, reference_point, meta_new, sampler, seed, run.url)
+        _start_study(study, ctx, profiles, reference_point, meta_new, sampler, seed, run.url, run.start)
     else:
         _resume_study(study, ctx, stored, meta_new, strategy, run.url)
     return ctx, store
@@ -581,6 +608,7 @@ def _start_study(
     sampler: Any,
     seed: int | None,
     url: str,
+    start: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     """A new study: check feasibility, fix the reference point, store the settings."""
     sched, objs, cons, pipe = ctx.schedule, ctx.objectives, ctx.constraints, ctx.pipeline
@@ -597,6 +625,8 @@ def _start_study(
         meta_new["reference_points"] = refs
     for params in getattr(ctx.space, "initial_params", list)():
         study.enqueue_trial(params)  # e.g. the user's unmodified model: the baseline row (compress)
+    for params in start:
+        study.enqueue_trial(params)  # the caller's seeded start
     study.set_user_attr(META_KEY, StudyMeta.from_dict(meta_new).to_dict())
     ctx.log(
         f"study {study.study_name!r}: {ctx.space.family} space of {space_size(ctx.space)} candidates on "

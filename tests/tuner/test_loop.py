@@ -265,6 +265,27 @@ def test_a_parameter_limit_leaves_larger_candidates_untrained(recipe, tmp_path, 
         run(recipe, tmp_path / "none", constraints={"max_params": 10})
 
 
+def test_a_seeded_start_is_evaluated_first_and_only_once(recipe, tmp_path, fakes):
+    from hwtune.space import SearchSpace
+
+    space = SearchSpace.from_recipe(recipe)
+    cands = list(space.enumerate())
+    chosen = [cands[-1], cands[3]]
+    start = [space.params_of(c) for c in chosen]
+    res = run(recipe, tmp_path, n_trials=4, start=start)
+    first = sorted(res.trials, key=lambda t: t.number)[:2]
+    assert [t.candidate_key for t in first] == [c.key for c in chosen]
+    # resuming with the same start queues nothing again: each start candidate is evaluated once
+    res = run(recipe, tmp_path, n_trials=8, start=start)
+    for c in chosen:
+        assert len([t for t in res.trials if t.candidate_key == c.key and t.figures.get("rung") == 0]) == 1
+    with pytest.raises(ConfigError, match=r"start\[1\]: .*parameter 'nope'"):
+        run(recipe, tmp_path / "bad", start=[start[0], {**start[0], "nope": 1}])
+    with pytest.raises(ConfigError, match="start must be a list of parameter dicts, got dict"):
+        run(recipe, tmp_path / "bad", start=start[0])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_failed_trials_do_not_stop_the_study(recipe, tmp_path, fakes):
     from hwtune.space import SearchSpace
 

@@ -1,0 +1,68 @@
+"""hwtune demo's choice of the member it ships (the run itself: tests/test_readme.py and CI)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import pytest
+
+from hwtune.cli.demo import DEMO_MAX_PARAMS, demo_pick, projected_finalize_s, tie_band
+
+
+def rec(number, precision, params, macs, acc, *, seconds=10.0, rung=1, duplicate_of=None):
+    """A trial record as demo_pick reads it: trained to `rung` of 2 (0.75 epochs in `seconds`)."""
+    figures = NS(params=params, macs=macs, rung=rung, max_rung=1, epochs_trained=0.75, train_seconds=seconds)
+    return NS(
+        number=number, precision=precision, accuracy=acc, trained=True, duplicate_of=duplicate_of, figures=figures
+    )
+
+
+def pick(trials, knee=None, *, left=1000.0, n_val=10_000):
+    return demo_pick(NS(trials=trials, knee=knee, front=[]), epochs=30, seconds_left=left, n_val=n_val)
+
+
+def test_tie_band_is_two_standard_errors_of_a_difference():
+    assert tie_band(0.89, 10_000) == pytest.approx(2 * (2 * 0.89 * 0.11 / 10_000) ** 0.5)
+    assert tie_band(0.89, 2_500) == pytest.approx(2 * tie_band(0.89, 10_000))
+    assert tie_band(1.0, 100) == 0.0
+
+
+def test_the_most_macs_within_the_noise_of_the_best_is_shipped():
+    best = rec(1, "int8", 40_000, 1_800_000, 0.895)
+    big_tied = rec(2, "mixed", 97_000, 3_980_000, 0.889)  # 0.6 points below: within 0.87
+    bigger_behind = rec(3, "mixed", 90_000, 5_030_000, 0.880)  # 1.5 points below: not tied
+    assert pick([best, big_tied, bigger_behind]).trial is big_tied
+    # fewer validation images: a wider band takes the 5 M-MAC member in too
+    assert pick([best, big_tied, bigger_behind], n_val=1_000).trial is bigger_behind
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        rec(9, "fp32", 97_000, 9_000_000, 0.9),  # fp32: not what the target is for
+        rec(9, "mixed", DEMO_MAX_PARAMS + 1, 9_000_000, 0.9),  # over the parameter target
+        rec(9, "mixed", 97_000, 9_000_000, 0.9, rung=0),  # not trained to the full budget
+        rec(9, "mixed", 97_000, 9_000_000, 0.9, duplicate_of=1),  # a repeat
+    ],
+)
+def test_members_the_target_is_not_for_are_never_shipped(other):
+    small = rec(1, "int8", 40_000, 1_800_000, 0.89)
+    assert pick([small, other]).trial is small
+
+
+def test_the_finalize_must_fit_the_time_left():
+    small = rec(1, "int8", 40_000, 1_800_000, 0.89, seconds=5.0)  # 200 s projected
+    big = rec(2, "mixed", 97_000, 3_980_000, 0.89, seconds=9.0)  # 360 s projected
+    assert projected_finalize_s(big, 30) == pytest.approx(360.0)
+    chosen = pick([small, big], left=300.0)
+    assert chosen.trial is small and chosen.projected_s == pytest.approx(200.0)
+    assert "fits the 300 s left" in chosen.reason
+    # nothing fits: the quickest, and it says so
+    chosen = pick([small, big], left=100.0)
+    assert chosen.trial is small and "none fits the 100 s left" in chosen.reason
+
+
+def test_without_a_shippable_member_the_knee_or_nothing():
+    knee = rec(5, "fp32", 50_000, 2_000_000, 0.9)
+    assert pick([knee], knee=knee).trial is knee
+    assert pick([], knee=None) is None

@@ -341,7 +341,6 @@ def tune(
             trial records it. Shipped models are exported, quantized and scored on the CPU still.
         amp: Mixed precision of training (``auto``: bf16/fp16 on accelerators, off on the CPU;
             ``bf16``, ``fp16``, ``off``).
-
         start: Candidates the search evaluates first, before its sampler's own (a seeded start), as
             parameter dicts (``space.params_of(candidate)``); queued when the study is created, not
             when it is resumed. ``hwtune demo`` starts with the space's capacity frontier

@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from hwtune.cli.demo import DEMO_MAX_PARAMS, demo_pick, projected_finalize_s, tie_band
+from hwtune.cli.demo import DEMO_MAX_PARAMS, demo_pick, finalize_speed_probe, search_seconds_per_epoch, tie_band
 
 
 def rec(number, precision, params, macs, acc, *, seconds=10.0, rung=1, duplicate_of=None):
@@ -17,8 +17,8 @@ def rec(number, precision, params, macs, acc, *, seconds=10.0, rung=1, duplicate
     )
 
 
-def pick(trials, knee=None, *, left=1000.0, n_val=10_000):
-    return demo_pick(NS(trials=trials, knee=knee, front=[]), epochs=30, seconds_left=left, n_val=n_val)
+def pick(trials, knee=None, *, left=1000.0, n_val=10_000, **kw):
+    return demo_pick(NS(trials=trials, knee=knee, front=[]), epochs=30, seconds_left=left, n_val=n_val, **kw)
 
 
 def test_tie_band_is_two_standard_errors_of_a_difference():
@@ -51,15 +51,34 @@ def test_members_the_target_is_not_for_are_never_shipped(other):
 
 
 def test_the_finalize_must_fit_the_time_left():
-    small = rec(1, "int8", 40_000, 1_800_000, 0.89, seconds=5.0)  # 200 s projected
-    big = rec(2, "mixed", 97_000, 3_980_000, 0.89, seconds=9.0)  # 360 s projected
-    assert projected_finalize_s(big, 30) == pytest.approx(360.0)
+    small = rec(1, "int8", 40_000, 1_800_000, 0.89, seconds=5.0)  # 200 s at the search's speed
+    big = rec(2, "mixed", 97_000, 3_980_000, 0.89, seconds=9.0)  # 360 s
+    assert search_seconds_per_epoch(big) * 30 == pytest.approx(360.0)
     chosen = pick([small, big], left=300.0)
     assert chosen.trial is small and chosen.projected_s == pytest.approx(200.0)
-    assert "fits the 300 s left" in chosen.reason
-    # nothing fits: the quickest, and it says so
+    assert "the most MACs after 1 whose finalize would not fit" in chosen.reason
+    # the speed the demo timed decides, asked for in order of preference and only until one fits
+    asked = []
+
+    def timed(t):
+        asked.append(t.number)
+        return 9.0
+
+    chosen = pick([small, big], left=300.0, seconds_per_epoch=timed)
+    assert chosen.trial is big and chosen.projected_s == pytest.approx(270.0) and asked == [2]
+    # nothing fits: the fewest MACs, and it says so
     chosen = pick([small, big], left=100.0)
     assert chosen.trial is small and "none fits the 100 s left" in chosen.reason
+
+
+def test_the_speed_probe_times_a_short_finalize(fashion_dir):
+    from hwtune.data import load_dataset
+    from hwtune.space import SearchSpace
+
+    space = SearchSpace.from_recipe("fashion-convnet")
+    cand = next(iter(space.enumerate()))
+    probe = finalize_speed_probe(load_dataset("fashion-mnist", train_limit=512, val_limit=64, test_limit=64))
+    assert probe(NS(candidate=cand.to_dict())) > 0
 
 
 def test_without_a_shippable_member_the_knee_or_nothing():

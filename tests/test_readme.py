@@ -411,7 +411,7 @@ FIGURES: list[Figure] = [
     *(Figure("demo-finalize.json", rf"\| {cmd} \| \w+, (\d+) K parameters, (\d+\.\d+) M MACs \| \*\*(\d+\.\d+)%\*\* \| "
                                    r"(\d+):(\d+) \+ (\d+):(\d+) = \*\*(\d+):(\d+)\*\* \|",
              lambda d, i=i: _budget_row(_budget_clone(d, i)))
-      for i, cmd in enumerate((r"`hwtune demo`", r"`hwtune demo --seed 1`"))),
+      for i, cmd in enumerate((r"`hwtune demo`", *(rf"`hwtune demo --seed {s}`" for s in (1, 2, 3))))),
     Figure("demo-finalize.json", r"reached 92\.5% in 2 of 5 fresh clones \((\d+\.\d+)%\s+and (\d+\.\d+)%, both the "
                                  r"architecture in the first row; misses (\d+\.\d+)%, (\d+\.\d+)%, (\d+\.\d+)%\)",
            lambda d: [100 * _clone(d, i)["test_accuracy_as_shipped"] for i in range(5)]),

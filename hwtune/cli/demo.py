@@ -13,13 +13,13 @@ most ``DEMO_MAX_PARAMS`` parameters.
   most accurate is tried.
 
 What decides the target, measured (``benchmarks/results/demo-finalize.json``, 2-core AMD EPYC, 30
-epochs of finalize): members under 100 K parameters land between 92.0% and 93.0% test, and the
+epochs of finalize): members under 100 K parameters land between 91.7% and 93.0% test, and the
 search's one-epoch validation accuracies (88.7-89.6%) do not rank them by it. One architecture
 (96,794 parameters, 3.98 M MACs) reached 92.54-93.01% in six runs; other large members (87-99 K
 parameters, 2.98-5.03 M MACs) 92.30-92.80% in eight runs of seven members. Shipping the member with the
 most MACs among those the search cannot tell apart, from a search started with the largest members
 under the limit, reached 92.5% in 1 of 4 fresh clones (92.80%; misses 92.30-92.48%): no better than
-shipping the most accurate (2 of 5 before the limit and the budget).
+shipping the most accurate (2 of 5 fresh clones before the limit and the budget, 1 of 4 with them).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def add_parsers(subparsers: Any) -> list[argparse.ArgumentParser]:
 
 def _say_pick(say: Any, pick: DemoPick, front: Sequence[Any]) -> None:
     t, f = pick.trial, pick.trial.figures
-    where = "front member" if any(m.number == t.number for m in front) else "member tied with the front"
+    where = "front member" if any(m.number == t.number for m in front) else "member off the front (it counts fp32 too)"
     cost = "" if pick.projected_s is None else f"; its finalize's training, timed: {pick.projected_s:.0f} s"
     say(
         f"shipping trial #{t.number}, a {where} ({t.precision}, {int(f.params or 0):,} parameters, "

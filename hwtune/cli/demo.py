@@ -104,22 +104,21 @@ def search_seconds_per_epoch(t: Any) -> float | None:
 
 def finalize_speed_probe(data: Any = None, **train: Any) -> Callable[[Any], float | None]:
     """Seconds per finalize epoch of a trial's architecture, timed here (fresh weights, the demo's
-    augmentation, ``train``: ``train_device``/``amp``): two short fine-tunes of ``PROBE_EPOCHS`` and three
-    times that, the difference scaled to an epoch. ``data``: the training data (default: the recipe's
-    dataset, loaded at the first call)."""
+    augmentation, ``train``: ``train_device``/``amp``): a fine-tune of ``PROBE_EPOCHS`` to warm up, then
+    one of three times that, timed and scaled to an epoch. ``data``: the training data (default: the
+    recipe's dataset, loaded at the first call)."""
     from hwtune.space import SearchSpace
     from hwtune.supernet import finetune
 
     space = SearchSpace.from_recipe(DEMO_RECIPE)
     step = {"augment": DEMO_FINALIZE_AUGMENT, "batch_size": space.train.batch_size, **train}
-    loaded = [data]
 
     def seconds_per_epoch(t: Any) -> float | None:
-        if loaded[0] is None:
+        nonlocal data
+        if data is None:
             from hwtune.data import load_dataset
 
-            loaded[0] = load_dataset(space.dataset)
-        data = loaded[0]
+            data = load_dataset(space.dataset)
         timed = 0.0
         for epochs in (PROBE_EPOCHS, 3 * PROBE_EPOCHS):  # the first warms up (allocations, format race)
             model = space.build(space.candidate_from_dict(t.candidate))

@@ -33,6 +33,7 @@ from hwtune.tuner.inputs import (
     load_data,
     resolve_space,
     run_dir,
+    sampler_params,
     space_from_info,
     space_size,
 )
@@ -477,17 +478,14 @@ def _start_params(space: Any, start: Sequence[Mapping[str, Any]]) -> tuple[dict[
     """``tune(start=...)`` checked against the space: each a parameter dict of one of its candidates."""
     if isinstance(start, Mapping | str) or not isinstance(start, Sequence):
         raise ConfigError(f"start must be a list of parameter dicts, got {type(start).__name__}")
-    dists = distributions(space)
     out = []
     for i, params in enumerate(start):
         if not isinstance(params, Mapping):
             raise ConfigError(f"start[{i}] must be a parameter dict, got {type(params).__name__}")
         try:
-            values = space.params_of(space.candidate(params))
+            out.append(sampler_params(space, space.candidate(params)))
         except ConfigError as exc:
             raise ConfigError(f"start[{i}]: {exc}") from None
-        # as the sampler suggests them: the searched parameters, by their Optuna labels
-        out.append({n: next(lb for lb, v in back.items() if v == values[n]) for n, (_, back) in dists.items()})
     return tuple(out)
 
 

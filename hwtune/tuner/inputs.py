@@ -389,6 +389,13 @@ def distributions(space: SpaceLike) -> dict[str, tuple[list[Any], dict[Any, Any]
     return out
 
 
+def sampler_params(space: SearchSpace, candidate: Any) -> dict[str, Any]:
+    """``candidate``'s searched parameters as the sampler suggests them (their Optuna labels, :func:`distributions`):
+    what ``study.enqueue_trial`` takes to evaluate it."""
+    values = space.params_of(candidate)
+    return {name: _knob_label(values[name]) for name in space.param_choices()}
+
+
 def _numeric_size(v: Any) -> float:
     if isinstance(v, (list, tuple)):
         return float(sum(_numeric_size(x) for x in v))

@@ -8,6 +8,7 @@ streaming everything else through a ``DataLoader`` (workers, pinned memory for C
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from hwtune.errors import DataError
 
@@ -165,9 +166,10 @@ def default_workers() -> int:
 
 
 def loader_workers(dataset: Any) -> int | None:
-    """The DataLoader workers a streamed dataset asks for (its ``num_workers``), looking through ``Subset``."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
+    """The DataLoader workers a streamed dataset asks for (its ``num_workers``), looking through ``Subset``
+    (and a ``ConcatDataset``'s first part)."""
+    while isinstance(dataset, (Subset, ConcatDataset)):
+        dataset = dataset.dataset if isinstance(dataset, Subset) else dataset.datasets[0]
     value = getattr(dataset, "num_workers", None)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -266,6 +268,35 @@ class DataSplits:
             "source": self.source,
             "split_seed": self.split_seed,
         }
+
+    def val_in_train(self) -> DataSplits:
+        """These splits with the validation images added to the training split; validation is unchanged.
+
+        What a final model trains on once the search has used the validation split to choose it (the
+        published figures of a dataset train on all of its training set); the validation accuracy of a
+        model trained so is no longer held out, and the test split is the held-out figure.
+
+        Raises:
+            DataError: there is no validation split.
+        """
+        train, val = self.train, self.val
+        if val is None or len(val) == 0:  # type: ignore[arg-type]  # a Dataset here always has a length
+            raise DataError(f"dataset {self.name!r} has no validation split to train on")
+        if (
+            isinstance(train, TensorData)
+            and isinstance(val, TensorData)
+            and train.images.dtype == val.images.dtype
+            and (train.mean, train.std) == (val.mean, val.std)
+        ):
+            merged: Dataset = TensorData(
+                torch.cat([train.images, val.images]),
+                torch.cat([train.labels, val.labels]),
+                mean=train.mean,
+                std=train.std,
+            )
+        else:
+            merged = ConcatDataset([train, val])
+        return dataclasses.replace(self, train=merged)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -303,6 +303,8 @@ def _export_in(
         result, rec, pipe.device, shipped, plan, staged, model_path.name, pipe.space, data, meta.data or {}, val, test
     )
     manifest["recorded_val_accuracy"] = float(recorded)
+    # finalize --train-on train+val trains on the validation split: its accuracy is then not held out
+    manifest["val_held_out"] = bool((final or {}).get("val_held_out", True))
     manifest["finalized"] = final or None
     if final and final.get("latency_ms") is not None:
         manifest["latency"].update(latency_ms=final["latency_ms"], label=(final.get("latency") or {}).get("label"))

@@ -303,6 +303,13 @@ def _add_export_and_finalize(subparsers: Any) -> list[argparse.ArgumentParser]:
         help="augment the fine-tuning batches: comma-separated steps crop:P, hflip, erasing:P (e.g. crop:4,hflip), "
         "or shift / shift-flip; only for data whose labels survive it; default none",
     )
+    z.add_argument(
+        "--train-on",
+        choices=("train", "train+val"),
+        default="train",
+        help="train on the training split (default: validation stays held out) or on the validation images too "
+        "(the test accuracy is then the held-out figure)",
+    )
     add_data_arguments(z, again=True)
     add_train_device_arguments(z)
     z.add_argument("--json", action="store_true", help="print the finalized trials as JSON")
@@ -440,7 +447,8 @@ def _print_export(exp: Any) -> None:
     test = "-" if m["test_accuracy"] is None else f"{100 * m['test_accuracy']:.2f}%"
     print(f"exported trial #{m['study']['trial']} ({m['precision_label']}) to {exp.model_path}")
     print(
-        f"  val accuracy {100 * m['val_accuracy']:.2f}% (recorded {100 * m['recorded_val_accuracy']:.2f}%), "
+        f"  val accuracy {100 * m['val_accuracy']:.2f}% (recorded {100 * m['recorded_val_accuracy']:.2f}%"
+        f"{'' if m.get('val_held_out', True) else '; trained on, not held out'}), "
         f"test accuracy {test}"
     )
     lat_txt = "-" if lat["latency_ms"] is None else f"{lat['latency_ms']:.3f} ms"
@@ -542,6 +550,7 @@ def run_finalize(args: argparse.Namespace) -> int:
         augment=args.augment,
         data=data_arguments(args),
         val_data=args.val_data,
+        train_on=args.train_on,
         **on,
     )
     if args.json:

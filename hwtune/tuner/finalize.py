@@ -41,9 +41,11 @@ from hwtune.tuner.storage import (
     upload_study_artifact,
 )
 
-__all__ = ["DEFAULT_FINALIZE_EPOCHS", "finalize", "select_trials"]
+__all__ = ["DEFAULT_FINALIZE_EPOCHS", "TRAIN_ON", "finalize", "select_trials"]
 
 DEFAULT_FINALIZE_EPOCHS = 10.0
+# What finalize trains on: the training split, or the training and validation splits together.
+TRAIN_ON = ("train", "train+val")
 
 
 def select_trials(result: TuneResult, trials: Any) -> list[TrialRecord]:
@@ -142,7 +144,9 @@ def _finalize_one(
     augment: str | None = None,
     train_device: str | None = None,
     amp: str | None = None,
+    train_data: Any = None,
 ) -> dict[str, Any]:
+    """Fine-tune, score, measure and store one trial; ``train_data``: what it trains on (default ``data``)."""
     import torch
 
     from hwtune.supernet import finetune
@@ -157,9 +161,10 @@ def _finalize_one(
         blob = torch.load(download_weights(result, rec.number, work / f"w{rec.number}.pt"), weights_only=True)
         model.load_state_dict(blob["state_dict"])
     searched_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    held_out = train_data is None or train_data is data
     stats = finetune(
         model,
-        data,
+        data if train_data is None else train_data,
         epochs=epochs,
         teacher=parent,
         lr=lr,
@@ -177,9 +182,12 @@ def _finalize_one(
         "augment": augment or "none",
         "final_loss": getattr(stats, "final_loss", None),
         "train_device": f"{stats.device}, {stats.amp}, {stats.memory_format}",
+        "trained_on": TRAIN_ON[0] if held_out else TRAIN_ON[1],
+        "val_held_out": held_out,
     }
     scores, shipped = _score(rec, pipe, model, plan, data, sched, seed, work)
-    if rec.accuracy is not None and scores["val_accuracy"] < rec.accuracy:
+    # With the validation split trained on, its accuracy cannot say fine-tuning made things worse.
+    if held_out and rec.accuracy is not None and scores["val_accuracy"] < rec.accuracy:
         # Fine-tuning made what ships worse than what the search scored (too short a budget, a learning
         # rate too high for a pruned model): keep the search's weights, and say so.
         figures.update(kept="search weights", finetuned_val_accuracy=scores["val_accuracy"])
@@ -216,6 +224,7 @@ def finalize(
     val_data: Any = None,
     train_device: str | None = "auto",
     amp: str | None = None,
+    train_on: str = "train",
 ) -> TuneResult:
     """Fine-tune the chosen trials to convergence and record their final, shipped accuracy.
 
@@ -250,6 +259,11 @@ def finalize(
             else MPS, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; the shipped model is still
             exported and scored on the CPU. Recorded in ``finalized["train_device"]``.
         amp: Mixed precision of the fine-tuning (``auto``, ``bf16``, ``fp16``, ``off``).
+        train_on: ``"train"`` (the training split: the validation accuracy stays held out) or
+            ``"train+val"`` (the validation images too, as a dataset's published figures train on its
+            whole training set: the search has already used the validation split to choose; the
+            test accuracy is then the held-out figure, and the validation accuracy is recorded with
+            ``val_held_out: false``). Recorded in ``finalized["trained_on"]``.
 
     Returns:
         The study re-read, with ``trial.figures.finalized`` filled for the finalized trials.
@@ -264,6 +278,8 @@ def finalize(
         >>> result = hwtune.finalize("hwtune-runs/my-run", "front")  # doctest: +SKIP
     """
     _check_args(epochs, seed, lr, threads)
+    if train_on not in TRAIN_ON:
+        raise ConfigError(f"train_on must be one of {', '.join(map(repr, TRAIN_ON))}, got {train_on!r}")
     from hwtune.augment import augmenter
 
     augmenter(augment, 0)  # an unknown name fails before any work
@@ -292,13 +308,15 @@ def finalize(
         download=download,
         val_data=val_data,
     )
+    train_data = data.val_in_train() if train_on == TRAIN_ON[1] else data
     sched = Schedule.from_dict(meta.budget or {})
     seed = int(meta.seed or 0) if seed is None else seed
     log: Callable[[str], None] = make_log(progress)
     with work_dir("finalize") as work:
         parent = _parent_of(result, work)
         for rec in chosen:
-            log(f"finalizing trial #{rec.number} ({epochs:g} epochs{', distilled from the parent' if parent else ''})")
+            on = "" if train_data is data else f", on train+val ({len(train_data.train):,} images)"
+            log(f"finalizing trial #{rec.number} ({epochs:g} epochs{', distilled from the parent' if parent else ''}{on})")
             figs = _finalize_one(
                 rec,
                 result,
@@ -314,6 +332,7 @@ def finalize(
                 augment=augment,
                 train_device=train_device,
                 amp=amp,
+                train_data=train_data,
             )
             study.set_user_attr(f"{FINALIZED_PREFIX}{rec.number}", figs)
             before = rec.accuracy or 0.0
@@ -322,9 +341,11 @@ def finalize(
                 if figs.get("kept")
                 else ""
             )
+            trained_on = "" if figs.get("val_held_out", True) else ", trained on: not held out"
+            test = "" if figs.get("test_accuracy") is None else f", test {100 * figs['test_accuracy']:.2f}%"
             log(
                 f"trial #{rec.number}: validation {100 * before:.2f}% (search) -> {100 * figs['val_accuracy']:.2f}% "
-                f"(finalized, {figs['accuracy_source']}) in {figs['seconds']:.0f} s{kept}"
+                f"(finalized, {figs['accuracy_source']}{trained_on}){test} in {figs['seconds']:.0f} s{kept}"
             )
     return result_from_study(study, url=url)
 

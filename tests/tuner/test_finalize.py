@@ -38,3 +38,8 @@ def test_api_numbers_are_checked_before_the_study_is_opened(tmp_path):
     with pytest.raises(ConfigError, match="tolerance"):
         export(url, 0, tmp_path / "out", tolerance=float("nan"))
     assert not (tmp_path / "none").exists() and not (tmp_path / "out").exists()
+
+
+def test_train_on_takes_train_or_train_and_val_on_the_cli(capsys, tmp_path):
+    line = cli_error(capsys, ["finalize", str(tmp_path), "--train-on", "val"])
+    assert "--train-on" in line and "'val'" in line and "train+val" in line

@@ -160,3 +160,32 @@ def test_stored_settings_that_are_not_a_mapping_are_one_line(stored):
         with pytest.raises(StudyError, match="expected a mapping, got") as exc:
             cls.from_dict(stored)
         assert "\n" not in str(exc.value)
+
+
+def test_finalize_on_train_and_val_trains_on_both_and_says_validation_is_not_held_out(run_dir, tmp_path, monkeypatch):
+    import hwtune.supernet
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    with pytest.raises(ConfigError, match="train_on must be one of 'train', 'train\\+val', got 'val'"):
+        hwtune.finalize(copy, "knee", epochs=0.05, pipeline=FastPipeline, progress=False, train_on="val")
+    seen = []
+    real = hwtune.supernet.finetune
+
+    def spy(model, data, **kw):
+        seen.append((len(data.train), len(data.val)))
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(hwtune.supernet, "finetune", spy)
+    result = hwtune.finalize(copy, "knee", epochs=0.05, pipeline=FastPipeline, progress=False, train_on="train+val")
+    (done,) = [t for t in result.trials if t.figures.finalized]
+    fin = done.figures.finalized
+    assert fin["trained_on"] == "train+val" and fin["val_held_out"] is False and "kept" not in fin
+    assert "(trained on)" in result.front_table(finalized=True)
+    exp = hwtune.export(copy, done.number, tmp_path / "out", pipeline=FastPipeline)
+    assert exp.manifest["val_held_out"] is False
+    plain = hwtune.finalize(copy, "knee", epochs=0.05, pipeline=FastPipeline, progress=False)
+    (again,) = [t for t in plain.trials if t.figures.finalized]
+    assert again.figures.finalized["val_held_out"] is True
+    (merged, val), (train, val2) = seen
+    assert merged == train + val and val == val2

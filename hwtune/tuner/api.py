@@ -344,7 +344,8 @@ def tune(
             ``bf16``, ``fp16``, ``off``).
         start: Candidates the search evaluates first, before its sampler's own (a seeded start), as
             parameter dicts (``space.params_of(candidate)``); queued when the study is created, not
-            when it is resumed (as ``compress`` starts with the user's model and uniform pruning).
+            when it is resumed (as ``compress`` starts with the user's model and uniform pruning;
+            ``hwtune demo`` starts with the space's capacity frontier, :mod:`hwtune.capacity`).
 
     Returns:
         A :class:`TuneResult`; ``result.front``, ``result.knee``, ``result.front_table()``.

@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from hwtune.cli.demo import DEMO_MAX_PARAMS, demo_pick, finalize_speed_probe, search_seconds_per_epoch
+from hwtune.cli.demo import DEMO_MAX_PARAMS, demo_pick, finalize_speed_probe, search_seconds_per_epoch, tie_band
 
 
 def rec(number, precision, params, macs, acc, *, seconds=10.0, rung=1, duplicate_of=None):
@@ -17,18 +17,26 @@ def rec(number, precision, params, macs, acc, *, seconds=10.0, rung=1, duplicate
     )
 
 
-def pick(trials, knee=None, *, left=1000.0, **kw):
-    return demo_pick(NS(trials=trials, knee=knee, front=[]), epochs=30, seconds_left=left, **kw)
+def pick(trials, knee=None, *, left=1000.0, n_val=10_000, **kw):
+    return demo_pick(NS(trials=trials, knee=knee, front=[]), epochs=30, seconds_left=left, n_val=n_val, **kw)
 
 
-def test_the_most_accurate_member_is_shipped():
-    small = rec(1, "int8", 40_000, 1_800_000, 0.895)
-    big = rec(2, "mixed", 97_000, 3_980_000, 0.889)
-    assert pick([big, small]).trial is small
-    # a tie goes to the knee, then to the earlier trial
-    twin = rec(3, "mixed", 60_000, 2_000_000, 0.895)
-    assert pick([small, twin]).trial is small
-    assert pick([small, twin], knee=twin).trial is twin
+def test_tie_band_is_two_standard_errors_of_a_difference():
+    assert tie_band(0.89, 10_000) == pytest.approx(2 * (2 * 0.89 * 0.11 / 10_000) ** 0.5)
+    assert tie_band(0.89, 2_500) == pytest.approx(2 * tie_band(0.89, 10_000))
+    assert tie_band(1.0, 100) == 0.0
+
+
+def test_the_most_macs_within_the_noise_of_the_best_is_shipped():
+    best = rec(1, "int8", 40_000, 1_800_000, 0.895)
+    big_tied = rec(2, "mixed", 97_000, 3_980_000, 0.889)  # 0.6 points below: within 0.88
+    bigger_behind = rec(3, "mixed", 90_000, 5_030_000, 0.880)  # 1.5 points below: not tied
+    assert pick([best, big_tied, bigger_behind]).trial is big_tied
+    # fewer validation images: a wider band takes the 5 M-MAC member in too
+    assert pick([best, big_tied, bigger_behind], n_val=1_000).trial is bigger_behind
+    # equal MACs: the more parameters, then the more accurate
+    twin = rec(4, "int8", 98_000, 3_980_000, 0.889)
+    assert pick([best, big_tied, twin]).trial is twin
 
 
 @pytest.mark.parametrize(
@@ -41,17 +49,17 @@ def test_the_most_accurate_member_is_shipped():
     ],
 )
 def test_members_the_target_is_not_for_are_never_shipped(other):
-    small = rec(1, "int8", 40_000, 1_800_000, 0.85)
+    small = rec(1, "int8", 40_000, 1_800_000, 0.89)
     assert pick([small, other]).trial is small
 
 
 def test_the_finalize_must_fit_the_time_left():
-    small = rec(1, "int8", 40_000, 1_800_000, 0.88, seconds=5.0)  # 200 s at the search's speed
+    small = rec(1, "int8", 40_000, 1_800_000, 0.89, seconds=5.0)  # 200 s at the search's speed
     big = rec(2, "mixed", 97_000, 3_980_000, 0.89, seconds=9.0)  # 360 s
     assert search_seconds_per_epoch(big) * 30 == pytest.approx(360.0)
     chosen = pick([small, big], left=300.0)
     assert chosen.trial is small and chosen.projected_s == pytest.approx(200.0)
-    assert "the most accurate after 1 whose finalize would not fit" in chosen.reason
+    assert "the most MACs after 1 whose finalize would not fit" in chosen.reason
     # the speed the demo timed decides, asked for in order of preference and only until one fits
     asked = []
 
@@ -64,7 +72,7 @@ def test_the_finalize_must_fit_the_time_left():
     # nothing fits: the quickest, and it says so
     chosen = pick([small, big], left=100.0)
     assert chosen.trial is small and "none fits the 100 s left" in chosen.reason
-    # no speed known: the most accurate
+    # no speed known: the most MACs
     assert pick([small, big], seconds_per_epoch=lambda t: None).trial is big
 
 

@@ -175,11 +175,13 @@ class DemoPick:
         trial: The trial (:class:`hwtune.front.TrialRecord`).
         reason: One line saying how it was chosen.
         projected_s: Its finalize training time as projected (None when no speed was known).
+        epochs: Finalize epochs, when fewer than asked fit the time left (None: as asked).
     """
 
     trial: Any
     reason: str
     projected_s: float | None = None
+    epochs: float | None = None
 
 
 def demo_pick(
@@ -203,7 +205,8 @@ def demo_pick(
 
     Returns:
         The pick; the knee when no int8/mixed member within the limit was trained to the full budget;
-        None when there is no knee either.
+        None when there is no knee either. When no finalize fits, the quickest with the epochs that do
+        (at least one).
     """
     knee = result.knee
     members = [t for t in result.trials if _shippable(t)]
@@ -227,9 +230,15 @@ def demo_pick(
             return DemoPick(t, f"{what} of {within}; {seconds_left:.0f} s left", cost[t.number])
     if not cost:
         return DemoPick(tied[0], f"the most MACs of {within} (finalize time unknown)")
+    # None fits: the quickest, for the epochs that fit (a shorter cosine schedule, not a cut-off one)
     quickest = min(tied, key=lambda t: cost.get(t.number, math.inf))
+    fit = max(1.0, math.floor(10 * epochs * max(seconds_left, 0.0) / cost[quickest.number]) / 10)
     return DemoPick(
-        quickest, f"the quickest to finalize of {within}: none fits the {seconds_left:.0f} s left", cost[quickest.number]
+        quickest,
+        f"the quickest to finalize of {within}: none fits the {seconds_left:.0f} s left in {epochs:g} epochs, "
+        f"so {fit:g} epochs",
+        cost[quickest.number] * fit / epochs,
+        fit,
     )
 
 
@@ -345,7 +354,7 @@ def run_demo(args: argparse.Namespace) -> int:
     result = finalize(
         result,
         [number],
-        epochs=args.finalize_epochs,
+        epochs=pick.epochs or args.finalize_epochs,
         augment=DEMO_FINALIZE_AUGMENT,
         train_on=DEMO_TRAIN_ON,
         progress=not quiet,

@@ -69,9 +69,13 @@ def test_the_finalize_must_fit_the_time_left():
 
     chosen = pick([small, big], left=300.0, seconds_per_epoch=timed)
     assert chosen.trial is big and chosen.projected_s == pytest.approx(270.0) and asked == [2]
-    # nothing fits: the quickest, and it says so
+    # nothing fits: the quickest, for the epochs that fit (tenths, rounded down; at least one), and it says so
     chosen = pick([small, big], left=100.0)
-    assert chosen.trial is small and "none fits the 100 s left" in chosen.reason
+    assert chosen.trial is small and chosen.epochs == 15 and chosen.projected_s == pytest.approx(100.0)
+    assert "none fits the 100 s left in 30 epochs, so 15 epochs" in chosen.reason
+    assert pick([small, big], left=149.0).epochs == 22.3
+    assert pick([small, big], left=0.0).epochs == 1.0
+    assert pick([small, big], left=300.0).epochs is None  # one fits: as asked
     # no speed known: the most MACs
     assert pick([small, big], seconds_per_epoch=lambda t: None).trial is big
 

@@ -423,7 +423,7 @@ FIGURES: list[Figure] = [
            lambda d: [100 * _clone(d, i)["test_accuracy_as_shipped"] for i in range(5)]),
     Figure("demo-finalize.json", r"\*\*So the demo met 92\.5% in (\d) of (\d) fresh clones\*\*",
            lambda d: [sum(t >= 92.5 for t in _tests(d, "capacity_trainval")), len(_tests(d, "capacity_trainval"))]),
-    Figure("demo-finalize.json", r"shipping the most accurate member\s+reached 92\.5% in 1 of 4 \((\d+\.\d+)%; misses "
+    Figure("demo-finalize.json", r"[Ss]hipping the most accurate member\s+reached 92\.5% in 1 of 4 \((\d+\.\d+)%; misses "
                                  r"(\d+\.\d+)%, (\d+\.\d+)%, (\d+\.\d+)%\)",
            lambda d: _hits_then_misses(_tests(d, "fresh_clone_budget"))),
     Figure("demo-finalize.json", r"the most accurate member reached 92\.5% in 2 of 4 \((\d+\.\d+)%, (\d+\.\d+)%;\s+"

@@ -21,8 +21,8 @@ most ``DEMO_MAX_PARAMS`` parameters.
 
 What decides the target, measured (``benchmarks/results/demo-finalize.json``, 2-core AMD EPYC, 30
 epochs of finalize on the training split alone): members under 100 K parameters land between 91.7%
-and 93.0% test, and the search's one-epoch validation accuracies (88.7-89.6%) do not rank them by it. One architecture
-(96,794 parameters, 3.98 M MACs) reached 92.54-93.01% in six runs; other large members (87-99 K
+and 93.0% test, and the search's one-epoch validation accuracies (88.7-89.6%) do not rank them by it.
+One architecture (96,794 parameters, 3.98 M MACs) reached 92.54-93.01% in six runs; other large members (87-99 K
 parameters, 2.98-5.03 M MACs) 92.30-92.80% in eight runs of seven members. Shipping the member with the
 most MACs among those the search cannot tell apart, from a search started with the largest members
 under the limit, reached 92.5% in 1 of 4 fresh clones (92.80%; misses 92.30-92.48%): no better than
@@ -31,7 +31,7 @@ Training on the validation images too lifted every member tried: two demo member
 92.32% and from 92.19% to 92.60% at 30 epochs (92.00% and 92.39% at 25 epochs, the same images seen),
 and two large members that had shipped 92.30% and 92.33% reached 92.61% and 92.79% at 25 epochs. With
 it, shipping the most accurate member reached 92.5% in 2 of 4 fresh clones (93.00%, 92.62%; misses
-92.43% and SEED3 with 41-67 K-parameter members): the members that miss are the small ones, hence the
+92.43% and 92.01% with 42 K- and 67 K-parameter members): the members that miss are the small ones, hence the
 capacity start and pick.
 """
 

@@ -13,14 +13,17 @@ Devices (:func:`resolve_device`): ``"auto"`` is CUDA when available, else MPS, e
 ``"auto"`` is bf16 on a CUDA device that supports it, else fp16 on CUDA and MPS, and off on the
 CPU (fp32 unless asked: ``"bf16"`` on the CPU is allowed). fp16 uses a gradient scaler.
 
-Memory format (:func:`choose_memory_format`): 4-D image models train in channels-last (NHWC) where
-a quick measurement on this device says it is faster. Measured on the 2-core EPYC (AVX-512), ResNet-8
-(16/32/64) train step at batch 128: 114 ms contiguous, 75 ms channels-last; the fashion convnet gains
-about 1.1x. The measurement (two timed forward+backward passes of each format on a copy of the model,
-a few hundred ms) runs once per process for each device, precision, model class, input shape and batch
-size; channels-last is chosen only when it is at least :data:`CHANNELS_LAST_MIN_SPEEDUP` faster and a
-step takes at least :data:`MEASURE_MIN_STEP_S` (tiny models stay contiguous: their timings are noise),
-so the choice does not flip with timing noise. Fallback: contiguous, whenever the measurement fails.
+Memory format (:func:`choose_memory_format`): 4-D image models train in channels-last (NHWC) where a quick
+measurement on this device says it is faster. Measured on the 2-core EPYC (AVX-512), ResNet-8 (16/32/64) train
+step at batch 128: 114 ms contiguous, 75 ms channels-last; the fashion convnet gains about 1.1x. The
+measurement (two timed forward+backward passes of each format on a copy of the model, a few hundred ms) runs
+once per process for each device, precision, architecture (the model class and its parameters' shapes: one
+search trains many architectures of one class, and they differ: on a 2-core AVX2 EPYC, fine-tuning three
+fashion-convnet members for a tenth of a 60,000-image epoch took, per epoch, 14.2-14.8 s / 13.6 s (2.7 M MACs,
+1.07x), 16.9-17.1 / 13.4 s (4.1 M, 1.27x) and 18.1 / 15.1-15.3 s (5.0 M, 1.19x), contiguous / channels-last),
+input shape and batch size; channels-last is chosen only when it is at least :data:`CHANNELS_LAST_MIN_SPEEDUP`
+faster and a step takes at least :data:`MEASURE_MIN_STEP_S` (tiny models stay contiguous: their timings are
+noise), so the choice does not flip with timing noise. Fallback: contiguous, whenever the measurement fails.
 ``train(channels_last=True/False)`` or ``$HWTUNE_CHANNELS_LAST=1/0`` pins it; the choice is recorded
 with the trial's training device (``"cpu, fp32, channels_last (measured 1.52x)"``).
 
@@ -286,6 +289,11 @@ class MemoryFormat:
 _FORMAT_CACHE: dict[tuple[Any, ...], MemoryFormat] = {}
 
 
+def architecture_key(model: torch.nn.Module) -> tuple[Any, ...]:
+    """The model's class and its parameters' shapes: what a memory-format measurement holds for."""
+    return (type(model).__qualname__, tuple(tuple(p.shape) for p in model.parameters()))
+
+
 def _sample_shape(dataset: Any) -> tuple[int, ...] | None:
     shape = getattr(dataset, "input_shape", None)
     if shape is None:
@@ -364,7 +372,7 @@ def choose_memory_format(
 
     ``channels_last`` (or ``$HWTUNE_CHANNELS_LAST`` = 1/0) decides when given; otherwise a model
     without 4-D input or 4-D weights stays contiguous, and the rest is measured once per process and
-    (device, precision, model class, input shape, batch size) by :func:`_measure_format`; any error
+    (device, precision, :func:`architecture_key`, input shape, batch size) by :func:`_measure_format`; any error
     while measuring falls back to contiguous.
     """
     if channels_last is not None:
@@ -376,7 +384,7 @@ def choose_memory_format(
     if shape is None or len(shape) != 3 or not any(p.ndim == 4 for p in model.parameters()):
         return MemoryFormat(False, "no 4-D images")
     precision = precision or Precision(device)
-    key = (str(device), precision.name, type(model).__qualname__, shape, int(batch_size))
+    key = (str(device), precision.name, architecture_key(model), shape, int(batch_size))
     if key not in _FORMAT_CACHE:
         try:
             with torch.random.fork_rng(devices=[]):

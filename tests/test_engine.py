@@ -228,6 +228,30 @@ def test_channels_last_is_chosen_by_measurement_and_pinned_when_asked(monkeypatc
     assert eng.choose_memory_format(torch.nn.Linear(5, 4), flat, cpu).name == "contiguous (no 4-D images)"
 
 
+def test_channels_last_is_measured_for_each_architecture_of_one_class(monkeypatch):
+    import hwtune.engine as eng
+
+    monkeypatch.delenv(eng.CHANNELS_LAST_ENV_VAR, raising=False)
+    monkeypatch.setattr(eng, "_FORMAT_CACHE", {})
+    ds = torch.utils.data.TensorDataset(torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,)))
+
+    def net(width: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+    # Channels-last gains 1.5x on the wide one only (a search's members share their class, not their speed).
+    def fake_step(model, x, y, precision):
+        wide = model[0].out_channels == 16
+        return 0.020 if wide and not x.is_contiguous() else 0.030
+
+    monkeypatch.setattr(eng, "_step_seconds", fake_step)
+    cpu = torch.device("cpu")
+    assert eng.architecture_key(net(8)) != eng.architecture_key(net(16))
+    assert eng.architecture_key(net(8)) == eng.architecture_key(net(8))
+    assert eng.choose_memory_format(net(8), ds, cpu, batch_size=4).name == "contiguous (measured 1.00x)"
+    assert eng.choose_memory_format(net(16), ds, cpu, batch_size=4).name == "channels_last (measured 1.50x)"
+    assert len(eng._FORMAT_CACHE) == 2
+
+
 def test_channels_last_training_is_reproducible_and_hands_back_a_contiguous_model():
     from hwtune.training import TrainBudget, train
 

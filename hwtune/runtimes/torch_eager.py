@@ -5,7 +5,7 @@ batch 1 its per-op overhead dominates small models (MobileNetV2 0.35 @32: 4.7 ms
 on ONNX Runtime, measured on this host), so eager latency is a reference, not a deployment cost.
 
 Scoring a module on a split runs it ``INFER_CHUNK`` images per forward pass, in channels-last where a
-quick measurement says it is faster (once per process, model class, input shape and thread count; the
+quick measurement says it is faster (once per process, architecture, input shape and thread count; the
 engine's ``$HWTUNE_CHANNELS_LAST`` pins it). Measured on the 2-core EPYC (AVX-512), 1 thread, CPU-ms
 per image of a CIFAR ResNet-8 (16/32/64): 0.93 at batch 512 contiguous (what scoring used to run),
 0.56 at 64 contiguous, 0.30 at 64-128 channels-last; a 20/40/80 depth-2 ResNet 3.06, 1.72 and 1.24.
@@ -110,24 +110,24 @@ def _forward_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
 def infer_channels_last(model: torch.nn.Module, x: torch.Tensor) -> bool:
     """Whether forward passes of ``model`` (eval mode) on batches like ``x`` run faster in channels-last.
 
-    Measured once per process and (model class, input shape, threads) on a copy of the model: three
-    interleaved forward passes of each format after a warm-up, the faster by the engine's
-    ``CHANNELS_LAST_MIN_SPEEDUP`` margin wins; ``$HWTUNE_CHANNELS_LAST`` = 1/0 pins it. Models without
-    4-D weights, inputs that are not 4-D images and small batches stay contiguous; so does any
-    failure to measure.
+    Measured once per process and (architecture: the engine's ``architecture_key``, input shape, threads)
+    on a copy of the model: three interleaved forward passes of each format after a warm-up, the faster by
+    the engine's ``CHANNELS_LAST_MIN_SPEEDUP`` margin wins; ``$HWTUNE_CHANNELS_LAST`` = 1/0 pins it.
+    Models without 4-D weights, inputs that are not 4-D images and small batches stay contiguous; so does
+    any failure to measure.
     """
     import copy
 
     import torch
 
-    from hwtune.engine import pinned_memory_format, race_formats
+    from hwtune.engine import architecture_key, pinned_memory_format, race_formats
 
     pinned = pinned_memory_format()
     if pinned is not None:
         return pinned.channels_last
     if x.ndim != 4 or x.shape[0] < _MIN_FORMAT_BATCH or not any(p.ndim == 4 for p in model.parameters()):
         return False
-    key = (type(model).__qualname__, tuple(x.shape), torch.get_num_threads(), str(x.device))
+    key = (architecture_key(model), tuple(x.shape), torch.get_num_threads(), str(x.device))
     if key not in _INFER_FORMATS:
         try:
             with torch.no_grad():  # a copy in the training world, timed under inference mode only

@@ -125,7 +125,7 @@ def recalibrate_bn(
 
 
 def _memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
-    """Channels-last where forward passes of this model class on such batches measured faster (or are pinned)."""
+    """Channels-last where forward passes of this architecture on such batches measured faster (or are pinned)."""
     from hwtune.runtimes.torch_eager import infer_channels_last
 
     return torch.channels_last if infer_channels_last(model, x) else torch.contiguous_format

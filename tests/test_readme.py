@@ -42,8 +42,8 @@ SMALL_DATA = "--train-limit 2000 --val-limit 500"
 SUBSTITUTIONS: list[tuple[str, str, str, str]] = [
     ("README.md", ".venv/bin/hwtune demo",
      ".venv/bin/hwtune demo --timeout 120 --trials 3 --finalize-epochs 1 --out {scratch}/hwtune-demo",
-     ("the demo searches for 180 s and finalizes for 30 epochs; two minutes, 3 trials and one epoch take the same "
-     "path (search, finalize, export)")),
+     ("the demo searches for 90 s and finalizes for 30 epochs; two minutes or 3 trials and one epoch take the "
+     "same path (search, finalize, export)")),
     ("README.md", ".venv/bin/python -m pytest -q -n 2 --dist worksteal",
      ".venv/bin/python -m pytest -q -n 2 --dist worksteal --collect-only",
      "the full suite contains this test: collecting it checks the command without running the suite twice"),

@@ -6,7 +6,14 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from hwtune.cli.demo import DEMO_MAX_PARAMS, demo_pick, finalize_speed_probe, search_seconds_per_epoch, tie_band
+from hwtune.cli.demo import (
+    DEMO_MAX_PARAMS,
+    demo_pick,
+    epochs_that_fit,
+    finalize_speed_probe,
+    search_seconds_per_epoch,
+    tie_band,
+)
 
 
 def rec(number, precision, params, macs, acc, *, seconds=10.0, rung=1, duplicate_of=None):
@@ -57,10 +64,16 @@ def test_the_finalize_must_fit_the_time_left():
     small = rec(1, "int8", 40_000, 1_800_000, 0.89, seconds=5.0)  # 200 s at the search's speed
     big = rec(2, "mixed", 97_000, 3_980_000, 0.89, seconds=9.0)  # 360 s
     assert search_seconds_per_epoch(big) * 30 == pytest.approx(360.0)
+    # the most MACs, for fewer epochs when two thirds of them fit (here 25 of 30 in 300 s), and it says so
     chosen = pick([small, big], left=300.0)
-    assert chosen.trial is small and chosen.projected_s == pytest.approx(200.0)
-    assert "the most MACs after 1 whose finalize would not fit" in chosen.reason
-    # the speed the demo timed decides, asked for in order of preference and only until one fits
+    assert chosen.trial is big and chosen.epochs == 25 and chosen.projected_s == pytest.approx(300.0)
+    assert "the most MACs of 2 int8/mixed member(s)" in chosen.reason
+    assert "25 of 30 epochs fit the 300 s left" in chosen.reason
+    # fewer than two thirds (19.1 epochs in 230 s): the next in order that can, with all its epochs
+    chosen = pick([small, big], left=230.0)
+    assert chosen.trial is small and chosen.epochs is None and chosen.projected_s == pytest.approx(200.0)
+    assert "the most MACs after 1 that could not finalize long enough" in chosen.reason
+    # the speed the demo timed decides, asked for in order of preference and only until one can
     asked = []
 
     def timed(t):
@@ -68,16 +81,23 @@ def test_the_finalize_must_fit_the_time_left():
         return 9.0
 
     chosen = pick([small, big], left=300.0, seconds_per_epoch=timed)
-    assert chosen.trial is big and chosen.projected_s == pytest.approx(270.0) and asked == [2]
-    # nothing fits: the quickest, for the epochs that fit (tenths, rounded down; at least one), and it says so
+    assert chosen.trial is big and chosen.projected_s == pytest.approx(270.0) and chosen.epochs is None
+    assert asked == [2]
+    # none can finalize two thirds: the quickest, for the epochs that fit (tenths, rounded down; at least one)
     chosen = pick([small, big], left=100.0)
     assert chosen.trial is small and chosen.epochs == 15 and chosen.projected_s == pytest.approx(100.0)
-    assert "none fits the 100 s left in 30 epochs, so 15 epochs" in chosen.reason
-    assert pick([small, big], left=149.0).epochs == 22.3
+    assert "none fits 20 of 30 epochs in the 100 s left, so 15 epochs" in chosen.reason
     assert pick([small, big], left=0.0).epochs == 1.0
-    assert pick([small, big], left=300.0).epochs is None  # one fits: as asked
+    chosen = pick([small, big], left=149.0)  # 22.3 epochs of the small one: two thirds
+    assert chosen.trial is small and chosen.epochs == 22.3
+    assert pick([small, big], left=400.0).epochs is None  # all fit: as asked
     # no speed known: the most MACs
     assert pick([small, big], seconds_per_epoch=lambda t: None).trial is big
+
+
+def test_epochs_that_fit_are_all_of_them_or_tenths_rounded_down():
+    assert epochs_that_fit(30, 360, 360) == 30 and epochs_that_fit(30, 359, 360) == 29.9
+    assert epochs_that_fit(30, -5, 360) == 1.0
 
 
 def test_the_speed_probe_times_a_short_finalize(fashion_dir):

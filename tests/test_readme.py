@@ -272,6 +272,23 @@ def _budget_row(row: dict) -> list[float]:
             *(v for t in times for v in (t // 60, t % 60))]
 
 
+def _avx2_row(d: dict, key: str, run: int) -> list[float]:
+    """A fresh-clone run on the AVX2-only EPYC: K parameters, M MACs, finalize epochs, test %, then the times."""
+    row = d[key]["runs"][run]["rows"][0]
+    k, m, test, *times = _budget_row(row)
+    return [k, m, row["finalized"]["epochs"], test, *times]
+
+
+def _avx2_seconds(d: dict) -> list[float]:
+    """README command 1 seconds of the AVX2-only EPYC's fresh clones of the demo as released."""
+    return [r["rows"][0]["readme_command_1_seconds"] for r in d["avx2_demo"]["runs"]]
+
+
+# (commit, key in demo-finalize.json, run, seed) of the README's table of fresh clones on the AVX2-only EPYC.
+AVX2_RUNS = [("ea074c8", "avx2_fresh_clone", 0, 0), *(("df52555", "avx2_fresh_clone", s + 1, s) for s in range(4)),
+             *(("f72675f", "avx2_demo", s, s) for s in range(4))]
+
+
 def _hits_then_misses(tests: list[float]) -> list[float]:
     """Test accuracies (%) reaching 92.5 in run order, then the misses from lowest."""
     return [*(t for t in tests if t >= 92.5), *sorted(t for t in tests if t < 92.5)]
@@ -417,6 +434,22 @@ FIGURES: list[Figure] = [
                                    r"(\d+):(\d+) \+ (\d+):(\d+) = \*\*(\d+):(\d+)\*\* \|",
              lambda d, i=i: _budget_row(_budget_clone(d, i)))
       for i, cmd in enumerate((r"`hwtune demo`", *(rf"`hwtune demo --seed {s}`" for s in (1, 2, 3))))),
+    *(Figure("demo-finalize.json", rf"\| `hwtune demo{'' if seed == 0 else f' --seed {seed}'}` \| {commit} \| \w+, "
+                                   r"(\d+) K parameters, (\d+\.\d+) M MACs \| (\d+(?:\.\d+)?) \| \*\*(\d+\.\d+)%\*\* \| "
+                                   r"(\d+):(\d+) \+ (\d+):(\d+) = \*\*(\d+):(\d+)\*\* \|",
+             lambda d, k=key, r=run: _avx2_row(d, k, r))
+      for commit, key, run, seed in AVX2_RUNS),
+    Figure("demo-finalize.json", r"With df52555 the demo met 92\.5% in (\d) of (\d) fresh clones",
+           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_fresh_clone")[1:]), len(_tests(d, "avx2_fresh_clone")[1:])]),
+    Figure("demo-finalize.json", r"would have fitted \((\d+) s and (\d+) s, scoring\s+included\), reached (\d+\.\d+)% and "
+                                 r"(\d+\.\d+)%",
+           lambda d: [*(r["finalized"]["seconds"] for r in d["recipe_checks_avx2"]["rows"]),
+                      *(100 * r["test_accuracy_as_shipped"] for r in d["recipe_checks_avx2"]["rows"])]),
+    Figure("demo-finalize.json", r"\*\*(\d) of (\d)\*\* \((\d+\.\d+)%, (\d+\.\d+)%; misses (\d+\.\d+)%, (\d+\.\d+)%\), README "
+                                 r"command 1 in (\d+):(\d+)-(\d+):(\d+)",
+           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_demo")), len(_tests(d, "avx2_demo")),
+                      *(t for t in _tests(d, "avx2_demo") if t >= 92.5), *(t for t in _tests(d, "avx2_demo") if t < 92.5),
+                      *(v for t in (min(_avx2_seconds(d)), max(_avx2_seconds(d))) for v in (t // 60, t % 60))]),
     Figure("demo-finalize.json", r"in 2 of 5 before the parameter limit and the time\s+budget \((\d+\.\d+)% and "
                                  r"(\d+\.\d+)%, both one 96,794-parameter architecture; misses (\d+\.\d+)%, "
                                  r"(\d+\.\d+)%, (\d+\.\d+)%\)",

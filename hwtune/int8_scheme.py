@@ -46,6 +46,7 @@ __all__ = [
     "cache_dir",
     "clear_memo",
     "host_cache_key",
+    "int8_isa",
     "int8_scheme_for",
     "rule_of_thumb",
     "scheme_from_table",
@@ -103,6 +104,17 @@ class Int8Scheme:
                 "per_channel": self.per_channel, "source": self.source, "reason": self.reason,
                 "latency_ms": dict(self.latency_ms), "rel_error": dict(self.rel_error), "cached": self.cached,
                 "cache_path": self.cache_path}
+
+
+def int8_isa(isa: Any) -> frozenset[str]:
+    """The ISA flags among ``isa`` that change which int8 kernels ONNX Runtime runs (two CPUs that differ in
+    them can score one int8 file differently: without VNNI, x86 multiplies u8 by s8 in 16-bit sums that
+    saturate).
+
+    >>> sorted(int8_isa(["sse4_2", "avx2", "avx512_vnni", "fma"]))
+    ['avx2', 'avx512_vnni']
+    """
+    return frozenset(_DECISIVE_ISA & {str(f) for f in (isa or ())})
 
 
 def _scheme(name: str, source: str, reason: str, **kw: Any) -> Int8Scheme:

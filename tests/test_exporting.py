@@ -160,3 +160,15 @@ def test_export_writes_model_then_manifest_or_nothing(old_run, tmp_path, monkeyp
     with pytest.raises(ExportError, match=r"cannot write the model to .*model\.onnx \(No space left on device\)"):
         export(result, trial.number, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export, whole
+
+
+def test_int8_on_another_cpus_kernels_is_told_from_the_study_record(monkeypatch):
+    from types import SimpleNamespace
+
+    from hwtune import exporting, hostcpu
+
+    monkeypatch.setattr(hostcpu, "detect_cpu", lambda: SimpleNamespace(isa=("sse4_2", "avx2", "fma")))
+    assert exporting._other_int8_cpu({"detected": True, "isa": ["avx2", "avx512_vnni", "amx_int8"]})
+    assert not exporting._other_int8_cpu({"detected": True, "isa": ["avx2", "f16c"]})  # same int8 kernels
+    assert not exporting._other_int8_cpu({"detected": False, "isa": ["avx512_vnni"]})  # a device profile
+    assert not exporting._other_int8_cpu({"detected": True}) and not exporting._other_int8_cpu(None)

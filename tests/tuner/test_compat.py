@@ -57,4 +57,12 @@ def test_a_0_1_0_study_exports_from_a_moved_directory(old_study, tmp_path, preci
     m = exp.manifest
     assert exp.model_path.is_file() and exp.manifest_path.is_file()
     assert m["precision"] == precision and m["study"]["trial"] == trial.number
-    assert abs(m["val_accuracy"] - m["recorded_val_accuracy"]) <= 0.01
+    # The fixture was made on a Xeon with VNNI and AMX: another CPU's int8 kernels score its barely trained int8
+    # trial differently (16.00% -> 14.40% on an AVX2-only EPYC), which export allows for int8 on another CPU.
+    from hwtune.exporting import CROSS_CPU_TOLERANCE
+    from hwtune.hostcpu import detect_cpu
+    from hwtune.int8_scheme import int8_isa
+
+    same_cpu = int8_isa(res.meta.device["isa"]) == int8_isa(detect_cpu().isa)
+    allowed = 0.01 if precision == "fp32" or same_cpu else CROSS_CPU_TOLERANCE
+    assert abs(m["val_accuracy"] - m["recorded_val_accuracy"]) <= allowed

@@ -111,7 +111,7 @@ DEMO_AFTER_TRAINING_S = 30.0
 # epoch took 0.62-0.92x a search epoch of the same member (6 members, fresh clones and warm runs).
 PROBE_EPOCHS = 0.05
 # The member shipped is the one with the most MACs that can finalize for at least this share of the epochs
-# asked. Members of 97-100 K parameters finalized for 20-25 epochs (on train+val) reached 92.32-92.79% test
+# asked. Members of 93-100 K parameters finalized for 20-25 epochs (on train+val) reached 92.32-92.79% test
 # (20-22 epochs on the AVX2 EPYC: 92.32%, 92.35%; 25 epochs on the AVX-512 one: 92.61%, 92.79%), members of
 # 34-68 K finalized for 29.3-30 epochs 91.36-92.62% (nine runs, both machines).
 DEMO_MIN_EPOCH_SHARE = 2 / 3

@@ -237,7 +237,7 @@ def int8_scheme_for(device: str | Path | DeviceProfile | None = None, *, threads
     table = profile.int8
     if table is not None and table.get("runtime") == "onnxruntime" and not (
             profile.detected and (table.get("cpu_model") != profile.cpu_model
-                                  or _DECISIVE_ISA & set(table.get("isa", ())) != _DECISIVE_ISA & set(profile.isa))):
+                                  or int8_isa(table.get("isa")) != int8_isa(profile.isa))):
         # a detected host uses its profile's table only when it was measured on this CPU
         return scheme_from_table(table, source="profile", where=str(profile.path or profile.id))
     if not profile.detected:

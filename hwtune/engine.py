@@ -61,6 +61,7 @@ __all__ = [
     "choose_memory_format",
     "device_name",
     "lr_factor",
+    "measure_memory_format",
     "num_threads",
     "on_device",
     "param_groups",
@@ -76,11 +77,13 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 DIVERGENCE_LOSS = 1e4
 # Channels-last must beat contiguous by this much to be chosen for torch scoring (a margin over timing noise).
 CHANNELS_LAST_MIN_SPEEDUP = 1.15
-# ... and for training, over TRAIN_FORMAT_ROUNDS timed rounds. Measured on a 2-core AVX2 EPYC, 16 random
-# fashion-convnet members under 100 K parameters (60,000-image epochs with shift-flip, timed in each format):
-# channels-last took 0.78-0.96x (5 members) or 1.12-1.28x (11) the time of contiguous, and three races of each
-# (two rounds) landed within 0.07 of that ratio; a 1.15 margin kept a 1.12x member contiguous. In the demo's
-# searches, races of one 4 M-MAC member read 1.09-1.20x, and two finalizes trained contiguous on 1.12x and 1.14x.
+# ... and for training, over TRAIN_FORMAT_ROUNDS timed rounds (benchmarks/bench_memory_format.py, results in
+# memory-format.json). On a 2-core AVX2 EPYC, 16 random fashion-convnet members under 100 K parameters trained
+# 0.82-1.01x (6 members) or 1.09-1.27x (10) as fast in channels-last (fine-tuning on 60,000 images with
+# shift-flip, timed in each format), and each of three races per member read within 0.10 of its member's ratio.
+# Picking by the races: 3 of 48 picks slower, 0.07% more training time on average, with a 1.05 margin; 10 of 48
+# and 1.68% with 1.15. In the demo's searches, races of one 4 M-MAC member read 1.09-1.20x, and two finalizes had
+# trained contiguous on races of 1.12x and 1.14x.
 TRAIN_CHANNELS_LAST_MIN_SPEEDUP = 1.05
 TRAIN_FORMAT_ROUNDS = 3
 # Models whose contiguous training step is faster than this are not measured (and stay contiguous).
@@ -346,10 +349,13 @@ def race_formats(
     return MemoryFormat(speedup >= min_speedup, f"measured {speedup:.2f}x")
 
 
-def _measure_format(
+def measure_memory_format(
     model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, precision: Precision, batch: int
 ) -> MemoryFormat:
-    """Time training steps of a copy of ``model`` in both formats, interleaved; the faster by a margin wins."""
+    """Channels-last or contiguous for training ``model`` on ``batch`` random images of ``shape``, measured now (no
+    cache): :func:`race_formats` of ``TRAIN_FORMAT_ROUNDS`` training steps of a copy of ``model`` in each format,
+    channels-last by ``TRAIN_CHANNELS_LAST_MIN_SPEEDUP`` or more. What :func:`choose_memory_format` caches;
+    ``benchmarks/bench_memory_format.py`` checks it against epochs timed in each format."""
     probe = copy.deepcopy(model).to(device).train()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((batch, *shape), generator=gen).to(device)
@@ -386,7 +392,7 @@ def choose_memory_format(
 
     ``channels_last`` (or ``$HWTUNE_CHANNELS_LAST`` = 1/0) decides when given; otherwise a model
     without 4-D input or 4-D weights stays contiguous, and the rest is measured once per process and
-    (device, precision, :func:`architecture_key`, input shape, batch size) by :func:`_measure_format`; any error
+    (device, precision, :func:`architecture_key`, input shape, batch size) by :func:`measure_memory_format`; any error
     while measuring falls back to contiguous.
     """
     if channels_last is not None:
@@ -402,7 +408,7 @@ def choose_memory_format(
     if key not in _FORMAT_CACHE:
         try:
             with torch.random.fork_rng(devices=[]):
-                _FORMAT_CACHE[key] = _measure_format(model, shape, device, precision, int(batch_size))
+                _FORMAT_CACHE[key] = measure_memory_format(model, shape, device, precision, int(batch_size))
         except Exception as exc:  # noqa: BLE001 - a failed measurement must not fail the training
             _FORMAT_CACHE[key] = MemoryFormat(False, f"measurement failed: {type(exc).__name__}")
     return _FORMAT_CACHE[key]

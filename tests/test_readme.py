@@ -303,6 +303,18 @@ AVX2_RUNS = [("ea074c8", "avx2_fresh_clone", 0, 0), *(("df52555", "avx2_fresh_cl
              *(("f72675f", "avx2_demo", s, s) for s in range(4)), *(("ebbf1ac", "avx2_race", s, s) for s in range(4))]
 
 
+def _speedup_ranges(d: dict) -> list[float]:
+    """memory-format.json: lowest and highest channels-last speedup of the members below 1.05x, then of the rest."""
+    slow = [r["speedup"] for r in d["rows"] if r["speedup"] < 1.05]
+    fast = [r["speedup"] for r in d["rows"] if r["speedup"] >= 1.05]
+    return [min(slow), max(slow), min(fast), max(fast)]
+
+
+def _margin(d: dict, margin: float) -> dict:
+    """memory-format.json: what picking by the races with ``margin`` cost."""
+    return next(s for s in d["by_margin"] if abs(s["margin"] - margin) < 1e-9)
+
+
 def _hits_then_misses(tests: list[float]) -> list[float]:
     """Test accuracies (%) reaching 92.5 in run order, then the misses from lowest."""
     return [*(t for t in tests if t >= 92.5), *sorted(t for t in tests if t < 92.5)]
@@ -474,6 +486,12 @@ FIGURES: list[Figure] = [
                                  r"(\d+\.\d+)-(\d+\.\d+)\s+epochs and the 97 K member \(3\.98 M MACs, depth 1/2/1, 5x5 "
                                  r"kernels\) (\d+\.\d+)-(\d+\.\d+)% after (\d+\.\d+)-(\d+\.\d+)",
            lambda d: [*_member_range(d, 99578), *_member_range(d, 97114)]),
+    Figure("memory-format.json", r"16 random fashion-convnet members trained (\d+\.\d+)-(\d+\.\d+)x or (\d+\.\d+)-(\d+\.\d+)x as "
+                                 r"fast in channels-last, the races picked the slower format in (\d+) of (\d+) races, "
+                                 r"(\d+\.\d+)% more training time on average, where a 1\.15x margin would have in (\d+), "
+                                 r"(\d+\.\d+)%",
+           lambda d: [*_speedup_ranges(d), *(_margin(d, 1.05)[k] for k in ("wrong", "races", "mean_extra_pct")),
+                      *(_margin(d, 1.15)[k] for k in ("wrong", "mean_extra_pct"))]),
     Figure("demo-finalize.json", r"in 2 of 5 before the parameter limit and the time\s+budget \((\d+\.\d+)% and "
                                  r"(\d+\.\d+)%, both one 96,794-parameter architecture; misses (\d+\.\d+)%, "
                                  r"(\d+\.\d+)%, (\d+\.\d+)%\)",

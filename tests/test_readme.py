@@ -492,6 +492,12 @@ FIGURES: list[Figure] = [
                                  r"(\d+\.\d+)%",
            lambda d: [*_speedup_ranges(d), *(_margin(d, 1.05)[k] for k in ("wrong", "races", "mean_extra_pct")),
                       *(_margin(d, 1.15)[k] for k in ("wrong", "mean_extra_pct"))]),
+    Figure("demo-finalize.json", r"the most accurate other one \((\d+\.\d+)% validation\) at equal time, the seed-0 member "
+                                 r"reached (\d+\.\d+)% fp32 test in (\d+\.\d+) epochs, against (\d+\.\d+)% in (\d+\.\d+) "
+                                 r"epochs without",
+           lambda d: [100 * d["distillation_check_avx2"]["teacher_val_accuracy"],
+                      *(v for name in ("kd", "plain") for r in d["distillation_check_avx2"]["runs"] if r["name"] == name
+                        for v in (100 * r["test_fp32"], r["epochs"]))]),
     Figure("demo-finalize.json", r"in 2 of 5 before the parameter limit and the time\s+budget \((\d+\.\d+)% and "
                                  r"(\d+\.\d+)%, both one 96,794-parameter architecture; misses (\d+\.\d+)%, "
                                  r"(\d+\.\d+)%, (\d+\.\d+)%\)",

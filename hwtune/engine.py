@@ -55,6 +55,7 @@ __all__ = [
     "AMP_MODES",
     "CHANNELS_LAST_MIN_SPEEDUP",
     "TRAIN_CHANNELS_LAST_MIN_SPEEDUP",
+    "TRAIN_FORMAT_ROUNDS",
     "LoopResult",
     "MemoryFormat",
     "Precision",
@@ -334,8 +335,8 @@ def race_formats(
 ) -> MemoryFormat:
     """Channels-last against contiguous, by ``step(format)`` (runs one timed step in that format, returns its
     seconds): ``rounds`` interleaved rounds after one that warms both formats up and is not counted;
-    channels-last wins when its fastest step is ``min_speedup`` times faster than contiguous's. Contiguous steps shorter than ``min_step_s`` end it early: too short
-    to gain anything. What training (:func:`choose_memory_format`) and torch scoring
+    channels-last wins when its fastest step is ``min_speedup`` times faster than contiguous's. Contiguous
+    steps shorter than ``min_step_s`` end it early: too short to gain anything. What training (:func:`choose_memory_format`) and torch scoring
     (``hwtune.runtimes.torch_eager.infer_channels_last``) both decide by."""
     times: dict[bool, list[float]] = {False: [], True: []}
     for rep in range(rounds + 1):

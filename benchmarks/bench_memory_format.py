@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         races = []
         for _ in range(args.races):
             fmt = measure_memory_format(model, space.input_shape, cpu, Precision(cpu), space.train.batch_size)
-            races.append(float(fmt.name.split("measured ")[1].rstrip("x)")) if "measured" in fmt.name else None)
+            races.append(None if fmt.speedup is None else round(fmt.speedup, 2))
         times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
         for _ in range(2):
             for cl in (False, True):

@@ -271,10 +271,12 @@ def _device_of(module: torch.nn.Module) -> torch.device | None:
 
 @dataclass(frozen=True)
 class MemoryFormat:
-    """Whether a run trains in channels-last, and why (``"measured 1.52x"``, ``"asked"``, ``"no 4-D input"``)."""
+    """Whether a run trains in channels-last, and why (``"measured 1.52x"``, ``"asked"``, ``"no 4-D input"``);
+    ``speedup``: the ratio a race measured (contiguous over channels-last step time), None when none ran."""
 
     channels_last: bool = False
     reason: str = "default"
+    speedup: float | None = None
 
     @property
     def memory_format(self) -> torch.memory_format | None:
@@ -347,7 +349,7 @@ def race_formats(
         if rep and min_step_s is not None and min(times[False]) < min_step_s:
             return MemoryFormat(False, "step too short to gain")
     speedup = min(times[False]) / min(times[True])
-    return MemoryFormat(speedup >= min_speedup, f"measured {speedup:.2f}x")
+    return MemoryFormat(speedup >= min_speedup, f"measured {speedup:.2f}x", speedup)
 
 
 def measure_memory_format(

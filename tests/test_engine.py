@@ -207,7 +207,7 @@ def test_channels_last_is_chosen_by_measurement_and_pinned_when_asked(monkeypatc
 
     monkeypatch.setattr(eng, "_step_seconds", fake_step)
     fmt = eng.choose_memory_format(net, ds, cpu, batch_size=4)
-    assert fmt.channels_last and fmt.name == "channels_last (measured 1.50x)"
+    assert fmt.channels_last and fmt.name == "channels_last (measured 1.50x)" and fmt.speedup == pytest.approx(1.5)
     rounds = eng.TRAIN_FORMAT_ROUNDS + 1
     assert calls.count(True) == calls.count(False) == rounds  # interleaved, first round not counted
     assert eng.choose_memory_format(net, ds, cpu, batch_size=4) is fmt and len(calls) == 2 * rounds

@@ -301,6 +301,207 @@ def _plot(runs: list[dict[str, Any]], histories: dict[tuple[str, int], list], bu
     plt.close(fig)
 
 
+def _jobs(
+    args: argparse.Namespace,
+    methods: list[str],
+    seeds: list[int],
+    budgets: dict[str, float],
+    data: dict[str, Any],
+    ref: dict[str, float],
+    shared: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """One job per seed and method, then filler runs so every round shares the machine alike."""
+    runs_dir = Path(args.runs_dir)
+    jobs = []
+    for seed in seeds:
+        for method in methods:
+            jobs.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "budget_s": budgets[method],
+                    "parent_epochs": args.parent_epochs,
+                    "threads": args.threads,
+                    "recipe": args.recipe,
+                    "device": args.device,
+                    "data": data,
+                    "epochs": args.epochs,
+                    "reference_point": ref,
+                    "out_dir": str(runs_dir / f"{method}-s{seed}"),
+                    "parent_cache": shared["cache"] if shared and method == "inherit" else None,
+                }
+            )
+    # Fairness: every run must share the machine with the same number of other runs. When the job
+    # count is not a multiple of --workers, filler runs (a random-search run whose results are
+    # discarded) keep the last round as loaded as the others.
+    n_fill = (-len(jobs)) % max(args.workers, 1)
+    for i in range(n_fill):
+        jobs.append({**jobs[-1], "method": "random", "filler": True, "out_dir": str(runs_dir / f"filler-{i}")})
+    return jobs
+
+
+def _run_jobs(args: argparse.Namespace, jobs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """Each job in its own worker process, ``--workers`` at a time; (job, exit status) in job order."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+    t0 = time.monotonic()
+
+    def launch(job: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        log = Path(job["out_dir"]) / "worker.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as fh:
+            rc = subprocess.call([sys.executable, __file__, "--worker", json.dumps(job)], stdout=fh, stderr=fh, env=env)
+        what = "filler (load only)" if job.get("filler") else f"{job['method']} seed {job['seed']}"
+        print(f"  {what}: exit {rc} ({time.monotonic() - t0:.0f} s elapsed)", flush=True)
+        return job, rc
+
+    print(
+        f"{len(jobs)} runs of {args.budget_s:g} s, {args.workers} at a time, {args.threads} thread(s) each", flush=True
+    )
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        return list(pool.map(launch, jobs))
+
+
+def _collect(
+    finished: list[tuple[dict[str, Any], int]], ref: dict[str, float], checkpoints: list[float], lat_budget: float
+) -> tuple[list[dict[str, Any]], dict[tuple[str, int], list]]:
+    """The per-checkpoint rows and the histories of the runs that exited 0 (fillers left out)."""
+    runs: list[dict[str, Any]] = []
+    histories: dict[tuple[str, int], list] = {}
+    for job, rc in finished:
+        if job.get("filler"):
+            continue
+        if rc != 0:
+            print(f"run {job['method']} seed {job['seed']} failed (see {job['out_dir']}/worker.log)", file=sys.stderr)
+            continue
+        a = _analyse(Path(job["out_dir"]), ref, [c for c in checkpoints if c <= job["budget_s"]], lat_budget)
+        histories[(job["method"], job["seed"])] = a["history"]
+        for c, v in a["at"].items():
+            runs.append(
+                {
+                    "method": job["method"],
+                    "seed": job["seed"],
+                    "budget_s": c,
+                    "seconds_per_candidate_median": a["seconds_per_candidate_median"],
+                    "parent_seconds": a["parent_seconds"],
+                    **v,
+                }
+            )
+    return runs, histories
+
+
+def _summarise(runs: list[dict[str, Any]], methods: list[str], checkpoints: list[float]) -> dict[str, Any]:
+    """Per method and checkpoint: hypervolume mean/min/max, trials, best accuracy under the latency budget."""
+    summary: dict[str, Any] = {}
+    for method in methods:
+        summary[method] = {}
+        for c in checkpoints:
+            at = [r for r in runs if r["method"] == method and r["budget_s"] == c]
+            hv = [r["hypervolume"] for r in at]
+            acc = [r["best_accuracy_under_budget"] for r in at if r["best_accuracy_under_budget"] is not None]
+            spc = [r["seconds_per_candidate_median"] for r in at if r["seconds_per_candidate_median"] is not None]
+            if hv:
+                summary[method][str(c)] = {
+                    "seconds_per_candidate_median": statistics.median(spc) if spc else None,
+                    "hv_mean": statistics.fmean(hv),
+                    "hv_min": min(hv),
+                    "hv_max": max(hv),
+                    "trials_mean": statistics.fmean(r["trials"] for r in at),
+                    "best_accuracy_under_budget_mean": statistics.fmean(acc) if acc else None,
+                }
+    return summary
+
+
+def _claims(
+    summary: dict[str, Any], methods: list[str], checkpoints: list[float], shared: dict[str, Any] | None
+) -> list[str]:
+    """The comparisons the summary supports: inherit against scratch, hwtune against each other method."""
+    claims = []
+    if "inherit" in summary and "hwtune" in summary:
+        inh = summary["inherit"]
+        for ci in sorted(inh, key=float):
+            for cs in sorted(summary["hwtune"], key=float):
+                a, b = inh[ci]["hv_mean"], summary["hwtune"][cs]["hv_mean"]
+                what = f"inherit at {float(ci):g} s"
+                if shared:
+                    parent_s = statistics.fmean(float(r.get("seconds") or 0) for r in shared["records"].values())
+                    what += f" of search (+ {parent_s:.0f} s one-off parent training)"
+                claims.append(
+                    f"{what} HV {a:.4f} {'>=' if a >= b else '<'} scratch (hwtune) at {float(cs):g} s HV {b:.4f}"
+                )
+    if "hwtune" in summary:
+        for c in checkpoints:
+            base = summary["hwtune"].get(str(c))
+            if not base:
+                continue
+            for other in methods:
+                o = summary.get(other, {}).get(str(c))
+                if other == "hwtune" or not o:
+                    continue
+                diff = base["hv_mean"] - o["hv_mean"]
+                rel = 100 * diff / o["hv_mean"] if o["hv_mean"] else float("nan")
+                claims.append(
+                    f"at {c:g} s hwtune HV {base['hv_mean']:.4f} vs {other} {o['hv_mean']:.4f} "
+                    f"({diff:+.4f}, {rel:+.1f}%)"
+                )
+    return claims
+
+
+def _settings(
+    args: argparse.Namespace,
+    methods: list[str],
+    seeds: list[int],
+    budgets: dict[str, float],
+    data: dict[str, Any],
+    shared: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The settings block of the results file."""
+    return {
+        "recipe": args.recipe,
+        "device": args.device,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "workers": args.workers,
+        "seeds": seeds,
+        "data": data,
+        "methods": {
+            m: {
+                "sampler": METHODS[m]["sampler"],
+                "rungs": list(METHODS[m]["rungs"]),
+                "strategy": METHODS[m]["strategy"],
+                "budget_s": budgets[m],
+            }
+            for m in methods
+        },
+        "parent_epochs": args.parent_epochs,
+        "shared_parent": None
+        if shared is None
+        else {
+            "note": "trained before the runs on the whole machine; the inherit budget is search time only",
+            "seconds_by_seed": {str(k): v.get("seconds") for k, v in shared["records"].items()},
+            "epochs": next(iter(shared["records"].values()), {}).get("epochs"),
+        },
+    }
+
+
+def _print_table(summary: dict[str, Any], claims: list[str]) -> None:
+    print(
+        f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} "
+        f"{'best acc@lat':>13} {'s/cand':>7}"
+    )
+    for method, per in summary.items():
+        for c, v in per.items():
+            acc = v["best_accuracy_under_budget_mean"]
+            spc = v["seconds_per_candidate_median"]
+            acc_txt = "-" if acc is None else f"{100 * acc:.2f}%"
+            spc_txt = "-" if spc is None else f"{spc:.1f}"
+            print(
+                f"{method:<12} {float(c):>9.0f} {v['hv_mean']:>9.4f} {v['hv_min']:>8.4f} {v['hv_max']:>8.4f} "
+                f"{v['trials_mean']:>7.1f} {acc_txt:>13} {spc_txt:>7}"
+            )
+    for line in claims:
+        print(line)
+
+
 def main() -> int:
     args = _parse()
     if args.worker:
@@ -334,124 +535,10 @@ def main() -> int:
         data["val_limit"] = args.val_limit
     runs_dir = Path(args.runs_dir)
     shared = _pretrain_parents(args, seeds, data, runs_dir) if args.shared_parent and "inherit" in methods else None
-    jobs = []
-    for seed in seeds:
-        for method in methods:
-            jobs.append(
-                {
-                    "method": method,
-                    "seed": seed,
-                    "budget_s": budgets[method],
-                    "parent_epochs": args.parent_epochs,
-                    "threads": args.threads,
-                    "recipe": args.recipe,
-                    "device": args.device,
-                    "data": data,
-                    "epochs": args.epochs,
-                    "reference_point": ref,
-                    "out_dir": str(runs_dir / f"{method}-s{seed}"),
-                    "parent_cache": shared["cache"] if shared and method == "inherit" else None,
-                }
-            )
-    # Fairness: every run must share the machine with the same number of other runs. When the job
-    # count is not a multiple of --workers, filler runs (a random-search run whose results are
-    # discarded) keep the last round as loaded as the others.
-    n_fill = (-len(jobs)) % max(args.workers, 1)
-    for i in range(n_fill):
-        jobs.append({**jobs[-1], "method": "random", "filler": True, "out_dir": str(runs_dir / f"filler-{i}")})
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
-    t0 = time.monotonic()
-
-    def launch(job: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        log = Path(job["out_dir"]) / "worker.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as fh:
-            rc = subprocess.call([sys.executable, __file__, "--worker", json.dumps(job)], stdout=fh, stderr=fh, env=env)
-        what = "filler (load only)" if job.get("filler") else f"{job['method']} seed {job['seed']}"
-        print(f"  {what}: exit {rc} ({time.monotonic() - t0:.0f} s elapsed)", flush=True)
-        return job, rc
-
-    print(
-        f"{len(jobs)} runs of {args.budget_s:g} s, {args.workers} at a time, {args.threads} thread(s) each", flush=True
-    )
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        finished = list(pool.map(launch, jobs))
-
-    runs: list[dict[str, Any]] = []
-    histories: dict[tuple[str, int], list] = {}
-    for job, rc in finished:
-        if job.get("filler"):
-            continue
-        if rc != 0:
-            print(f"run {job['method']} seed {job['seed']} failed (see {job['out_dir']}/worker.log)", file=sys.stderr)
-            continue
-        a = _analyse(Path(job["out_dir"]), ref, [c for c in checkpoints if c <= job["budget_s"]], lat_budget)
-        histories[(job["method"], job["seed"])] = a["history"]
-        for c, v in a["at"].items():
-            runs.append(
-                {
-                    "method": job["method"],
-                    "seed": job["seed"],
-                    "budget_s": c,
-                    "seconds_per_candidate_median": a["seconds_per_candidate_median"],
-                    "parent_seconds": a["parent_seconds"],
-                    **v,
-                }
-            )
-
-    summary: dict[str, Any] = {}
-    for method in methods:
-        summary[method] = {}
-        for c in checkpoints:
-            hv = [r["hypervolume"] for r in runs if r["method"] == method and r["budget_s"] == c]
-            tr = [r["trials"] for r in runs if r["method"] == method and r["budget_s"] == c]
-            acc = [
-                r["best_accuracy_under_budget"]
-                for r in runs
-                if r["method"] == method and r["budget_s"] == c and r["best_accuracy_under_budget"] is not None
-            ]
-            spc = [
-                r["seconds_per_candidate_median"]
-                for r in runs
-                if r["method"] == method and r["budget_s"] == c and r["seconds_per_candidate_median"] is not None
-            ]
-            if hv:
-                summary[method][str(c)] = {
-                    "seconds_per_candidate_median": statistics.median(spc) if spc else None,
-                    "hv_mean": statistics.fmean(hv),
-                    "hv_min": min(hv),
-                    "hv_max": max(hv),
-                    "trials_mean": statistics.fmean(tr),
-                    "best_accuracy_under_budget_mean": statistics.fmean(acc) if acc else None,
-                }
-    claims = []
-    if "inherit" in summary and "hwtune" in summary:
-        inh = summary["inherit"]
-        for ci in sorted(inh, key=float):
-            for cs in sorted(summary["hwtune"], key=float):
-                a, b = inh[ci]["hv_mean"], summary["hwtune"][cs]["hv_mean"]
-                what = f"inherit at {float(ci):g} s"
-                if shared:
-                    parent_s = statistics.fmean(float(r.get("seconds") or 0) for r in shared["records"].values())
-                    what += f" of search (+ {parent_s:.0f} s one-off parent training)"
-                claims.append(
-                    f"{what} HV {a:.4f} {'>=' if a >= b else '<'} scratch (hwtune) at {float(cs):g} s HV {b:.4f}"
-                )
-    if "hwtune" in summary:
-        for c in checkpoints:
-            base = summary["hwtune"].get(str(c))
-            if not base:
-                continue
-            for other in methods:
-                o = summary.get(other, {}).get(str(c))
-                if other == "hwtune" or not o:
-                    continue
-                diff = base["hv_mean"] - o["hv_mean"]
-                rel = 100 * diff / o["hv_mean"] if o["hv_mean"] else float("nan")
-                claims.append(
-                    f"at {c:g} s hwtune HV {base['hv_mean']:.4f} vs {other} {o['hv_mean']:.4f} "
-                    f"({diff:+.4f}, {rel:+.1f}%)"
-                )
+    finished = _run_jobs(args, _jobs(args, methods, seeds, budgets, data, ref, shared))
+    runs, histories = _collect(finished, ref, checkpoints, lat_budget)
+    summary = _summarise(runs, methods, checkpoints)
+    claims = _claims(summary, methods, checkpoints, shared)
     machine["loadavg_after"] = machine_info()["loadavg"]
     out = {
         "machine": machine,
@@ -459,32 +546,7 @@ def main() -> int:
         "latency_budget_ms": lat_budget,
         "budget_s": args.budget_s,
         "checkpoints_s": checkpoints,
-        "settings": {
-            "recipe": args.recipe,
-            "device": args.device,
-            "epochs": args.epochs,
-            "threads": args.threads,
-            "workers": args.workers,
-            "seeds": seeds,
-            "data": data,
-            "methods": {
-                m: {
-                    "sampler": METHODS[m]["sampler"],
-                    "rungs": list(METHODS[m]["rungs"]),
-                    "strategy": METHODS[m]["strategy"],
-                    "budget_s": budgets[m],
-                }
-                for m in methods
-            },
-            "parent_epochs": args.parent_epochs,
-            "shared_parent": None
-            if shared is None
-            else {
-                "note": "trained before the runs on the whole machine; the inherit budget is search time only",
-                "seconds_by_seed": {str(k): v.get("seconds") for k, v in shared["records"].items()},
-                "epochs": next(iter(shared["records"].values()), {}).get("epochs"),
-            },
-        },
+        "settings": _settings(args, methods, seeds, budgets, data, shared),
         "runs": runs,
         "summary": summary,
         "claims": claims,
@@ -495,22 +557,7 @@ def main() -> int:
     out_path.write_text(json.dumps(out, indent=2) + "\n")
     if histories:
         _plot(runs, histories, args.budget_s, out_path.with_suffix(".png"))
-    print(
-        f"\n{'method':<12} {'budget_s':>9} {'HV mean':>9} {'HV min':>8} {'HV max':>8} {'trials':>7} "
-        f"{'best acc@lat':>13} {'s/cand':>7}"
-    )
-    for method, per in summary.items():
-        for c, v in per.items():
-            acc = v["best_accuracy_under_budget_mean"]
-            spc = v["seconds_per_candidate_median"]
-            acc_txt = "-" if acc is None else f"{100 * acc:.2f}%"
-            spc_txt = "-" if spc is None else f"{spc:.1f}"
-            print(
-                f"{method:<12} {float(c):>9.0f} {v['hv_mean']:>9.4f} {v['hv_min']:>8.4f} {v['hv_max']:>8.4f} "
-                f"{v['trials_mean']:>7.1f} {acc_txt:>13} {spc_txt:>7}"
-            )
-    for line in claims:
-        print(line)
+    _print_table(summary, claims)
     print(f"wrote {out_path} and {out_path.with_suffix('.png')}")
     return 0
 

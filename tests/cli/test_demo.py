@@ -95,6 +95,24 @@ def test_the_finalize_must_fit_the_time_left():
     assert pick([small, big], seconds_per_epoch=lambda t: None).trial is big
 
 
+def test_the_time_spent_timing_members_comes_off_the_time_left():
+    small = rec(1, "int8", 40_000, 1_800_000, 0.89, seconds=5.0)
+    big = rec(2, "mixed", 97_000, 3_980_000, 0.89, seconds=9.0)
+    now = [1000.0]
+
+    def timed(t):  # each timing takes 12 s of the clock
+        now[0] += 12.0
+        return search_seconds_per_epoch(t)
+
+    # 312 s left when the pick starts, 300 s once the big member is timed: 25 of its 30 epochs
+    chosen = pick([small, big], left=312.0, seconds_per_epoch=timed, clock=lambda: now[0])
+    assert chosen.trial is big and chosen.epochs == 25 and "fit the 300 s left" in chosen.reason
+    # 242 s: the big one gets 230 s (19.1 epochs, too few), the small one 218 s (all 30 in 200 s)
+    now[0] = 1000.0
+    chosen = pick([small, big], left=242.0, seconds_per_epoch=timed, clock=lambda: now[0])
+    assert chosen.trial is small and chosen.epochs is None and "218 s left" in chosen.reason
+
+
 def test_epochs_that_fit_are_all_of_them_or_tenths_rounded_down():
     assert epochs_that_fit(30, 360, 360) == 30 and epochs_that_fit(30, 359, 360) == 29.9
     assert epochs_that_fit(30, -5, 360) == 1.0

@@ -289,6 +289,24 @@ def _avx2_seconds(d: dict) -> list[float]:
     return _seconds(d, "avx2_demo")
 
 
+def _member_rows(d: dict, keys: tuple[str, ...], params: int) -> list[dict]:
+    """The fresh-clone rows under ``keys`` that shipped the member of ``params`` parameters, in run order."""
+    return [r["rows"][0] for k in keys for r in d[k]["runs"] if r["rows"][0]["params"] == params]
+
+
+def _epoch_seconds_range(d: dict, keys: tuple[str, ...]) -> list[float]:
+    """Fewest and most finalize seconds per epoch of the 97 K member's channels-last runs under ``keys``."""
+    rates = [r["finalize_seconds"] / r["finalized"]["epochs"] for r in _member_rows(d, keys, 97114)
+             if "channels_last" in r["finalized"]["train_device"]]
+    return [min(rates), max(rates)]
+
+
+def _recipe_check(d: dict, name: str, seed: int) -> dict:
+    """One run of recipe_checks_avx2_equal_time."""
+    (run,) = [r for r in d["recipe_checks_avx2_equal_time"]["runs"] if r["name"] == name and r["seed"] == seed]
+    return run
+
+
 def _miss_row(d: dict, key: str) -> dict:
     """The one fresh-clone row under ``key`` that missed 92.5%."""
     (row,) = [r["rows"][0] for r in d[key]["runs"] if r["rows"][0]["test_accuracy_as_shipped"] < 0.925]
@@ -313,7 +331,8 @@ def _member_range(d: dict, params: int) -> list[float]:
 # (commit, key in demo-finalize.json, run, seed) of the README's table of fresh clones on the AVX2-only EPYC.
 AVX2_RUNS = [("ea074c8", "avx2_fresh_clone", 0, 0), *(("df52555", "avx2_fresh_clone", s + 1, s) for s in range(4)),
              *(("f72675f", "avx2_demo", s, s) for s in range(4)), *(("ebbf1ac", "avx2_race", s, s) for s in range(4)),
-             *(("75ce941", "avx2_race_more", s, s + 4) for s in range(2))]
+             *(("75ce941", "avx2_race_more", s, s + 4) for s in range(2)),
+             *(("7cf0c35", "avx2_probe_counted", s, s) for s in range(4))]
 
 
 def _speedup_ranges(d: dict) -> list[float]:
@@ -506,6 +525,24 @@ FIGURES: list[Figure] = [
                         for v in (t // 60, t % 60)),
                       *(sum(t >= 92.5 for t in ts) for ts in [_tests(d, "avx2_race") + _tests(d, "avx2_race_more")]),
                       len(_tests(d, "avx2_race")) + len(_tests(d, "avx2_race_more"))]),
+    Figure("demo-finalize.json", r"\*\*(\d) of (\d)\*\* \((\d+\.\d+)%, (\d+\.\d+)%, (\d+\.\d+)%, (\d+\.\d+)%\), README "
+                                 r"command 1 in\s+(\d+):(\d+)-(\d+):(\d+): \*\*(\d) of (\d+)\*\* with the race of ebbf1ac\. "
+                                 r"The change can only shorten a finalize\. These four trained faster\s+than the earlier "
+                                 r"runs of the same members: (\d+\.\d+) s per epoch for the 97 K member in both "
+                                 r"\(finalize time over epochs\),\s+against (\d+\.\d+)-(\d+\.\d+) s in its earlier "
+                                 r"channels-last runs\. So (\d+\.\d+) and (\d+\.\d+) of its epochs fitted, and it "
+                                 r"shipped (\d+\.\d+)%\s+and (\d+\.\d+)%",
+           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_probe_counted")), len(_tests(d, "avx2_probe_counted")),
+                      *_hits_then_misses(_tests(d, "avx2_probe_counted")),
+                      *(v for t in (min(_seconds(d, "avx2_probe_counted")), max(_seconds(d, "avx2_probe_counted")))
+                        for v in (t // 60, t % 60)),
+                      *(f(t >= 92.5 for t in ts) for f in (sum, lambda x: len(list(x)))
+                        for ts in [[*_tests(d, "avx2_race"), *_tests(d, "avx2_race_more"),
+                                    *_tests(d, "avx2_probe_counted")]]),
+                      *sorted({round(v, 1) for v in _epoch_seconds_range(d, ("avx2_probe_counted",))}),  # "in both"
+                      *_epoch_seconds_range(d, ("avx2_demo", "avx2_race")),
+                      *(r["finalized"]["epochs"] for r in _member_rows(d, ("avx2_probe_counted",), 97114)),
+                      *(100 * r["test_accuracy_as_shipped"] for r in _member_rows(d, ("avx2_probe_counted",), 97114))]),
     Figure("demo-finalize.json", r"the 100 K member \(3\.70 M MACs, depth 2/2/2\) shipped (\d+\.\d+)-(\d+\.\d+)% after "
                                  r"(\d+\.\d+)-(\d+\.\d+)\s+epochs and the 97 K member \(3\.98 M MACs, depth 1/2/1, 5x5 "
                                  r"kernels\) (\d+\.\d+)-(\d+\.\d+)% after (\d+\.\d+)-(\d+\.\d+)",
@@ -516,6 +553,19 @@ FIGURES: list[Figure] = [
                                  r"(\d+\.\d+)%",
            lambda d: [*_speedup_ranges(d), *(_margin(d, 1.05)[k] for k in ("wrong", "races", "mean_extra_pct")),
                       *(_margin(d, 1.15)[k] for k in ("wrong", "mean_extra_pct"))]),
+    Figure("demo-finalize.json", r"its 97 K member fine-tuned from its search weights for the (\d+\.\d+) epochs the demo "
+                                 r"gave it, fp32 test,\s+1 thread each, two at a time\)\. As the demo does it: (\d+\.\d+)% "
+                                 r"and (\d+\.\d+)% with two seeds of the sample order\. A peak\s+learning rate of 0\.1: "
+                                 r"(\d+\.\d+)% and (\d+\.\d+)%\. Label smoothing 0\.1: (\d+\.\d+)%\. Random erasing "
+                                 r"after shift-flip: (\d+\.\d+)%\s+\(p 0\.25\) and (\d+\.\d+)% \(p 0\.5\)\. Batch 256: "
+                                 r"(\d+\.\d+)%\. Batch 64 for the (\d+\.\d+) epochs of equal time: (\d+\.\d+)% and "
+                                 r"(\d+\.\d+)%",
+           lambda d: [_recipe_check(d, "base", 0)["epochs"],
+                      *(100 * _recipe_check(d, n, seed)["test_fp32"]
+                        for n, seed in (("base", 0), ("base", 1), ("lr01", 0), ("lr01", 1), ("ls01", 0), ("er25", 0),
+                                        ("er50", 0), ("bs256", 0))),
+                      _recipe_check(d, "bs64", 0)["epochs"],
+                      *sorted(100 * _recipe_check(d, n, 0)["test_fp32"] for n in ("bs64", "bs64hi"))]),
     Figure("demo-finalize.json", r"the most accurate other one \((\d+\.\d+)% validation\) at equal time, the seed-0 member "
                                  r"reached (\d+\.\d+)% fp32 test in (\d+\.\d+) epochs, against (\d+\.\d+)% in (\d+\.\d+) "
                                  r"epochs without",

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -301,30 +302,42 @@ def _plot(runs: list[dict[str, Any]], histories: dict[tuple[str, int], list], bu
     plt.close(fig)
 
 
-def _jobs(
-    args: argparse.Namespace,
-    methods: list[str],
-    seeds: list[int],
-    budgets: dict[str, float],
-    data: dict[str, Any],
-    ref: dict[str, float],
-    shared: dict[str, Any] | None,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Plan:
+    """What the runs compare, as parsed from the command line.
+
+    Attributes:
+        methods: Names of ``METHODS`` to run.
+        seeds: One run per seed and method.
+        budgets: Wall-clock budget per method (seconds).
+        data: The ``data`` argument of every run (dataset name and limits).
+        shared: ``--shared-parent``'s parents (``cache``, ``records`` by seed), or None.
+    """
+
+    methods: list[str]
+    seeds: list[int]
+    budgets: dict[str, float]
+    data: dict[str, Any]
+    shared: dict[str, Any] | None = None
+
+
+def _jobs(args: argparse.Namespace, plan: Plan, ref: dict[str, float]) -> list[dict[str, Any]]:
     """One job per seed and method, then filler runs so every round shares the machine alike."""
     runs_dir = Path(args.runs_dir)
+    shared = plan.shared
     jobs = []
-    for seed in seeds:
-        for method in methods:
+    for seed in plan.seeds:
+        for method in plan.methods:
             jobs.append(
                 {
                     "method": method,
                     "seed": seed,
-                    "budget_s": budgets[method],
+                    "budget_s": plan.budgets[method],
                     "parent_epochs": args.parent_epochs,
                     "threads": args.threads,
                     "recipe": args.recipe,
                     "device": args.device,
-                    "data": data,
+                    "data": plan.data,
                     "epochs": args.epochs,
                     "reference_point": ref,
                     "out_dir": str(runs_dir / f"{method}-s{seed}"),
@@ -446,31 +459,25 @@ def _claims(
     return claims
 
 
-def _settings(
-    args: argparse.Namespace,
-    methods: list[str],
-    seeds: list[int],
-    budgets: dict[str, float],
-    data: dict[str, Any],
-    shared: dict[str, Any] | None,
-) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     """The settings block of the results file."""
+    shared = plan.shared
     return {
         "recipe": args.recipe,
         "device": args.device,
         "epochs": args.epochs,
         "threads": args.threads,
         "workers": args.workers,
-        "seeds": seeds,
-        "data": data,
+        "seeds": plan.seeds,
+        "data": plan.data,
         "methods": {
             m: {
                 "sampler": METHODS[m]["sampler"],
                 "rungs": list(METHODS[m]["rungs"]),
                 "strategy": METHODS[m]["strategy"],
-                "budget_s": budgets[m],
+                "budget_s": plan.budgets[m],
             }
-            for m in methods
+            for m in plan.methods
         },
         "parent_epochs": args.parent_epochs,
         "shared_parent": None
@@ -535,7 +542,8 @@ def main() -> int:
         data["val_limit"] = args.val_limit
     runs_dir = Path(args.runs_dir)
     shared = _pretrain_parents(args, seeds, data, runs_dir) if args.shared_parent and "inherit" in methods else None
-    finished = _run_jobs(args, _jobs(args, methods, seeds, budgets, data, ref, shared))
+    plan = Plan(methods, seeds, budgets, data, shared)
+    finished = _run_jobs(args, _jobs(args, plan, ref))
     runs, histories = _collect(finished, ref, checkpoints, lat_budget)
     summary = _summarise(runs, methods, checkpoints)
     claims = _claims(summary, methods, checkpoints, shared)
@@ -546,7 +554,7 @@ def main() -> int:
         "latency_budget_ms": lat_budget,
         "budget_s": args.budget_s,
         "checkpoints_s": checkpoints,
-        "settings": _settings(args, methods, seeds, budgets, data, shared),
+        "settings": _settings(args, plan),
         "runs": runs,
         "summary": summary,
         "claims": claims,

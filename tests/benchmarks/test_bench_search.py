@@ -39,12 +39,12 @@ def _row(method: str, seed: int, budget_s: float, hv: float, acc: float | None =
 
 
 def test_every_round_of_runs_is_equally_loaded(tmp_path):
-    budgets = {"hwtune": 60.0, "random": 30.0}
-    jobs = bench_search._jobs(_args(tmp_path, 2), ["hwtune", "random"], [0, 1, 2], budgets, {}, {}, None)
+    plan = bench_search.Plan(["hwtune", "random"], [0, 1, 2], {"hwtune": 60.0, "random": 30.0}, {})
+    jobs = bench_search._jobs(_args(tmp_path, 2), plan, {})
     real = [j for j in jobs if not j.get("filler")]
     assert [(j["method"], j["seed"], j["budget_s"]) for j in real[:2]] == [("hwtune", 0, 60.0), ("random", 0, 30.0)]
     assert len(real) == 6 and len(jobs) == 6  # a multiple of the workers: no filler
-    jobs = bench_search._jobs(_args(tmp_path, 4), ["hwtune", "random"], [0, 1, 2], budgets, {}, {}, None)
+    jobs = bench_search._jobs(_args(tmp_path, 4), plan, {})
     fillers = [j for j in jobs if j.get("filler")]
     assert len(jobs) == 8 and len(fillers) == 2
     assert {j["method"] for j in fillers} == {"random"} and len({j["out_dir"] for j in jobs}) == 8

@@ -80,9 +80,9 @@ DEMO_OUT = "hwtune-demo"
 # shift-flip (two smaller members: 92.30% and 91.80% against 92.08% and 92.37%), a peak learning rate of
 # 0.1 instead of finalize's 0.05 (three ~97 K members: 92.81%, 92.36%, 92.87% against 92.48%, 92.45% and
 # a mean of 92.85% over five runs), 40 epochs instead of 30 (92.56% against 92.48%).
-# On the AVX2 EPYC, at the 23.3 epochs a 97 K member got there, none of a peak learning rate of 0.1, label
-# smoothing, erasing, batch 64 or batch 256 did better than it did as it is with two seeds (92.43%, 92.76%; 92.06-92.59%:
-# recipe_checks_avx2_equal_time in benchmarks/results/demo-finalize.json).
+# On the AVX2 EPYC, at the 23.3 epochs a 97 K member got there (92.43% and 92.76% with two seeds), a peak
+# learning rate of 0.1, label smoothing, erasing, batch 64 and batch 256 gave 92.06-92.59%: none better
+# (recipe_checks_avx2_equal_time in benchmarks/results/demo-finalize.json).
 # The search's time: 90 s, so that the members with the most capacity can finalize long enough on a slower
 # CPU. With 180 s, a search of 30 trials took 86-134 s on a 2-core EPYC with AVX-512 and 138-161 s on one with
 # AVX2 only, where the 97-100 K members' 30 finalize epochs would take 375-390 s and 246-274 s were left.
@@ -250,8 +250,9 @@ def demo_pick(
     for i, t in enumerate(tied):
         rate = seconds_per_epoch(t)
         if clock is not None:
-            seconds_left -= clock() - start
-            start = clock()
+            now = clock()
+            seconds_left -= now - start
+            start = now
         if rate is None:
             continue
         cost[t.number] = rate * epochs

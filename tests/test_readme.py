@@ -332,7 +332,8 @@ def _member_range(d: dict, params: int) -> list[float]:
 AVX2_RUNS = [("ea074c8", "avx2_fresh_clone", 0, 0), *(("df52555", "avx2_fresh_clone", s + 1, s) for s in range(4)),
              *(("f72675f", "avx2_demo", s, s) for s in range(4)), *(("ebbf1ac", "avx2_race", s, s) for s in range(4)),
              *(("75ce941", "avx2_race_more", s, s + 4) for s in range(2)),
-             *(("7cf0c35", "avx2_probe_counted", s, s) for s in range(4))]
+             *(("7cf0c35", "avx2_probe_counted", s, s) for s in range(4)),
+             *(("e327fa4", "avx2_probe_counted_more", s, s + 4) for s in range(2))]
 
 
 def _speedup_ranges(d: dict) -> list[float]:
@@ -547,6 +548,24 @@ FIGURES: list[Figure] = [
                                  r"f72675f, it had\s+shipped (\d+\.\d+)%",
            lambda d: [(r := _member_rows(d, ("avx2_demo",), 97114)[0])["finalized"]["epochs"],
                       100 * r["test_accuracy_as_shipped"]]),
+    Figure("demo-finalize.json", r"e327fa4 \(as 7cf0c35\), seeds 4 and 5: \*\*(\d) of (\d)\*\* \((\d+\.\d+)%, (\d+\.\d+)%\), "
+                                 r"README command 1 in (\d+):(\d+)-(\d+):(\d+)\. Seed 4 shipped\s+the (\d+) K member of "
+                                 r"(\d+\.\d+) M MACs for the (\d+) epochs that fitted this time, just at the target; with "
+                                 r"75ce941, fewer\s+than 20 of its epochs had fitted, and the (\d+),(\d+)-parameter member "
+                                 r"it shipped instead reached (\d+\.\d+)%\. \*\*(\d) of (\d)\*\* with\s+the demo's "
+                                 r"current code, \*\*(\d) of (\d+)\*\* with the race of ebbf1ac",
+           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_probe_counted_more")),
+                      len(_tests(d, "avx2_probe_counted_more")), *_hits_then_misses(_tests(d, "avx2_probe_counted_more")),
+                      *(v for t in (min(_seconds(d, "avx2_probe_counted_more")),
+                                    max(_seconds(d, "avx2_probe_counted_more"))) for v in (t // 60, t % 60)),
+                      (r := d["avx2_probe_counted_more"]["runs"][0]["rows"][0])["params"] / 1000, r["macs"] / 1e6,
+                      r["finalized"]["epochs"], *divmod(d["avx2_race_more"]["runs"][0]["rows"][0]["params"], 1000),
+                      100 * d["avx2_race_more"]["runs"][0]["rows"][0]["test_accuracy_as_shipped"],
+                      *(f(ts) for ts in [[*_tests(d, "avx2_probe_counted"), *_tests(d, "avx2_probe_counted_more")]]
+                        for f in (lambda x: sum(t >= 92.5 for t in x), len)),
+                      *(f(ts) for ts in [[*_tests(d, "avx2_race"), *_tests(d, "avx2_race_more"),
+                                          *_tests(d, "avx2_probe_counted"), *_tests(d, "avx2_probe_counted_more")]]
+                        for f in (lambda x: sum(t >= 92.5 for t in x), len))]),
     Figure("demo-finalize.json", r"the 100 K member \(3\.70 M MACs, depth 2/2/2\) shipped (\d+\.\d+)-(\d+\.\d+)% after "
                                  r"(\d+\.\d+)-(\d+\.\d+)\s+epochs and the 97 K member \(3\.98 M MACs, depth 1/2/1, 5x5 "
                                  r"kernels\) (\d+\.\d+)-(\d+\.\d+)% after (\d+\.\d+)-(\d+\.\d+)",

@@ -284,9 +284,16 @@ def _seconds(d: dict, key: str) -> list[float]:
     return [r["rows"][0]["readme_command_1_seconds"] for r in d[key]["runs"]]
 
 
-def _avx2_seconds(d: dict) -> list[float]:
-    """README command 1 seconds of the AVX2-only EPYC's fresh clones of the demo at f72675f."""
-    return _seconds(d, "avx2_demo")
+def _met(d: dict, *keys: str) -> list[int]:
+    """Fresh clones under ``keys`` that shipped at least 92.5% test, then how many there were."""
+    tests = [t for k in keys for t in _tests(d, k)]
+    return [sum(t >= 92.5 for t in tests), len(tests)]
+
+
+def _command_1_range(d: dict, key: str) -> list[float]:
+    """Quickest then slowest README command 1 under ``key``, each as minutes, seconds."""
+    seconds = _seconds(d, key)
+    return [v for t in (min(seconds), max(seconds)) for v in (t // 60, t % 60)]
 
 
 def _member_rows(d: dict, keys: tuple[str, ...], params: int) -> list[dict]:
@@ -321,8 +328,7 @@ def _race(row: dict) -> float:
 def _member_range(d: dict, params: int) -> list[float]:
     """Test % (lowest, highest) then finalize epochs (fewest, most) of one member across the AVX2 runs at f72675f,
     ebbf1ac and 75ce941."""
-    rows = [r["rows"][0] for k in ("avx2_demo", "avx2_race", "avx2_race_more") for r in d[k]["runs"]
-            if r["rows"][0]["params"] == params]
+    rows = _member_rows(d, ("avx2_demo", "avx2_race", "avx2_race_more"), params)
     tests = [100 * r["test_accuracy_as_shipped"] for r in rows]
     epochs = [r["finalized"]["epochs"] for r in rows]
     return [min(tests), max(tests), min(epochs), max(epochs)]
@@ -506,26 +512,23 @@ FIGURES: list[Figure] = [
                       *(100 * r["test_accuracy_as_shipped"] for r in d["recipe_checks_avx2"]["rows"])]),
     Figure("demo-finalize.json", r"\*\*(\d) of (\d)\*\* \((\d+\.\d+)%, (\d+\.\d+)%; misses (\d+\.\d+)%, (\d+\.\d+)%\), README "
                                  r"command 1 in (\d+):(\d+)-(\d+):(\d+)",
-           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_demo")), len(_tests(d, "avx2_demo")),
+           lambda d: [*_met(d, "avx2_demo"),
                       *_hits_then_misses(_tests(d, "avx2_demo")),
-                      *(v for t in (min(_avx2_seconds(d)), max(_avx2_seconds(d))) for v in (t // 60, t % 60))]),
+                      *_command_1_range(d, "avx2_demo")]),
     Figure("demo-finalize.json", r"\*\*(\d) of (\d)\*\* again \((\d+\.\d+)%, (\d+\.\d+)%; misses (\d+\.\d+)%, (\d+\.\d+)%\), "
                                  r"README command 1 in\s+(\d+):(\d+)-(\d+):(\d+)",
-           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_race")), len(_tests(d, "avx2_race")),
+           lambda d: [*_met(d, "avx2_race"),
                       *sorted((t for t in _tests(d, "avx2_race") if t >= 92.5), reverse=True),
                       *sorted(t for t in _tests(d, "avx2_race") if t < 92.5),
-                      *(v for t in (min(_seconds(d, "avx2_race")), max(_seconds(d, "avx2_race"))) for v in (t // 60, t % 60))]),
+                      *_command_1_range(d, "avx2_race")]),
     Figure("demo-finalize.json", r"Two more seeds at 75ce941: \*\*(\d) of (\d)\*\* \((\d+\.\d+)%; miss (\d+\.\d+)%, a "
                                  r"(\d+),(\d+)-parameter member of (\d+\.\d+) M\s+MACs, whose race read (\d+\.\d+)x, so it "
                                  r"trained contiguous\), README command 1 in (\d+):(\d+)-(\d+):(\d+): \*\*(\d) of (\d)\*\*",
-           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_race_more")), len(_tests(d, "avx2_race_more")),
+           lambda d: [*_met(d, "avx2_race_more"),
                       *_hits_then_misses(_tests(d, "avx2_race_more")),
                       *divmod(_miss_row(d, "avx2_race_more")["params"], 1000),
                       _miss_row(d, "avx2_race_more")["macs"] / 1e6, _race(_miss_row(d, "avx2_race_more")),
-                      *(v for t in (min(_seconds(d, "avx2_race_more")), max(_seconds(d, "avx2_race_more")))
-                        for v in (t // 60, t % 60)),
-                      *(sum(t >= 92.5 for t in ts) for ts in [_tests(d, "avx2_race") + _tests(d, "avx2_race_more")]),
-                      len(_tests(d, "avx2_race")) + len(_tests(d, "avx2_race_more"))]),
+                      *_command_1_range(d, "avx2_race_more"), *_met(d, "avx2_race", "avx2_race_more")]),
     Figure("demo-finalize.json", r"\*\*(\d) of (\d)\*\* \((\d+\.\d+)%, (\d+\.\d+)%, (\d+\.\d+)%, (\d+\.\d+)%\), README "
                                  r"command 1 in\s+(\d+):(\d+)-(\d+):(\d+): \*\*(\d) of (\d+)\*\* with the race of ebbf1ac\. "
                                  r"The change can only shorten a finalize\. These four trained faster\s+than the earlier "
@@ -533,13 +536,10 @@ FIGURES: list[Figure] = [
                                  r"\(finalize time over epochs\),\s+against (\d+\.\d+)-(\d+\.\d+) s in its earlier "
                                  r"channels-last runs\. So (\d+\.\d+) and (\d+\.\d+) of its epochs fitted, and it "
                                  r"shipped (\d+\.\d+)%\s+and (\d+\.\d+)%",
-           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_probe_counted")), len(_tests(d, "avx2_probe_counted")),
+           lambda d: [*_met(d, "avx2_probe_counted"),
                       *_hits_then_misses(_tests(d, "avx2_probe_counted")),
-                      *(v for t in (min(_seconds(d, "avx2_probe_counted")), max(_seconds(d, "avx2_probe_counted")))
-                        for v in (t // 60, t % 60)),
-                      *(f(t >= 92.5 for t in ts) for f in (sum, lambda x: len(list(x)))
-                        for ts in [[*_tests(d, "avx2_race"), *_tests(d, "avx2_race_more"),
-                                    *_tests(d, "avx2_probe_counted")]]),
+                      *_command_1_range(d, "avx2_probe_counted"),
+                      *_met(d, "avx2_race", "avx2_race_more", "avx2_probe_counted"),
                       *sorted({round(v, 1) for v in _epoch_seconds_range(d, ("avx2_probe_counted",))}),  # "in both"
                       *_epoch_seconds_range(d, ("avx2_demo", "avx2_race")),
                       *(r["finalized"]["epochs"] for r in _member_rows(d, ("avx2_probe_counted",), 97114)),
@@ -554,18 +554,13 @@ FIGURES: list[Figure] = [
                                  r"75ce941, fewer\s+than 20 of its epochs had fitted, and the (\d+),(\d+)-parameter member "
                                  r"it shipped instead reached (\d+\.\d+)%\. \*\*(\d) of (\d)\*\* with\s+the demo's "
                                  r"current code, \*\*(\d) of (\d+)\*\* with the race of ebbf1ac",
-           lambda d: [sum(t >= 92.5 for t in _tests(d, "avx2_probe_counted_more")),
-                      len(_tests(d, "avx2_probe_counted_more")), *_hits_then_misses(_tests(d, "avx2_probe_counted_more")),
-                      *(v for t in (min(_seconds(d, "avx2_probe_counted_more")),
-                                    max(_seconds(d, "avx2_probe_counted_more"))) for v in (t // 60, t % 60)),
+           lambda d: [*_met(d, "avx2_probe_counted_more"), *_hits_then_misses(_tests(d, "avx2_probe_counted_more")),
+                      *_command_1_range(d, "avx2_probe_counted_more"),
                       (r := d["avx2_probe_counted_more"]["runs"][0]["rows"][0])["params"] / 1000, r["macs"] / 1e6,
                       r["finalized"]["epochs"], *divmod(d["avx2_race_more"]["runs"][0]["rows"][0]["params"], 1000),
                       100 * d["avx2_race_more"]["runs"][0]["rows"][0]["test_accuracy_as_shipped"],
-                      *(f(ts) for ts in [[*_tests(d, "avx2_probe_counted"), *_tests(d, "avx2_probe_counted_more")]]
-                        for f in (lambda x: sum(t >= 92.5 for t in x), len)),
-                      *(f(ts) for ts in [[*_tests(d, "avx2_race"), *_tests(d, "avx2_race_more"),
-                                          *_tests(d, "avx2_probe_counted"), *_tests(d, "avx2_probe_counted_more")]]
-                        for f in (lambda x: sum(t >= 92.5 for t in x), len))]),
+                      *_met(d, "avx2_probe_counted", "avx2_probe_counted_more"),
+                      *_met(d, "avx2_race", "avx2_race_more", "avx2_probe_counted", "avx2_probe_counted_more")]),
     Figure("demo-finalize.json", r"the 100 K member \(3\.70 M MACs, depth 2/2/2\) shipped (\d+\.\d+)-(\d+\.\d+)% after "
                                  r"(\d+\.\d+)-(\d+\.\d+)\s+epochs and the 97 K member \(3\.98 M MACs, depth 1/2/1, 5x5 "
                                  r"kernels\) (\d+\.\d+)-(\d+\.\d+)% after (\d+\.\d+)-(\d+\.\d+)",
